@@ -1,0 +1,206 @@
+"""From a read scan to a :class:`PreparedCasing`: segment, crop to the primer, condition,
+resample and centre on a square canvas. This is what descriptors and comparisons consume and
+what the index stores (compressed) for re-ranking.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import condition
+from .errors import BallisticsError, SegmentationError
+from .register import downsample, rotate
+from .scan import Scan
+from .segment import segment
+
+#: Spacing of the stored breech-face canvas, metres (cmcR and NFI compare at 6.25 um or coarser).
+CANVAS_SPACING_M = 6.25e-6
+#: Version of the preparation chain; part of the extractor version of every stored vector.
+PREPARE_VERSION = "prep-1"
+
+
+@dataclass(eq=False)
+class PreparedCasing:
+    """A conditioned breech-face surface centred on the primer, plus what segmentation found.
+
+    Attributes
+    ----------
+    surface : Scan
+        Square canvas of side S at :data:`CANVAS_SPACING_M`; the primer centre is the canvas
+        centre ((S - 1) / 2, (S - 1) / 2). Topography in metres (band-passed), or flattened
+        image intensity (dimensionless) for 2-D images. Invalid outside the breech face.
+    segmentation : dict
+        ``Segmentation.as_dict()`` of the original scan (pixel coordinates of that scan).
+    aperture_profile : ndarray of shape (L,) or None
+        Aperture-shear striation profile across the striae, sampled at the canvas spacing.
+    """
+
+    surface: Scan
+    segmentation: dict[str, Any]
+    aperture_profile: np.ndarray | None = None
+    _levels: dict[int, tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    @property
+    def kind(self) -> str:
+        return self.surface.kind
+
+    def level(self, factor: int) -> tuple[np.ndarray, np.ndarray]:
+        """The surface downsampled by ``factor`` and scaled to unit RMS, cached.
+
+        Returns
+        -------
+        data : ndarray of shape (S // factor, S // factor), float32 (zero where invalid)
+        mask : ndarray of the same shape, bool
+        """
+        if factor not in self._levels:
+            s = self.surface
+            d, m = downsample(np.where(s.mask, s.data, 0.0), s.mask, factor)
+            rms = float(np.sqrt(np.mean(d[m] ** 2))) if m.any() else 1.0
+            self._levels[factor] = ((d / (rms or 1.0)).astype(np.float32), m)
+        return self._levels[factor]
+
+    def to_bytes(self) -> bytes:
+        """Compressed, self-describing serialisation (npz) for the store."""
+        s = self.surface
+        meta = {
+            "version": PREPARE_VERSION,
+            "spacing_m": list(s.spacing_m),
+            "kind": s.kind,
+            "segmentation": self.segmentation,
+            "provenance": s.provenance_dicts(),
+        }
+        buf = io.BytesIO()
+        arrays: dict[str, Any] = {
+            "data": np.where(s.mask, s.data, 0.0).astype(np.float32),
+            "mask": np.packbits(s.mask),
+            "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        }
+        if self.aperture_profile is not None:
+            arrays["aperture_profile"] = self.aperture_profile.astype(np.float32)
+        np.savez_compressed(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> PreparedCasing:
+        """Inverse of :meth:`to_bytes`; raises BallisticsError on anything else."""
+        from .scan import Step
+
+        try:
+            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+                meta = json.loads(bytes(z["meta"]).decode())
+                data = z["data"].astype(np.float64)
+                mask = np.unpackbits(z["mask"])[: data.size].reshape(data.shape).astype(bool)
+                prof = z["aperture_profile"].astype(np.float64) if "aperture_profile" in z else None
+        except Exception as exc:  # any decoding failure means the blob is not ours
+            raise BallisticsError(f"stored surface is unreadable: {exc}") from exc
+        steps = tuple(Step(p["name"], p["params"], p["stats"]) for p in meta["provenance"])
+        surface = Scan(
+            np.where(mask, data, np.nan), mask, tuple(meta["spacing_m"]), meta["kind"], steps
+        )
+        return cls(surface, meta["segmentation"], prof)
+
+
+def _crop_centred(scan: Scan, mask: np.ndarray, center: tuple[float, float], half: int) -> Scan:
+    """Square crop of side 2*half+1 around ``center`` (row, col), padding with invalid."""
+    r0, c0 = round(center[0]) - half, round(center[1]) - half
+    size = 2 * half + 1
+    out = np.full((size, size), np.nan)
+    m = np.zeros((size, size), bool)
+    rs, cs = max(r0, 0), max(c0, 0)
+    re, ce = min(r0 + size, scan.shape[0]), min(c0 + size, scan.shape[1])
+    if re <= rs or ce <= cs:
+        raise SegmentationError("primer centre lies outside the scan")
+    out[rs - r0 : re - r0, cs - c0 : ce - c0] = scan.data[rs:re, cs:ce]
+    m[rs - r0 : re - r0, cs - c0 : ce - c0] = mask[rs:re, cs:ce]
+    return scan.evolve(
+        "crop_to_primer",
+        {"center_px": [float(center[0]), float(center[1])], "half_size_px": half},
+        {"valid_points": int(m.sum())},
+        data=out,
+        mask=m,
+    )
+
+
+def condition_breech_face(
+    scan: Scan,
+    *,
+    short_cutoff_um: float | None = condition.DEFAULT_SHORT_CUTOFF_UM,
+    long_cutoff_um: float | None = condition.DEFAULT_LONG_CUTOFF_UM,
+    spacing_m: float = CANVAS_SPACING_M,
+) -> Scan:
+    """The conditioning chain for a cropped breech face (topography or 2-D image)."""
+    if scan.kind == "topography":
+        s = condition.level(scan, method="sphere")
+        s = condition.remove_outliers(s)
+        s = condition.bandpass(s, short_cutoff_um=short_cutoff_um, long_cutoff_um=long_cutoff_um)
+    else:
+        s = condition.flatten_illumination(scan, long_cutoff_um=long_cutoff_um or 250.0)
+        if short_cutoff_um is not None:
+            s = condition.bandpass(s, short_cutoff_um=short_cutoff_um, long_cutoff_um=None)
+    return condition.resample(s, spacing_m=spacing_m)
+
+
+def prepare(
+    scan: Scan,
+    *,
+    spacing_m: float = CANVAS_SPACING_M,
+    short_cutoff_um: float | None = condition.DEFAULT_SHORT_CUTOFF_UM,
+    long_cutoff_um: float | None = condition.DEFAULT_LONG_CUTOFF_UM,
+) -> PreparedCasing:
+    """Segment, crop, condition and centre a scan for description and comparison.
+
+    Parameters
+    ----------
+    scan : Scan
+        Raw or pre-cropped topography, or a 2-D image.
+    spacing_m : float
+        Canvas spacing in metres (default 6.25e-6).
+    short_cutoff_um, long_cutoff_um : float or None
+        Band-pass cut-offs in micrometres (see :func:`ballistics.condition.bandpass`).
+
+    Returns
+    -------
+    PreparedCasing
+    """
+    seg = segment(scan)
+    sy, sx = scan.spacing_m
+    half = math.ceil(seg.primer_radius * 1.04) + 2
+    crop = _crop_centred(scan, seg.breech_face_mask & scan.mask, seg.primer_center, half)
+    cond = condition_breech_face(
+        crop, short_cutoff_um=short_cutoff_um, long_cutoff_um=long_cutoff_um, spacing_m=spacing_m
+    )
+    # Sub-pixel re-centring: the crop was centred on the rounded primer centre.
+    scale = (sy / spacing_m, sx / spacing_m)
+    frac = (
+        (seg.primer_center[0] - round(seg.primer_center[0])) * scale[0],
+        (seg.primer_center[1] - round(seg.primer_center[1])) * scale[1],
+    )
+    size = cond.shape[0] + (cond.shape[0] % 2)
+    data = np.zeros((size, size), np.float64)
+    mask = np.zeros((size, size), bool)
+    data[: cond.shape[0], : cond.shape[1]] = np.where(cond.mask, cond.data, 0.0)
+    mask[: cond.shape[0], : cond.shape[1]] = cond.mask
+    target = (size - 1) / 2.0
+    now = ((cond.shape[0] - 1) / 2.0 + frac[0], (cond.shape[1] - 1) / 2.0 + frac[1])
+    d, m = rotate(data, mask, 0.0, (target - now[0], target - now[1]))
+    surface = cond.evolve(
+        "centre_canvas",
+        {"canvas_px": size},
+        {"valid_fraction": float(m.mean())},
+        data=np.where(m, d.astype(np.float64), np.nan),
+        mask=m,
+    )
+    if int(m.sum()) < 1000:
+        raise SegmentationError(
+            f"only {int(m.sum())} valid breech-face points after conditioning; the scan is too "
+            "small, too noisy or not a cartridge-case head"
+        )
+    return PreparedCasing(surface, seg.as_dict(), None)

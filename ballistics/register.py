@@ -1,0 +1,139 @@
+"""Registration primitives: NaN-aware downsampling, rotation about the canvas centre, and the
+masked normalised cross-correlation (NCC) over translations for a batch of rotations.
+
+Surfaces here are plain arrays on a square *canvas* whose centre is the primer centre: values
+are zero where the mask is False, so products and sums ignore invalid points. All functions are
+pure; the heavy lifting is batched FFTs (scipy.fft, one thread: parallelism belongs to callers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import fft as sfft
+
+#: A point must be this fully covered by valid input after a warp to stay valid.
+_COVER = 0.99
+
+
+def downsample(data: np.ndarray, mask: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Area-average by an integer ``factor``, NaN-aware.
+
+    Parameters
+    ----------
+    data, mask : ndarray of shape (M, N)
+        Values (zero where invalid) and validity.
+    factor : int
+        Block size; M and N need not be multiples of it (the remainder is dropped).
+
+    Returns
+    -------
+    data, mask : ndarray of shape (M // factor, N // factor), float32 and bool
+    """
+    if factor == 1:
+        return data.astype(np.float32), mask.astype(bool)
+    h, w = (data.shape[0] // factor) * factor, (data.shape[1] // factor) * factor
+    m = mask[:h, :w].astype(np.float32)
+    d = np.where(mask[:h, :w], data[:h, :w], 0.0).astype(np.float32)
+    shape = (h // factor, factor, w // factor, factor)
+    num = d.reshape(shape).sum(axis=(1, 3))
+    den = m.reshape(shape).sum(axis=(1, 3))
+    valid = den >= 0.75 * factor * factor
+    out = np.where(valid, num / np.maximum(den, 1.0), 0.0).astype(np.float32)
+    return out, valid
+
+
+def rotate(
+    data: np.ndarray, mask: np.ndarray, angle_deg: float, shift: tuple[float, float] = (0.0, 0.0)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate about the canvas centre by ``angle_deg`` (counter-clockwise as displayed, rows
+    down), then translate by ``shift`` = (dy, dx) pixels. Points not fully covered by valid input
+    become invalid (zero)."""
+    h, w = data.shape
+    mat = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), float(angle_deg), 1.0)
+    mat[0, 2] += shift[1]
+    mat[1, 2] += shift[0]
+    d = cv2.warpAffine(data.astype(np.float32), mat, (w, h), flags=cv2.INTER_LINEAR)
+    m = cv2.warpAffine(mask.astype(np.float32), mat, (w, h), flags=cv2.INTER_LINEAR) >= _COVER
+    return np.where(m, d, 0.0).astype(np.float32), m
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The fixed side of a correlation, transformed once and reused for many rotations.
+
+    Attributes
+    ----------
+    size : int
+        FFT size (canvas + maximum shift, rounded to a fast length).
+    f, f2, fm : ndarray
+        rFFTs of data, data squared and mask.
+    valid : int
+        Number of valid points.
+    """
+
+    size: int
+    f: np.ndarray
+    f2: np.ndarray
+    fm: np.ndarray
+    valid: int
+
+
+def reference(data: np.ndarray, mask: np.ndarray, max_shift: int) -> Reference:
+    """Prepare ``data`` (M, M) as the fixed side of :func:`ncc_maps`."""
+    n = sfft.next_fast_len(max(data.shape) + max_shift, real=True)
+    d = np.where(mask, data, 0.0).astype(np.float32)
+    m = mask.astype(np.float32)
+    rf = lambda x: sfft.rfft2(x, (n, n), workers=1)  # noqa: E731
+    return Reference(n, rf(d), rf(d * d), rf(m), int(mask.sum()))
+
+
+def ncc_maps(
+    ref: Reference,
+    moving: np.ndarray,
+    moving_mask: np.ndarray,
+    max_shift: int,
+    min_overlap: float = 0.3,
+) -> np.ndarray:
+    """Masked NCC of ``ref`` with each of a batch of moving surfaces, over all translations.
+
+    Parameters
+    ----------
+    ref : Reference
+    moving, moving_mask : ndarray of shape (K, M, M)
+        K candidate surfaces (e.g. K rotations), zero where invalid.
+    max_shift : int
+        Translations from -max_shift to +max_shift pixels on both axes are scored.
+    min_overlap : float
+        Translations where the overlap is below this fraction of the smaller valid area score
+        -1, so tiny overlaps cannot produce spurious peaks.
+
+    Returns
+    -------
+    ndarray of shape (K, 2 * max_shift + 1, 2 * max_shift + 1)
+        NCC; entry ``[k, max_shift + dy, max_shift + dx]`` scores moving[k] shifted by (dy, dx)
+        pixels (positive = down/right) against the reference.
+    """
+    n = ref.size
+    d = moving.astype(np.float32)
+    m = moving_mask.astype(np.float32)
+    axes = (-2, -1)
+    fb = sfft.rfft2(d, (n, n), axes=axes, workers=1)
+    fb2 = sfft.rfft2(d * d, (n, n), axes=axes, workers=1)
+    fmb = sfft.rfft2(m, (n, n), axes=axes, workers=1)
+    # corr(a, b)[s] = sum_x a(x) b(x - s): the moving surface shifted by s.
+    ic = lambda x, y: sfft.irfft2(x * np.conj(y), (n, n), axes=axes, workers=1)  # noqa: E731
+    num = ic(ref.f, fb)
+    ea = ic(ref.f2, fmb)
+    eb = ic(ref.fm, fb2)
+    cnt = ic(ref.fm, fmb)
+    idx = np.r_[n - max_shift : n, 0 : max_shift + 1]
+    sel = np.ix_(np.arange(d.shape[0]), idx, idx)
+    num, ea, eb, cnt = num[sel], ea[sel], eb[sel], cnt[sel]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ncc = num / np.sqrt(np.maximum(ea * eb, 1e-20))
+    small = min(ref.valid, int(moving_mask[0].sum()) or 1)
+    ncc[(cnt < min_overlap * small) | ~np.isfinite(ncc)] = -1.0
+    return ncc.astype(np.float64)
