@@ -1,0 +1,458 @@
+"""Build and run the gRPC server: servicer, health, limits, TLS, graceful shutdown.
+
+``create_server(backend, "127.0.0.1:0", auth=..., policy=..., audit=..., limits=...)``
+returns ``(server, port)``; ``server.start()``, then ``server.stop(grace)`` turns health to
+NOT_SERVING, stops accepting calls and lets in-flight calls (submissions included) finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from .audit import AuditLog
+from .auth import Authenticator, TlsConfig
+from .policy import SharingPolicy
+from .proto_gen import matching_pb2, matching_pb2_grpc
+from .service import (
+    Backend,
+    CandidateRec,
+    CasingRecord,
+    ComparisonResult,
+    DecisionRec,
+    HitEdgeRec,
+    IncidentNodeRec,
+    LinkGraphRec,
+    MatchingService,
+    SearchQuery,
+    SearchResult,
+    ServiceLimits,
+    SubmitMeta,
+)
+
+log = logging.getLogger("ballistics.server")
+
+SERVICE_NAME = matching_pb2.DESCRIPTOR.services_by_name["Matching"].full_name
+MESSAGE_OVERHEAD = 1024 * 1024
+
+
+class ServerStartError(RuntimeError):
+    """The server cannot start (port taken, bad TLS material...); the message says why."""
+
+
+@dataclass
+class Server:
+    """A started-or-not gRPC server with its health servicer."""
+
+    grpc_server: grpc.Server
+    health: health.HealthServicer
+    port: int
+    address: str
+
+    def start(self) -> None:
+        self.grpc_server.start()
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace: float | None = 10.0) -> None:
+        """Health -> NOT_SERVING, refuse new calls, wait up to ``grace`` s for in-flight ones."""
+        self.health.enter_graceful_shutdown()
+        self.grpc_server.stop(grace).wait()
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return bool(self.grpc_server.wait_for_termination(timeout))
+
+
+def create_server(
+    backend: Backend,
+    address: str,
+    *,
+    auth: Authenticator,
+    policy: SharingPolicy,
+    audit: AuditLog,
+    limits: ServiceLimits | None = None,
+    tls: TlsConfig | None = None,
+    max_workers: int = 8,
+    maximum_concurrent_rpcs: int = 32,
+    reflection: bool = False,
+) -> tuple[Server, int]:
+    """Build the server and bind ``address`` (``host:0`` picks a free port).
+
+    Raises :class:`ServerStartError` if the address is taken (SO_REUSEPORT is off, so a second
+    server on the same port fails instead of silently sharing it) or TLS material is bad.
+    """
+    limits = limits or ServiceLimits()
+    # A unary Search carries the file itself: allow messages up to the upload cap (+ slack).
+    max_msg = min(limits.max_upload_bytes + MESSAGE_OVERHEAD, 2**31 - 1)
+    options: Sequence[tuple[str, Any]] = [
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", max_msg),
+        ("grpc.max_send_message_length", max_msg),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        options=options,
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+    )
+    matching_pb2_grpc.add_MatchingServicer_to_server(
+        MatchingService(backend, auth=auth, policy=policy, audit=audit, limits=limits), server
+    )
+    health_servicer = health.HealthServicer(
+        experimental_non_blocking=True,
+        experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1),
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+    if reflection:
+        try:
+            from grpc_reflection.v1alpha import reflection as refl
+        except ImportError as e:
+            raise ServerStartError(
+                "reflection requested but grpcio-reflection is not installed"
+            ) from e
+        refl.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, refl.SERVICE_NAME), server
+        )
+    try:
+        if tls is not None:
+            port = server.add_secure_port(address, tls.server_credentials())
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise ServerStartError(
+            f"cannot listen on {address}: the port is in use or the address is not available ({e})"
+        ) from e
+    if not port:
+        raise ServerStartError(
+            f"cannot listen on {address}: the port is in use or the address is not available"
+        )
+    host = address.rsplit(":", 1)[0]
+    return Server(server, health_servicer, port, f"{host}:{port}"), port
+
+
+def serve_until_signalled(server: Server, *, grace: float = 30.0) -> None:
+    """Start, then block until SIGTERM/SIGINT; shut down gracefully (in-flight calls finish)."""
+    stopping = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: shutting down (grace %.0f s)", signum, grace)
+        stopping.set()
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.start()
+        while not stopping.wait(0.5):
+            pass
+        server.stop(grace)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# ------------------------------------------------------------------------- the real store
+
+
+def limited_engine(limits: ServiceLimits) -> Any:
+    """The index's pipeline engine, reading every scan with the service's byte and pixel caps."""
+    from index.engine import BallisticsEngine, Processed, sniff_format
+
+    class LimitedEngine(BallisticsEngine):
+        def process(self, data: bytes, filename: str | None, spacing_m: float | None) -> Any:
+            from ballistics import io, pipeline  # type: ignore[attr-defined,unused-ignore]
+            from ballistics.limits import Limits
+
+            cap = Limits(max_file_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels)
+            scan = io.read_scan(data, name=filename, spacing_m=spacing_m, limits=cap)
+            prep = pipeline.prepare(scan)
+            return Processed(
+                descriptors=self.describe(prep),
+                surface=prep.to_bytes(),
+                prepared=prep,
+                firing_pin_shape=getattr(prep.segmentation, "firing_pin_shape", None),
+                format=sniff_format(data),
+                spacing_m=float(scan.spacing_m[1]),
+            )
+
+    return LimitedEngine()
+
+
+def _opt(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    for name in ("as_dict", "_asdict"):
+        fn = getattr(obj, name, None)
+        if callable(fn):
+            return dict(fn())
+    return dict(getattr(obj, "__dict__", {}))
+
+
+def _check_format(head: bytes, name: str) -> None:
+    """Refuse content no reader accepts, from its first bytes (cheap, before any decoding)."""
+    from ballistics.errors import ScanFormatError
+    from ballistics.io import SUPPORTED_FORMATS, sniff_format
+
+    if not head:
+        raise ScanFormatError(f"{name or 'upload'}: empty file; expected {SUPPORTED_FORMATS}")
+    if sniff_format(head) is None:
+        raise ScanFormatError(
+            f"{name or 'upload'}: unrecognised file content (first bytes {head[:8]!r});"
+            f" supported formats are {SUPPORTED_FORMATS}"
+        )
+
+
+class CatalogBackend:
+    """:class:`server.service.Backend` over the embedded ``index.Catalog``."""
+
+    def __init__(self, catalog: Any) -> None:
+        self.catalog = catalog
+
+    # -- conversions ----------------------------------------------------------------------
+    @staticmethod
+    def _casing(rec: Any, segmentation: dict[str, Any] | None = None) -> CasingRecord:
+        return CasingRecord(
+            casing_id=rec.casing_id,
+            agency=rec.agency,
+            sha256=rec.sha256,
+            incident_id=_opt(rec.incident),
+            calibre=_opt(rec.caliber),
+            firing_pin_class=_opt(rec.firing_pin_shape),
+            acquisition_date=_opt(rec.acquisition_date),
+            file_name=_opt(rec.filename),
+            submitted_at=_opt(rec.created_at),
+            segmentation=segmentation or {},
+        )
+
+    def _segmentation(self, casing_id: str) -> dict[str, Any]:
+        prepared = self.catalog.prepared(casing_id)
+        seg = getattr(prepared, "segmentation", None)
+        return _as_dict(seg) if seg is not None else {}
+
+    @staticmethod
+    def _candidates(cands: list[Any]) -> list[CandidateRec]:
+        return [
+            CandidateRec(
+                casing_id=c.casing_id,
+                region=c.region,
+                score=float(c.score) if c.score is not None else 0.0,
+                coarse_score=float(c.coarse_score),
+                cmc=int(c.cmc) if c.cmc is not None else 0,
+                non_match_frequency=(
+                    float(c.non_match_frequency) if c.non_match_frequency is not None else 0.0
+                ),
+                incident_id=_opt(c.incident),
+                agency=_opt(c.agency),
+            )
+            for c in cands
+        ]
+
+    # -- Backend --------------------------------------------------------------------------
+    def submit(
+        self, upload: Path, meta: SubmitMeta, *, agency: str, user: str, size: int, sha256: str
+    ) -> CasingRecord:
+        with open(upload, "rb") as fh:
+            _check_format(fh.read(16), meta.file_name)  # before reading it all into memory
+        md: dict[str, Any] = {
+            "agency": agency,
+            "incident": meta.incident_id,
+            "case_number": meta.agency_case_number,
+            "place": meta.place,
+            "caliber": meta.calibre,
+            "date": meta.acquisition_date,
+        }
+        if meta.pixel_spacing_m is not None:
+            md["spacing_um"] = meta.pixel_spacing_m * 1e6
+        rec = self.catalog.ingest_bytes(upload.read_bytes(), meta.file_name or None, md)
+        out = self._casing(rec, self._segmentation(rec.casing_id))
+        out.size_bytes = size
+        out.submitted_by = user
+        return out
+
+    def search(
+        self, query: SearchQuery, *, allowed_agencies: set[str], deadline: float | None
+    ) -> SearchResult:
+        from index.store import Filters
+
+        filters = Filters(
+            caliber=query.calibre or None,
+            date_from=query.date_from or None,
+            date_to=query.date_to or None,
+            agencies=frozenset(allowed_agencies),  # the sharing policy, inside the index filter
+        )
+        q: str | bytes
+        if query.casing_id is not None:
+            q = query.casing_id
+        else:
+            q = query.file or b""
+            _check_format(q[:16], query.file_name)
+        budget = None if deadline is None else max(0.01, deadline - time.monotonic())
+        spacing_um = None if query.pixel_spacing_m is None else query.pixel_spacing_m * 1e6
+        r = self.catalog.search(
+            q, top=query.top, filters=filters, deadline_s=budget, spacing_um=spacing_um
+        )
+        return SearchResult(
+            query_casing_id=_opt(r.query_casing_id),
+            regions={k: self._candidates(v) for k, v in r.regions.items()},
+            combined=self._candidates(r.combined),
+            partial=bool(r.partial),
+            scored=int(r.n_rescored),
+        )
+
+    def get(self, casing_id: str) -> CasingRecord:
+        rec = self.catalog.get(casing_id)
+        return self._casing(rec)
+
+    def list(
+        self, *, agencies: set[str], incident_id: str, calibre: str, limit: int, offset: int
+    ) -> list[CasingRecord]:
+        from index.store import Filters
+
+        filters = Filters(
+            agencies=frozenset(agencies), incident=incident_id or None, caliber=calibre or None
+        )
+        return [self._casing(r) for r in self.catalog.list(filters, limit=limit, offset=offset)]
+
+    def compare(
+        self, casing_a: str, casing_b: str, *, picture: bool, deadline: float | None
+    ) -> ComparisonResult:
+        a, b = self.catalog.prepared(casing_a), self.catalog.prepared(casing_b)
+        comp = self.catalog.engine.score(a, b)
+        nmf = self.catalog.engine.non_match_frequency(float(comp.score), "combined")
+        detail = _as_dict(comp)
+        cells = [_as_dict(c) for c in (getattr(comp, "cells", None) or [])]
+        return ComparisonResult(
+            score=float(comp.score),
+            cmc=int(getattr(comp, "cmc", 0) or 0),
+            rotation_deg=float(getattr(comp, "rotation_deg", 0.0) or 0.0),
+            dx_m=float(getattr(comp, "dx_m", 0.0) or 0.0),
+            dy_m=float(getattr(comp, "dy_m", 0.0) or 0.0),
+            regions={k: float(v) for k, v in (getattr(comp, "regions", None) or {}).items()},
+            cells=cells,
+            non_match_frequency=float(nmf) if nmf is not None else 0.0,
+            png=comparison_png(a, b, comp) if picture else b"",
+            detail={k: v for k, v in detail.items() if k != "cells"},
+        )
+
+    def decide(
+        self,
+        casing_id: str,
+        candidate_id: str,
+        verdict: str,
+        comment: str,
+        *,
+        examiner: str,
+        agency: str,
+    ) -> DecisionRec:
+        d = self.catalog.record_decision(
+            casing_id, candidate_id, verdict, examiner=examiner, comment=comment, agency=agency
+        )
+        return DecisionRec(
+            decision_id=str(d.id),
+            casing_id=d.casing_id,
+            candidate_id=d.candidate_id,
+            verdict=d.verdict,
+            comment=d.comment,
+            examiner=d.examiner,
+            agency=_opt(d.agency),
+            time=d.time,
+            supersedes=_opt(d.supersedes),
+        )
+
+    def links(self, *, casing_id: str | None, incident_id: str | None) -> LinkGraphRec:
+        g = self.catalog.links(casing_id=casing_id, incident_id=incident_id)
+        nodes = []
+        for n in g.get("nodes", []):
+            casings = [str(c) for c in n.get("casings", [])]
+            agency = ""
+            for c in casings[:1]:
+                with contextlib.suppress(LookupError):
+                    agency = self.catalog.get(c).agency
+            nodes.append(IncidentNodeRec(str(n["incident"]), agency, casings))
+        edges = [
+            HitEdgeRec(
+                incident_a=str(e["a"]),
+                incident_b=str(e["b"]),
+                casing_a=_opt(e.get("casing_a")),
+                casing_b=_opt(e.get("casing_b")),
+                examiner=_opt(e.get("examiner")),
+                agency=_opt(e.get("agency")),
+                time=_opt(e.get("time")),
+                decision_id=_opt(e.get("decision_id")),
+            )
+            for e in g.get("edges", [])
+        ]
+        return LinkGraphRec(nodes, edges)
+
+    def delete(self, casing_id: str, *, reason: str, user: str) -> bool:
+        self.catalog.delete(casing_id, reason)
+        return True
+
+
+def comparison_png(a: Any, b: Any, comparison: Any) -> bytes:
+    """The comparison picture, PNG-encoded: the pipeline's renderer when it has one, else
+    three panels - A, B moved onto A by the registered pose, and the overlay (A red, B green).
+    """
+    compare: Any = None
+    with contextlib.suppress(ImportError):
+        from ballistics import compare  # type: ignore[no-redef,attr-defined,unused-ignore]
+    for name in ("render_comparison_png", "comparison_png", "render_png"):
+        fn = getattr(compare, name, None)
+        if callable(fn):
+            return bytes(fn(a, b, comparison))
+    return _side_by_side_png(a, b, comparison)
+
+
+def _side_by_side_png(a: Any, b: Any, comparison: Any) -> bytes:
+    import cv2
+    import numpy as np
+
+    def grey(scan: Any) -> np.ndarray:
+        z = np.where(scan.mask, scan.data, np.nan)
+        lo, hi = np.nanpercentile(z, [1, 99]) if np.isfinite(z).any() else (0.0, 1.0)
+        g = np.clip((z - lo) / ((hi - lo) or 1.0), 0, 1)
+        return np.nan_to_num(g, nan=0.0).astype(np.float32)
+
+    sa, sb = getattr(a, "surface", None), getattr(b, "surface", None)
+    if sa is None or sb is None:
+        return b""
+    ga, gb = grey(sa), grey(sb)
+    h, w = ga.shape
+    gb = cv2.resize(gb, (w, h)) if gb.shape != ga.shape else gb
+    pose = getattr(comparison, "pose", None)
+    if pose is not None:
+        sy, sx = sa.spacing_m
+        m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), float(pose.rotation_deg), 1.0)
+        m[0, 2] += float(pose.dx_m) / sx
+        m[1, 2] += float(pose.dy_m) / sy
+        gb = cv2.warpAffine(gb, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0.0)
+    overlay = np.dstack([np.zeros_like(ga), gb, ga])  # BGR: A red, B green
+    gap = np.ones((h, 8, 3), np.float32)
+    panel = np.hstack([np.dstack([ga] * 3), gap, np.dstack([gb] * 3), gap, overlay])
+    ok, buf = cv2.imencode(".png", (panel * 255).astype(np.uint8))
+    return bytes(buf) if ok else b""
+
+
+def open_backend(
+    data_dir: Path, limits: ServiceLimits | None = None, config: dict[str, Any] | None = None
+) -> tuple[CatalogBackend, Callable[[], None]]:
+    """Open the embedded catalog in ``data_dir``; returns (backend, close)."""
+    from index.service import Catalog
+
+    catalog = Catalog.open(data_dir, config, engine=limited_engine(limits or ServiceLimits()))
+    return CatalogBackend(catalog), catalog.close

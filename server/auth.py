@@ -1,0 +1,292 @@
+"""Who is calling: bearer tokens (hashed at rest), roles, and optional (mutual) TLS.
+
+The auth file is JSON, either a list of token entries or an object::
+
+    {
+      "tokens": [
+        {"user": "alice", "agency": "PD-North", "role": "examiner",
+         "token_sha256": "<hex SHA-256 of the token>"}
+      ],
+      "client_certs": [
+        {"cn": "lab1.pd-north.example", "o": "PD North", "agency": "PD-North"}
+      ]
+    }
+
+Tokens are never stored: only their SHA-256, compared with :func:`hmac.compare_digest`.
+With mutual TLS, a client certificate whose subject CN (and O, when given) is listed binds the
+connection to an agency; a bearer token of another agency is then refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+ROLES = ("submitter", "examiner", "admin")
+
+
+class Permission(Enum):
+    SUBMIT = "submit"
+    SEARCH = "search"
+    READ = "read"
+    COMPARE = "compare"
+    DECIDE = "decide"
+    LINKS = "links"
+    DELETE = "delete"
+
+
+_SUBMITTER = frozenset({Permission.SUBMIT, Permission.SEARCH, Permission.READ})
+_EXAMINER = _SUBMITTER | {Permission.COMPARE, Permission.DECIDE, Permission.LINKS}
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    "submitter": _SUBMITTER,
+    "examiner": _EXAMINER,
+    "admin": _EXAMINER | {Permission.DELETE},
+}
+
+
+class AuthError(Exception):
+    """A refusal with the gRPC status it maps to."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AuthConfigError(ValueError):
+    """The auth file or the TLS options are unusable; the message says how to fix them."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str
+    agency: str
+    role: str
+
+    def can(self, permission: Permission) -> bool:
+        return permission in ROLE_PERMISSIONS.get(self.role, frozenset())
+
+
+@dataclass(frozen=True)
+class TokenEntry:
+    user: str
+    agency: str
+    role: str
+    token_sha256: str
+
+
+@dataclass(frozen=True)
+class CertEntry:
+    cn: str
+    agency: str
+    o: str | None = None
+
+
+def hash_token(token: str) -> str:
+    """Hex SHA-256 of a token, as stored in the auth file."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token_entry(user: str, agency: str, role: str) -> tuple[str, dict[str, str]]:
+    """Make a fresh random token and the auth-file entry that accepts it.
+
+    Returns ``(token, entry)``; give the token to the user and store only the entry.
+    """
+    if role not in ROLES:
+        raise AuthConfigError(f"role must be one of {ROLES}; got {role!r}")
+    if not user or not agency:
+        raise AuthConfigError("user and agency must be non-empty")
+    token = secrets.token_urlsafe(32)
+    return token, {"user": user, "agency": agency, "role": role, "token_sha256": hash_token(token)}
+
+
+def write_auth_file(
+    path: str | Path,
+    entries: Sequence[Mapping[str, str]],
+    client_certs: Sequence[Mapping[str, str]] = (),
+) -> None:
+    """Write an auth file (mode 0600) with token entries and optional client-cert mappings."""
+    p = Path(path)
+    doc: dict[str, Any] = {"tokens": [dict(e) for e in entries]}
+    if client_certs:
+        doc["client_certs"] = [dict(c) for c in client_certs]
+    p.write_text(json.dumps(doc, indent=2) + "\n")
+    p.chmod(0o600)
+
+
+class Authenticator:
+    """Maps call metadata (and the TLS peer certificate) to an :class:`Identity`."""
+
+    def __init__(self, tokens: Iterable[TokenEntry], certs: Iterable[CertEntry] = ()) -> None:
+        self._tokens = list(tokens)
+        self._certs = list(certs)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Authenticator:
+        p = Path(path)
+        try:
+            doc = json.loads(p.read_text())
+        except OSError as e:
+            raise AuthConfigError(f"cannot read auth file {p}: {e.strerror}") from e
+        except json.JSONDecodeError as e:
+            raise AuthConfigError(f"auth file {p} is not valid JSON: {e}") from e
+        return cls.from_dict(doc, source=str(p))
+
+    @classmethod
+    def from_dict(cls, doc: Any, *, source: str = "auth file") -> Authenticator:
+        if isinstance(doc, list):
+            doc = {"tokens": doc}
+        if not isinstance(doc, dict) or not isinstance(doc.get("tokens", []), list):
+            raise AuthConfigError(f"{source}: expected a list of tokens or {{'tokens': [...]}}")
+        tokens = []
+        for i, t in enumerate(doc.get("tokens", [])):
+            missing = [k for k in ("user", "agency", "role", "token_sha256") if not t.get(k)]
+            if not isinstance(t, dict) or missing:
+                raise AuthConfigError(f"{source}: token entry {i} lacks {missing}")
+            if t["role"] not in ROLES:
+                raise AuthConfigError(
+                    f"{source}: token entry {i} ({t['user']}) has role {t['role']!r};"
+                    f" use one of {ROLES}"
+                )
+            h = str(t["token_sha256"]).lower()
+            if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+                raise AuthConfigError(
+                    f"{source}: token entry {i} ({t['user']}): token_sha256 must be 64 hex"
+                    " digits (the SHA-256 of the token, never the token itself)"
+                )
+            tokens.append(TokenEntry(str(t["user"]), str(t["agency"]), str(t["role"]), h))
+        certs = []
+        for i, c in enumerate(doc.get("client_certs", [])):
+            if not isinstance(c, dict) or not c.get("cn") or not c.get("agency"):
+                raise AuthConfigError(f"{source}: client_certs entry {i} needs 'cn' and 'agency'")
+            certs.append(CertEntry(str(c["cn"]), str(c["agency"]), c.get("o")))
+        return cls(tokens, certs)
+
+    def identify_token(self, token: str) -> Identity | None:
+        digest = hash_token(token)
+        found: TokenEntry | None = None
+        for entry in self._tokens:  # compare against every entry: timing does not tell which
+            if hmac.compare_digest(digest, entry.token_sha256):
+                found = entry
+        return None if found is None else Identity(found.user, found.agency, found.role)
+
+    def cert_agency(self, cn: str | None, o: str | None) -> str | None:
+        for c in self._certs:
+            if cn == c.cn and (c.o is None or c.o == o):
+                return c.agency
+        return None
+
+    def authenticate(self, context: grpc.ServicerContext) -> Identity:
+        """Identity of the caller, or raise :class:`AuthError` (UNAUTHENTICATED)."""
+        header = None
+        for key, value in context.invocation_metadata() or ():
+            if key.lower() == "authorization":
+                header = value if isinstance(value, str) else value.decode("latin-1")
+                break
+        if not header:
+            raise AuthError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing 'authorization: Bearer <token>' metadata",
+            )
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError(
+                grpc.StatusCode.UNAUTHENTICATED, "authorization metadata must be 'Bearer <token>'"
+            )
+        identity = self.identify_token(token.strip())
+        if identity is None:
+            raise AuthError(grpc.StatusCode.UNAUTHENTICATED, "invalid token")
+        cn, o = peer_subject(context)
+        if cn is not None and self._certs:
+            agency = self.cert_agency(cn, o)
+            if agency is None:
+                raise AuthError(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"client certificate CN={cn!r} is not mapped to an agency in the auth file",
+                )
+            if agency != identity.agency:
+                raise AuthError(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"token agency {identity.agency!r} does not match the client certificate's"
+                    f" agency {agency!r}",
+                )
+        return identity
+
+
+def peer_subject(context: grpc.ServicerContext) -> tuple[str | None, str | None]:
+    """(CN, O) of the verified client certificate, or (None, None) without mutual TLS."""
+    try:
+        auth = context.auth_context() or {}
+    except Exception:
+        return None, None
+    cns = auth.get("x509_common_name") or []
+    cn = cns[0].decode() if cns else None
+    subject = (auth.get("x509_subject") or [b""])[0].decode("utf-8", "replace")
+    return cn, _subject_field(subject, "O")
+
+
+def _subject_field(subject: str, key: str) -> str | None:
+    """One attribute of an RFC 2253 subject string such as ``CN=lab1,O=PD North``."""
+    for part in re.split(r"(?<!\\),", subject):
+        k, _, v = part.strip().partition("=")
+        if k.strip().upper() == key:
+            return v.strip().replace("\\,", ",")
+    return None
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """Server TLS material (PEM files). ``client_ca`` enables verifying client certificates."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+    require_client_cert: bool = False
+
+    def validate(self) -> None:
+        if self.require_client_cert and self.client_ca is None:
+            raise AuthConfigError(
+                "--require-client-cert needs --tls-ca (the CA that signs client certificates);"
+                " refusing to start without it"
+            )
+        for name, p in (("certificate", self.cert), ("key", self.key), ("CA", self.client_ca)):
+            if p is not None and not Path(p).is_file():
+                raise AuthConfigError(f"TLS {name} file not found: {p}")
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        self.validate()
+        ca = Path(self.client_ca).read_bytes() if self.client_ca else None
+        return grpc.ssl_server_credentials(
+            [(Path(self.key).read_bytes(), Path(self.cert).read_bytes())],
+            root_certificates=ca,
+            require_client_auth=self.require_client_cert,
+        )
+
+
+def tls_from_options(
+    cert: str | None, key: str | None, ca: str | None, require_client_cert: bool
+) -> TlsConfig | None:
+    """TLS config from CLI options, or None for plaintext; refuses inconsistent options."""
+    if require_client_cert and not ca:
+        raise AuthConfigError(
+            "--require-client-cert needs --tls-ca (the CA that signs client certificates);"
+            " refusing to start without it"
+        )
+    if not cert and not key:
+        if ca:
+            raise AuthConfigError("--tls-ca needs --tls-cert and --tls-key (the server's own)")
+        return None
+    if not cert or not key:
+        raise AuthConfigError("TLS needs both --tls-cert and --tls-key")
+    cfg = TlsConfig(Path(cert), Path(key), Path(ca) if ca else None, require_client_cert)
+    cfg.validate()
+    return cfg

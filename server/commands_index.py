@@ -1,0 +1,111 @@
+"""CLI handlers for the embedded store: ``ballistics ingest`` and ``ballistics search``.
+
+Exit status: 0 ok, 2 bad input (one line on stderr), 1 internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from index.errors import CatalogLockedError, NotFoundError
+from index.store import Filters
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"ballistics: {msg}", file=sys.stderr)
+    return code
+
+
+def _engine() -> Any:
+    """The pipeline engine; ``BALLISTICS_INDEX_ENGINE=module:Class`` swaps it (tests)."""
+    spec = os.environ.get("BALLISTICS_INDEX_ENGINE")
+    if not spec:
+        return None
+    mod, cls = spec.split(":")
+    return getattr(importlib.import_module(mod), cls)()
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from index.ingest import ingest_paths
+    from index.service import Catalog
+
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        return _fail(f"no such file or folder: {missing[0]}")
+    if args.manifest and not Path(args.manifest).is_file():
+        return _fail(f"no such manifest: {args.manifest}")
+    try:
+        with Catalog.open(args.data_dir, engine=_engine()) as cat:
+            rep = ingest_paths(
+                cat,
+                args.paths,
+                manifest=args.manifest,
+                agency=args.agency,
+                caliber=args.caliber,
+                progress=not getattr(args, "json", False),
+            )
+    except CatalogLockedError as e:
+        return _fail(str(e))
+    except ValueError as e:  # bad manifest
+        return _fail(str(e).splitlines()[0])
+    if getattr(args, "json", False):
+        print(json.dumps(rep.as_dict()))
+    else:
+        print(
+            f"added {len(rep.added)}, already stored {len(rep.existing)}, "
+            f"skipped (done before) {rep.skipped_done}, failed {len(rep.failed)}"
+        )
+    return 0 if not rep.failed or rep.added or rep.existing or rep.skipped_done else 2
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from index.service import Catalog, CatalogConfig
+
+    if not args.data_dir:
+        return _fail("search needs --data-dir (or --server for a remote search)")
+    if not (Path(args.data_dir) / "store.sqlite").is_file():
+        return _fail(f"no store in {args.data_dir} (run 'ballistics ingest' first)")
+    if args.top <= 0 or args.rerank <= 0:
+        return _fail("--top and --rerank must be positive")
+    query: str | bytes
+    if args.file:
+        try:
+            query = Path(args.file).read_bytes()
+        except OSError as e:
+            return _fail(f"cannot read {args.file}: {e.strerror or e}")
+    else:
+        query = args.casing_id
+    try:
+        with Catalog.open(
+            args.data_dir, CatalogConfig(read_only=True), engine=_engine()
+        ) as cat:
+            res = cat.search(
+                query,
+                top=args.top,
+                rerank_k=args.rerank,
+                filters=Filters(caliber=args.caliber) if args.caliber else None,
+            )
+    except NotFoundError as e:
+        return _fail(str(e).strip("'\""))
+    except ValueError as e:
+        return _fail(str(e).splitlines()[0] if str(e) else "bad input")
+    if args.json:
+        print(json.dumps([c.as_dict() for c in res.combined]))
+        return 0
+    if res.partial:
+        print("(partial: deadline reached before every candidate was re-scored)")
+    print(f"{'rank':>4}  {'casing_id':<20} {'score':>8} {'coarse':>7} {'cmc':>5}  incident")
+    for c in res.combined:
+        score = "-" if c.score is None else f"{c.score:.4f}"
+        cmc = "-" if c.cmc is None else f"{c.cmc:g}"
+        print(
+            f"{c.rank:>4}  {c.casing_id:<20} {score:>8} {c.coarse_score:7.4f} {cmc:>5}  "
+            f"{c.incident or ''}"
+        )
+    return 0

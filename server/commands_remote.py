@@ -1,0 +1,398 @@
+"""Command handlers that talk to a running service (and ``serve``, which runs it).
+
+Each handler takes the parsed arguments and returns an exit status: 0 ok, 2 bad input, usage or
+a refusal by the service (one line ``ballistics: <STATUS>: <details>`` on stderr), 1 internal
+failure (``audit verify``: the log was tampered with).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from .client import Client
+
+SCAN_SUFFIXES = {".x3p", ".png", ".tif", ".tiff", ".jpg", ".jpeg"}
+Handler = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """A problem with the command line or local files; reported as one line, exit 2."""
+
+
+def _err(msg: str) -> None:
+    print(f"ballistics: {msg}", file=sys.stderr)
+
+
+def _handles_errors(fn: Handler) -> Handler:
+    @functools.wraps(fn)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except grpc.RpcError as e:
+            code = e.code() if hasattr(e, "code") else None
+            details = e.details() if hasattr(e, "details") else str(e)
+            name = code.name if code is not None else "ERROR"
+            _err(f"{name}: {details}")
+            return 2
+        except UsageError as e:
+            _err(str(e))
+            return 2
+        except OSError as e:
+            _err(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))
+            return 2
+
+    return wrapper
+
+
+def _to_dict(msg: Message) -> dict[str, Any]:
+    return MessageToDict(msg, preserving_proto_field_name=True, use_integers_for_enums=False)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, sort_keys=True))
+
+
+def _client(args: argparse.Namespace) -> Client:
+    if not getattr(args, "server", None):
+        raise UsageError("--server HOST:PORT is required")
+    token = getattr(args, "token", None) or os.environ.get("BALLISTICS_TOKEN")
+    if not token:
+        raise UsageError("no token: give --token or set BALLISTICS_TOKEN")
+    try:
+        return Client(
+            args.server,
+            token,
+            tls_ca=getattr(args, "tls_ca", None),
+            tls_cert=getattr(args, "tls_cert", None),
+            tls_key=getattr(args, "tls_key", None),
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
+def _spacing_m(args: argparse.Namespace) -> float:
+    um = getattr(args, "spacing_um", None)
+    if um is None:
+        return 0.0
+    if not um > 0:
+        raise UsageError("--spacing-um must be positive (micrometres, e.g. 3.125)")
+    return float(um) * 1e-6
+
+
+# --------------------------------------------------------------------------- human output
+
+
+def _fmt_candidates(resp: Any) -> list[str]:
+    lines = []
+    for lst in [resp.combined, *resp.regions]:
+        if not lst.candidates:
+            continue
+        lines.append(f"  {lst.region}:")
+        lines.append(
+            "    rank  casing                score   cmc  non-match freq  incident / agency"
+        )
+        for c in lst.candidates:
+            lines.append(
+                f"    {c.rank:>4}  {c.casing_id:<20} {c.score:6.3f} {c.cmc:>5}  "
+                f"{c.non_match_frequency:14.3g}  {c.incident_id or '-'} / {c.agency}"
+            )
+    if not lines:
+        lines.append("  no candidates")
+    if resp.partial:
+        lines.append(f"  (partial: re-ranking stopped at the deadline after {resp.scored})")
+    return lines
+
+
+def _print_casing(c: Any) -> None:
+    print(
+        f"{c.casing_id}  agency={c.agency} incident={c.incident_id or '-'}"
+        f" calibre={c.calibre or '-'} date={c.acquisition_date or '-'}"
+        f" file={c.file_name or '-'} sha256={c.sha256[:16]}"
+    )
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from index.errors import CatalogLockedError
+
+    from .app import ServerStartError, create_server, open_backend, serve_until_signalled
+    from .audit import AuditLog
+    from .auth import AuthConfigError, Authenticator, tls_from_options
+    from .policy import PolicyError, SharingPolicy
+
+    if not args.auth:
+        _err("refusing to start without --auth (a tokens file); see server/auth.py")
+        return 2
+    try:
+        tls = tls_from_options(args.tls_cert, args.tls_key, args.tls_ca, args.require_client_cert)
+        auth = Authenticator.from_file(args.auth)
+        policy = SharingPolicy.from_file(args.policy) if args.policy else SharingPolicy.isolated()
+    except (AuthConfigError, PolicyError) as e:
+        _err(str(e))
+        return 2
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        backend, close = open_backend(data_dir)
+    except CatalogLockedError as e:
+        _err(f"{e}; is another server running on it?")
+        return 2
+    except Exception as e:
+        _err(f"cannot open the store in {data_dir}: {type(e).__name__}: {e}")
+        return 1
+    audit = AuditLog.in_dir(data_dir)
+    try:
+        server, port = create_server(
+            backend,
+            f"{args.host}:{args.port}",
+            auth=auth,
+            policy=policy,
+            audit=audit,
+            tls=tls,
+        )
+    except (ServerStartError, AuthConfigError) as e:
+        _err(str(e))
+        audit.close()
+        close()
+        return 2
+    print(
+        f"ballistics: serving on {args.host}:{port} (data dir {data_dir},"
+        f" {'TLS' if tls else 'plaintext'}); SIGTERM or Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        serve_until_signalled(server)
+    finally:
+        audit.close()
+        close()
+    print("ballistics: stopped", file=sys.stderr)
+    return 0
+
+
+def _scan_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SCAN_SUFFIXES)
+        if not files:
+            raise UsageError(f"{path}: no scan files ({', '.join(sorted(SCAN_SUFFIXES))})")
+        return files
+    raise UsageError(f"{path}: no such file or directory")
+
+
+class _Progress:
+    """A one-line progress bar on stderr (only for folders)."""
+
+    def __init__(self, total_bytes: int, n_files: int, enabled: bool) -> None:
+        self.total, self.n, self.enabled = max(1, total_bytes), n_files, enabled
+        self.done_bytes, self.done_files = 0, 0
+
+    def chunk(self, n: int) -> None:
+        self.done_bytes += n
+        self.draw()
+
+    def file_done(self) -> None:
+        self.done_files += 1
+        self.draw()
+
+    def draw(self) -> None:
+        if not self.enabled:
+            return
+        frac = min(1.0, self.done_bytes / self.total)
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(
+            f"\r[{bar:<30}] {self.done_files}/{self.n} files"
+            f" {self.done_bytes / 1e6:7.1f}/{self.total / 1e6:.1f} MB"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+@_handles_errors
+def cmd_submit(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    files = _scan_files(path)
+    meta: dict[str, Any] = {
+        "incident_id": args.incident or "",
+        "agency_case_number": args.case_number or "",
+        "calibre": args.caliber or "",
+        "acquisition_date": args.date or "",
+        "place": args.place or "",
+        "pixel_spacing_m": _spacing_m(args),
+    }
+    progress = _Progress(sum(f.stat().st_size for f in files), len(files), path.is_dir())
+    failed = 0
+    with _client(args) as client:
+        for f in files:
+            try:
+                resp = client.submit(f, on_chunk=progress.chunk, search=not args.no_search, **meta)
+            except grpc.RpcError as e:
+                code = e.code()
+                bad_file = code in (
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                )
+                if not path.is_dir() or not bad_file:
+                    progress.close()
+                    raise
+                failed += 1  # one bad file in a folder: report it and go on
+                sys.stderr.write("\n")
+                _err(f"{f}: {code.name}: {e.details()}")
+                continue
+            finally:
+                progress.file_done()
+            if args.json:
+                _print_json({"file": str(f), **_to_dict(resp)})
+            elif not path.is_dir():
+                print(f"{resp.casing_id}  sha256={resp.sha256}  {resp.size_bytes:,} bytes")
+                if resp.HasField("search"):
+                    print("\n".join(_fmt_candidates(resp.search)))
+    progress.close()
+    if path.is_dir() and not args.json:
+        print(f"submitted {len(files) - failed} of {len(files)} files from {path}")
+    return 2 if failed else 0
+
+
+@_handles_errors
+def cmd_search(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.file:
+            resp = client.search(
+                file=args.file,
+                calibre=args.caliber or "",
+                max_results=args.top,
+                pixel_spacing_m=_spacing_m(args),
+            )
+        else:
+            resp = client.search(args.casing_id, calibre=args.caliber or "", max_results=args.top)
+    if args.json:
+        _print_json(_to_dict(resp))
+    else:
+        print(f"candidates for {args.casing_id or args.file}:")
+        print("\n".join(_fmt_candidates(resp)))
+    return 0
+
+
+@_handles_errors
+def cmd_compare(args: argparse.Namespace) -> int:
+    if args.pairs or not (args.a and args.b):
+        raise UsageError("with --server, compare takes two casing ids (A B); --pairs is local only")
+    with _client(args) as client:
+        resp = client.compare(args.a, args.b, picture=bool(args.png))
+    if args.png:
+        Path(args.png).write_bytes(resp.png)
+    if args.json:
+        d = _to_dict(resp)
+        d.pop("png", None)
+        if args.png:
+            d["png_path"] = args.png
+        _print_json(d)
+    else:
+        print(
+            f"{resp.casing_a} vs {resp.casing_b}: score {resp.score:.3f}, CMC {resp.cmc},"
+            f" rotation {resp.rotation_deg:.1f} deg, shift ({resp.dx_m * 1e6:.1f},"
+            f" {resp.dy_m * 1e6:.1f}) um, non-match frequency {resp.non_match_frequency:.3g}"
+        )
+        for region, s in sorted(resp.region_scores.items()):
+            print(f"  {region}: {s:.3f}")
+        if args.png:
+            print(f"  picture: {args.png}")
+    return 0
+
+
+@_handles_errors
+def cmd_decide(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        d = client.decide(args.casing_id, args.candidate_id, args.verdict, args.comment)
+    if args.json:
+        _print_json(_to_dict(d))
+    else:
+        sup = f" (supersedes {d.supersedes})" if d.supersedes else ""
+        print(
+            f"decision {d.decision_id}: {args.verdict} {d.casing_id} ~ {d.candidate_id}"
+            f" by {d.examiner} ({d.agency}) at {d.time}{sup}"
+        )
+    return 0
+
+
+@_handles_errors
+def cmd_links(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        g = client.links(casing_id=args.casing_id, incident_id=args.incident_id)
+    if args.json:
+        _print_json(_to_dict(g))
+        return 0
+    print(f"{len(g.nodes)} incident(s), {len(g.edges)} confirmed hit(s)")
+    for n in g.nodes:
+        print(
+            f"  incident {n.incident_id} ({n.agency}, {n.jurisdiction}):"
+            f" {', '.join(n.casing_ids) or '-'}"
+        )
+    for e in g.edges:
+        print(
+            f"  {e.incident_a} -- {e.incident_b}: hit {e.casing_a} ~ {e.casing_b}"
+            f" by {e.examiner} ({e.agency}) at {e.time}"
+        )
+    return 0
+
+
+@_handles_errors
+def cmd_casings(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.casing_id:
+            c = client.get(args.casing_id)
+            if args.json:
+                _print_json(_to_dict(c))
+            else:
+                _print_casing(c)
+            return 0
+        resp = client.list()
+    if args.json:
+        for c in resp.casings:
+            _print_json(_to_dict(c))
+    else:
+        for c in resp.casings:
+            _print_casing(c)
+        print(f"{len(resp.casings)} casing(s)")
+    return 0
+
+
+@_handles_errors
+def cmd_delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        resp = client.delete(args.casing_id, args.reason)
+    if args.json:
+        _print_json(_to_dict(resp))
+    else:
+        print(f"deleted {resp.casing_id}" if resp.deleted else f"{resp.casing_id} not deleted")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import verify
+
+    ok, seq, message = verify(Path(args.data_dir))
+    if args.json:
+        _print_json({"ok": ok, "first_bad_seq": seq, "message": message})
+    elif ok:
+        print(message)
+    else:
+        _err(f"audit log NOT intact: {message}")
+    return 0 if ok else 1

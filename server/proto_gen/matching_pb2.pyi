@@ -1,0 +1,376 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERDICT_UNSPECIFIED: _ClassVar[Verdict]
+    HIT: _ClassVar[Verdict]
+    EXCLUDED: _ClassVar[Verdict]
+    INCONCLUSIVE: _ClassVar[Verdict]
+VERDICT_UNSPECIFIED: Verdict
+HIT: Verdict
+EXCLUDED: Verdict
+INCONCLUSIVE: Verdict
+
+class SubmitMetadata(_message.Message):
+    __slots__ = ("agency_case_number", "incident_id", "calibre", "firing_pin_class", "acquisition_date", "place", "file_name", "format", "pixel_spacing_m", "search_after_submit", "max_results")
+    AGENCY_CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CALIBRE_FIELD_NUMBER: _ClassVar[int]
+    FIRING_PIN_CLASS_FIELD_NUMBER: _ClassVar[int]
+    ACQUISITION_DATE_FIELD_NUMBER: _ClassVar[int]
+    PLACE_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_SPACING_M_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_AFTER_SUBMIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    agency_case_number: str
+    incident_id: str
+    calibre: str
+    firing_pin_class: str
+    acquisition_date: str
+    place: str
+    file_name: str
+    format: str
+    pixel_spacing_m: float
+    search_after_submit: bool
+    max_results: int
+    def __init__(self, agency_case_number: _Optional[str] = ..., incident_id: _Optional[str] = ..., calibre: _Optional[str] = ..., firing_pin_class: _Optional[str] = ..., acquisition_date: _Optional[str] = ..., place: _Optional[str] = ..., file_name: _Optional[str] = ..., format: _Optional[str] = ..., pixel_spacing_m: _Optional[float] = ..., search_after_submit: _Optional[bool] = ..., max_results: _Optional[int] = ...) -> None: ...
+
+class SubmitRequest(_message.Message):
+    __slots__ = ("metadata", "chunk")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    metadata: SubmitMetadata
+    chunk: bytes
+    def __init__(self, metadata: _Optional[_Union[SubmitMetadata, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class Segmentation(_message.Message):
+    __slots__ = ("primer_center_row", "primer_center_col", "primer_radius_px", "firing_pin_shape", "firing_pin_center_row", "firing_pin_center_col", "firing_pin_radius_px", "precropped", "summary_json")
+    PRIMER_CENTER_ROW_FIELD_NUMBER: _ClassVar[int]
+    PRIMER_CENTER_COL_FIELD_NUMBER: _ClassVar[int]
+    PRIMER_RADIUS_PX_FIELD_NUMBER: _ClassVar[int]
+    FIRING_PIN_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    FIRING_PIN_CENTER_ROW_FIELD_NUMBER: _ClassVar[int]
+    FIRING_PIN_CENTER_COL_FIELD_NUMBER: _ClassVar[int]
+    FIRING_PIN_RADIUS_PX_FIELD_NUMBER: _ClassVar[int]
+    PRECROPPED_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_JSON_FIELD_NUMBER: _ClassVar[int]
+    primer_center_row: float
+    primer_center_col: float
+    primer_radius_px: float
+    firing_pin_shape: str
+    firing_pin_center_row: float
+    firing_pin_center_col: float
+    firing_pin_radius_px: float
+    precropped: bool
+    summary_json: str
+    def __init__(self, primer_center_row: _Optional[float] = ..., primer_center_col: _Optional[float] = ..., primer_radius_px: _Optional[float] = ..., firing_pin_shape: _Optional[str] = ..., firing_pin_center_row: _Optional[float] = ..., firing_pin_center_col: _Optional[float] = ..., firing_pin_radius_px: _Optional[float] = ..., precropped: _Optional[bool] = ..., summary_json: _Optional[str] = ...) -> None: ...
+
+class SubmitResponse(_message.Message):
+    __slots__ = ("casing_id", "sha256", "size_bytes", "segmentation", "search")
+    CASING_ID_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTATION_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    casing_id: str
+    sha256: str
+    size_bytes: int
+    segmentation: Segmentation
+    search: SearchResponse
+    def __init__(self, casing_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., segmentation: _Optional[_Union[Segmentation, _Mapping]] = ..., search: _Optional[_Union[SearchResponse, _Mapping]] = ...) -> None: ...
+
+class SearchFilters(_message.Message):
+    __slots__ = ("calibre", "date_from", "date_to", "jurisdictions", "max_results")
+    CALIBRE_FIELD_NUMBER: _ClassVar[int]
+    DATE_FROM_FIELD_NUMBER: _ClassVar[int]
+    DATE_TO_FIELD_NUMBER: _ClassVar[int]
+    JURISDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    calibre: str
+    date_from: str
+    date_to: str
+    jurisdictions: _containers.RepeatedScalarFieldContainer[str]
+    max_results: int
+    def __init__(self, calibre: _Optional[str] = ..., date_from: _Optional[str] = ..., date_to: _Optional[str] = ..., jurisdictions: _Optional[_Iterable[str]] = ..., max_results: _Optional[int] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("casing_id", "file", "file_name", "pixel_spacing_m", "filters")
+    CASING_ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_SPACING_M_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    casing_id: str
+    file: bytes
+    file_name: str
+    pixel_spacing_m: float
+    filters: SearchFilters
+    def __init__(self, casing_id: _Optional[str] = ..., file: _Optional[bytes] = ..., file_name: _Optional[str] = ..., pixel_spacing_m: _Optional[float] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ...) -> None: ...
+
+class Candidate(_message.Message):
+    __slots__ = ("rank", "casing_id", "region", "coarse_score", "score", "cmc", "non_match_frequency", "incident_id", "agency")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    CASING_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    COARSE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    CMC_FIELD_NUMBER: _ClassVar[int]
+    NON_MATCH_FREQUENCY_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    casing_id: str
+    region: str
+    coarse_score: float
+    score: float
+    cmc: int
+    non_match_frequency: float
+    incident_id: str
+    agency: str
+    def __init__(self, rank: _Optional[int] = ..., casing_id: _Optional[str] = ..., region: _Optional[str] = ..., coarse_score: _Optional[float] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., non_match_frequency: _Optional[float] = ..., incident_id: _Optional[str] = ..., agency: _Optional[str] = ...) -> None: ...
+
+class CandidateList(_message.Message):
+    __slots__ = ("region", "candidates")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    def __init__(self, region: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("query_casing_id", "regions", "combined", "partial", "scored")
+    QUERY_CASING_ID_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    COMBINED_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    SCORED_FIELD_NUMBER: _ClassVar[int]
+    query_casing_id: str
+    regions: _containers.RepeatedCompositeFieldContainer[CandidateList]
+    combined: CandidateList
+    partial: bool
+    scored: int
+    def __init__(self, query_casing_id: _Optional[str] = ..., regions: _Optional[_Iterable[_Union[CandidateList, _Mapping]]] = ..., combined: _Optional[_Union[CandidateList, _Mapping]] = ..., partial: _Optional[bool] = ..., scored: _Optional[int] = ...) -> None: ...
+
+class CompareRequest(_message.Message):
+    __slots__ = ("casing_a", "casing_b", "omit_picture")
+    CASING_A_FIELD_NUMBER: _ClassVar[int]
+    CASING_B_FIELD_NUMBER: _ClassVar[int]
+    OMIT_PICTURE_FIELD_NUMBER: _ClassVar[int]
+    casing_a: str
+    casing_b: str
+    omit_picture: bool
+    def __init__(self, casing_a: _Optional[str] = ..., casing_b: _Optional[str] = ..., omit_picture: _Optional[bool] = ...) -> None: ...
+
+class Cell(_message.Message):
+    __slots__ = ("row", "col", "ccf", "rotation_deg", "dx_m", "dy_m", "congruent")
+    ROW_FIELD_NUMBER: _ClassVar[int]
+    COL_FIELD_NUMBER: _ClassVar[int]
+    CCF_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_DEG_FIELD_NUMBER: _ClassVar[int]
+    DX_M_FIELD_NUMBER: _ClassVar[int]
+    DY_M_FIELD_NUMBER: _ClassVar[int]
+    CONGRUENT_FIELD_NUMBER: _ClassVar[int]
+    row: int
+    col: int
+    ccf: float
+    rotation_deg: float
+    dx_m: float
+    dy_m: float
+    congruent: bool
+    def __init__(self, row: _Optional[int] = ..., col: _Optional[int] = ..., ccf: _Optional[float] = ..., rotation_deg: _Optional[float] = ..., dx_m: _Optional[float] = ..., dy_m: _Optional[float] = ..., congruent: _Optional[bool] = ...) -> None: ...
+
+class CompareResponse(_message.Message):
+    __slots__ = ("casing_a", "casing_b", "score", "cmc", "rotation_deg", "dx_m", "dy_m", "region_scores", "cells", "non_match_frequency", "png", "detail_json")
+    class RegionScoresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CASING_A_FIELD_NUMBER: _ClassVar[int]
+    CASING_B_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    CMC_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_DEG_FIELD_NUMBER: _ClassVar[int]
+    DX_M_FIELD_NUMBER: _ClassVar[int]
+    DY_M_FIELD_NUMBER: _ClassVar[int]
+    REGION_SCORES_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    NON_MATCH_FREQUENCY_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_JSON_FIELD_NUMBER: _ClassVar[int]
+    casing_a: str
+    casing_b: str
+    score: float
+    cmc: int
+    rotation_deg: float
+    dx_m: float
+    dy_m: float
+    region_scores: _containers.ScalarMap[str, float]
+    cells: _containers.RepeatedCompositeFieldContainer[Cell]
+    non_match_frequency: float
+    png: bytes
+    detail_json: str
+    def __init__(self, casing_a: _Optional[str] = ..., casing_b: _Optional[str] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., rotation_deg: _Optional[float] = ..., dx_m: _Optional[float] = ..., dy_m: _Optional[float] = ..., region_scores: _Optional[_Mapping[str, float]] = ..., cells: _Optional[_Iterable[_Union[Cell, _Mapping]]] = ..., non_match_frequency: _Optional[float] = ..., png: _Optional[bytes] = ..., detail_json: _Optional[str] = ...) -> None: ...
+
+class DecideRequest(_message.Message):
+    __slots__ = ("casing_id", "candidate_id", "verdict", "comment")
+    CASING_ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    casing_id: str
+    candidate_id: str
+    verdict: Verdict
+    comment: str
+    def __init__(self, casing_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class Decision(_message.Message):
+    __slots__ = ("decision_id", "casing_id", "candidate_id", "verdict", "comment", "examiner", "agency", "time", "supersedes")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    CASING_ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    EXAMINER_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDES_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    casing_id: str
+    candidate_id: str
+    verdict: Verdict
+    comment: str
+    examiner: str
+    agency: str
+    time: str
+    supersedes: str
+    def __init__(self, decision_id: _Optional[str] = ..., casing_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., comment: _Optional[str] = ..., examiner: _Optional[str] = ..., agency: _Optional[str] = ..., time: _Optional[str] = ..., supersedes: _Optional[str] = ...) -> None: ...
+
+class LinksRequest(_message.Message):
+    __slots__ = ("casing_id", "incident_id")
+    CASING_ID_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    casing_id: str
+    incident_id: str
+    def __init__(self, casing_id: _Optional[str] = ..., incident_id: _Optional[str] = ...) -> None: ...
+
+class IncidentNode(_message.Message):
+    __slots__ = ("incident_id", "agency", "jurisdiction", "casing_ids")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_FIELD_NUMBER: _ClassVar[int]
+    JURISDICTION_FIELD_NUMBER: _ClassVar[int]
+    CASING_IDS_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    agency: str
+    jurisdiction: str
+    casing_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, incident_id: _Optional[str] = ..., agency: _Optional[str] = ..., jurisdiction: _Optional[str] = ..., casing_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class HitEdge(_message.Message):
+    __slots__ = ("incident_a", "incident_b", "casing_a", "casing_b", "examiner", "agency", "time", "decision_id")
+    INCIDENT_A_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_B_FIELD_NUMBER: _ClassVar[int]
+    CASING_A_FIELD_NUMBER: _ClassVar[int]
+    CASING_B_FIELD_NUMBER: _ClassVar[int]
+    EXAMINER_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    incident_a: str
+    incident_b: str
+    casing_a: str
+    casing_b: str
+    examiner: str
+    agency: str
+    time: str
+    decision_id: str
+    def __init__(self, incident_a: _Optional[str] = ..., incident_b: _Optional[str] = ..., casing_a: _Optional[str] = ..., casing_b: _Optional[str] = ..., examiner: _Optional[str] = ..., agency: _Optional[str] = ..., time: _Optional[str] = ..., decision_id: _Optional[str] = ...) -> None: ...
+
+class LinkGraph(_message.Message):
+    __slots__ = ("nodes", "edges")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[IncidentNode]
+    edges: _containers.RepeatedCompositeFieldContainer[HitEdge]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[IncidentNode, _Mapping]]] = ..., edges: _Optional[_Iterable[_Union[HitEdge, _Mapping]]] = ...) -> None: ...
+
+class GetCasingRequest(_message.Message):
+    __slots__ = ("casing_id",)
+    CASING_ID_FIELD_NUMBER: _ClassVar[int]
+    casing_id: str
+    def __init__(self, casing_id: _Optional[str] = ...) -> None: ...
+
+class Casing(_message.Message):
+    __slots__ = ("casing_id", "sha256", "agency", "incident_id", "agency_case_number", "calibre", "firing_pin_class", "acquisition_date", "place", "file_name", "submitted_by", "submitted_at", "segmentation")
+    CASING_ID_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CALIBRE_FIELD_NUMBER: _ClassVar[int]
+    FIRING_PIN_CLASS_FIELD_NUMBER: _ClassVar[int]
+    ACQUISITION_DATE_FIELD_NUMBER: _ClassVar[int]
+    PLACE_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_BY_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTATION_FIELD_NUMBER: _ClassVar[int]
+    casing_id: str
+    sha256: str
+    agency: str
+    incident_id: str
+    agency_case_number: str
+    calibre: str
+    firing_pin_class: str
+    acquisition_date: str
+    place: str
+    file_name: str
+    submitted_by: str
+    submitted_at: str
+    segmentation: Segmentation
+    def __init__(self, casing_id: _Optional[str] = ..., sha256: _Optional[str] = ..., agency: _Optional[str] = ..., incident_id: _Optional[str] = ..., agency_case_number: _Optional[str] = ..., calibre: _Optional[str] = ..., firing_pin_class: _Optional[str] = ..., acquisition_date: _Optional[str] = ..., place: _Optional[str] = ..., file_name: _Optional[str] = ..., submitted_by: _Optional[str] = ..., submitted_at: _Optional[str] = ..., segmentation: _Optional[_Union[Segmentation, _Mapping]] = ...) -> None: ...
+
+class ListCasingsRequest(_message.Message):
+    __slots__ = ("incident_id", "calibre", "limit", "offset")
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CALIBRE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    incident_id: str
+    calibre: str
+    limit: int
+    offset: int
+    def __init__(self, incident_id: _Optional[str] = ..., calibre: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class ListCasingsResponse(_message.Message):
+    __slots__ = ("casings",)
+    CASINGS_FIELD_NUMBER: _ClassVar[int]
+    casings: _containers.RepeatedCompositeFieldContainer[Casing]
+    def __init__(self, casings: _Optional[_Iterable[_Union[Casing, _Mapping]]] = ...) -> None: ...
+
+class DeleteCasingRequest(_message.Message):
+    __slots__ = ("casing_id", "reason")
+    CASING_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    casing_id: str
+    reason: str
+    def __init__(self, casing_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DeleteCasingResponse(_message.Message):
+    __slots__ = ("casing_id", "deleted")
+    CASING_ID_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    casing_id: str
+    deleted: bool
+    def __init__(self, casing_id: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...

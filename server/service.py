@@ -1,0 +1,723 @@
+"""The Matching servicer: each RPC is proto -> domain, one backend call, domain -> proto.
+
+Every handler runs inside :func:`_rpc`, which authenticates the caller, checks the role,
+maps every exception to a gRPC status (never ``UNKNOWN``) and writes exactly one audit record
+per call, allowed or refused. The sharing policy is applied here *before* the backend is asked
+(``allowed_agencies`` goes into the index filter), so nothing outside the policy is scored.
+
+The backend is anything that satisfies :class:`Backend`; ``server.app.CatalogBackend`` adapts
+the embedded ``index.Catalog``, and the tests use a small in-memory fake for the machinery.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import grpc
+
+from ballistics.errors import BallisticsError, ScanTooLargeError
+
+from .audit import AuditLog
+from .auth import Authenticator, AuthError, Identity, Permission
+from .policy import SharingPolicy
+from .proto_gen import matching_pb2 as pb
+from .proto_gen import matching_pb2_grpc as pb_grpc
+
+log = logging.getLogger("ballistics.server")
+
+MiB = 1024 * 1024
+VERDICTS = {pb.HIT: "hit", pb.EXCLUDED: "excluded", pb.INCONCLUSIVE: "inconclusive"}
+VERDICT_CODES = {v: k for k, v in VERDICTS.items()}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+# ------------------------------------------------------------------------- domain types
+
+
+@dataclass
+class SubmitMeta:
+    agency_case_number: str = ""
+    incident_id: str = ""
+    calibre: str = ""
+    firing_pin_class: str = ""
+    acquisition_date: str = ""
+    place: str = ""
+    file_name: str = ""
+    format: str = ""
+    pixel_spacing_m: float | None = None
+    search_after_submit: bool = True
+    max_results: int = 0
+
+
+@dataclass
+class CasingRecord:
+    casing_id: str
+    agency: str
+    sha256: str = ""
+    incident_id: str = ""
+    agency_case_number: str = ""
+    calibre: str = ""
+    firing_pin_class: str = ""
+    acquisition_date: str = ""
+    place: str = ""
+    file_name: str = ""
+    submitted_by: str = ""
+    submitted_at: str = ""
+    size_bytes: int = 0
+    segmentation: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CandidateRec:
+    casing_id: str
+    region: str
+    score: float
+    coarse_score: float = 0.0
+    cmc: int = 0
+    non_match_frequency: float = 0.0
+    incident_id: str = ""
+    agency: str = ""
+
+
+@dataclass
+class SearchResult:
+    query_casing_id: str = ""
+    regions: dict[str, list[CandidateRec]] = field(default_factory=dict)
+    combined: list[CandidateRec] = field(default_factory=list)
+    partial: bool = False
+    scored: int = 0
+
+
+@dataclass
+class ComparisonResult:
+    score: float
+    cmc: int = 0
+    rotation_deg: float = 0.0
+    dx_m: float = 0.0
+    dy_m: float = 0.0
+    regions: dict[str, float] = field(default_factory=dict)
+    cells: list[dict[str, Any]] = field(default_factory=list)
+    non_match_frequency: float = 0.0
+    png: bytes = b""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DecisionRec:
+    decision_id: str
+    casing_id: str
+    candidate_id: str
+    verdict: str  # "hit" | "excluded" | "inconclusive"
+    comment: str = ""
+    examiner: str = ""
+    agency: str = ""
+    time: str = ""
+    supersedes: str = ""
+
+
+@dataclass
+class IncidentNodeRec:
+    incident_id: str
+    agency: str = ""
+    casing_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class HitEdgeRec:
+    incident_a: str
+    incident_b: str
+    casing_a: str = ""
+    casing_b: str = ""
+    examiner: str = ""
+    agency: str = ""
+    time: str = ""
+    decision_id: str = ""
+
+
+@dataclass
+class LinkGraphRec:
+    nodes: list[IncidentNodeRec] = field(default_factory=list)
+    edges: list[HitEdgeRec] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    casing_id: str | None = None
+    file: bytes | None = None
+    file_name: str = ""
+    pixel_spacing_m: float | None = None
+    calibre: str = ""
+    date_from: str = ""
+    date_to: str = ""
+    top: int = 10
+
+
+class Backend(Protocol):
+    """What the service needs from the store. Unknown ids raise :class:`LookupError`;
+    bad input raises :class:`ballistics.errors.BallisticsError`."""
+
+    def submit(
+        self, upload: Path, meta: SubmitMeta, *, agency: str, user: str, size: int, sha256: str
+    ) -> CasingRecord: ...
+
+    def search(
+        self, query: SearchQuery, *, allowed_agencies: set[str], deadline: float | None
+    ) -> SearchResult: ...
+
+    def get(self, casing_id: str) -> CasingRecord: ...
+
+    def list(
+        self, *, agencies: set[str], incident_id: str, calibre: str, limit: int, offset: int
+    ) -> list[CasingRecord]: ...
+
+    def compare(
+        self, casing_a: str, casing_b: str, *, picture: bool, deadline: float | None
+    ) -> ComparisonResult: ...
+
+    def decide(
+        self,
+        casing_id: str,
+        candidate_id: str,
+        verdict: str,
+        comment: str,
+        *,
+        examiner: str,
+        agency: str,
+    ) -> DecisionRec: ...
+
+    def links(self, *, casing_id: str | None, incident_id: str | None) -> LinkGraphRec: ...
+
+    def delete(self, casing_id: str, *, reason: str, user: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """Caps the service enforces before the pipeline sees anything."""
+
+    max_upload_bytes: int = 256 * MiB
+    max_pixels: int = 64_000_000
+    default_results: int = 10
+    max_results: int = 200
+    max_list: int = 1000
+    default_deadline_s: float = 120.0  # re-ranking budget when the client sets no deadline
+    spool_dir: str | None = None  # where uploads are spooled (default: the system temp dir)
+
+
+class ServiceError(Exception):
+    """A refusal decided in the service layer, with its status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status for an exception raised while handling a call (never UNKNOWN)."""
+    if isinstance(exc, AuthError | ServiceError):
+        return exc.code, str(exc)
+    if isinstance(exc, ScanTooLargeError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, BallisticsError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, LookupError):
+        msg = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        return grpc.StatusCode.NOT_FOUND, msg
+    if isinstance(exc, PermissionError):
+        return grpc.StatusCode.PERMISSION_DENIED, str(exc)
+    if isinstance(exc, TimeoutError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc) or "deadline exceeded"
+    if isinstance(exc, MemoryError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, "out of memory for this request"
+    if isinstance(exc, ValueError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
+
+
+@dataclass
+class Call:
+    """Per-call state the wrapper audits: who, and which ids the call touched."""
+
+    method: str
+    identity: Identity | None = None
+    targets: list[str] = field(default_factory=list)
+
+    @property
+    def who(self) -> Identity:
+        assert self.identity is not None  # set by _rpc before the handler runs
+        return self.identity
+
+
+_R = TypeVar("_R")
+_Handler = Callable[["MatchingService", Any, grpc.ServicerContext, Call], _R]
+
+
+def _rpc(
+    method: str, permission: Permission
+) -> Callable[[_Handler[_R]], Callable[[MatchingService, Any, grpc.ServicerContext], _R]]:
+    def deco(fn: _Handler[_R]) -> Callable[[MatchingService, Any, grpc.ServicerContext], _R]:
+        @functools.wraps(fn)
+        def wrapper(self: MatchingService, request: Any, context: grpc.ServicerContext) -> _R:
+            call = Call(method)
+            try:
+                call.identity = self.auth.authenticate(context)
+                if not call.identity.can(permission):
+                    raise AuthError(
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"role {call.identity.role!r} may not {permission.value}",
+                    )
+                result = fn(self, request, context, call)
+            except Exception as exc:
+                code, message = status_for(exc)
+                if code is grpc.StatusCode.INTERNAL:
+                    log.exception("%s failed", method)
+                self._audit(call, code.name, message)
+                context.abort(code, message)
+            self._audit(call, "OK", "")
+            return result
+
+        return wrapper
+
+    return deco
+
+
+class MatchingService(pb_grpc.MatchingServicer):
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        auth: Authenticator,
+        policy: SharingPolicy,
+        audit: AuditLog,
+        limits: ServiceLimits | None = None,
+    ) -> None:
+        self.backend = backend
+        self.auth = auth
+        self.policy = policy
+        self.audit = audit
+        self.limits = limits or ServiceLimits()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _audit(self, call: Call, outcome: str, detail: str) -> None:
+        ident = call.identity
+        try:
+            self.audit.append(
+                user=ident.user if ident else "",
+                agency=ident.agency if ident else "",
+                method=call.method,
+                targets=call.targets,
+                outcome=outcome,
+                detail=detail,
+            )
+        except Exception as exc:
+            log.exception("audit write failed")
+            raise ServiceError(
+                grpc.StatusCode.UNAVAILABLE, "audit log unavailable; call refused"
+            ) from exc
+
+    def _visible(self, call: Call, casing_id: str) -> CasingRecord:
+        """The stored casing, if the caller's agency may see it (else PERMISSION_DENIED)."""
+        if not casing_id:
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "casing id is required")
+        rec = self.backend.get(casing_id)
+        if not self.policy.may_see(call.who.agency, rec.agency):
+            raise ServiceError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"casing {casing_id} belongs to an agency outside your sharing policy",
+            )
+        return rec
+
+    def _deadline(self, context: grpc.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        budget = self.limits.default_deadline_s
+        if remaining is not None:
+            budget = min(budget, max(0.0, remaining - 0.05))  # leave time to send the reply
+        return time.monotonic() + budget
+
+    def _top(self, requested: int) -> int:
+        if requested < 0:
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "max_results must be >= 0")
+        return min(requested or self.limits.default_results, self.limits.max_results)
+
+    def _spool(self, chunks: Iterator[pb.SubmitRequest]) -> tuple[Path, int, str]:
+        """Stream chunks into a size-capped temp file; return (path, size, sha256).
+
+        Memory stays at one chunk whatever the upload size; the file is removed if the
+        upload fails or exceeds the cap.
+        """
+        cap = self.limits.max_upload_bytes
+        fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=self.limits.spool_dir)
+        path = Path(name)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for msg in chunks:
+                    if msg.WhichOneof("part") != "chunk":
+                        raise ServiceError(
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            "metadata may only be sent once, as the first message",
+                        )
+                    size += len(msg.chunk)
+                    if size > cap:
+                        raise ServiceError(
+                            grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"upload exceeds the limit of {cap:,} bytes; nothing was stored",
+                        )
+                    digest.update(msg.chunk)
+                    out.write(msg.chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path, size, digest.hexdigest()
+
+    # ------------------------------------------------------------------ RPCs
+
+    @_rpc("SubmitCasing", Permission.SUBMIT)
+    def SubmitCasing(
+        self,
+        request_iterator: Iterator[pb.SubmitRequest],
+        context: grpc.ServicerContext,
+        call: Call,
+    ) -> pb.SubmitResponse:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "metadata":
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT, "the first message must carry the metadata"
+            )
+        meta = submit_meta_from_proto(first.metadata)
+        call.targets.append(f"incident:{meta.incident_id}" if meta.incident_id else "")
+        path, size, sha = self._spool(request_iterator)
+        try:
+            if size == 0:
+                raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "the upload is empty")
+            rec = self.backend.submit(
+                path, meta, agency=call.who.agency, user=call.who.user, size=size, sha256=sha
+            )
+        finally:
+            path.unlink(missing_ok=True)
+        call.targets.append(rec.casing_id)
+        resp = pb.SubmitResponse(
+            casing_id=rec.casing_id,
+            sha256=rec.sha256 or sha,
+            size_bytes=rec.size_bytes or size,
+            segmentation=segmentation_to_proto(rec.segmentation),
+        )
+        if meta.search_after_submit:
+            result = self.backend.search(
+                SearchQuery(casing_id=rec.casing_id, top=self._top(meta.max_results)),
+                allowed_agencies=self.policy.allowed_agencies(call.who.agency),
+                deadline=self._deadline(context),
+            )
+            resp.search.CopyFrom(search_to_proto(result))
+        return resp
+
+    @_rpc("Search", Permission.SEARCH)
+    def Search(
+        self, request: pb.SearchRequest, context: grpc.ServicerContext, call: Call
+    ) -> pb.SearchResponse:
+        f = request.filters
+        for name, value in (("date_from", f.date_from), ("date_to", f.date_to)):
+            _check_date(name, value)
+        kind = request.WhichOneof("query")
+        if kind == "casing_id":
+            call.targets.append(request.casing_id)
+            self._visible(call, request.casing_id)
+        elif kind == "file":
+            if len(request.file) > self.limits.max_upload_bytes:
+                raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, "search file too large")
+        else:
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT, "give a casing_id or the file to search with"
+            )
+        query = SearchQuery(
+            casing_id=request.casing_id if kind == "casing_id" else None,
+            file=request.file if kind == "file" else None,
+            file_name=request.file_name,
+            pixel_spacing_m=_spacing(request.pixel_spacing_m),
+            calibre=f.calibre,
+            date_from=f.date_from,
+            date_to=f.date_to,
+            top=self._top(f.max_results),
+        )
+        allowed = self.policy.allowed_agencies(
+            call.who.agency, jurisdictions=list(f.jurisdictions) or None
+        )
+        result = self.backend.search(
+            query, allowed_agencies=allowed, deadline=self._deadline(context)
+        )
+        return search_to_proto(result)
+
+    @_rpc("Compare", Permission.COMPARE)
+    def Compare(
+        self, request: pb.CompareRequest, context: grpc.ServicerContext, call: Call
+    ) -> pb.CompareResponse:
+        call.targets += [request.casing_a, request.casing_b]
+        self._visible(call, request.casing_a)
+        self._visible(call, request.casing_b)
+        c = self.backend.compare(
+            request.casing_a,
+            request.casing_b,
+            picture=not request.omit_picture,
+            deadline=self._deadline(context),
+        )
+        return comparison_to_proto(request.casing_a, request.casing_b, c)
+
+    @_rpc("Decide", Permission.DECIDE)
+    def Decide(
+        self, request: pb.DecideRequest, context: grpc.ServicerContext, call: Call
+    ) -> pb.Decision:
+        call.targets += [request.casing_id, request.candidate_id]
+        if request.verdict not in VERDICTS:
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT, "verdict must be HIT, EXCLUDED or INCONCLUSIVE"
+            )
+        if request.casing_id == request.candidate_id:
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT, "a casing cannot be compared with itself"
+            )
+        self._visible(call, request.casing_id)
+        self._visible(call, request.candidate_id)
+        d = self.backend.decide(
+            request.casing_id,
+            request.candidate_id,
+            VERDICTS[request.verdict],
+            request.comment,
+            examiner=call.who.user,
+            agency=call.who.agency,
+        )
+        call.targets.append(d.decision_id)
+        return decision_to_proto(d)
+
+    @_rpc("Links", Permission.LINKS)
+    def Links(
+        self, request: pb.LinksRequest, context: grpc.ServicerContext, call: Call
+    ) -> pb.LinkGraph:
+        kind = request.WhichOneof("subject")
+        if kind == "casing_id":
+            call.targets.append(request.casing_id)
+            self._visible(call, request.casing_id)
+            graph = self.backend.links(casing_id=request.casing_id, incident_id=None)
+        elif kind == "incident_id" and request.incident_id:
+            call.targets.append(f"incident:{request.incident_id}")
+            graph = self.backend.links(casing_id=None, incident_id=request.incident_id)
+            allowed = self.policy.allowed_agencies(call.who.agency)
+            if not any(
+                n.incident_id == request.incident_id and n.agency in allowed for n in graph.nodes
+            ):
+                raise ServiceError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"incident {request.incident_id} belongs to an agency outside your sharing"
+                    " policy",
+                )
+        else:
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "give a casing_id or incident_id")
+        return self._graph_to_proto(call, graph)
+
+    @_rpc("GetCasing", Permission.READ)
+    def GetCasing(
+        self, request: pb.GetCasingRequest, context: grpc.ServicerContext, call: Call
+    ) -> pb.Casing:
+        call.targets.append(request.casing_id)
+        return casing_to_proto(self._visible(call, request.casing_id))
+
+    @_rpc("ListCasings", Permission.READ)
+    def ListCasings(
+        self, request: pb.ListCasingsRequest, context: grpc.ServicerContext, call: Call
+    ) -> pb.ListCasingsResponse:
+        if request.limit < 0 or request.offset < 0:
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "limit and offset must be >= 0")
+        recs = self.backend.list(
+            agencies=self.policy.allowed_agencies(call.who.agency),
+            incident_id=request.incident_id,
+            calibre=request.calibre,
+            limit=min(request.limit or 100, self.limits.max_list),
+            offset=request.offset,
+        )
+        return pb.ListCasingsResponse(casings=[casing_to_proto(r) for r in recs])
+
+    @_rpc("DeleteCasing", Permission.DELETE)
+    def DeleteCasing(
+        self, request: pb.DeleteCasingRequest, context: grpc.ServicerContext, call: Call
+    ) -> pb.DeleteCasingResponse:
+        call.targets.append(request.casing_id)
+        if not request.reason.strip():
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "a reason is required to delete")
+        rec = self._visible(call, request.casing_id)
+        if rec.agency != call.who.agency:
+            raise ServiceError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"casing {request.casing_id} was submitted by {rec.agency}; only its own"
+                " agency's administrator may delete it",
+            )
+        deleted = self.backend.delete(request.casing_id, reason=request.reason, user=call.who.user)
+        return pb.DeleteCasingResponse(casing_id=request.casing_id, deleted=deleted)
+
+    def _graph_to_proto(self, call: Call, graph: LinkGraphRec) -> pb.LinkGraph:
+        """Only incidents of agencies the caller may see, and hits between them."""
+        allowed = self.policy.allowed_agencies(call.who.agency)
+        nodes = [n for n in graph.nodes if n.agency in allowed]
+        seen = {n.incident_id for n in nodes}
+        out = pb.LinkGraph()
+        for n in nodes:
+            out.nodes.add(
+                incident_id=n.incident_id,
+                agency=n.agency,
+                jurisdiction=self.policy.jurisdiction_of(n.agency),
+                casing_ids=n.casing_ids,
+            )
+        for e in graph.edges:
+            if e.incident_a in seen and e.incident_b in seen:
+                out.edges.add(**_fields(e))
+        return out
+
+
+# ------------------------------------------------------------------------- conversions
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    return dict(obj.__dict__)
+
+
+def _spacing(value: float) -> float | None:
+    if value == 0:
+        return None
+    if not (0 < value < 1e-2):
+        raise ServiceError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"pixel_spacing_m must be a length in metres below 1 cm; got {value!r}"
+            " (6.25 um is 6.25e-6)",
+        )
+    return value
+
+
+def _check_date(name: str, value: str) -> None:
+    if value and not _DATE.match(value):
+        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be YYYY-MM-DD")
+
+
+def submit_meta_from_proto(m: pb.SubmitMetadata) -> SubmitMeta:
+    _check_date("acquisition_date", m.acquisition_date)
+    if m.firing_pin_class not in ("", "round", "elongated"):
+        raise ServiceError(
+            grpc.StatusCode.INVALID_ARGUMENT, "firing_pin_class must be 'round' or 'elongated'"
+        )
+    if m.max_results < 0:
+        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "max_results must be >= 0")
+    return SubmitMeta(
+        agency_case_number=m.agency_case_number,
+        incident_id=m.incident_id,
+        calibre=m.calibre,
+        firing_pin_class=m.firing_pin_class,
+        acquisition_date=m.acquisition_date,
+        place=m.place,
+        file_name=Path(m.file_name).name if m.file_name else "",
+        format=m.format.lower(),
+        pixel_spacing_m=_spacing(m.pixel_spacing_m),
+        search_after_submit=m.search_after_submit if m.HasField("search_after_submit") else True,
+        max_results=m.max_results,
+    )
+
+
+def _num(d: dict[str, Any], key: str, index: int | None = None) -> float:
+    v = d.get(key)
+    if index is not None and isinstance(v, list | tuple) and len(v) > index:
+        v = v[index]
+    try:
+        return float(v) if v is not None else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def segmentation_to_proto(seg: dict[str, Any]) -> pb.Segmentation:
+    if not seg:
+        return pb.Segmentation()
+    return pb.Segmentation(
+        primer_center_row=_num(seg, "primer_center", 0),
+        primer_center_col=_num(seg, "primer_center", 1),
+        primer_radius_px=_num(seg, "primer_radius"),
+        firing_pin_shape=str(seg.get("firing_pin_shape") or ""),
+        firing_pin_center_row=_num(seg, "firing_pin_center", 0),
+        firing_pin_center_col=_num(seg, "firing_pin_center", 1),
+        firing_pin_radius_px=_num(seg, "firing_pin_radius"),
+        precropped=bool(seg.get("precropped", False)),
+        summary_json=json.dumps(seg, sort_keys=True, default=str),
+    )
+
+
+def _candidates(region: str, cands: list[CandidateRec]) -> pb.CandidateList:
+    out = pb.CandidateList(region=region)
+    for i, c in enumerate(cands, start=1):
+        out.candidates.add(
+            rank=i,
+            casing_id=c.casing_id,
+            region=c.region or region,
+            coarse_score=float(c.coarse_score),
+            score=float(c.score),
+            cmc=int(c.cmc),
+            non_match_frequency=float(c.non_match_frequency),
+            incident_id=c.incident_id,
+            agency=c.agency,
+        )
+    return out
+
+
+def search_to_proto(r: SearchResult) -> pb.SearchResponse:
+    return pb.SearchResponse(
+        query_casing_id=r.query_casing_id,
+        regions=[_candidates(region, c) for region, c in sorted(r.regions.items())],
+        combined=_candidates("combined", r.combined),
+        partial=r.partial,
+        scored=r.scored,
+    )
+
+
+def comparison_to_proto(a: str, b: str, c: ComparisonResult) -> pb.CompareResponse:
+    resp = pb.CompareResponse(
+        casing_a=a,
+        casing_b=b,
+        score=float(c.score),
+        cmc=int(c.cmc),
+        rotation_deg=float(c.rotation_deg),
+        dx_m=float(c.dx_m),
+        dy_m=float(c.dy_m),
+        region_scores={k: float(v) for k, v in c.regions.items()},
+        non_match_frequency=float(c.non_match_frequency),
+        png=c.png,
+        detail_json=json.dumps(c.detail, sort_keys=True, default=str) if c.detail else "",
+    )
+    for cell in c.cells:
+        resp.cells.add(
+            row=int(cell.get("row", 0)),
+            col=int(cell.get("col", 0)),
+            ccf=float(cell.get("ccf", 0.0)),
+            rotation_deg=float(cell.get("rotation_deg", cell.get("theta_deg", 0.0))),
+            dx_m=float(cell.get("dx_m", 0.0)),
+            dy_m=float(cell.get("dy_m", 0.0)),
+            congruent=bool(cell.get("congruent", False)),
+        )
+    return resp
+
+
+def decision_to_proto(d: DecisionRec) -> pb.Decision:
+    fields = _fields(d)
+    fields["verdict"] = VERDICT_CODES.get(d.verdict, pb.VERDICT_UNSPECIFIED)
+    return pb.Decision(**fields)
+
+
+def casing_to_proto(r: CasingRecord) -> pb.Casing:
+    fields = _fields(r)
+    fields.pop("size_bytes", None)
+    fields["segmentation"] = segmentation_to_proto(r.segmentation)
+    return pb.Casing(**fields)

@@ -1,0 +1,98 @@
+"""Shared helpers for the server tests: tokens, policies, and a running server on loopback.
+
+(No tests here; the module is imported by the test_server_* files.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.app import Server, create_server
+from server.audit import AuditLog
+from server.auth import Authenticator, new_token_entry, write_auth_file
+from server.client import Client
+from server.policy import SharingPolicy
+from server.service import Backend, ServiceLimits
+
+# north and south share both ways; east shares with nobody.
+POLICY = {
+    "agencies": {"PD-North": "north", "PD-South": "south", "SO-East": "east"},
+    "jurisdictions": {"north": ["south"], "south": ["north"], "east": []},
+}
+
+USERS = {
+    # name: (agency, role)
+    "north_sub": ("PD-North", "submitter"),
+    "north_exam": ("PD-North", "examiner"),
+    "north_admin": ("PD-North", "admin"),
+    "south_exam": ("PD-South", "examiner"),
+    "south_admin": ("PD-South", "admin"),
+    "east_exam": ("SO-East", "examiner"),
+}
+
+
+@dataclass
+class Running:
+    server: Server
+    port: int
+    tokens: dict[str, str]
+    data_dir: Path
+    audit: AuditLog
+    backend: Backend
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def client(self, user: str | None, **kw: Any) -> Client:
+        return Client(self.address, self.tokens[user] if user else None, **kw)
+
+
+def make_tokens(dir_: Path) -> tuple[Path, dict[str, str]]:
+    tokens, entries = {}, []
+    for user, (agency, role) in USERS.items():
+        tok, entry = new_token_entry(user, agency, role)
+        tokens[user] = tok
+        entries.append(entry)
+    path = dir_ / "auth.json"
+    write_auth_file(path, entries)
+    return path, tokens
+
+
+def write_policy(dir_: Path) -> Path:
+    path = dir_ / "policy.json"
+    path.write_text(json.dumps(POLICY))
+    return path
+
+
+@contextmanager
+def running_server(
+    backend: Backend,
+    data_dir: Path,
+    *,
+    limits: ServiceLimits | None = None,
+    **kw: Any,
+) -> Iterator[Running]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    auth_path, tokens = make_tokens(data_dir)
+    audit = AuditLog.in_dir(data_dir)
+    server, port = create_server(
+        backend,
+        "127.0.0.1:0",
+        auth=Authenticator.from_file(auth_path),
+        policy=SharingPolicy.from_file(write_policy(data_dir)),
+        audit=audit,
+        limits=limits or ServiceLimits(spool_dir=str(data_dir)),
+        **kw,
+    )
+    server.start()
+    try:
+        yield Running(server, port, tokens, data_dir, audit, backend)
+    finally:
+        server.stop(grace=2)
+        audit.close()
