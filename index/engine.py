@@ -1,0 +1,93 @@
+"""The pipeline functions the index needs, behind one small object so tests can inject fakes.
+
+:class:`BallisticsEngine` (the default) calls the real pipeline lazily, so importing ``index``
+does not import OpenCV. An engine provides:
+
+* ``extractor_version`` - the descriptor version the index is built for;
+* ``process(data, filename, spacing_m) -> Processed`` - read, prepare and describe one file;
+* ``describe(prepared) -> dict[str, ndarray]`` - descriptors of a prepared casing;
+* ``load(surface_bytes) -> prepared`` - inverse of ``PreparedCasing.to_bytes``;
+* ``score(a, b)`` - the registration comparison (object with ``.score``, ``.cmc``, ``.regions``);
+* ``non_match_frequency(score, region) -> float | None``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Processed:
+    """What ingest stores for one file."""
+
+    descriptors: dict[str, np.ndarray]
+    surface: bytes
+    prepared: Any
+    firing_pin_shape: str | None
+    format: str | None
+    spacing_m: float | None
+
+
+def sniff_format(data: bytes) -> str:
+    if data[:4] == b"PK\x03\x04":
+        return "x3p"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    return "unknown"
+
+
+class BallisticsEngine:
+    """The real pipeline (``ballistics.io``, ``.pipeline``, ``.descriptors``, ``.compare``)."""
+
+    @property
+    def extractor_version(self) -> str:
+        descriptors = importlib.import_module("ballistics.descriptors")
+
+        return str(descriptors.EXTRACTOR_VERSION)
+
+    def process(self, data: bytes, filename: str | None, spacing_m: float | None) -> Processed:
+        io = importlib.import_module("ballistics.io")
+        pipeline = importlib.import_module("ballistics.pipeline")
+
+        scan = io.read_scan(data, name=filename, spacing_m=spacing_m)
+        prep = pipeline.prepare(scan)
+        return Processed(
+            descriptors=self.describe(prep),
+            surface=prep.to_bytes(),
+            prepared=prep,
+            firing_pin_shape=getattr(prep.segmentation, "firing_pin_shape", None),
+            format=sniff_format(data),
+            spacing_m=float(scan.spacing_m[1]),
+        )
+
+    def describe(self, prepared: Any) -> dict[str, np.ndarray]:
+        descriptors = importlib.import_module("ballistics.descriptors")
+
+        return dict(descriptors.describe(prepared))
+
+    def load(self, surface: bytes) -> Any:
+        pipeline = importlib.import_module("ballistics.pipeline")
+        return pipeline.PreparedCasing.from_bytes(surface)
+
+    def score(self, a: Any, b: Any) -> Any:
+        compare = importlib.import_module("ballistics.compare")
+
+        return compare.compare(a, b)
+
+    def non_match_frequency(self, score: float, region: str) -> float | None:
+        try:
+            calibration = importlib.import_module("ballistics.calibration")
+        except ImportError:
+            return None
+        try:
+            return float(calibration.non_match_frequency(score, region))
+        except (ValueError, KeyError):
+            return None

@@ -1,0 +1,272 @@
+"""Two-stage search, as in IBIS: descriptor search per region, then registration re-ranking.
+
+Stage 1: for each region the query has a descriptor for, the vector index returns the top
+``rerank_k`` casings *inside the filter* (calibre, firing-pin shape, dates, agencies).
+Stage 2: the union of those candidates is re-scored with the registration comparison
+(``score_fn(query_prepared, candidate_prepared)``; default ``ballistics.compare.compare``),
+best coarse score first, on a thread pool.
+
+Why threads and not processes: the comparison's cost is FFTs / cross-correlations in numpy,
+scipy and OpenCV, which release the GIL, so threads use every core; the query and candidate
+surfaces (MBs each) need no pickling; the pool can share the store's per-thread SQLite
+connections; and the gRPC server that calls this is multi-threaded, where fork()-based process
+pools are unsafe. A pure-Python ``score_fn`` would serialise on the GIL - that is the trade.
+
+Deadline: ``deadline_s`` bounds the wall time. Candidates not re-scored by then keep their
+coarse score with ``score=None`` / ``rescored=False`` and the result is ``partial=True``
+(comparisons already running finish in the background; their results are discarded).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .store import Filters, Store
+from .vectors import VectorIndex
+
+ScoreFn = Callable[[Any, Any], Any]
+LoadFn = Callable[[bytes], Any]
+NmfFn = Callable[[float, str], "float | None"]
+
+
+@dataclass
+class Query:
+    """A resolved query: descriptors per region, the prepared surface, and (for a stored
+    casing) its row id so it is excluded from its own results."""
+
+    descriptors: dict[str, np.ndarray]
+    prepared: Any
+    rowid: int | None = None
+    casing_id: str | None = None
+
+
+@dataclass
+class Candidate:
+    casing_id: str
+    region: str
+    rank: int
+    coarse_score: float
+    score: float | None
+    cmc: float | None
+    non_match_frequency: float | None
+    incident: str | None
+    agency: str | None
+    caliber: str | None = None
+    rescored: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    query_casing_id: str | None
+    combined: list[Candidate]
+    regions: dict[str, list[Candidate]]
+    partial: bool = False
+    n_candidates: int = 0
+    n_rescored: int = 0
+    n_errors: int = 0
+    elapsed_s: float = 0.0
+    plans: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "query_casing_id": self.query_casing_id,
+            "partial": self.partial,
+            "n_candidates": self.n_candidates,
+            "n_rescored": self.n_rescored,
+            "n_errors": self.n_errors,
+            "elapsed_s": self.elapsed_s,
+            "plans": dict(self.plans),
+            "combined": [c.as_dict() for c in self.combined],
+            "regions": {r: [c.as_dict() for c in cs] for r, cs in self.regions.items()},
+        }
+
+
+def _no_nmf(score: float, region: str) -> float | None:
+    return None
+
+
+class Searcher:
+    """Holds the re-ranking thread pool (reused across searches; thread-safe)."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = max(1, int(workers or os.cpu_count() or 1))
+        self._pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="rerank")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def search(
+        self,
+        store: Store,
+        indexes: Mapping[str, VectorIndex],
+        query: Query,
+        *,
+        top: int = 10,
+        rerank_k: int = 200,
+        filters: Filters | None = None,
+        deadline_s: float | None = None,
+        score_fn: ScoreFn,
+        load_fn: LoadFn,
+        nmf_fn: NmfFn | None = None,
+    ) -> SearchResult:
+        t0 = time.monotonic()
+        if top <= 0 or rerank_k <= 0:
+            raise ValueError("top and rerank_k must be positive")
+        rerank_k = max(rerank_k, top)
+        nmf = nmf_fn or _no_nmf
+        allowed: np.ndarray | None = None
+        if filters is not None and not filters.is_empty():
+            allowed = store.filter_ids(filters)
+        if allowed is not None and query.rowid is not None:
+            allowed = allowed[allowed != query.rowid]
+
+        # -- stage 1: coarse search per region ----------------------------------------------
+        coarse: dict[str, list[tuple[int, float]]] = {}
+        plans: dict[str, str] = {}
+        for region, vec in query.descriptors.items():
+            idx = indexes.get(region)
+            if idx is None or idx.count() == 0:
+                continue
+            extra = 1 if (allowed is None and query.rowid is not None) else 0
+            scores, ids = idx.search(vec, rerank_k + extra, allowed)
+            plan = getattr(idx, "plan", None)
+            if callable(plan):
+                plans[region] = str(plan(None if allowed is None else len(allowed)))
+            hits = [
+                (int(i), float(s))
+                for i, s in zip(ids[0], scores[0], strict=True)
+                if i >= 0 and int(i) != query.rowid
+            ]
+            coarse[region] = hits[:rerank_k]
+        best: dict[int, float] = {}
+        for hits in coarse.values():
+            for i, s in hits:
+                best[i] = max(best.get(i, -np.inf), s)
+        order = sorted(best, key=lambda i: -best[i])
+        records = store.get_many(order)
+        order = [i for i in order if i in records and not records[i].deleted]
+
+        # -- stage 2: re-rank with the registration comparison ------------------------------
+        def work(rowid: int) -> Any:
+            surface = store.load_surface(rowid)
+            if surface is None:
+                raise LookupError(f"no stored surface for casing {rowid}")
+            return score_fn(query.prepared, load_fn(surface))
+
+        futures = {self._pool.submit(work, i): i for i in order}
+        timeout = None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - t0))
+        done, not_done = cf.wait(futures, timeout=timeout)
+        for f in not_done:
+            f.cancel()
+        results: dict[int, Any] = {}
+        n_errors = 0
+        for f in done:
+            if f.cancelled():
+                continue
+            err = f.exception()
+            if err is None:
+                results[futures[f]] = f.result()
+            else:
+                n_errors += 1
+
+        def entry(rowid: int, region: str, coarse_score: float) -> Candidate:
+            rec = records[rowid]
+            comp = results.get(rowid)
+            score = cmc = nmf_v = None
+            if comp is not None:
+                regs = getattr(comp, "regions", None) or {}
+                raw = regs.get(region, comp.score) if region != "combined" else comp.score
+                score = None if raw is None else float(raw)
+                c = getattr(comp, "cmc", None)
+                cmc = None if c is None else float(c)
+                nmf_v = None if score is None else nmf(score, region)
+            return Candidate(
+                casing_id=rec.casing_id,
+                region=region,
+                rank=0,
+                coarse_score=float(coarse_score),
+                score=score,
+                cmc=cmc,
+                non_match_frequency=nmf_v,
+                incident=rec.incident,
+                agency=rec.agency,
+                caliber=rec.caliber,
+                rescored=comp is not None,
+            )
+
+        def ranked(entries: list[Candidate]) -> list[Candidate]:
+            entries.sort(
+                key=lambda c: (
+                    c.score is None,
+                    -(c.score if c.score is not None else 0.0),
+                    -c.coarse_score,
+                )
+            )
+            out = entries[:top]
+            for r, c in enumerate(out, 1):
+                c.rank = r
+            return out
+
+        per_region = {
+            region: ranked([entry(i, region, s) for i, s in hits if i in records])
+            for region, hits in coarse.items()
+        }
+        combined = ranked([entry(i, "combined", best[i]) for i in order])
+        return SearchResult(
+            query_casing_id=query.casing_id,
+            combined=combined,
+            regions=per_region,
+            partial=bool(not_done),
+            n_candidates=len(order),
+            n_rescored=len(results),
+            n_errors=n_errors,
+            elapsed_s=time.monotonic() - t0,
+            plans=plans,
+        )
+
+
+def search(
+    store: Store,
+    indexes: Mapping[str, VectorIndex],
+    query: Query,
+    *,
+    top: int = 10,
+    rerank_k: int = 200,
+    filters: Filters | None = None,
+    deadline_s: float | None = None,
+    workers: int | None = None,
+    score_fn: ScoreFn | None = None,
+    load_fn: LoadFn | None = None,
+    nmf_fn: NmfFn | None = None,
+) -> SearchResult:
+    """One-shot two-stage search (a :class:`Searcher` with its own pool). Defaults: the real
+    ``ballistics`` comparison, surface loader and calibration."""
+    from .engine import BallisticsEngine
+
+    eng = BallisticsEngine()
+    s = Searcher(workers)
+    try:
+        return s.search(
+            store,
+            indexes,
+            query,
+            top=top,
+            rerank_k=rerank_k,
+            filters=filters,
+            deadline_s=deadline_s,
+            score_fn=score_fn or eng.score,
+            load_fn=load_fn or eng.load,
+            nmf_fn=nmf_fn or (eng.non_match_frequency if score_fn is None else None),
+        )
+    finally:
+        s.close()

@@ -1,0 +1,461 @@
+"""The catalog: store of record + one vector index per descriptor region, kept consistent.
+
+Used by the CLI (``ballistics ingest`` / ``search``) and by the gRPC server. Thread-safe: any
+number of concurrent searches and reads; writes (ingest, delete, decisions, re-extraction) are
+serialised by one lock so the vector indexes apply store changes in ``seq`` order.
+
+Start-up (:meth:`Catalog.open`): each region's snapshot (``<data_dir>/index/<region>.faiss`` +
+``.json`` sidecar) is loaded only if its checksum, factory, dimension, extractor version and
+store seq check out; changes logged after the snapshot's seq are replayed; then its id set must
+equal the store's live ids for that region. Anything else -> rebuilt from the store (never
+served). An exclusive ``flock`` on ``<data_dir>/LOCK`` keeps a second writer process out.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import fcntl
+import hashlib
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .engine import BallisticsEngine
+from .errors import CatalogLockedError, NotFoundError
+from .search import Query, Searcher, SearchResult
+from .store import CasingRecord, Decision, Filters, Store
+from .vectors import FaissIndex, SnapshotError, effective_factory
+
+DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
+
+
+@dataclass
+class CatalogConfig:
+    """Tunables; every field has a safe default."""
+
+    factory: str | None = None
+    """FAISS factory override (None: :func:`index.vectors.choose_factory` on the row count)."""
+    ef_search: int = 128
+    nprobe: int = 64
+    workers: int = 0
+    """Re-ranking threads (0: all cores)."""
+    rerank_k: int = 200
+    snapshot_every: int = 500
+    """Write index snapshots after this many changes (and on close)."""
+    read_only: bool = False
+    default_agency: str = "local"
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    auto_reextract: bool = True
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any] | None) -> CatalogConfig:
+        if m is None:
+            return cls()
+        known = {k: v for k, v in m.items() if k in cls.__dataclass_fields__}
+        unknown = set(m) - set(known)
+        if unknown:
+            raise ValueError(f"unknown catalog configuration keys: {sorted(unknown)}")
+        return cls(**known)
+
+
+class Catalog:
+    """Store + per-region indexes. Create with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(
+        self, data_dir: Path, config: CatalogConfig, engine: Any, store: Store
+    ) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.engine = engine
+        self.store = store
+        self.indexes: dict[str, FaissIndex] = {}
+        self.applied_seq = 0
+        self.extractor_version = str(engine.extractor_version)
+        self._write_lock = threading.RLock()
+        self._lock_fd: int | None = None
+        self._closed = False
+        self._last_snapshot_seq = 0
+        self._searcher = Searcher(config.workers or None)
+        self.repairs: dict[str, str] = {}
+        """What start-up did per region: 'loaded', 'replayed N', 'rebuilt: <why>'."""
+
+    # -- life cycle --------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | os.PathLike[str],
+        config: CatalogConfig | Mapping[str, Any] | None = None,
+        *,
+        engine: Any = None,
+    ) -> Catalog:
+        cfg = config if isinstance(config, CatalogConfig) else CatalogConfig.from_mapping(config)
+        d = Path(data_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        lock_fd = None
+        if not cfg.read_only:
+            lock_fd = os.open(d / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(lock_fd)
+                raise CatalogLockedError(
+                    f"data directory {d} is open for writing by another process"
+                ) from None
+        store = Store(d)
+        self = cls(d, cfg, engine or BallisticsEngine(), store)
+        self._lock_fd = lock_fd
+        try:
+            self._startup()
+        except BaseException:
+            self.close(snapshot=False)
+            raise
+        return self
+
+    def _startup(self) -> None:
+        with self._write_lock:
+            if self.config.auto_reextract and not self.config.read_only:
+                if self.store.casings_missing_version(self.extractor_version):
+                    from .ingest import reextract
+
+                    reextract(self, rebuild=False)
+            self.applied_seq = self.store.seq()
+            regions = set(self.store.regions(self.extractor_version))
+            idx_dir = self.data_dir / "index"
+            if idx_dir.is_dir():
+                regions |= {p.stem for p in idx_dir.glob("*.faiss")}
+            changed = False
+            for region in sorted(regions):
+                idx, how = self._load_or_rebuild(region)
+                self.repairs[region] = how
+                changed |= how != "loaded"
+                if idx is not None:
+                    self.indexes[region] = idx
+            self._last_snapshot_seq = self.applied_seq
+            if changed and not self.config.read_only:
+                self.snapshot()
+
+    def _snapshot_path(self, region: str) -> Path:
+        if not region.replace("_", "").isalnum():
+            raise ValueError(f"bad region name {region!r}")
+        return self.data_dir / "index" / f"{region}.faiss"
+
+    def _index_kwargs(self) -> dict[str, Any]:
+        return {"ef_search": self.config.ef_search, "nprobe": self.config.nprobe}
+
+    def _load_or_rebuild(self, region: str) -> tuple[FaissIndex | None, str]:
+        path = self._snapshot_path(region)
+        store_seq = self.applied_seq
+        why = "no snapshot"
+        if path.exists():
+            try:
+                idx, side = FaissIndex.load(path, **self._index_kwargs())
+                if side.get("extractor_version") != self.extractor_version:
+                    raise SnapshotError("extractor version differs")
+                if side.get("region") != region:
+                    raise SnapshotError("region differs")
+                if self.config.factory and idx.factory != effective_factory(
+                    idx.count(), idx.dim, self.config.factory
+                ):
+                    raise SnapshotError("configured factory differs")
+                seq = int(side.get("seq", -1))
+                if seq > store_seq or seq < 0:
+                    raise SnapshotError(f"snapshot seq {seq} is ahead of the store ({store_seq})")
+                n = self._replay(region, idx, seq)
+                expect = self.store.live_vector_ids(region, self.extractor_version)
+                if not np.array_equal(idx.ids(), expect):
+                    raise SnapshotError(
+                        f"snapshot holds {idx.count()} rows, the store {len(expect)}"
+                    )
+                return idx, ("loaded" if n == 0 else f"replayed {n}")
+            except (SnapshotError, ValueError, KeyError) as e:
+                why = str(e)
+        return self._build(region), f"rebuilt: {why}"
+
+    def _replay(self, region: str, idx: FaissIndex, seq: int) -> int:
+        n = 0
+        for ch in self.store.changes_since(seq):
+            n += 1
+            if ch.kind == "reextract":
+                raise SnapshotError("descriptors were re-extracted after the snapshot")
+            if ch.casing is None:
+                continue
+            if ch.kind == "add":
+                rec = self.store.get_casing(ch.casing, include_deleted=True)
+                if rec.deleted or idx.contains(ch.casing):
+                    continue
+                v = self.store.descriptors_of(ch.casing, self.extractor_version).get(region)
+                if v is not None:
+                    idx.add(np.array([ch.casing]), v[None, :])
+            elif ch.kind == "delete":
+                idx.remove([ch.casing])
+        return n
+
+    def _build(self, region: str) -> FaissIndex | None:
+        n = self.store.count_vectors(region, self.extractor_version)
+        if n == 0:
+            with contextlib.suppress(FileNotFoundError):
+                self._snapshot_path(region).unlink()
+            return None
+        batches = self.store.iter_vectors(region, self.extractor_version)
+        first = next(iter(self.store.iter_vectors(region, self.extractor_version, batch=1)))
+        dim = first[1].shape[1]
+        return FaissIndex.build(dim, batches, factory=self.config.factory, **self._index_kwargs())
+
+    def rebuild(self, region: str | None = None) -> None:
+        """Rebuild one region's index (or all) from the store, then snapshot."""
+        with self._write_lock:
+            for r in [region] if region else sorted(
+                set(self.indexes) | set(self.store.regions(self.extractor_version))
+            ):
+                idx = self._build(r)
+                if idx is None:
+                    self.indexes.pop(r, None)
+                else:
+                    self.indexes[r] = idx
+            self.applied_seq = self.store.seq()
+            self.snapshot()
+
+    def snapshot(self) -> None:
+        """Write every region's index snapshot (atomic) recording the applied store seq."""
+        if self.config.read_only:
+            return
+        with self._write_lock:
+            for region, idx in list(self.indexes.items()):
+                idx.snapshot(
+                    self._snapshot_path(region),
+                    {
+                        "region": region,
+                        "seq": self.applied_seq,
+                        "extractor_version": self.extractor_version,
+                    },
+                )
+            self._last_snapshot_seq = self.applied_seq
+
+    def _after_change(self) -> None:
+        if self.config.read_only:
+            return
+        if self.applied_seq - self._last_snapshot_seq >= self.config.snapshot_every:
+            if not self.config.factory:  # grow Flat -> HNSW -> IVF as the rule says
+                for region, idx in list(self.indexes.items()):
+                    if effective_factory(idx.count(), idx.dim) != idx.factory:
+                        self.indexes[region] = FaissIndex.build(
+                            idx.dim,
+                            self.store.iter_vectors(region, self.extractor_version),
+                            **self._index_kwargs(),
+                        )
+            self.snapshot()
+
+    def close(self, *, snapshot: bool = True) -> None:
+        """Snapshot (unless told not to) and release everything; idempotent."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if snapshot and self.applied_seq != self._last_snapshot_seq:
+                with contextlib.suppress(OSError):
+                    self.snapshot()
+            self._searcher.close()
+            self.store.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writes ------------------------------------------------------------------------------
+    def ingest_bytes(
+        self, data: bytes, filename: str | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> CasingRecord:
+        """Process and store one scan; returns its record once the COMMIT is durable.
+
+        ``metadata`` keys (all optional): casing_id, exhibit_id, incident (or incident_id),
+        case_number, place, caliber, agency, date (acquisition date YYYY-MM-DD), spacing_um.
+        Idempotent: the same bytes from the same agency return the existing record
+        (``created=False``). Bad input raises ``ValueError`` (``BallisticsError``).
+        """
+        if self.config.read_only:
+            raise PermissionError("catalog is open read-only")
+        md = dict(metadata or {})
+        if not isinstance(data, bytes | bytearray | memoryview) or len(data) == 0:
+            raise ValueError("empty upload")
+        data = bytes(data)
+        if len(data) > self.config.max_file_bytes:
+            raise ValueError(
+                f"file is {len(data)} bytes; the limit is {self.config.max_file_bytes}"
+            )
+        agency = str(md.get("agency") or self.config.default_agency)
+        sha = hashlib.sha256(data).hexdigest()
+        existing = self.store.find_by_sha(sha, agency)
+        if existing is not None:
+            return existing
+        spacing_um = md.get("spacing_um")
+        spacing_m = None if spacing_um in (None, "") else float(spacing_um) * 1e-6
+        proc = self.engine.process(data, filename, spacing_m)
+        with self._write_lock:
+            rec, seq = self.store.add_casing(
+                original=data,
+                agency=agency,
+                descriptors=proc.descriptors,
+                extractor_version=self.extractor_version,
+                surface=proc.surface,
+                casing_id=md.get("casing_id") or None,
+                exhibit_id=md.get("exhibit_id") or None,
+                incident=md.get("incident") or md.get("incident_id") or None,
+                case_number=md.get("case_number") or None,
+                place=md.get("place") or None,
+                caliber=md.get("caliber") or None,
+                firing_pin_shape=proc.firing_pin_shape,
+                acquisition_date=md.get("date") or md.get("acquisition_date") or None,
+                filename=filename,
+                format=proc.format,
+                spacing_m=proc.spacing_m,
+            )
+            if rec.created:
+                self._apply_add(rec.id, proc.descriptors)
+                self.applied_seq = seq
+                self._after_change()
+        return rec
+
+    def _apply_add(self, rowid: int, descriptors: Mapping[str, np.ndarray]) -> None:
+        for region, v in descriptors.items():
+            vec = np.ascontiguousarray(v, dtype=np.float32).reshape(1, -1)
+            idx = self.indexes.get(region)
+            if idx is None:
+                f = effective_factory(0, vec.shape[1], self.config.factory)
+                idx = FaissIndex(vec.shape[1], f, **self._index_kwargs())
+                self.indexes[region] = idx
+            idx.add(np.array([rowid], dtype=np.int64), vec)
+
+    def delete(self, casing_id: str, reason: str) -> CasingRecord:
+        """Soft-delete (kept for audit); removed from every index without a rebuild."""
+        with self._write_lock:
+            rec, seq = self.store.delete_casing(casing_id, reason)
+            for idx in self.indexes.values():
+                idx.remove([rec.id])
+            self.applied_seq = seq
+            self._after_change()
+        return rec
+
+    def record_decision(
+        self,
+        casing_id: str,
+        candidate_id: str,
+        verdict: str,
+        *,
+        examiner: str,
+        comment: str = "",
+        agency: str | None = None,
+    ) -> Decision:
+        with self._write_lock:
+            return self.store.record_decision(
+                casing_id, candidate_id, verdict, examiner=examiner, comment=comment, agency=agency
+            )
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, casing_id: str) -> CasingRecord:
+        """NotFoundError ('no casing with id ...') when absent or deleted."""
+        return self.store.get_casing(casing_id)
+
+    def list(
+        self, filters: Filters | None = None, *, limit: int = 1000, offset: int = 0
+    ) -> builtins.list[CasingRecord]:
+        return self.store.list_casings(filters, limit=limit, offset=offset)
+
+    def decisions(self, casing_id: str) -> builtins.list[Decision]:
+        return self.store.decisions_for(casing_id)
+
+    def links(self, *, casing_id: str | None = None, incident_id: str | None = None) -> dict:
+        return self.store.links(casing_id=casing_id, incident_id=incident_id)
+
+    def prepared(self, casing_id: str) -> Any:
+        """The stored PreparedCasing of a casing (for a remote compare)."""
+        rec = self.get(casing_id)
+        surface = self.store.load_surface(rec.id)
+        if surface is None:
+            raise NotFoundError(f"no stored surface for casing {casing_id}")
+        return self.engine.load(surface)
+
+    def original(self, casing_id: str) -> bytes:
+        return self.store.read_object(self.get(casing_id).sha256)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "casings": self.store.count_live(),
+            "seq": self.applied_seq,
+            "extractor_version": self.extractor_version,
+            "indexes": {
+                r: {"rows": i.count(), "factory": i.factory, "dim": i.dim}
+                for r, i in self.indexes.items()
+            },
+            "repairs": dict(self.repairs),
+        }
+
+    def make_query(
+        self, query: str | bytes | Query | Any, *, spacing_um: float | None = None
+    ) -> Query:
+        """Resolve a casing id (str), scan file bytes, a prepared casing or a Query."""
+        if isinstance(query, Query):
+            return query
+        if isinstance(query, str):
+            rec = self.get(query)
+            descs = self.store.descriptors_of(rec.id, self.extractor_version)
+            surface = self.store.load_surface(rec.id)
+            prepared = self.engine.load(surface) if surface is not None else None
+            return Query(descs, prepared, rowid=rec.id, casing_id=rec.casing_id)
+        if isinstance(query, bytes | bytearray):
+            sp = None if spacing_um is None else spacing_um * 1e-6
+            proc = self.engine.process(bytes(query), None, sp)
+            return Query(proc.descriptors, proc.prepared)
+        return Query(self.engine.describe(query), query)
+
+    def search(
+        self,
+        query: str | bytes | Query | Any,
+        *,
+        top: int = 10,
+        rerank_k: int | None = None,
+        filters: Filters | None = None,
+        deadline_s: float | None = None,
+        spacing_um: float | None = None,
+    ) -> SearchResult:
+        """Two-stage search (see :mod:`index.search`). ``query``: stored casing id (excluded
+        from its own results), scan file bytes (not stored), or a prepared casing."""
+        q = self.make_query(query, spacing_um=spacing_um)
+        return self._searcher.search(
+            self.store,
+            dict(self.indexes),
+            q,
+            top=top,
+            rerank_k=rerank_k or self.config.rerank_k,
+            filters=filters,
+            deadline_s=deadline_s,
+            score_fn=self.engine.score,
+            load_fn=self.engine.load,
+            nmf_fn=self.engine.non_match_frequency,
+        )
+
+    def ingest_paths(self, paths: builtins.list[str], **kwargs: Any) -> Any:
+        from .ingest import ingest_paths
+
+        return ingest_paths(self, paths, **kwargs)
+
+    def check(self, out: IO[str] = sys.stderr) -> bool:
+        """True when every index holds exactly the store's live ids for its region."""
+        ok = True
+        for region, idx in self.indexes.items():
+            expect = self.store.live_vector_ids(region, self.extractor_version)
+            if not np.array_equal(idx.ids(), expect):
+                print(f"index {region}: {idx.count()} rows, store {len(expect)}", file=out)
+                ok = False
+        return ok

@@ -1,0 +1,820 @@
+"""The store of record: SQLite plus content-addressed originals, in one data directory.
+
+Layout::
+
+    <data_dir>/store.sqlite          casings, descriptors, surfaces, decisions, changes log
+    <data_dir>/objects/ab/cdef...    original files, named by SHA-256 (written before the commit)
+
+Durability contract
+-------------------
+* The original is written to a temporary file, fsync'ed, renamed into place and the directory
+  fsync'ed *before* the database transaction that references it.
+* The database runs in WAL mode with ``synchronous=FULL``: when :meth:`Store.add_casing`
+  returns, its COMMIT is on disk. Callers acknowledge an ingest only after it returns.
+* Every add / delete / re-extraction appends a row to ``changes``; its ``seq`` is monotonically
+  increasing and is what vector-index snapshots record as "last change applied".
+
+Concurrency: one SQLite connection per thread (readers never block each other in WAL mode);
+all writes go through one lock, so there is at most one writer per process. A separate
+process must not write the same directory concurrently (the :class:`index.service.Catalog`
+takes an exclusive file lock).
+
+FAISS ids are the ``casings.id`` integer primary key (AUTOINCREMENT: never reused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import os
+import sqlite3
+import threading
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import NotFoundError
+
+VERDICTS = ("hit", "excluded", "inconclusive")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS agencies(
+    id TEXT PRIMARY KEY, name TEXT, jurisdiction TEXT);
+CREATE TABLE IF NOT EXISTS incidents(
+    id TEXT PRIMARY KEY, agency TEXT REFERENCES agencies(id), case_number TEXT,
+    date TEXT, place TEXT);
+CREATE TABLE IF NOT EXISTS casings(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    casing_id TEXT NOT NULL UNIQUE,
+    exhibit_id TEXT,
+    incident TEXT REFERENCES incidents(id),
+    caliber TEXT,
+    firing_pin_shape TEXT,
+    acquisition_date TEXT,
+    agency TEXT NOT NULL REFERENCES agencies(id),
+    sha256 TEXT NOT NULL,
+    filename TEXT,
+    format TEXT,
+    spacing_m REAL,
+    created_at TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    deleted_reason TEXT,
+    deleted_at TEXT,
+    superseded_by INTEGER REFERENCES casings(id));
+CREATE UNIQUE INDEX IF NOT EXISTS casings_live_sha_agency
+    ON casings(sha256, agency) WHERE deleted = 0;
+CREATE INDEX IF NOT EXISTS casings_class ON casings(caliber, firing_pin_shape);
+CREATE INDEX IF NOT EXISTS casings_incident ON casings(incident);
+CREATE TABLE IF NOT EXISTS descriptors(
+    casing INTEGER NOT NULL REFERENCES casings(id),
+    region TEXT NOT NULL,
+    extractor_version TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY(casing, region, extractor_version));
+CREATE INDEX IF NOT EXISTS descriptors_region ON descriptors(region, extractor_version);
+CREATE TABLE IF NOT EXISTS surfaces(
+    casing INTEGER PRIMARY KEY REFERENCES casings(id), codec TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS decisions(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    casing INTEGER NOT NULL REFERENCES casings(id),
+    candidate INTEGER NOT NULL REFERENCES casings(id),
+    verdict TEXT NOT NULL CHECK(verdict IN ('hit', 'excluded', 'inconclusive')),
+    comment TEXT NOT NULL DEFAULT '',
+    examiner TEXT NOT NULL,
+    agency TEXT,
+    time TEXT NOT NULL,
+    supersedes INTEGER REFERENCES decisions(id));
+CREATE INDEX IF NOT EXISTS decisions_pair ON decisions(casing, candidate);
+CREATE INDEX IF NOT EXISTS decisions_candidate ON decisions(candidate);
+CREATE TRIGGER IF NOT EXISTS decisions_append_only_u BEFORE UPDATE ON decisions
+    BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS decisions_append_only_d BEFORE DELETE ON decisions
+    BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+CREATE TABLE IF NOT EXISTS changes(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK(kind IN ('add', 'delete', 'reextract')),
+    casing INTEGER,
+    time TEXT NOT NULL);
+"""
+
+_CASING_COLS = (
+    "id, casing_id, exhibit_id, incident, caliber, firing_pin_shape, acquisition_date, agency, "
+    "sha256, filename, format, spacing_m, created_at, deleted, deleted_reason, deleted_at, "
+    "superseded_by"
+)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _check_date(value: str | None, what: str) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        return _dt.date.fromisoformat(str(value)).isoformat()
+    except ValueError:
+        raise ValueError(f"{what} must be a date YYYY-MM-DD; got {value!r}") from None
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename inside it survives power loss (no-op where unsupported)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync_dir(path.parent)
+
+
+@dataclass(frozen=True)
+class CasingRecord:
+    """One stored casing. ``id`` is the integer FAISS id; ``casing_id`` the public name."""
+
+    id: int
+    casing_id: str
+    exhibit_id: str | None
+    incident: str | None
+    caliber: str | None
+    firing_pin_shape: str | None
+    acquisition_date: str | None
+    agency: str
+    sha256: str
+    filename: str | None
+    format: str | None
+    spacing_m: float | None
+    created_at: str
+    deleted: bool = False
+    deleted_reason: str | None = None
+    deleted_at: str | None = None
+    superseded_by: int | None = None
+    created: bool = field(default=False, compare=False)
+    """True when this call created the record; False when it already existed (idempotent add)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Decision:
+    id: int
+    casing_id: str
+    candidate_id: str
+    verdict: str
+    comment: str
+    examiner: str
+    agency: str | None
+    time: str
+    supersedes: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    kind: str
+    casing: int | None
+
+
+@dataclass
+class Filters:
+    """Class-characteristic and metadata filters for search and listing (None: no filter)."""
+
+    caliber: str | None = None
+    firing_pin_shape: str | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+    agencies: set[str] | frozenset[str] | None = None
+    incident: str | None = None
+
+    def is_empty(self) -> bool:
+        return (
+            self.caliber is None
+            and self.firing_pin_shape is None
+            and self.date_from is None
+            and self.date_to is None
+            and self.agencies is None
+            and self.incident is None
+        )
+
+    def where(self) -> tuple[str, list[Any]]:
+        """SQL WHERE fragment (always restricted to live casings) and its parameters."""
+        clauses = ["deleted = 0"]
+        params: list[Any] = []
+        if self.caliber is not None:
+            clauses.append("caliber = ?")
+            params.append(self.caliber)
+        if self.firing_pin_shape is not None:
+            clauses.append("firing_pin_shape = ?")
+            params.append(self.firing_pin_shape)
+        if self.date_from is not None:
+            clauses.append("acquisition_date >= ?")
+            params.append(_check_date(self.date_from, "date_from"))
+        if self.date_to is not None:
+            clauses.append("acquisition_date <= ?")
+            params.append(_check_date(self.date_to, "date_to"))
+        if self.agencies is not None:
+            ags = sorted(self.agencies)
+            if not ags:
+                clauses.append("0")
+            else:
+                clauses.append(f"agency IN ({','.join('?' * len(ags))})")
+                params.extend(ags)
+        if self.incident is not None:
+            clauses.append("incident = ?")
+            params.append(self.incident)
+        return " AND ".join(clauses), params
+
+
+def encode_surface(data: bytes) -> tuple[str, bytes]:
+    """Compress a serialised PreparedCasing unless compression does not help."""
+    z = zlib.compress(data, 3)
+    return ("zlib", z) if len(z) < len(data) else ("raw", data)
+
+
+def decode_surface(codec: str, blob: bytes) -> bytes:
+    if codec == "zlib":
+        return zlib.decompress(blob)
+    if codec == "raw":
+        return bytes(blob)
+    raise ValueError(f"unknown surface codec {codec!r}")
+
+
+class Store:
+    """SQLite store of record. Open with ``Store(data_dir)``; close with :meth:`close`."""
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.objects_dir = self.data_dir / "objects"
+        self.db_path = self.data_dir / "store.sqlite"
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._closed = False
+        con = self._conn()
+        with self._write_lock:
+            con.executescript(_SCHEMA)
+
+    # -- connections -------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError("store is closed")
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            con.execute("PRAGMA foreign_keys=ON")
+            con.execute("PRAGMA busy_timeout=30000")
+            self._local.con = con
+            with self._conns_lock:
+                self._conns.append(con)
+        return con
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT) under the writer lock."""
+        with self._write_lock:
+            con = self._conn()
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for con in self._conns:
+                with contextlib.suppress(sqlite3.Error):
+                    con.close()
+            self._conns.clear()
+        self._closed = True
+
+    # -- originals ---------------------------------------------------------------------------
+    def object_path(self, sha256: str) -> Path:
+        return self.objects_dir / sha256[:2] / sha256[2:]
+
+    def put_object(self, data: bytes) -> str:
+        """Store an original file content-addressed; returns its SHA-256 (hex)."""
+        sha = hashlib.sha256(data).hexdigest()
+        path = self.object_path(sha)
+        if path.exists() and path.stat().st_size == len(data):
+            return sha
+        atomic_write(path, data)
+        fsync_dir(path.parent.parent)
+        return sha
+
+    def read_object(self, sha256: str) -> bytes:
+        data = self.object_path(sha256).read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ValueError(f"original {sha256} is corrupt (checksum mismatch)")
+        return data
+
+    # -- meta --------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as con:
+            con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- casings -----------------------------------------------------------------------------
+    def find_by_sha(self, sha256: str, agency: str) -> CasingRecord | None:
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT {_CASING_COLS} FROM casings WHERE sha256 = ? AND agency = ? "
+                "AND deleted = 0",
+                (sha256, agency),
+            )
+            .fetchone()
+        )
+        return None if row is None else _record(row)
+
+    def add_casing(
+        self,
+        *,
+        original: bytes | None,
+        agency: str,
+        descriptors: Mapping[str, np.ndarray],
+        extractor_version: str,
+        surface: bytes | None = None,
+        sha256: str | None = None,
+        casing_id: str | None = None,
+        exhibit_id: str | None = None,
+        incident: str | None = None,
+        case_number: str | None = None,
+        place: str | None = None,
+        caliber: str | None = None,
+        firing_pin_shape: str | None = None,
+        acquisition_date: str | None = None,
+        filename: str | None = None,
+        format: str | None = None,
+        spacing_m: float | None = None,
+    ) -> tuple[CasingRecord, int]:
+        """Add one casing with its descriptors and prepared surface; returns (record, seq).
+
+        Idempotent on (sha256, agency) among live casings: a second add returns the existing
+        record (``created=False``) and the current seq without writing anything.
+        ``original`` (the file as received) is stored content-addressed before the commit.
+        """
+        if not agency:
+            raise ValueError("agency is required")
+        if original is None and sha256 is None:
+            raise ValueError("either the original bytes or their sha256 is required")
+        acquisition_date = _check_date(acquisition_date, "acquisition date")
+        vecs: dict[str, np.ndarray] = {}
+        for region, v in descriptors.items():
+            a = np.ascontiguousarray(v, dtype=np.float32).reshape(-1)
+            if a.size == 0 or not np.all(np.isfinite(a)):
+                raise ValueError(f"descriptor {region!r} is empty or not finite")
+            vecs[region] = a
+        if original is not None:
+            sha = hashlib.sha256(original).hexdigest()
+            if sha256 is not None and sha256 != sha:
+                raise ValueError("sha256 does not match the original bytes")
+            sha256 = sha
+        assert sha256 is not None
+        existing = self.find_by_sha(sha256, agency)
+        if existing is not None:
+            return existing, self.seq()
+        if original is not None:
+            self.put_object(original)
+        cid = casing_id or uuid.uuid4().hex[:16]
+        now = _now()
+        with self._tx() as con:
+            row = con.execute(
+                f"SELECT {_CASING_COLS} FROM casings WHERE sha256 = ? AND agency = ? "
+                "AND deleted = 0",
+                (sha256, agency),
+            ).fetchone()
+            if row is not None:  # raced with another writer thread
+                return _record(row), self._seq(con)
+            if con.execute("SELECT 1 FROM casings WHERE casing_id = ?", (cid,)).fetchone():
+                raise ValueError(f"casing id {cid!r} already exists")
+            con.execute("INSERT OR IGNORE INTO agencies(id, name) VALUES (?, ?)", (agency, agency))
+            if incident:
+                con.execute(
+                    "INSERT OR IGNORE INTO incidents(id, agency, case_number, date, place) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (incident, agency, case_number, acquisition_date, place),
+                )
+            cur = con.execute(
+                "INSERT INTO casings(casing_id, exhibit_id, incident, caliber, firing_pin_shape,"
+                " acquisition_date, agency, sha256, filename, format, spacing_m, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    cid,
+                    exhibit_id,
+                    incident or None,
+                    caliber,
+                    firing_pin_shape,
+                    acquisition_date,
+                    agency,
+                    sha256,
+                    filename,
+                    format,
+                    spacing_m,
+                    now,
+                ),
+            )
+            rowid = int(cur.lastrowid or 0)
+            for region, a in vecs.items():
+                con.execute(
+                    "INSERT INTO descriptors(casing, region, extractor_version, dim, vector) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (rowid, region, extractor_version, int(a.size), a.tobytes()),
+                )
+            if surface is not None:
+                codec, blob = encode_surface(surface)
+                con.execute(
+                    "INSERT INTO surfaces(casing, codec, data) VALUES (?, ?, ?)",
+                    (rowid, codec, blob),
+                )
+            seq = self._log(con, "add", rowid, now)
+            row = con.execute(
+                f"SELECT {_CASING_COLS} FROM casings WHERE id = ?", (rowid,)
+            ).fetchone()
+        rec = _record(row)
+        return CasingRecord(**{**rec.as_dict(), "created": True}), seq
+
+    def _log(self, con: sqlite3.Connection, kind: str, casing: int | None, now: str) -> int:
+        cur = con.execute(
+            "INSERT INTO changes(kind, casing, time) VALUES (?, ?, ?)", (kind, casing, now)
+        )
+        return int(cur.lastrowid or 0)
+
+    def get_casing(self, casing_id: str | int, *, include_deleted: bool = False) -> CasingRecord:
+        """Look a casing up by public id (str) or row id (int); NotFoundError when absent."""
+        col = "id" if isinstance(casing_id, int) else "casing_id"
+        row = (
+            self._conn()
+            .execute(f"SELECT {_CASING_COLS} FROM casings WHERE {col} = ?", (casing_id,))
+            .fetchone()
+        )
+        if row is None or (row[13] and not include_deleted):
+            raise NotFoundError(f"no casing with id {casing_id}")
+        return _record(row)
+
+    def get_many(self, rowids: Iterable[int]) -> dict[int, CasingRecord]:
+        ids = [int(i) for i in rowids]
+        out: dict[int, CasingRecord] = {}
+        con = self._conn()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            q = f"SELECT {_CASING_COLS} FROM casings WHERE id IN ({','.join('?' * len(chunk))})"
+            for row in con.execute(q, chunk):
+                out[int(row[0])] = _record(row)
+        return out
+
+    def list_casings(
+        self, filters: Filters | None = None, *, limit: int = 1000, offset: int = 0
+    ) -> list[CasingRecord]:
+        where, params = (filters or Filters()).where()
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {_CASING_COLS} FROM casings WHERE {where} ORDER BY id LIMIT ? OFFSET ?",
+                [*params, int(limit), int(offset)],
+            )
+            .fetchall()
+        )
+        return [_record(r) for r in rows]
+
+    def filter_ids(self, filters: Filters | None) -> np.ndarray:
+        """Row ids (int64, sorted) of live casings passing ``filters``."""
+        where, params = (filters or Filters()).where()
+        rows = self._conn().execute(f"SELECT id FROM casings WHERE {where} ORDER BY id", params)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def count_live(self) -> int:
+        row = self._conn().execute("SELECT COUNT(*) FROM casings WHERE deleted = 0").fetchone()
+        return int(row[0])
+
+    def delete_casing(self, casing_id: str, reason: str) -> tuple[CasingRecord, int]:
+        """Soft-delete a casing (kept for the audit trail, invisible to search)."""
+        if not reason or not reason.strip():
+            raise ValueError("a reason is required to delete a casing")
+        rec = self.get_casing(casing_id)
+        now = _now()
+        with self._tx() as con:
+            n = con.execute(
+                "UPDATE casings SET deleted = 1, deleted_reason = ?, deleted_at = ? "
+                "WHERE id = ? AND deleted = 0",
+                (reason, now, rec.id),
+            ).rowcount
+            if n != 1:
+                raise NotFoundError(f"no casing with id {casing_id}")
+            seq = self._log(con, "delete", rec.id, now)
+        return self.get_casing(rec.id, include_deleted=True), seq
+
+    # -- sequence / changes ------------------------------------------------------------------
+    @staticmethod
+    def _seq(con: sqlite3.Connection) -> int:
+        row = con.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
+        return int(row[0])
+
+    def seq(self) -> int:
+        """The last change number (0 for an empty store)."""
+        return self._seq(self._conn())
+
+    def changes_since(self, seq: int) -> list[Change]:
+        rows = self._conn().execute(
+            "SELECT seq, kind, casing FROM changes WHERE seq > ? ORDER BY seq", (int(seq),)
+        )
+        return [Change(int(s), str(k), None if c is None else int(c)) for s, k, c in rows]
+
+    # -- descriptors and surfaces ------------------------------------------------------------
+    def regions(self, extractor_version: str) -> list[str]:
+        rows = self._conn().execute(
+            "SELECT DISTINCT region FROM descriptors WHERE extractor_version = ? ORDER BY region",
+            (extractor_version,),
+        )
+        return [str(r[0]) for r in rows]
+
+    def descriptors_of(self, rowid: int, extractor_version: str) -> dict[str, np.ndarray]:
+        rows = self._conn().execute(
+            "SELECT region, vector FROM descriptors WHERE casing = ? AND extractor_version = ?",
+            (int(rowid), extractor_version),
+        )
+        return {str(r): np.frombuffer(v, dtype=np.float32).copy() for r, v in rows}
+
+    def iter_vectors(
+        self, region: str, extractor_version: str, *, batch: int = 65536
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids int64 (n,), vectors float32 (n, d)) batches of live casings' descriptors."""
+        cur = self._conn().execute(
+            "SELECT d.casing, d.vector FROM descriptors d JOIN casings c ON c.id = d.casing "
+            "WHERE d.region = ? AND d.extractor_version = ? AND c.deleted = 0 ORDER BY d.casing",
+            (region, extractor_version),
+        )
+        while True:
+            rows = cur.fetchmany(batch)
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            yield ids, vecs
+
+    def count_vectors(self, region: str, extractor_version: str) -> int:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT COUNT(*) FROM descriptors d JOIN casings c ON c.id = d.casing "
+                "WHERE d.region = ? AND d.extractor_version = ? AND c.deleted = 0",
+                (region, extractor_version),
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    def live_vector_ids(self, region: str, extractor_version: str) -> np.ndarray:
+        rows = self._conn().execute(
+            "SELECT d.casing FROM descriptors d JOIN casings c ON c.id = d.casing "
+            "WHERE d.region = ? AND d.extractor_version = ? AND c.deleted = 0 ORDER BY d.casing",
+            (region, extractor_version),
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def casings_missing_version(self, extractor_version: str) -> list[int]:
+        rows = self._conn().execute(
+            "SELECT id FROM casings c WHERE deleted = 0 AND NOT EXISTS (SELECT 1 FROM "
+            "descriptors d WHERE d.casing = c.id AND d.extractor_version = ?) ORDER BY id",
+            (extractor_version,),
+        )
+        return [int(r[0]) for r in rows]
+
+    def replace_descriptors(
+        self, items: Mapping[int, Mapping[str, np.ndarray]], extractor_version: str
+    ) -> int:
+        """Store new-version descriptors for casings (one transaction); old versions are kept
+        until :meth:`drop_other_versions`. Logs one 'reextract' change; returns its seq."""
+        now = _now()
+        with self._tx() as con:
+            for rowid, descs in items.items():
+                con.execute(
+                    "DELETE FROM descriptors WHERE casing = ? AND extractor_version = ?",
+                    (int(rowid), extractor_version),
+                )
+                for region, v in descs.items():
+                    a = np.ascontiguousarray(v, dtype=np.float32).reshape(-1)
+                    con.execute(
+                        "INSERT INTO descriptors(casing, region, extractor_version, dim, vector)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (int(rowid), region, extractor_version, int(a.size), a.tobytes()),
+                    )
+            return self._log(con, "reextract", None, now)
+
+    def drop_other_versions(self, extractor_version: str) -> None:
+        with self._tx() as con:
+            con.execute(
+                "DELETE FROM descriptors WHERE extractor_version != ?", (extractor_version,)
+            )
+
+    def load_surface(self, casing: str | int) -> bytes | None:
+        """The stored PreparedCasing bytes (decompressed), or None when none was stored."""
+        rowid = casing if isinstance(casing, int) else self.get_casing(casing).id
+        row = (
+            self._conn()
+            .execute("SELECT codec, data FROM surfaces WHERE casing = ?", (int(rowid),))
+            .fetchone()
+        )
+        return None if row is None else decode_surface(str(row[0]), row[1])
+
+    def put_surface(self, rowid: int, surface: bytes) -> None:
+        codec, blob = encode_surface(surface)
+        with self._tx() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO surfaces(casing, codec, data) VALUES (?, ?, ?)",
+                (int(rowid), codec, blob),
+            )
+
+    # -- decisions and links -----------------------------------------------------------------
+    def record_decision(
+        self,
+        casing_id: str,
+        candidate_id: str,
+        verdict: str,
+        *,
+        examiner: str,
+        comment: str = "",
+        agency: str | None = None,
+    ) -> Decision:
+        """Append an examiner's verdict; a later decision on the same pair supersedes."""
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}; got {verdict!r}")
+        if not examiner:
+            raise ValueError("examiner is required")
+        a = self.get_casing(casing_id, include_deleted=True)
+        b = self.get_casing(candidate_id, include_deleted=True)
+        if a.id == b.id:
+            raise ValueError("a casing cannot be compared with itself")
+        now = _now()
+        with self._tx() as con:
+            prev = con.execute(
+                "SELECT MAX(id) FROM decisions WHERE (casing = ? AND candidate = ?) "
+                "OR (casing = ? AND candidate = ?)",
+                (a.id, b.id, b.id, a.id),
+            ).fetchone()[0]
+            cur = con.execute(
+                "INSERT INTO decisions(casing, candidate, verdict, comment, examiner, agency, "
+                "time, supersedes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (a.id, b.id, verdict, comment or "", examiner, agency, now, prev),
+            )
+            did = int(cur.lastrowid or 0)
+        return Decision(did, a.casing_id, b.casing_id, verdict, comment or "", examiner,
+                        agency, now, None if prev is None else int(prev))
+
+    def decisions_for(self, casing_id: str) -> list[Decision]:
+        """Every decision (superseded ones too) where the casing is either side, oldest first."""
+        rec = self.get_casing(casing_id, include_deleted=True)
+        rows = self._conn().execute(
+            "SELECT d.id, a.casing_id, b.casing_id, d.verdict, d.comment, d.examiner, d.agency,"
+            " d.time, d.supersedes FROM decisions d JOIN casings a ON a.id = d.casing "
+            "JOIN casings b ON b.id = d.candidate WHERE d.casing = ? OR d.candidate = ? "
+            "ORDER BY d.id",
+            (rec.id, rec.id),
+        )
+        return [
+            Decision(
+                id=int(r[0]),
+                casing_id=str(r[1]),
+                candidate_id=str(r[2]),
+                verdict=str(r[3]),
+                comment=str(r[4]),
+                examiner=str(r[5]),
+                agency=r[6],
+                time=str(r[7]),
+                supersedes=None if r[8] is None else int(r[8]),
+            )
+            for r in rows
+        ]
+
+    def _hit_edges(self) -> list[tuple[str, str, str, str, str, str]]:
+        """Current (not superseded) hits: (node_a, node_b, casing_a, casing_b, examiner, time).
+
+        Nodes are incidents; a casing without an incident is its own node ``casing:<id>``.
+        """
+        rows = self._conn().execute(
+            "SELECT d.verdict, d.examiner, d.time, a.casing_id, a.incident, b.casing_id, "
+            "b.incident FROM decisions d JOIN casings a ON a.id = d.casing "
+            "JOIN casings b ON b.id = d.candidate WHERE d.id IN (SELECT MAX(id) FROM decisions "
+            "GROUP BY MIN(casing, candidate), MAX(casing, candidate)) AND a.deleted = 0 "
+            "AND b.deleted = 0"
+        )
+        edges = []
+        for verdict, examiner, time, ca, ia, cb, ib in rows:
+            if verdict != "hit":
+                continue
+            edges.append((ia or f"casing:{ca}", ib or f"casing:{cb}", ca, cb, examiner, time))
+        return edges
+
+    def links(self, *, casing_id: str | None = None, incident_id: str | None = None) -> dict:
+        """Connected component of incidents linked by confirmed hits.
+
+        Returns ``{"nodes": [{"incident", "casings": [...]}], "edges": [{"a", "b",
+        "casing_a", "casing_b", "examiner", "time"}]}``; the start node is always included.
+        """
+        if (casing_id is None) == (incident_id is None):
+            raise ValueError("give exactly one of casing_id or incident_id")
+        if casing_id is not None:
+            rec = self.get_casing(casing_id)
+            start = rec.incident or f"casing:{rec.casing_id}"
+        else:
+            assert incident_id is not None
+            row = (
+                self._conn()
+                .execute("SELECT 1 FROM incidents WHERE id = ?", (incident_id,))
+                .fetchone()
+            )
+            if row is None:
+                raise NotFoundError(f"no incident with id {incident_id}")
+            start = incident_id
+        adj: dict[str, list[tuple[str, str, str, str, str, str]]] = {}
+        for e in self._hit_edges():
+            adj.setdefault(e[0], []).append(e)
+            adj.setdefault(e[1], []).append(e)
+        seen = {start}
+        stack = [start]
+        comp_edges: set[tuple[str, str, str, str, str, str]] = set()
+        while stack:
+            n = stack.pop()
+            for e in adj.get(n, []):
+                comp_edges.add(e)
+                for m in (e[0], e[1]):
+                    if m not in seen:
+                        seen.add(m)
+                        stack.append(m)
+        nodes = []
+        con = self._conn()
+        for n in sorted(seen):
+            if n.startswith("casing:"):
+                casings = [n[len("casing:") :]]
+            else:
+                casings = [
+                    str(r[0])
+                    for r in con.execute(
+                        "SELECT casing_id FROM casings WHERE incident = ? AND deleted = 0 "
+                        "ORDER BY id",
+                        (n,),
+                    )
+                ]
+            nodes.append({"incident": n, "casings": casings})
+        edges = [
+            {"a": a, "b": b, "casing_a": ca, "casing_b": cb, "examiner": ex, "time": t}
+            for a, b, ca, cb, ex, t in sorted(comp_edges, key=lambda e: e[5])
+        ]
+        return {"start": start, "nodes": nodes, "edges": edges}
+
+
+def _record(row: tuple[Any, ...]) -> CasingRecord:
+    return CasingRecord(
+        id=int(row[0]),
+        casing_id=str(row[1]),
+        exhibit_id=row[2],
+        incident=row[3],
+        caliber=row[4],
+        firing_pin_shape=row[5],
+        acquisition_date=row[6],
+        agency=str(row[7]),
+        sha256=str(row[8]),
+        filename=row[9],
+        format=row[10],
+        spacing_m=None if row[11] is None else float(row[11]),
+        created_at=str(row[12]),
+        deleted=bool(row[13]),
+        deleted_reason=row[14],
+        deleted_at=row[15],
+        superseded_by=None if row[16] is None else int(row[16]),
+    )

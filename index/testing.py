@@ -1,0 +1,88 @@
+"""A fake pipeline engine for tests and benchmarks of the index (no image processing).
+
+File contents ``b"FAKE:<gun>:<shot>[:<pad>]"`` become descriptors near a per-gun centre (so
+casings fired by the same virtual gun find each other); any other content gets a random
+vector seeded by its hash; content starting with ``b"BAD"`` is rejected like a corrupt scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .engine import Processed
+
+
+@dataclass
+class FakeComparison:
+    score: float
+    cmc: float
+    regions: dict[str, float] = field(default_factory=dict)
+
+
+class FakeEngine:
+    def __init__(
+        self,
+        dim: int = 32,
+        extractor_version: str = "fake-1",
+        regions: tuple[str, ...] = ("breech_face",),
+        noise: float = 0.35,
+    ) -> None:
+        self.dim = dim
+        self.extractor_version = extractor_version
+        self.regions = regions
+        self.noise = noise
+        self.calls = 0
+
+    def _vec(self, data: bytes, region: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(region.encode() + data).digest()[:8], "little")
+        rng = np.random.default_rng(seed)
+        v = rng.standard_normal(self.dim)
+        if data.startswith(b"FAKE:"):
+            gun = data.split(b":")[1]
+            g = int.from_bytes(hashlib.sha256(region.encode() + gun).digest()[:8], "little")
+            v = np.random.default_rng(g).standard_normal(self.dim) + self.noise * v
+        v = v.astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    def process(self, data: bytes, filename: str | None, spacing_m: float | None) -> Processed:
+        if data.startswith(b"BAD"):
+            raise ValueError("not a readable scan (fake)")
+        descs = {r: self._vec(data, r) for r in self.regions}
+        return Processed(
+            descriptors=descs,
+            surface=self.surface_of(descs),
+            prepared=descs,
+            firing_pin_shape="elongated" if data[-1:] in (b"e",) else "round",
+            format="fake",
+            spacing_m=6.25e-6,
+        )
+
+    def surface_of(self, descs: dict[str, np.ndarray]) -> bytes:
+        # the "prepared surface" is the version tag plus descriptors (lets reextract change them)
+        return b"".join(descs[r].astype(np.float32).tobytes() for r in self.regions)
+
+    def describe(self, prepared: Any) -> dict[str, np.ndarray]:
+        out = {}
+        for r in self.regions:
+            v = np.asarray(prepared[r], np.float32)
+            if self.extractor_version != "fake-1":  # a "new extractor": a fixed sign flip
+                v = -v
+            out[r] = v
+        return out
+
+    def load(self, surface: bytes) -> dict[str, np.ndarray]:
+        a = np.frombuffer(surface, dtype=np.float32).reshape(len(self.regions), self.dim)
+        return {r: a[i].copy() for i, r in enumerate(self.regions)}
+
+    def score(self, a: Any, b: Any) -> FakeComparison:
+        self.calls += 1
+        regs = {r: float(np.dot(a[r], b[r])) for r in self.regions}
+        s = float(np.mean(list(regs.values())))
+        return FakeComparison(score=s, cmc=round(max(s, 0.0) * 20), regions=regs)
+
+    def non_match_frequency(self, score: float, region: str) -> float | None:
+        return float(min(1.0, max(1e-6, 1.0 - score)))

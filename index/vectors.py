@@ -1,0 +1,559 @@
+"""Vector index for the coarse (descriptor) stage: a small interface and a FAISS implementation.
+
+Scores are inner products of L2-normalised float32 vectors (cosine similarity, higher is
+better). Ids are the store's int64 casing row ids.
+
+Choice of FAISS structure (:func:`choose_factory`, overridable by configuration)
+--------------------------------------------------------------------------------
+* ``n < 50_000``: ``IDMap2,Flat`` - exact brute force. At 50k x 256 a query is a ~13 M
+  multiply-add GEMV (about a millisecond); nothing approximate is worth its recall loss.
+* ``50_000 <= n < 5_000_000``: ``IDMap2,HNSW32,Flat`` - graph search (M=32, efSearch
+  configurable, default 128), vectors kept uncompressed (4 bytes x dim + ~260 bytes of graph per
+  row: ~1.3 GB per million 256-d rows).
+* ``n >= 5_000_000``: ``IVF4096,SQ8`` (``IVF16384,SQ8`` from 16 M) - inverted lists with
+  8-bit scalar quantisation, 4x smaller than float32 so 10 M+ rows fit in RAM; ``nprobe``
+  configurable. Needs training; if there are fewer than 39 x nlist rows, Flat/HNSW is used.
+
+Filtered search
+---------------
+Filters (calibre, firing-pin shape, dates, agencies) become a set of allowed ids and the search
+runs *inside* FAISS with an ``IDSelectorBitmap`` passed in ``SearchParameters``. HNSW with a
+selector loses recall when the filter is narrow (the graph walk is spent on excluded nodes), so a
+query planner switches to exact search over exactly the allowed vectors (reconstructed from the
+index by id) when the allowed subset has at most ``exact_max_rows`` (20k) rows or at most
+``exact_fraction`` (2 %) of the rows (capped at 250k rows). For wider filters on HNSW, efSearch is
+scaled up by 1/selectivity (capped at 4096). For Flat, selector search is exact anyway.
+
+Deletions: Flat and IVF remove ids physically. HNSW cannot remove; deleted ids become
+tombstones excluded from every search by a selector, and the index is compacted (rebuilt from
+its own vectors) when tombstones exceed 20 % of the rows.
+
+Result padding: when fewer than ``k`` results exist, the trailing ids are ``-1`` and their
+scores ``-inf``.
+
+Thread safety: any number of concurrent searches; add/remove/compact take an exclusive lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import faiss as _faiss
+import numpy as np
+
+from .store import fsync_dir
+
+faiss: Any = _faiss  # the bundled type stubs are incomplete (SearchParametersHNSW, sel=...)
+
+FLAT_MAX_ROWS = 50_000
+HNSW_MAX_ROWS = 5_000_000
+SNAPSHOT_FORMAT = 1
+
+
+class SnapshotError(ValueError):
+    """A snapshot file is missing, unreadable, truncated or disagrees with its sidecar."""
+
+
+def choose_factory(n_rows: int, dim: int) -> str:
+    """FAISS factory string for ``n_rows`` vectors of dimension ``dim`` (see module doc)."""
+    if dim <= 0:
+        raise ValueError(f"dimension must be positive; got {dim}")
+    if n_rows < FLAT_MAX_ROWS:
+        return "IDMap2,Flat"
+    if n_rows < HNSW_MAX_ROWS:
+        return "IDMap2,HNSW32,Flat"
+    nlist = 4096 if n_rows < 16_000_000 else 16384
+    return f"IVF{nlist},SQ8"
+
+
+def effective_factory(n_rows: int, dim: int, factory: str | None = None) -> str:
+    """The factory :meth:`FaissIndex.build` uses: ``factory`` (or the rule), normalised, with
+    IVF replaced by HNSW/Flat when there are fewer than 39 x nlist rows to train on."""
+    f = _normalise_factory(factory or choose_factory(n_rows, dim))
+    if _nlist(f) and n_rows < 39 * _nlist(f):
+        f = _normalise_factory(choose_factory(min(n_rows, HNSW_MAX_ROWS - 1), dim))
+    return f
+
+
+def _nlist(factory: str) -> int:
+    m = re.search(r"IVF(\d+)", factory)
+    return int(m.group(1)) if m else 0
+
+
+def _normalise_factory(factory: str) -> str:
+    """IDMap2 around Flat/HNSW (external ids, reconstruct by id); IVF keeps its own ids with a
+    hashtable direct map (IDMap2 around IVF cannot reconstruct)."""
+    f = factory.strip()
+    if "IVF" in f:
+        return f.removeprefix("IDMap2,").removeprefix("IDMap,")
+    if not f.startswith("IDMap"):
+        f = "IDMap2," + f
+    return f
+
+
+class RWLock:
+    """Many readers or one writer; writers are preferred so ingest is not starved."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class VectorIndex(Protocol):
+    """What the search and ingest code needs from a vector index."""
+
+    dim: int
+
+    def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        """Add vectors (n, dim) with int64 ids (n,); an id already present is a ValueError."""
+
+    def remove(self, ids: Iterable[int]) -> int:
+        """Remove ids (absent ids are ignored); returns how many were removed."""
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product: scores float32 (nq, k) and ids int64 (nq, k), best first,
+        padded with id -1 / score -inf. ``allowed_ids``: restrict to these ids (None: all)."""
+        ...
+
+    def count(self) -> int:
+        """Number of live (searchable) vectors."""
+        ...
+
+    def snapshot(self, path: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> None:
+        """Write atomically to ``path`` with a JSON sidecar ``path + '.json'``."""
+
+
+def as_matrix(x: Any, dim: int, what: str = "vectors") -> np.ndarray:
+    """Convert once to a C-contiguous float32 (n, dim) matrix; ValueError on a bad shape."""
+    a = np.ascontiguousarray(x, dtype=np.float32)
+    if a.ndim == 1:
+        a = a.reshape(1, -1)
+    if a.ndim != 2 or a.shape[1] != dim:
+        raise ValueError(f"{what} must have shape (n, {dim}); got {np.shape(x)}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{what} contain NaN or infinity")
+    return a
+
+
+def _as_ids(ids: Any) -> np.ndarray:
+    a = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+    if a.size and a.min() < 0:
+        raise ValueError("ids must be non-negative")
+    return a
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class FaissIndex:
+    """FAISS-backed :class:`VectorIndex` (inner product; see the module doc for the rules)."""
+
+    def __init__(
+        self,
+        dim: int,
+        factory: str | None = None,
+        *,
+        ef_search: int = 128,
+        ef_construction: int = 80,
+        nprobe: int = 64,
+        exact_max_rows: int = 20_000,
+        exact_fraction: float = 0.02,
+    ) -> None:
+        if dim <= 0:
+            raise ValueError(f"dimension must be positive; got {dim}")
+        self.dim = int(dim)
+        self.factory = _normalise_factory(factory or choose_factory(0, dim))
+        self.ef_search = int(ef_search)
+        self.ef_construction = int(ef_construction)
+        self.nprobe = int(nprobe)
+        self.exact_max_rows = int(exact_max_rows)
+        self.exact_fraction = float(exact_fraction)
+        self._lock = RWLock()
+        self._index = self._new_index(self.factory)
+        self._live = np.zeros(0, dtype=bool)  # indexed by id: True when searchable
+        self._n_live = 0
+        self._tombstones: set[int] = set()
+        self._live_bitmap: np.ndarray | None = None
+
+    # -- construction ------------------------------------------------------------------------
+    def _new_index(self, factory: str) -> Any:
+        idx = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
+        self._configure(idx)
+        return idx
+
+    def _configure(self, idx: Any) -> None:
+        inner = faiss.downcast_index(idx.index) if hasattr(idx, "index") else idx
+        if isinstance(inner, faiss.IndexHNSW):
+            inner.hnsw.efConstruction = self.ef_construction
+            inner.hnsw.efSearch = self.ef_search
+        with contextlib.suppress(RuntimeError):
+            ivf = faiss.extract_index_ivf(inner)
+            ivf.nprobe = self.nprobe
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+
+    @property
+    def kind(self) -> str:
+        if "HNSW" in self.factory and "IVF" not in self.factory:
+            return "hnsw"
+        if "IVF" in self.factory:
+            return "ivf"
+        return "flat"
+
+    @classmethod
+    def build(
+        cls,
+        dim: int,
+        batches: Iterable[tuple[np.ndarray, np.ndarray]],
+        *,
+        factory: str | None = None,
+        **kwargs: Any,
+    ) -> FaissIndex:
+        """Build from (ids, vecs) batches; factory None: :func:`choose_factory` on the count."""
+        id_parts: list[np.ndarray] = []
+        vec_parts: list[np.ndarray] = []
+        for ids, vecs in batches:
+            id_parts.append(_as_ids(ids))
+            vec_parts.append(as_matrix(vecs, dim))
+        ids = np.concatenate(id_parts) if id_parts else np.zeros(0, np.int64)
+        vecs = np.concatenate(vec_parts) if vec_parts else np.zeros((0, dim), np.float32)
+        del id_parts, vec_parts
+        n = len(ids)
+        f = effective_factory(n, dim, factory)
+        self = cls(dim, f, **kwargs)
+        if n:
+            if not self._index.is_trained:
+                nl = _nlist(f)
+                rng = np.random.default_rng(0)
+                sample = vecs[rng.choice(n, size=min(n, 64 * nl), replace=False)]
+                self._index.train(sample)
+            self.add(ids, vecs)
+        return self
+
+    # -- mutation ----------------------------------------------------------------------------
+    def _grow(self, max_id: int) -> None:
+        if max_id >= len(self._live):
+            new = np.zeros(max(max_id + 1, 2 * len(self._live), 1024), dtype=bool)
+            new[: len(self._live)] = self._live
+            self._live = new
+
+    def add(self, ids: Any, vecs: Any) -> None:
+        ids = _as_ids(ids)
+        x = as_matrix(vecs, self.dim)
+        if len(ids) != len(x):
+            raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("duplicate ids in one add")
+        if not len(ids):
+            return
+        with self._lock.write():
+            self._grow(int(ids.max()))
+            present = [int(i) for i in ids if self._live[i] or int(i) in self._tombstones]
+            if present:
+                raise ValueError(f"ids already in the index: {present[:5]}")
+            if not self._index.is_trained:
+                raise ValueError("the IVF index is not trained; build it with FaissIndex.build")
+            self._index.add_with_ids(x, ids)
+            self._live[ids] = True
+            self._n_live += len(ids)
+            self._live_bitmap = None
+
+    def remove(self, ids: Iterable[int]) -> int:
+        a = _as_ids(list(ids))
+        with self._lock.write():
+            a = a[a < len(self._live)]
+            a = np.unique(a[self._live[a]])
+            if not len(a):
+                return 0
+            if self.kind == "hnsw":
+                self._tombstones.update(int(i) for i in a)
+            else:
+                self._index.remove_ids(faiss.IDSelectorArray(a))
+            self._live[a] = False
+            self._n_live -= len(a)
+            self._live_bitmap = None
+            if self._tombstones and len(self._tombstones) > 0.2 * max(self._index.ntotal, 1):
+                self._compact_locked()
+            return len(a)
+
+    def _compact_locked(self) -> None:
+        ids = np.flatnonzero(self._live).astype(np.int64)
+        vecs = self._reconstruct(ids) if len(ids) else np.zeros((0, self.dim), np.float32)
+        idx = self._new_index(self.factory)
+        if len(ids):
+            idx.add_with_ids(vecs, ids)
+        self._index = idx
+        self._tombstones.clear()
+
+    # -- queries -----------------------------------------------------------------------------
+    def count(self) -> int:
+        return self._n_live
+
+    def ids(self) -> np.ndarray:
+        """Live ids, sorted."""
+        with self._lock.read():
+            return np.flatnonzero(self._live).astype(np.int64)
+
+    def contains(self, i: int) -> bool:
+        return 0 <= i < len(self._live) and bool(self._live[i])
+
+    def reconstruct(self, ids: Any) -> np.ndarray:
+        a = _as_ids(ids)
+        with self._lock.read():
+            if len(a) and (a.max() >= len(self._live) or not self._live[a].all()):
+                raise KeyError("some ids are not in the index")
+            return self._reconstruct(a)
+
+    def _reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        if len(ids):
+            self._index.reconstruct_batch(ids, out)
+        return out
+
+    def _pad(self, nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
+
+    def _bitmap(self, mask: np.ndarray) -> Any:
+        bits = np.packbits(mask, bitorder="little")
+        sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+        sel.keepalive = bits  # the selector points into the numpy buffer
+        return sel
+
+    def _params(self, sel: Any, selectivity: float, k: int) -> Any:
+        kind = self.kind
+        if kind == "hnsw":
+            ef = max(self.ef_search, k)
+            if selectivity < 1.0:
+                ef = int(min(4096, max(ef, ef / max(selectivity, 1e-6))))
+            return faiss.SearchParametersHNSW(sel=sel, efSearch=ef)
+        if kind == "ivf":
+            return faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe)
+        return faiss.SearchParameters(sel=sel) if sel is not None else None
+
+    def plan(self, n_allowed: int | None) -> str:
+        """'exact-subset', 'selector' or 'full' for a filter that keeps ``n_allowed`` rows."""
+        if n_allowed is None:
+            return "full"
+        n = max(self._n_live, 1)
+        small = n_allowed <= self.exact_max_rows or n_allowed <= self.exact_fraction * n
+        if small and n_allowed <= 250_000:
+            return "exact-subset"
+        return "selector"
+
+    def search(
+        self, queries: Any, k: int, allowed_ids: Any | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        q = as_matrix(queries, self.dim, "queries")
+        k = int(k)
+        if k <= 0:
+            raise ValueError(f"k must be positive; got {k}")
+        nq = q.shape[0]
+        with self._lock.read():
+            allowed: np.ndarray | None = None
+            if allowed_ids is not None:
+                a = np.asarray(allowed_ids, dtype=np.int64).reshape(-1)
+                if len(a) > 1 and not bool(np.all(a[1:] > a[:-1])):
+                    a = np.unique(a)  # callers usually pass sorted unique ids (store order)
+                a = a[(a >= 0) & (a < len(self._live))]
+                allowed = a[self._live[a]]
+                if not len(allowed):
+                    return self._pad(nq, k)
+                if len(allowed) == self._n_live:
+                    allowed = None  # the filter keeps every row: plain search
+            plan = self.plan(None if allowed is None else len(allowed))
+            if plan == "exact-subset":
+                assert allowed is not None
+                return self._exact_subset(q, k, allowed)
+            if self._n_live == 0:
+                return self._pad(nq, k)
+            sel = None
+            selectivity = 1.0
+            if allowed is not None:
+                mask = np.zeros(len(self._live), dtype=bool)
+                mask[allowed] = True
+                sel = self._bitmap(mask)
+                selectivity = len(allowed) / max(self._n_live, 1)
+            elif self._tombstones:
+                if self._live_bitmap is None:
+                    self._live_bitmap = self._bitmap(self._live)
+                sel = self._live_bitmap
+            params = self._params(sel, selectivity, k)
+            kk = min(k, max(self._index.ntotal, 1))
+            d, i = self._index.search(q, kk, params=params)
+        scores, ids = self._pad(nq, k)
+        ids[:, :kk] = i
+        scores[:, :kk] = d
+        scores[ids < 0] = -np.inf
+        return scores, ids
+
+    def _exact_subset(
+        self, q: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        x = self._reconstruct(allowed)
+        s = q @ x.T  # (nq, m)
+        scores, ids = self._pad(q.shape[0], k)
+        kk = min(k, len(allowed))
+        if kk < len(allowed):
+            part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        else:
+            part = np.broadcast_to(np.arange(len(allowed)), (q.shape[0], len(allowed)))
+        ps = np.take_along_axis(s, part, axis=1)
+        order = np.argsort(-ps, axis=1, kind="stable")
+        top = np.take_along_axis(part, order, axis=1)
+        scores[:, :kk] = np.take_along_axis(s, top, axis=1)
+        ids[:, :kk] = allowed[top]
+        return scores, ids
+
+    # -- persistence -------------------------------------------------------------------------
+    def snapshot(self, path: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> None:
+        """Atomic snapshot: temp file, fsync, rename, fsync dir; then the JSON sidecar the
+        same way (the sidecar carries the file's SHA-256, so a half-written pair is detected).
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with self._lock.read():
+            faiss.write_index(self._index, str(tmp))
+            side = {
+                "format": SNAPSHOT_FORMAT,
+                "factory": self.factory,
+                "dim": self.dim,
+                "metric": "inner_product",
+                "count": self._n_live,
+                "ntotal": int(self._index.ntotal),
+                "tombstones": sorted(self._tombstones),
+                "ef_search": self.ef_search,
+                "nprobe": self.nprobe,
+                **(meta or {}),
+            }
+        try:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            side["size"] = tmp.stat().st_size
+            side["sha256"] = _sha256_file(tmp)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        fsync_dir(path.parent)
+        from .store import atomic_write
+
+        atomic_write(sidecar_path(path), json.dumps(side, indent=1).encode())
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], **kwargs: Any
+    ) -> tuple[FaissIndex, dict[str, Any]]:
+        """Load a snapshot and its sidecar; SnapshotError when anything does not check out."""
+        path = Path(path)
+        try:
+            side = json.loads(sidecar_path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise SnapshotError(f"snapshot sidecar unreadable: {e}") from None
+        try:
+            if side.get("format") != SNAPSHOT_FORMAT:
+                raise SnapshotError(f"unknown snapshot format {side.get('format')!r}")
+            if not path.is_file() or path.stat().st_size != int(side["size"]):
+                raise SnapshotError("snapshot file missing or truncated")
+            if _sha256_file(path) != side["sha256"]:
+                raise SnapshotError("snapshot checksum mismatch")
+            try:
+                raw = faiss.read_index(str(path))
+            except RuntimeError as e:
+                raise SnapshotError(f"FAISS could not read the snapshot: {e}") from None
+            dim = int(side["dim"])
+            if raw.d != dim or int(raw.ntotal) != int(side["ntotal"]):
+                raise SnapshotError("snapshot dimension or row count disagrees with sidecar")
+            kwargs.setdefault("ef_search", int(side.get("ef_search", 128)))
+            kwargs.setdefault("nprobe", int(side.get("nprobe", 64)))
+            self = cls(dim, str(side["factory"]), **kwargs)
+            idx = raw  # read_index returns the downcast object, which owns the C++ index
+            if self.kind == "ivf":
+                all_ids = _ivf_ids(idx)
+            elif isinstance(idx, faiss.IndexIDMap2):
+                all_ids = faiss.vector_to_array(idx.id_map).astype(np.int64)
+            else:
+                raise SnapshotError("snapshot is not an IDMap2 index")
+            self._configure(idx)
+            self._index = idx
+            tomb = {int(t) for t in side.get("tombstones", [])}
+            if all_ids.size:
+                self._grow(int(all_ids.max()))
+            self._live[all_ids] = True
+            if tomb:
+                t = np.fromiter(tomb, dtype=np.int64)
+                if t.size and (t.max() >= len(self._live) or not self._live[t].all()):
+                    raise SnapshotError("snapshot tombstones are not in the index")
+                self._live[t] = False
+            self._tombstones = tomb
+            self._n_live = int(self._live.sum())
+            if self._n_live != int(side["count"]):
+                raise SnapshotError("snapshot live count disagrees with sidecar")
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, SnapshotError):
+                raise
+            raise SnapshotError(f"snapshot sidecar malformed: {e}") from None
+        return self, side
+
+
+def _ivf_ids(idx: Any) -> np.ndarray:
+    ivf = faiss.extract_index_ivf(idx)
+    inv = ivf.invlists
+    parts = []
+    for lst in range(ivf.nlist):
+        n = inv.list_size(lst)
+        if n:
+            ptr = inv.get_ids(lst)
+            parts.append(faiss.rev_swig_ptr(ptr, n).astype(np.int64).copy())
+            inv.release_ids(lst, ptr)
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    return p.with_name(p.name + ".json")

@@ -1,0 +1,235 @@
+"""Segmentation: accuracy on a seeded synthetic corpus, real Fadul / NBIDE data, refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ballistics.errors import SegmentationError
+from ballistics.render import render_oblique
+from ballistics.scan import Scan
+from ballistics.segment import Segmentation, segment
+from ballistics.synth import corpus_plan, fire
+
+
+def _errors(plan):
+    ep, ef, shape_ok, times = [], [], [], []
+    shear_hit, shear_n, shear_fp = 0, 0, 0
+    for fa, shot_seed, sp in plan:
+        scan, tr = fire(fa, shot_seed=shot_seed, spacing_m=sp)
+        t0 = time.perf_counter()
+        seg = segment(scan)
+        times.append((sp, time.perf_counter() - t0))
+        ep.append(math.dist(seg.primer_center, tr.primer_center))
+        ef.append(math.dist(seg.firing_pin_center, tr.fp_center))
+        shape_ok.append(seg.firing_pin_shape == tr.fp_shape)
+        assert seg.breech_face_mask.shape == scan.shape
+        if tr.shear_angle_deg is not None:
+            shear_n += 1
+            a = seg.aperture_shear_angle_deg
+            if a is not None and abs((a - tr.shear_angle_deg + 180) % 360 - 180) < 30:
+                shear_hit += 1
+        elif seg.aperture_shear_mask is not None:
+            shear_fp += 1
+    return (
+        np.array(ep),
+        np.array(ef),
+        np.array(shape_ok),
+        times,
+        (shear_hit, shear_n, shear_fp),
+    )
+
+
+def test_segmentation_accuracy_on_synthetic_corpus() -> None:
+    """Headline: 102 raw casings (34 guns x 3 shots), ~80 % at 6.25 um and ~20 % at 3.125 um.
+
+    Measured (seed 2024): primer-centre error median 0.13 px, firing-pin-centre error
+    median 0.27 px, 100 % of casings within 10 px on both, shape correct 100 %,
+    aperture shear found (direction within 30 deg) on ~70 % of shots that carry it,
+    0 false positives; segment() mean ~0.07 s (6.25 um), ~0.2 s (3.125 um).
+    """
+    plan = corpus_plan(guns=34, shots=3, seed=2024)
+    assert len(plan) >= 100
+    ep, ef, shape_ok, times, (hit, n_shear, fp) = _errors(plan)
+    within = float(np.mean((ep < 10) & (ef < 10)))
+    t625 = [t for s, t in times if s == 6.25e-6]
+    t3 = [t for s, t in times if s != 6.25e-6]
+    print(
+        f"\nprimer median {np.median(ep):.2f} px, fp median {np.median(ef):.2f} px, "
+        f"within 10 px {100 * within:.1f} %, shape {100 * shape_ok.mean():.1f} %, "
+        f"shear {hit}/{n_shear} (fp {fp}), "
+        f"time 6.25um mean {np.mean(t625):.3f} s, 3.125um mean {np.mean(t3) if t3 else 0:.3f} s"
+    )
+    assert np.median(ep) < 3.0
+    assert np.median(ef) < 5.0
+    assert within >= 0.97
+    assert shape_ok.mean() >= 0.95
+    assert hit >= 0.5 * n_shear and fp <= 0.1 * len(plan)
+    assert np.mean(t625) < 0.3  # target 0.2 s; slack for a shared machine
+
+
+def test_segmentation_fast_coarse_spacing() -> None:
+    """Quick variant at 12.5 um (different seed, other calibres mixed in)."""
+    plan = corpus_plan(guns=8, shots=2, seed=99, spacing_choices=((12.5e-6, 1.0),))
+    ep, ef, shape_ok, _, _ = _errors(plan)
+    assert np.median(ep) < 2.0 and np.median(ef) < 3.0
+    assert np.mean((ep < 5) & (ef < 5)) >= 0.95
+    assert shape_ok.mean() >= 0.95
+
+
+def test_segmentation_fields_and_dict() -> None:
+    fa = corpus_plan(guns=1, shots=1, seed=3)[0][0]
+    scan, tr = fire(fa, shot_seed=1)
+    seg = segment(scan)
+    assert isinstance(seg, Segmentation) and not seg.precropped
+    d = seg.as_dict()
+    json.dumps(d)
+    for key in (
+        "primer_center",
+        "primer_radius",
+        "firing_pin_center",
+        "firing_pin_shape",
+        "firing_pin_radius",
+        "firing_pin_axes",
+        "firing_pin_angle_deg",
+        "precropped",
+    ):
+        assert key in d
+    assert abs(seg.primer_radius - tr.primer_radius_px) < 5
+    assert seg.firing_pin_radius == seg.firing_pin_axes[0] >= seg.firing_pin_axes[1]
+    bf = seg.breech_face_mask
+    assert bf.dtype == bool and bf.shape == scan.shape
+    fr, fc = (round(v) for v in seg.firing_pin_center)
+    assert not bf[fr, fc]  # the pin is not breech face
+    assert not bf[0, 0]  # nor is the case head
+    assert not (bf & ~scan.mask).any()
+    area = bf.sum() * scan.spacing_m[0] ** 2
+    assert 0.5 * math.pi * (2.2e-3) ** 2 < area < math.pi * (2.65e-3) ** 2
+
+
+def test_elongated_pin_angle() -> None:
+    plan = [p for p in corpus_plan(guns=12, shots=1, seed=8) if p[0].fp_shape == "elongated"]
+    assert plan
+    for fa, ss, sp in plan:
+        scan, tr = fire(fa, shot_seed=ss, spacing_m=sp)
+        seg = segment(scan)
+        assert seg.firing_pin_shape == "elongated"
+        d = abs((seg.firing_pin_angle_deg - tr.fp_angle_deg + 90) % 180 - 90)
+        assert d < 5, (seg.firing_pin_angle_deg, tr.fp_angle_deg)
+
+
+def test_segment_oblique_render() -> None:
+    """The 2-D path on side-lit renders of synthetic casings (edges + Hough circles)."""
+    errs_p, errs_f = [], []
+    for fa, ss, _ in corpus_plan(guns=6, shots=1, seed=4):
+        scan, tr = fire(fa, shot_seed=ss, spacing_m=6.25e-6)
+        seg = segment(render_oblique(scan))
+        errs_p.append(math.dist(seg.primer_center, tr.primer_center))
+        errs_f.append(math.dist(seg.firing_pin_center, tr.fp_center))
+    # measured (12 renders): primer median 1.0 px (all < 1.2 px); firing pin median ~18 px,
+    # worst ~90 px: the 2-D firing-pin locator (Hough circle on shading edges) is coarse.
+    assert np.median(errs_p) < 3
+    assert np.median(errs_f) < 40
+
+
+def test_refuses_flat_and_empty_scans() -> None:
+    flat = Scan(np.zeros((400, 400)), np.ones((400, 400), bool), (6.25e-6, 6.25e-6), "topography")
+    with pytest.raises(SegmentationError, match=r"flat|primer"):
+        segment(flat)
+    empty = Scan(
+        np.full((400, 400), np.nan), np.zeros((400, 400), bool), (6.25e-6, 6.25e-6), "topography"
+    )
+    with pytest.raises(SegmentationError, match="valid"):
+        segment(empty)
+    grey = Scan(np.full((300, 300), 0.5), np.ones((300, 300), bool), (2.53e-6, 2.53e-6), "image")
+    with pytest.raises(SegmentationError):
+        segment(grey)
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+def _load_x3p(path: Path) -> Scan:
+    try:
+        from ballistics.io import read_scan
+    except ImportError:  # pragma: no cover - reader not landed yet
+        read_scan = None
+    if read_scan is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return read_scan(path)
+    with zipfile.ZipFile(path) as z:  # pragma: no cover
+        names = z.namelist()
+        xml = z.read(next(n for n in names if n.endswith("main.xml"))).decode()
+        sx = int(re.search(r"<SizeX>(\d+)", xml).group(1))  # type: ignore[union-attr]
+        sy = int(re.search(r"<SizeY>(\d+)", xml).group(1))  # type: ignore[union-attr]
+        raw = z.read(next(n for n in names if n.endswith("data.bin")))
+    a = np.frombuffer(raw, "<f8").reshape(sy, sx)
+    return Scan(a, np.isfinite(a), (6.25e-6, 6.25e-6), "topography")
+
+
+def test_fadul_files_are_precropped(fadul_paths: list[Path]) -> None:
+    """Every processed Fadul scan passes through as pre-cropped.
+
+    Measured: outer radius of valid data 1.48-1.81 mm (the processed files are cropped
+    *inside* the primer edge, so this is less than the 2.2 mm of a 9 mm primer); the
+    inner hole (masked firing-pin area) ~1.3 mm; ~0.01 s per file.
+    """
+    radii = []
+    for p in fadul_paths:
+        scan = _load_x3p(p)
+        seg = segment(scan)
+        assert seg.precropped, p.name
+        r_mm = seg.primer_radius * scan.spacing_m[0] * 1e3
+        radii.append(r_mm)
+        assert 1.4 < r_mm < 2.4, (p.name, r_mm)
+        assert math.dist(seg.firing_pin_center, seg.primer_center) < 0.5 * seg.primer_radius
+        m, n = scan.shape
+        assert abs(seg.primer_center[0] - m / 2) < 0.15 * m
+        assert abs(seg.primer_center[1] - n / 2) < 0.15 * n
+        # the breech face is the valid annulus, and most of it
+        bf = seg.breech_face_mask
+        assert bf.sum() > 0.8 * scan.mask.sum()
+    print(f"\nFadul outer radius {min(radii):.2f}-{max(radii):.2f} mm over {len(radii)} files")
+
+
+def _load_png(path: Path) -> Scan:
+    try:
+        from ballistics.image_io import read_image
+    except ImportError:  # pragma: no cover
+        read_image = None
+    if read_image is not None:
+        return read_image(path)
+    import cv2  # pragma: no cover
+
+    im = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float64) / 255.0
+    return Scan(im, np.ones(im.shape, bool), (2.53e-6, 2.53e-6), "image")
+
+
+def test_nbide_pair_primer_circle(nbide_paths: list[Path]) -> None:
+    """Ring-light images: a primer circle of plausible size near the centre, both images.
+
+    Measured: radius ~1.80-1.84 mm (edge of the flattened breech-face disc), centres
+    within ~10 px of each other; firing-pin centre within ~0.4 mm of the primer centre.
+    """
+    segs = []
+    for p in nbide_paths:
+        scan = _load_png(p)
+        assert scan.kind == "image"
+        seg = segment(scan)
+        r_mm = seg.primer_radius * scan.spacing_m[0] * 1e3
+        assert 1.5 < r_mm < 2.8, r_mm
+        m, n = scan.shape
+        assert math.dist(seg.primer_center, (m / 2, n / 2)) < 0.2 * min(m, n)
+        assert math.dist(seg.firing_pin_center, seg.primer_center) < 0.5 * seg.primer_radius
+        segs.append(seg)
+    if len(segs) >= 2:
+        assert math.dist(segs[0].primer_center, segs[1].primer_center) < 80
