@@ -68,9 +68,7 @@ class CatalogConfig:
 class Catalog:
     """Store + per-region indexes. Create with :meth:`open`; close with :meth:`close`."""
 
-    def __init__(
-        self, data_dir: Path, config: CatalogConfig, engine: Any, store: Store
-    ) -> None:
+    def __init__(self, data_dir: Path, config: CatalogConfig, engine: Any, store: Store) -> None:
         self.data_dir = data_dir
         self.config = config
         self.engine = engine
@@ -211,8 +209,10 @@ class Catalog:
     def rebuild(self, region: str | None = None) -> None:
         """Rebuild one region's index (or all) from the store, then snapshot."""
         with self._write_lock:
-            for r in [region] if region else sorted(
-                set(self.indexes) | set(self.store.regions(self.extractor_version))
+            for r in (
+                [region]
+                if region
+                else sorted(set(self.indexes) | set(self.store.regions(self.extractor_version)))
             ):
                 idx = self._build(r)
                 if idx is None:

@@ -693,8 +693,17 @@ class Store:
                 (a.id, b.id, verdict, comment or "", examiner, agency, now, prev),
             )
             did = int(cur.lastrowid or 0)
-        return Decision(did, a.casing_id, b.casing_id, verdict, comment or "", examiner,
-                        agency, now, None if prev is None else int(prev))
+        return Decision(
+            did,
+            a.casing_id,
+            b.casing_id,
+            verdict,
+            comment or "",
+            examiner,
+            agency,
+            now,
+            None if prev is None else int(prev),
+        )
 
     def decisions_for(self, casing_id: str) -> list[Decision]:
         """Every decision (superseded ones too) where the casing is either side, oldest first."""

@@ -486,9 +486,7 @@ class FaissIndex:
         atomic_write(sidecar_path(path), json.dumps(side, indent=1).encode())
 
     @classmethod
-    def load(
-        cls, path: str | os.PathLike[str], **kwargs: Any
-    ) -> tuple[FaissIndex, dict[str, Any]]:
+    def load(cls, path: str | os.PathLike[str], **kwargs: Any) -> tuple[FaissIndex, dict[str, Any]]:
         """Load a snapshot and its sidecar; SnapshotError when anything does not check out."""
         path = Path(path)
         try:

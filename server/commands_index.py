@@ -82,9 +82,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         query = args.casing_id
     try:
-        with Catalog.open(
-            args.data_dir, CatalogConfig(read_only=True), engine=_engine()
-        ) as cat:
+        with Catalog.open(args.data_dir, CatalogConfig(read_only=True), engine=_engine()) as cat:
             res = cat.search(
                 query,
                 top=args.top,

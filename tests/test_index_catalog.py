@@ -22,9 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _fill(cat: Catalog, guns=10, shots=3, start=0, **md):
     return [
-        cat.ingest_bytes(f"FAKE:{g}:{s}".encode(), f"g{g}s{s}.x3p",
-                         {"caliber": "9mm" if g % 2 else "45", "incident": f"I{g}.{s}", **md})
-        for g in range(start, start + guns) for s in range(shots)
+        cat.ingest_bytes(
+            f"FAKE:{g}:{s}".encode(),
+            f"g{g}s{s}.x3p",
+            {"caliber": "9mm" if g % 2 else "45", "incident": f"I{g}.{s}", **md},
+        )
+        for g in range(start, start + guns)
+        for s in range(shots)
     ]
 
 
@@ -116,8 +120,10 @@ def test_concurrent_searches_during_ingest(tmp_path):
             try:
                 while not stop.is_set():
                     r = cat.search(base[0].casing_id, top=2)
-                    assert {c.casing_id for c in r.combined} == {base[1].casing_id,
-                                                                base[2].casing_id}
+                    assert {c.casing_id for c in r.combined} == {
+                        base[1].casing_id,
+                        base[2].casing_id,
+                    }
                     ids = [c.casing_id for c in r.combined]
                     assert len(ids) == len(set(ids))
             except BaseException as e:
@@ -143,8 +149,10 @@ def test_ingest_paths_resume_bad_files_and_manifest(tmp_path):
     (src / "broken.x3p").write_bytes(b"BAD bytes")
     (src / "notes.txt").write_text("ignored: not a scan suffix")
     man = tmp_path / "m.csv"
-    man.write_text("file,casing_id,incident_id,caliber,agency,date\n"
-                   "src/g0s0.x3p,EX-1,INC-9,9mm,PD1,2024-05-01\n")
+    man.write_text(
+        "file,casing_id,incident_id,caliber,agency,date\n"
+        "src/g0s0.x3p,EX-1,INC-9,9mm,PD1,2024-05-01\n"
+    )
     data = tmp_path / "data"
     import io
 
@@ -155,7 +163,11 @@ def test_ingest_paths_resume_bad_files_and_manifest(tmp_path):
         assert "broken.x3p" in err.getvalue() and err.getvalue().count("skipped") == 1
         r = cat.get("EX-1")
         assert (r.incident, r.caliber, r.agency, r.acquisition_date) == (
-            "INC-9", "9mm", "PD1", "2024-05-01")
+            "INC-9",
+            "9mm",
+            "PD1",
+            "2024-05-01",
+        )
         assert cat.get(rep.added[1]).caliber == "45"
         rep2 = ingest_paths(cat, [src], progress=False, stream=err)
         assert rep2.skipped_done == 6 and not rep2.added and len(rep2.failed) == 1
@@ -163,10 +175,19 @@ def test_ingest_paths_resume_bad_files_and_manifest(tmp_path):
 
 
 def _cli(args, env_extra=None):
-    env = {**os.environ, "BALLISTICS_INDEX_ENGINE": "index.testing:FakeEngine",
-           "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = {
+        **os.environ,
+        "BALLISTICS_INDEX_ENGINE": "index.testing:FakeEngine",
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_cli_ingest_and_search(tmp_path):
@@ -179,12 +200,18 @@ def test_cli_ingest_and_search(tmp_path):
     p = _cli(["ingest", str(src), "--data-dir", d, "--caliber", "9mm", "--json"])
     assert p.returncode == 0, p.stderr
     added = json.loads(p.stdout)["added"]
-    p = _cli(["search", "--file", str(src / "g1s0.x3p"), "--data-dir", d, "--json",
-              "--top", "3"])
+    p = _cli(["search", "--file", str(src / "g1s0.x3p"), "--data-dir", d, "--json", "--top", "3"])
     assert p.returncode == 0, p.stderr
     rows = json.loads(p.stdout)
-    assert {"casing_id", "score", "coarse_score", "cmc", "region", "rank",
-            "non_match_frequency"} <= set(rows[0])
+    assert {
+        "casing_id",
+        "score",
+        "coarse_score",
+        "cmc",
+        "region",
+        "rank",
+        "non_match_frequency",
+    } <= set(rows[0])
     assert rows[0]["score"] > 0.99  # the same file is stored: it finds itself
     p = _cli(["search", "--casing-id", added[0], "--data-dir", d])
     assert p.returncode == 0 and "rank" in p.stdout

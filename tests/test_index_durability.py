@@ -42,8 +42,13 @@ def test_sigkill_during_ingest_never_loses_acknowledged_casings(tmp_path):
     acked: list[str] = []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for cycle in range(20):
-        p = subprocess.Popen([sys.executable, "-c", CHILD, str(data), str(cycle)],
-                             stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        p = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(data), str(cycle)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
         assert p.stdout is not None
         assert p.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 0.25))

@@ -14,8 +14,12 @@ from index.store import Filters, Store
 def _add(store: Store, data: bytes, **kw):
     v = np.ones(4, np.float32) / 2
     return store.add_casing(
-        original=data, agency=kw.pop("agency", "A"), descriptors={"breech_face": v},
-        extractor_version="v1", surface=b"s" * 100, **kw,
+        original=data,
+        agency=kw.pop("agency", "A"),
+        descriptors={"breech_face": v},
+        extractor_version="v1",
+        surface=b"s" * 100,
+        **kw,
     )
 
 

@@ -43,8 +43,9 @@ def _same_up_to_ties(got_s, got_i, exp_s, exp_i):
 def test_filtered_equals_brute_force(factory, selectivity):
     x, ids, rng = _data()
     # exact_max_rows small so the selector path is exercised too, not only the planner
-    idx = FaissIndex.build(x.shape[1], [(ids, x)], factory=factory, exact_max_rows=200,
-                           ef_search=256)
+    idx = FaissIndex.build(
+        x.shape[1], [(ids, x)], factory=factory, exact_max_rows=200, ef_search=256
+    )
     q = x[rng.choice(len(x), 8)] + 0.01
     k = 20
     for _trial in range(3):
@@ -56,8 +57,9 @@ def test_filtered_equals_brute_force(factory, selectivity):
         if factory == "Flat" or plan == "exact-subset":
             _same_up_to_ties(got_s, got_i, exp_s, exp_i)
         else:  # HNSW on a wide filter: approximate, but recall must stay high
-            rec = np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(got_i, exp_i,
-                                                                          strict=True)])
+            rec = np.mean(
+                [len(set(a) & set(b)) / len(b) for a, b in zip(got_i, exp_i, strict=True)]
+            )
             assert rec >= 0.9, (plan, rec)
         if allowed is not None:
             assert np.isin(got_i[got_i >= 0], allowed).all()
