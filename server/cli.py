@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resolve(name: str) -> Callable[[argparse.Namespace], int]:
     module, func = _HANDLERS[name].split(":")
-    return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+    handler: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), func)
+    return handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:

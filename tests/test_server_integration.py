@@ -353,6 +353,8 @@ def test_serve_subprocess_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
     assert verify(data)[0]
 
 
