@@ -17,7 +17,7 @@ from . import condition
 from .errors import BallisticsError, SegmentationError
 from .register import downsample, rotate
 from .scan import Scan
-from .segment import segment
+from .segment import Segmentation, segment
 
 #: Spacing of the stored breech-face canvas, metres (cmcR and NFI compare at 6.25 um or coarser).
 CANVAS_SPACING_M = 6.25e-6
@@ -129,6 +129,43 @@ def _crop_centred(scan: Scan, mask: np.ndarray, center: tuple[float, float], hal
     )
 
 
+def aperture_profile(scan: Scan, seg: Segmentation, spacing_m: float) -> np.ndarray | None:
+    """Striation profile across the aperture-shear band, or None when there is no band.
+
+    The striae run away from the firing-pin centre along ``seg.aperture_shear_angle_deg``;
+    heights in the band (plane removed) are averaged along them and binned across them every
+    ``spacing_m`` metres, so the profile is independent of the casing's rotation.
+
+    Returns
+    -------
+    ndarray of shape (L,), float64, metres (or intensity for images); None if L < 16.
+    """
+    band = seg.aperture_shear_mask
+    if band is None or seg.aperture_shear_angle_deg is None:
+        return None
+    band = band & scan.mask
+    rows, cols = np.nonzero(band)
+    if rows.size < 64:
+        return None
+    a = math.radians(seg.aperture_shear_angle_deg)
+    dy = (rows - seg.firing_pin_center[0]) * scan.spacing_m[0]
+    dx = (cols - seg.firing_pin_center[1]) * scan.spacing_m[1]
+    u = math.cos(a) * dx + math.sin(a) * dy
+    v = -math.sin(a) * dx + math.cos(a) * dy
+    z = scan.data[rows, cols]
+    design = np.stack([np.ones_like(u), u, v], axis=1)
+    coef, *_ = np.linalg.lstsq(design, z, rcond=None)
+    z = z - design @ coef
+    idx = np.floor((v - v.min()) / spacing_m).astype(int)
+    counts = np.bincount(idx)
+    sums = np.bincount(idx, weights=z)
+    ok = counts >= 3
+    if int(ok.sum()) < 16:
+        return None
+    prof = np.interp(np.arange(counts.size), np.flatnonzero(ok), sums[ok] / counts[ok])
+    return prof
+
+
 def condition_breech_face(
     scan: Scan,
     *,
@@ -203,4 +240,4 @@ def prepare(
             f"only {int(m.sum())} valid breech-face points after conditioning; the scan is too "
             "small, too noisy or not a cartridge-case head"
         )
-    return PreparedCasing(surface, seg.as_dict(), None)
+    return PreparedCasing(surface, seg.as_dict(), aperture_profile(scan, seg, spacing_m))

@@ -69,7 +69,8 @@ class Reference:
     size : int
         FFT size (canvas + maximum shift, rounded to a fast length).
     f, f2, fm : ndarray
-        rFFTs of data, data squared and mask.
+        Complex conjugates of the rFFTs of data, data squared and mask (conjugated once here
+        so each correlation is a plain product).
     valid : int
         Number of valid points.
     """
@@ -86,7 +87,7 @@ def reference(data: np.ndarray, mask: np.ndarray, max_shift: int) -> Reference:
     n = sfft.next_fast_len(max(data.shape) + max_shift, real=True)
     d = np.where(mask, data, 0.0).astype(np.float32)
     m = mask.astype(np.float32)
-    rf = lambda x: sfft.rfft2(x, (n, n), workers=1)  # noqa: E731
+    rf = lambda x: np.conj(sfft.rfft2(x, (n, n), workers=1))  # noqa: E731
     return Reference(n, rf(d), rf(d * d), rf(m), int(mask.sum()))
 
 
@@ -123,13 +124,14 @@ def ncc_maps(
     fb = sfft.rfft2(d, (n, n), axes=axes, workers=1)
     fb2 = sfft.rfft2(d * d, (n, n), axes=axes, workers=1)
     fmb = sfft.rfft2(m, (n, n), axes=axes, workers=1)
-    # corr(a, b)[s] = sum_x a(x) b(x - s): the moving surface shifted by s.
-    ic = lambda x, y: sfft.irfft2(x * np.conj(y), (n, n), axes=axes, workers=1)  # noqa: E731
+    # irfft(conj(A) B)[t] = sum_x a(x) b(x + t) = corr(a, b)[-t], where
+    # corr(a, b)[s] = sum_x a(x) b(x - s) scores the moving surface shifted by s.
+    ic = lambda x, y: sfft.irfft2(x * y, (n, n), axes=axes, workers=1)  # noqa: E731
     num = ic(ref.f, fb)
     ea = ic(ref.f2, fmb)
     eb = ic(ref.fm, fb2)
     cnt = ic(ref.fm, fmb)
-    idx = np.r_[n - max_shift : n, 0 : max_shift + 1]
+    idx = (-np.arange(-max_shift, max_shift + 1)) % n
     sel = np.ix_(np.arange(d.shape[0]), idx, idx)
     num, ea, eb, cnt = num[sel], ea[sel], eb[sel], cnt[sel]
     with np.errstate(invalid="ignore", divide="ignore"):
