@@ -22,7 +22,8 @@ from .segment import Segmentation, segment
 #: Spacing of the stored breech-face canvas, metres (cmcR and NFI compare at 6.25 um or coarser).
 CANVAS_SPACING_M = 6.25e-6
 #: Version of the preparation chain; part of the extractor version of every stored vector.
-PREPARE_VERSION = "prep-1"
+PREPARE_VERSION = "prep-2"
+_CANVAS_MULTIPLE = 16
 
 
 @dataclass(eq=False)
@@ -220,7 +221,9 @@ def prepare(
         (seg.primer_center[0] - round(seg.primer_center[0])) * scale[0],
         (seg.primer_center[1] - round(seg.primer_center[1])) * scale[1],
     )
-    size = cond.shape[0] + (cond.shape[0] % 2)
+    # A multiple of 16 keeps the centre exact at every pyramid level and makes padding two
+    # canvases to a common size symmetric (see compare._same_canvas).
+    size = -(-max(cond.shape) // _CANVAS_MULTIPLE) * _CANVAS_MULTIPLE
     data = np.zeros((size, size), np.float64)
     mask = np.zeros((size, size), bool)
     data[: cond.shape[0], : cond.shape[1]] = np.where(cond.mask, cond.data, 0.0)
