@@ -191,7 +191,12 @@ def resample(scan: Scan, *, spacing_m: float = DEFAULT_SPACING_M, min_weight: fl
     h = max(1, round(scan.shape[0] * sy / spacing_m))
     w = max(1, round(scan.shape[1] * sx / spacing_m))
     if (h, w) == scan.shape and math.isclose(sy, spacing_m) and math.isclose(sx, spacing_m):
-        return scan
+        # Recorded anyway: the provenance should say the spacing was checked, not skipped.
+        return scan.evolve(
+            "resample",
+            {"spacing_m": spacing_m, "min_weight": min_weight},
+            {"from_spacing_m": [sy, sx], "shape": [h, w], "unchanged": True},
+        )
     interp = cv2.INTER_AREA if spacing_m >= min(sy, sx) else cv2.INTER_LINEAR
     m = scan.mask.astype(np.float32)
     num = cv2.resize(
