@@ -1,7 +1,7 @@
 """Global, rotation- and translation-invariant descriptors for the index's first stage.
 
 Breech face: the 2-D power spectrum of the conditioned surface is invariant to translation
-(centring errors); a rotation of the casing rotates it. Sampling the log power spectrum on
+(centring errors); a rotation of the casing rotates it. Sampling the power spectrum on
 frequency rings and keeping the magnitudes of its angular Fourier harmonics makes it invariant
 to rotation too, while keeping *how anisotropic* each frequency band is (filing marks,
 turning arcs, granular blasting differ). Only even harmonics carry information: the power
@@ -29,7 +29,7 @@ _ANGLES = 128
 _HARMONICS = 16  # even harmonics 0, 2, ..., 16 -> 9 per ring
 _PROFILE_BINS = 32
 
-EXTRACTOR_VERSION = f"bfps-1/{PREPARE_VERSION}"
+EXTRACTOR_VERSION = f"bfps-2/{PREPARE_VERSION}"
 DESCRIPTOR_DIMS: dict[str, int] = {
     "breech_face": _RINGS * (_HARMONICS // 2 + 1),
     "aperture_shear": _PROFILE_BINS,
@@ -43,7 +43,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def breech_face_descriptor(prepared: PreparedCasing) -> np.ndarray:
-    """Ring-wise angular-harmonic magnitudes of the log power spectrum.
+    """Ring-wise angular-harmonic magnitudes of the power spectrum, square-rooted.
 
     Returns
     -------
@@ -53,7 +53,7 @@ def breech_face_descriptor(prepared: PreparedCasing) -> np.ndarray:
     size = d.shape[0]
     window = np.outer(np.hanning(size), np.hanning(size))
     power = np.abs(np.fft.fftshift(np.fft.fft2(d * window))) ** 2
-    power = np.log1p(power / (power.mean() or 1.0)).astype(np.float32)
+    power = (power / (power.mean() or 1.0)).astype(np.float32)
     polar = cv2.warpPolar(
         power,
         (_RINGS * 4, _ANGLES),
@@ -63,7 +63,9 @@ def breech_face_descriptor(prepared: PreparedCasing) -> np.ndarray:
     ).T  # (radius, angle)
     rings = polar.reshape(_RINGS, 4, _ANGLES).mean(axis=1)
     harm = np.abs(np.fft.rfft(rings, axis=1))[:, 0 : _HARMONICS + 1 : 2]
-    return _unit(harm.ravel())
+    # Power-law normalisation (as for Fisher vectors in image retrieval): a square root keeps
+    # the strongest bands from dominating the inner product.
+    return _unit(np.sqrt(harm.ravel()))
 
 
 def aperture_shear_descriptor(profile: np.ndarray) -> np.ndarray:
