@@ -246,6 +246,34 @@ def register(
     return Pose(float(fine[k]) % 360.0, (i - s_r) * step_m, (j - s_r) * step_m), value
 
 
+def _refine_translation(
+    la: tuple[np.ndarray, np.ndarray],
+    lb: tuple[np.ndarray, np.ndarray],
+    pose: Pose,
+    spacing_m: float,
+    window: int = 3,
+) -> tuple[Pose, float]:
+    """Re-estimate the translation on the finer cell level within ``window`` pixels of
+    ``pose``, with a parabolic sub-pixel fit of the NCC peak; returns the pose and its NCC."""
+    cy, cx = round(pose.dy_m / spacing_m), round(pose.dx_m / spacing_m)
+    reach = max(abs(cy), abs(cx)) + window + 1
+    d, m = rotate(lb[0], lb[1], pose.rotation_deg)
+    ncc = ncc_maps(reference(*la, reach), d[None], m[None], reach)[0]
+    y0, x0 = reach + cy - window, reach + cx - window
+    sub = ncc[y0 : y0 + 2 * window + 1, x0 : x0 + 2 * window + 1]
+    i, j = np.unravel_index(int(np.argmax(sub)), sub.shape)
+
+    def vertex(lo: float, mid: float, hi: float) -> float:
+        den = lo - 2.0 * mid + hi
+        return 0.0 if den >= 0 else float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5))
+
+    fy = vertex(sub[i - 1, j], sub[i, j], sub[i + 1, j]) if 0 < i < sub.shape[0] - 1 else 0.0
+    fx = vertex(sub[i, j - 1], sub[i, j], sub[i, j + 1]) if 0 < j < sub.shape[1] - 1 else 0.0
+    dy = (cy - window + i + fy) * spacing_m
+    dx = (cx - window + j + fx) * spacing_m
+    return Pose(pose.rotation_deg, dy, dx), float(sub[i, j])
+
+
 def _cells(
     a: tuple[np.ndarray, np.ndarray],
     b: tuple[np.ndarray, np.ndarray],
@@ -372,9 +400,10 @@ def compare(
             "the two casings were prepared at different spacings "
             f"({a.surface.spacing_m[0]} m vs {b.surface.spacing_m[0]} m); prepare both alike"
         )
-    pose, corr = register(a, b, params)
+    pose, _ = register(a, b, params)
     spacing = a.surface.spacing_m[0] * params.cell_factor
     la, lb = _same_canvas(a.level(params.cell_factor), b.level(params.cell_factor))
+    pose, corr = _refine_translation(la, lb, pose, spacing)
     fwd = _congruence(_cells(la, lb, pose, params, spacing, "a->b"), params)
     bwd = _congruence(_cells(lb, la, pose.inverse(), params, spacing, "b->a"), params)
     cf = sum(c.congruent for c in fwd)

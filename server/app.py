@@ -405,47 +405,10 @@ class CatalogBackend:
 
 
 def comparison_png(a: Any, b: Any, comparison: Any) -> bytes:
-    """The comparison picture, PNG-encoded: the pipeline's renderer when it has one, else
-    three panels - A, B moved onto A by the registered pose, and the overlay (A red, B green).
-    """
-    compare: Any = None
-    with contextlib.suppress(ImportError):
-        from ballistics import compare  # type: ignore[no-redef,attr-defined,unused-ignore]
-    for name in ("render_comparison_png", "comparison_png", "render_png"):
-        fn = getattr(compare, name, None)
-        if callable(fn):
-            return bytes(fn(a, b, comparison))
-    return _side_by_side_png(a, b, comparison)
+    """The examiner's comparison picture (see :mod:`ballistics.picture`), PNG-encoded."""
+    from ballistics.picture import comparison_png as render
 
-
-def _side_by_side_png(a: Any, b: Any, comparison: Any) -> bytes:
-    import cv2
-    import numpy as np
-
-    def grey(scan: Any) -> np.ndarray:
-        z = np.where(scan.mask, scan.data, np.nan)
-        lo, hi = np.nanpercentile(z, [1, 99]) if np.isfinite(z).any() else (0.0, 1.0)
-        g = np.clip((z - lo) / ((hi - lo) or 1.0), 0, 1)
-        return np.nan_to_num(g, nan=0.0).astype(np.float32)
-
-    sa, sb = getattr(a, "surface", None), getattr(b, "surface", None)
-    if sa is None or sb is None:
-        return b""
-    ga, gb = grey(sa), grey(sb)
-    h, w = ga.shape
-    gb = cv2.resize(gb, (w, h)) if gb.shape != ga.shape else gb
-    pose = getattr(comparison, "pose", None)
-    if pose is not None:
-        sy, sx = sa.spacing_m
-        m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), float(pose.rotation_deg), 1.0)
-        m[0, 2] += float(pose.dx_m) / sx
-        m[1, 2] += float(pose.dy_m) / sy
-        gb = cv2.warpAffine(gb, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0.0)
-    overlay = np.dstack([np.zeros_like(ga), gb, ga])  # BGR: A red, B green
-    gap = np.ones((h, 8, 3), np.float32)
-    panel = np.hstack([np.dstack([ga] * 3), gap, np.dstack([gb] * 3), gap, overlay])
-    ok, buf = cv2.imencode(".png", (panel * 255).astype(np.uint8))
-    return bytes(buf) if ok else b""
+    return render(a, b, comparison)
 
 
 def open_backend(

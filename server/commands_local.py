@@ -1,0 +1,530 @@
+"""CLI handlers that work on scan files directly: ``inspect``, ``synth``, ``describe`` and
+``compare`` (one pair, or a CSV of pairs spread over all cores).
+
+Exit status: 0 ok, 2 bad input (one line on stderr per problem, ``ballistics: FILE: message``),
+1 internal failure. Results go to stdout (``--json``: one JSON object per line); progress and
+problems go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, TextIO
+
+from ballistics.errors import BallisticsError
+from ballistics.pipeline import PreparedCasing
+from ballistics.scan import Scan
+
+#: Pairs handed to a worker at a time by ``compare --pairs``.
+_CHUNK = 4
+
+
+class _BadInput(Exception):
+    """A per-file problem already phrased for the user (exit status 2)."""
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"ballistics: {msg}", file=sys.stderr)
+    return code
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "unknown error"
+
+
+def _message(label: str, exc: object) -> str:
+    """The exception's message on one line, without a repeated ``label:`` prefix."""
+    msg = _one_line(str(exc))
+    for prefix in (f"{label}: ", f"{Path(label).name}: "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    return msg
+
+
+def _internal(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "out of memory while processing the scan"
+    return f"internal error ({type(exc).__name__}): {_one_line(str(exc))}"
+
+
+def _spacing(args: argparse.Namespace) -> float | None:
+    um = getattr(args, "spacing_um", None)
+    if um is None:
+        return None
+    if not (math.isfinite(um) and um > 0):
+        raise _BadInput(f"--spacing-um must be a positive number of micrometres; got {um}")
+    return float(um) * 1e-6
+
+
+def _read(path: str, spacing_m: float | None) -> tuple[Scan, list[str]]:
+    """Read a scan; returns it and the reader's warnings as one-line strings.
+
+    Raises
+    ------
+    BallisticsError
+        Unreadable, unsafe, too large or spacing missing (message names the problem).
+    """
+    from ballistics.io import read_scan
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            scan = read_scan(path, name=path, spacing_m=spacing_m)
+        except OSError as exc:  # read_scan maps most of these; belt and braces
+            raise BallisticsError(f"cannot read: {exc.strerror or exc}") from None
+    notes = [_message(path, w.message) for w in caught]
+    return scan, notes
+
+
+def _warn(path: str, notes: Sequence[str], err: TextIO | None = None) -> None:
+    for n in notes:
+        print(f"ballistics: {path}: warning: {n}", file=err or sys.stderr)
+
+
+def _prepare_file(path: str, spacing_m: float | None) -> PreparedCasing:
+    from ballistics.pipeline import prepare
+
+    scan, notes = _read(path, spacing_m)
+    _warn(path, notes)
+    return prepare(scan)
+
+
+# --------------------------------------------------------------------------------------
+# inspect
+
+
+def _inspect_record(path: str, scan: Scan) -> dict[str, Any]:
+    from ballistics.segment import segment
+
+    seg = segment(scan)
+    rows, cols = scan.shape
+    return {
+        "file": path,
+        "kind": scan.kind,
+        "spacing_m": [float(scan.spacing_m[0]), float(scan.spacing_m[1])],
+        "shape": [int(rows), int(cols)],
+        "valid_fraction": round(float(scan.mask.mean()), 6),
+        **seg.as_dict(),
+    }
+
+
+def _human_inspect(rec: dict[str, Any]) -> str:
+    sy, sx = (v * 1e6 for v in rec["spacing_m"])
+    pc, fc = rec["primer_center"], rec["firing_pin_center"]
+    axes = rec.get("firing_pin_axes") or [rec.get("firing_pin_radius", 0.0)] * 2
+    lines = [
+        rec["file"],
+        f"  {rec['kind']}, {rec['shape'][0]} x {rec['shape'][1]} px at {sy:.4g} x {sx:.4g} um"
+        f" (spacing_m [{rec['spacing_m'][0]:.6g}, {rec['spacing_m'][1]:.6g}]),"
+        f" valid {100 * rec['valid_fraction']:.1f} %",
+        f"  primer: centre [{pc[0]:.1f}, {pc[1]:.1f}] px, radius {rec['primer_radius']:.1f} px",
+        f"  firing pin: {rec['firing_pin_shape']}, centre [{fc[0]:.1f}, {fc[1]:.1f}] px,"
+        f" axes {axes[0]:.1f} x {axes[1]:.1f} px,"
+        f" angle {rec.get('firing_pin_angle_deg', 0.0):.1f} deg",
+        f"  breech face: {rec.get('breech_face_pixels', 0)} px;"
+        f" aperture shear: {'yes' if rec.get('aperture_shear') else 'no'};"
+        f" pre-cropped: {'yes' if rec['precropped'] else 'no'}",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """``ballistics inspect FILE [FILE ...] [--json] [--spacing-um X]``."""
+    try:
+        spacing_m = _spacing(args)
+    except _BadInput as exc:
+        return _fail(str(exc))
+    status = 0
+    for path in args.files:
+        try:
+            scan, notes = _read(path, spacing_m)
+            _warn(path, notes)
+            rec = _inspect_record(path, scan)
+        except (BallisticsError, OSError) as exc:
+            _fail(f"{path}: {_message(path, exc)}")
+            status = max(status, 2)
+            continue
+        except MemoryError:
+            _fail(f"{path}: out of memory while reading or segmenting the scan")
+            status = max(status, 2)
+            continue
+        except Exception as exc:  # a bug, not the file's fault: say so, keep going
+            _fail(f"{path}: {_internal(exc)}")
+            status = 1 if status == 0 else status
+            continue
+        if args.json:
+            print(json.dumps(rec), flush=True)
+        else:
+            print(_human_inspect(rec), flush=True)
+    return status
+
+
+# --------------------------------------------------------------------------------------
+# synth
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    """``ballistics synth OUT_DIR --guns N --shots K [--seed S] [--png]``."""
+    from ballistics.synth import write_corpus
+
+    if args.guns < 1 or args.shots < 1:
+        return _fail(
+            f"--guns and --shots must be >= 1; got --guns {args.guns} --shots {args.shots}"
+        )
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        return _fail(f"{out}: exists and is not a folder")
+    try:
+        manifest = write_corpus(
+            out, guns=args.guns, shots=args.shots, seed=args.seed, png=bool(args.png)
+        )
+    except (BallisticsError, OSError) as exc:
+        return _fail(f"{out}: {_one_line(str(exc))}")
+    with manifest.open(newline="") as fh:
+        n = sum(1 for _ in csv.DictReader(fh))
+    kinds = "X3P + PNG" if args.png else "X3P"
+    print(
+        f"wrote {n} files ({kinds}; {args.guns} firearms x {args.shots} shots, seed {args.seed})"
+        f" to {out}; manifest {manifest}"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# describe
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    """``ballistics describe FILE [--json] [--spacing-um X]``."""
+    from ballistics.descriptors import EXTRACTOR_VERSION, describe
+
+    path = args.file
+    try:
+        prepared = _prepare_file(path, _spacing(args))
+        vecs = describe(prepared)
+    except _BadInput as exc:
+        return _fail(str(exc))
+    except (BallisticsError, OSError) as exc:
+        return _fail(f"{path}: {_message(path, exc)}")
+    except Exception as exc:  # a bug: one line, status 1
+        return _fail(f"{path}: {_internal(exc)}", 1)
+    descriptors = {k: [round(float(x), 8) for x in v] for k, v in vecs.items()}
+    dims = {k: len(v) for k, v in descriptors.items()}
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "file": path,
+                    "extractor_version": EXTRACTOR_VERSION,
+                    "descriptors": descriptors,
+                    "dims": dims,
+                }
+            )
+        )
+        return 0
+    print(path)
+    print(f"extractor_version {EXTRACTOR_VERSION}")
+    for region, vec in descriptors.items():
+        print(f"{region} (dim {dims[region]}):")
+        for i in range(0, len(vec), 8):
+            print("  " + " ".join(f"{x:9.6f}" for x in vec[i : i + 8]))
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# compare
+
+
+def _comparison_record(comp: Any) -> dict[str, Any]:
+    from ballistics.calibration import describe_frequency, non_match_frequency
+
+    rec: dict[str, Any] = comp.as_dict()
+    try:
+        freq = non_match_frequency(comp.score)
+    except BallisticsError as exc:
+        rec["non_match_frequency"] = None
+        rec["interpretation"] = f"no non-match reference: {_one_line(str(exc))}"
+    else:
+        rec["non_match_frequency"] = freq
+        rec["interpretation"] = describe_frequency(freq)
+    return rec
+
+
+def _human_compare(a: str, b: str, rec: dict[str, Any]) -> str:
+    regions = ", ".join(f"{k} {v:.3f}" for k, v in rec["regions"].items())
+    lines = [
+        f"{a}  vs  {b}",
+        f"  score {rec['score']:.3f} (regions: {regions})",
+        f"  CMC {rec['cmc']} (forward {rec['cmc_forward']}, backward {rec['cmc_backward']}"
+        f" of {rec['cells_considered']} cells), correlation {rec['correlation']:.3f}",
+        f"  pose: rotation {rec['rotation_deg']:.1f} deg, translation"
+        f" dx {rec['dx_m'] * 1e6:.1f} um, dy {rec['dy_m'] * 1e6:.1f} um",
+    ]
+    if rec.get("striation_correlation") is not None:
+        lines.append(f"  aperture-shear striation correlation {rec['striation_correlation']:.3f}")
+    freq = rec.get("non_match_frequency")
+    lines.append(
+        f"  {rec['interpretation']}" + (f" (frequency {freq:.3g})" if freq is not None else "")
+    )
+    return "\n".join(lines)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``ballistics compare A B [--json] [--png OUT.png]`` or ``compare --pairs PAIRS.csv``."""
+    if args.pairs:
+        if args.a or args.b:
+            return _fail("give either two files A B or --pairs PAIRS.csv, not both")
+        if args.png:
+            return _fail("--png draws one pair; use it with A B, not with --pairs")
+        return _compare_pairs(args)
+    if not args.a or not args.b:
+        return _fail("compare needs two scan files A B (or --pairs PAIRS.csv)")
+    from ballistics.compare import compare
+
+    try:
+        spacing_m = _spacing(args)
+    except _BadInput as exc:
+        return _fail(str(exc))
+    prepared: list[PreparedCasing] = []
+    for path in (args.a, args.b):
+        try:
+            prepared.append(_prepare_file(path, spacing_m))
+        except (BallisticsError, OSError) as exc:
+            return _fail(f"{path}: {_message(path, exc)}")
+        except Exception as exc:
+            return _fail(f"{path}: {_internal(exc)}", 1)
+    try:
+        comp = compare(prepared[0], prepared[1])
+    except BallisticsError as exc:
+        return _fail(f"{args.a} vs {args.b}: {_one_line(str(exc))}")
+    except Exception as exc:
+        return _fail(f"{args.a} vs {args.b}: {_internal(exc)}", 1)
+    rec = _comparison_record(comp)
+    if args.png:
+        from ballistics.picture import write_comparison_png
+
+        title = f"A: {Path(args.a).name}   B: {Path(args.b).name}"
+        try:
+            write_comparison_png(args.png, prepared[0], prepared[1], comp, title=title)
+        except OSError as exc:
+            return _fail(f"{args.png}: cannot write the picture: {exc.strerror or exc}")
+    if args.json:
+        print(json.dumps({"a": args.a, "b": args.b, **rec}))
+    else:
+        print(_human_compare(args.a, args.b, rec))
+        if args.png:
+            print(f"  picture: {args.png}")
+    return 0
+
+
+# -- batch of pairs --------------------------------------------------------------------
+
+
+def _read_pairs(csv_path: Path) -> list[tuple[str, str, str, str]]:
+    """(a as written, b as written, a resolved, b resolved) per data row.
+
+    Raises
+    ------
+    _BadInput
+        Unreadable file, missing header columns or an empty cell.
+    """
+    expected = "expected a header row with columns 'a,b' (scan file paths)"
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+            if "a" not in fields or "b" not in fields:
+                found = ",".join(reader.fieldnames or []) or "nothing"
+                raise _BadInput(f"{csv_path}: {expected}; found {found!r}")
+            names = dict(zip(fields, reader.fieldnames or [], strict=True))
+            rows = list(reader)
+    except FileNotFoundError:
+        raise _BadInput(f"{csv_path}: no such file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise _BadInput(f"{csv_path}: cannot read the pairs: {_one_line(str(exc))}") from None
+    base = csv_path.parent
+    out = []
+    for i, row in enumerate(rows, start=2):
+        a = (row.get(names["a"]) or "").strip()
+        b = (row.get(names["b"]) or "").strip()
+        if not a or not b:
+            raise _BadInput(f"{csv_path}: line {i}: both columns a and b need a file path")
+        out.append((a, b, str(base / a), str(base / b)))
+    return out
+
+
+def _n_workers(requested: int, jobs: int) -> int:
+    if requested > 0:
+        n = requested
+    else:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            n = os.cpu_count() or 1
+    return max(1, min(n, jobs))
+
+
+class _Progress:
+    """One updating line on stderr (``\\r``); redraws at most every 0.2 s."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last < 0.2:
+            return
+        self.last = now
+        width = 30
+        fill = width * done // max(total, 1)
+        self.stream.write(f"\r{what} [{'#' * fill}{'.' * (width - fill)}] {done}/{total}  ")
+        self.stream.flush()
+        self.shown = True
+
+    def end(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.shown = False
+
+
+# Worker-process state for ``compare --pairs``: the prepared casings, sent once per worker.
+_CASINGS: dict[str, PreparedCasing] = {}
+
+
+def _init_worker(casings: dict[str, PreparedCasing] | None = None) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    if casings is not None:
+        _CASINGS.clear()
+        _CASINGS.update(casings)
+
+
+def _prepare_job(job: tuple[str, float | None]) -> tuple[str, PreparedCasing | None, str | None]:
+    """Worker: (path, prepared or None, error message or None); warnings on stderr."""
+    path, spacing_m = job
+    try:
+        return path, _prepare_file(path, spacing_m), None
+    except (BallisticsError, OSError) as exc:
+        return path, None, _message(path, exc)
+    except MemoryError:
+        return path, None, "out of memory while preparing the scan"
+    except Exception as exc:
+        return path, None, _internal(exc)
+
+
+def _compare_job(keys: tuple[str, str]) -> tuple[dict[str, Any] | None, str | None, bool]:
+    """Worker: (record, error, internal?) for one pair of prepared casings in ``_CASINGS``."""
+    from ballistics.compare import compare
+
+    try:
+        return _comparison_record(compare(_CASINGS[keys[0]], _CASINGS[keys[1]])), None, False
+    except BallisticsError as exc:
+        return None, _one_line(str(exc)), False
+    except Exception as exc:
+        return None, _internal(exc), True
+
+
+def _run(
+    fn: Callable[[Any], Any],
+    jobs: Sequence[Any],
+    workers: int,
+    initargs: tuple[Any, ...] = (),
+) -> Iterator[Any]:
+    """``map(fn, jobs)`` in input order, in-process for one worker, else over processes."""
+    if workers <= 1 or len(jobs) <= 1:
+        _init_worker(*initargs)
+        yield from map(fn, jobs)
+        return
+    import multiprocessing
+
+    # spawn: no fork of a process that may hold OpenCV / BLAS threads.
+    ctx = multiprocessing.get_context("spawn")
+    chunk = max(1, min(_CHUNK, len(jobs) // (workers * 4) or 1))
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=initargs
+    ) as pool:
+        yield from pool.map(fn, jobs, chunksize=chunk)
+
+
+def _compare_pairs(args: argparse.Namespace) -> int:
+    if args.workers < 0:
+        return _fail(f"--workers must be >= 0 (0: all cores); got {args.workers}")
+    try:
+        spacing_m = _spacing(args)
+        pairs = _read_pairs(Path(args.pairs))
+    except _BadInput as exc:
+        return _fail(str(exc))
+    status = 0
+    if not pairs:
+        return _fail(f"{args.pairs}: no pairs (only a header row)")
+    # Each distinct scan is read and prepared once (keyed by its resolved path).
+    keys: dict[str, str] = {}
+    for _, _, ra, rb in pairs:
+        for r in (ra, rb):
+            keys.setdefault(r, str(Path(r).resolve()))
+    distinct = sorted(set(keys.values()))
+    label = {keys[r]: r for r in keys}
+    progress = _Progress(sys.stderr)
+    casings: dict[str, PreparedCasing] = {}
+    errors: dict[str, str] = {}
+    workers = _n_workers(args.workers, len(distinct))
+    jobs = [(label[k], spacing_m) for k in distinct]
+    progress("preparing scans", 0, len(jobs))
+    for i, (k, (_, prepared, err)) in enumerate(
+        zip(distinct, _run(_prepare_job, jobs, workers), strict=True), start=1
+    ):
+        if prepared is not None:
+            casings[k] = prepared
+        else:
+            errors[k] = err or "unusable scan"
+            progress.end()
+            print(f"ballistics: {label[k]}: {errors[k]}", file=sys.stderr)
+            status = 2
+        progress("preparing scans", i, len(jobs))
+    progress.end()
+
+    todo = [(keys[ra], keys[rb]) for _, _, ra, rb in pairs]
+    runnable = [p for p in todo if p[0] in casings and p[1] in casings]
+    workers = _n_workers(args.workers, len(runnable))
+    # Only the casings that some runnable pair needs travel to the workers.
+    needed = {k for p in runnable for k in p}
+    results = _run(_compare_job, runnable, workers, ({k: casings[k] for k in needed},))
+    progress("comparing pairs", 0, len(todo))
+    for i, ((a, b, _, _), (ka, kb)) in enumerate(zip(pairs, todo, strict=True), start=1):
+        if ka in casings and kb in casings:
+            rec, err, internal = next(results)
+            if err is not None:
+                status = 1 if internal else max(status, 2)
+        else:
+            rec, err = (
+                None,
+                "; ".join(f"{x}: {errors[k]}" for x, k in ((a, ka), (b, kb)) if k in errors),
+            )
+        if args.json:
+            out = {"a": a, "b": b, **rec} if rec is not None else {"a": a, "b": b, "error": err}
+            line = json.dumps(out)
+        elif rec is not None:
+            line = (
+                f"{rec['score']:8.3f}  cmc {rec['cmc']:3d}  rot {rec['rotation_deg']:6.1f}"
+                f"  nmf {rec['non_match_frequency'] or float('nan'):8.3g}  {a}  {b}"
+            )
+        else:
+            line = f"   error  {a}  {b}: {err}"
+        print(line, flush=True)
+        progress("comparing pairs", i, len(todo))
+    progress.end()
+    return status
