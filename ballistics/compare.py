@@ -212,9 +212,7 @@ def _sweep(
     return ncc_maps(ref, d, m, max_shift)
 
 
-def register(
-    a: PreparedCasing, b: PreparedCasing, params: CompareParams
-) -> tuple[Pose, float]:
+def register(a: PreparedCasing, b: PreparedCasing, params: CompareParams) -> tuple[Pose, float]:
     """Coarse-to-fine rigid registration of ``b`` onto ``a``; returns the pose and its NCC
     at the refinement level."""
     spacing = a.surface.spacing_m[0]
@@ -293,9 +291,7 @@ def _cells(
     edges_c = np.linspace(c0, c1, params.grid + 1).round().astype(int)
     search = max(1, round(params.cell_search_um * 1e-6 / spacing_m))
     shift_px = (pose.dy_m / spacing_m, pose.dx_m / spacing_m)
-    moved = [
-        rotate(b[0], b[1], pose.rotation_deg + d, shift_px) for d in params.cell_angles_deg
-    ]
+    moved = [rotate(b[0], b[1], pose.rotation_deg + d, shift_px) for d in params.cell_angles_deg]
     out: list[CellResult] = []
     f = params.cell_factor
     for gi in range(params.grid):

@@ -63,7 +63,7 @@ class BallisticsEngine:
             descriptors=self.describe(prep),
             surface=prep.to_bytes(),
             prepared=prep,
-            firing_pin_shape=getattr(prep.segmentation, "firing_pin_shape", None),
+            firing_pin_shape=prep.segmentation.get("firing_pin_shape"),
             format=sniff_format(data),
             spacing_m=float(scan.spacing_m[1]),
         )
@@ -81,6 +81,11 @@ class BallisticsEngine:
         compare = importlib.import_module("ballistics.compare")
 
         return compare.compare(a, b)
+
+    def picture(self, a: Any, b: Any, comparison: Any) -> bytes:
+        """The examiner's comparison picture (PNG bytes)."""
+        picture = importlib.import_module("ballistics.picture")
+        return bytes(picture.comparison_png(a, b, comparison))
 
     def non_match_frequency(self, score: float, region: str) -> float | None:
         try:

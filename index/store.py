@@ -730,30 +730,30 @@ class Store:
             for r in rows
         ]
 
-    def _hit_edges(self) -> list[tuple[str, str, str, str, str, str]]:
-        """Current (not superseded) hits: (node_a, node_b, casing_a, casing_b, examiner, time).
+    def _hit_edges(self) -> list[HitEdge]:
+        """Current (not superseded) hits between incidents.
 
         Nodes are incidents; a casing without an incident is its own node ``casing:<id>``.
         """
         rows = self._conn().execute(
-            "SELECT d.verdict, d.examiner, d.time, a.casing_id, a.incident, b.casing_id, "
-            "b.incident FROM decisions d JOIN casings a ON a.id = d.casing "
+            "SELECT d.id, d.verdict, d.examiner, d.agency, d.time, a.casing_id, a.incident, "
+            "b.casing_id, b.incident FROM decisions d JOIN casings a ON a.id = d.casing "
             "JOIN casings b ON b.id = d.candidate WHERE d.id IN (SELECT MAX(id) FROM decisions "
             "GROUP BY MIN(casing, candidate), MAX(casing, candidate)) AND a.deleted = 0 "
             "AND b.deleted = 0"
         )
-        edges = []
-        for verdict, examiner, time, ca, ia, cb, ib in rows:
-            if verdict != "hit":
-                continue
-            edges.append((ia or f"casing:{ca}", ib or f"casing:{cb}", ca, cb, examiner, time))
-        return edges
+        return [
+            HitEdge(ia or f"casing:{ca}", ib or f"casing:{cb}", ca, cb, ex, ag or "", t, int(did))
+            for did, verdict, ex, ag, t, ca, ia, cb, ib in rows
+            if verdict == "hit"
+        ]
 
     def links(self, *, casing_id: str | None = None, incident_id: str | None = None) -> dict:
         """Connected component of incidents linked by confirmed hits.
 
         Returns ``{"nodes": [{"incident", "casings": [...]}], "edges": [{"a", "b",
-        "casing_a", "casing_b", "examiner", "time"}]}``; the start node is always included.
+        "casing_a", "casing_b", "examiner", "agency", "time", "decision_id"}]}``; the start
+        node is always included.
         """
         if (casing_id is None) == (incident_id is None):
             raise ValueError("give exactly one of casing_id or incident_id")
@@ -770,18 +770,18 @@ class Store:
             if row is None:
                 raise NotFoundError(f"no incident with id {incident_id}")
             start = incident_id
-        adj: dict[str, list[tuple[str, str, str, str, str, str]]] = {}
+        adj: dict[str, list[HitEdge]] = {}
         for e in self._hit_edges():
-            adj.setdefault(e[0], []).append(e)
-            adj.setdefault(e[1], []).append(e)
+            adj.setdefault(e.a, []).append(e)
+            adj.setdefault(e.b, []).append(e)
         seen = {start}
         stack = [start]
-        comp_edges: set[tuple[str, str, str, str, str, str]] = set()
+        comp_edges: set[HitEdge] = set()
         while stack:
             n = stack.pop()
             for e in adj.get(n, []):
                 comp_edges.add(e)
-                for m in (e[0], e[1]):
+                for m in (e.a, e.b):
                     if m not in seen:
                         seen.add(m)
                         stack.append(m)
@@ -800,11 +800,22 @@ class Store:
                     )
                 ]
             nodes.append({"incident": n, "casings": casings})
-        edges = [
-            {"a": a, "b": b, "casing_a": ca, "casing_b": cb, "examiner": ex, "time": t}
-            for a, b, ca, cb, ex, t in sorted(comp_edges, key=lambda e: e[5])
-        ]
+        edges = [asdict(e) for e in sorted(comp_edges, key=lambda e: (e.time, e.decision_id))]
         return {"start": start, "nodes": nodes, "edges": edges}
+
+
+@dataclass(frozen=True)
+class HitEdge:
+    """A confirmed hit linking two incidents (or casings without an incident)."""
+
+    a: str
+    b: str
+    casing_a: str
+    casing_b: str
+    examiner: str
+    agency: str
+    time: str
+    decision_id: int
 
 
 def _record(row: tuple[Any, ...]) -> CasingRecord:

@@ -84,5 +84,12 @@ class FakeEngine:
         s = float(np.mean(list(regs.values())))
         return FakeComparison(score=s, cmc=round(max(s, 0.0) * 20), regions=regs)
 
+    def picture(self, a: Any, b: Any, comparison: Any) -> bytes:
+        """A small grey PNG: the fake pipeline has no surfaces to draw."""
+        import cv2
+
+        _, buf = cv2.imencode(".png", np.full((8, 24), 128, np.uint8))
+        return bytes(buf)
+
     def non_match_frequency(self, score: float, region: str) -> float | None:
         return float(min(1.0, max(1e-6, 1.0 - score)))

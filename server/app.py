@@ -345,7 +345,7 @@ class CatalogBackend:
             regions={k: float(v) for k, v in (getattr(comp, "regions", None) or {}).items()},
             cells=cells,
             non_match_frequency=float(nmf) if nmf is not None else 0.0,
-            png=comparison_png(a, b, comp) if picture else b"",
+            png=self.catalog.engine.picture(a, b, comp) if picture else b"",
             detail={k: v for k, v in detail.items() if k != "cells"},
         )
 
@@ -402,13 +402,6 @@ class CatalogBackend:
     def delete(self, casing_id: str, *, reason: str, user: str) -> bool:
         self.catalog.delete(casing_id, reason)
         return True
-
-
-def comparison_png(a: Any, b: Any, comparison: Any) -> bytes:
-    """The examiner's comparison picture (see :mod:`ballistics.picture`), PNG-encoded."""
-    from ballistics.picture import comparison_png as render
-
-    return render(a, b, comparison)
 
 
 def open_backend(

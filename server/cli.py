@@ -80,7 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="processes for --pairs (0: all cores)")
     _remote_options(p)
 
-
     p = sub.add_parser("ingest", help="add casings to the embedded store")
     p.add_argument("paths", nargs="+", metavar="DIR_OR_FILES")
     p.add_argument("--data-dir", required=True)

@@ -124,9 +124,7 @@ def test_congruence_tolerances_change_the_count(name: str) -> None:
 
     cells = [cell(0, 0, 0), cell(1, 0, 0), cell(2, 3.0, 50.0), cell(3, 0, 0), cell(4, 3.0, 50.0)]
     base = sum(c.congruent for c in _congruence(cells, CompareParams()))
-    other = sum(
-        c.congruent for c in _congruence(cells, CompareParams(**{name: CHANGED[name]}))
-    )
+    other = sum(c.congruent for c in _congruence(cells, CompareParams(**{name: CHANGED[name]})))
     assert base == 5 and other == 3
 
 

@@ -436,29 +436,3 @@ def test_real_pipeline_pixel_cap(tmp_path: Path) -> None:
             assert _code(e) is grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         close()
-
-
-def test_fallback_comparison_picture() -> None:
-    from types import SimpleNamespace
-
-    import numpy as np
-
-    from ballistics.scan import Scan
-    from server.app import _side_by_side_png
-
-    rng = np.random.default_rng(0)
-    z = rng.standard_normal((64, 64)) * 1e-6
-    mask = np.ones_like(z, dtype=bool)
-    a = SimpleNamespace(surface=Scan(z, mask, (6.25e-6, 6.25e-6), "topography"))
-    b = SimpleNamespace(surface=Scan(np.rot90(z, k=-1), mask, (6.25e-6, 6.25e-6), "topography"))
-    comp = SimpleNamespace(pose=SimpleNamespace(rotation_deg=90.0, dx_m=0.0, dy_m=0.0))
-    png = _side_by_side_png(a, b, comp)
-    assert png.startswith(PNG_MAGIC)
-    import cv2
-
-    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-    assert img is not None
-    assert img.shape == (64, 64 * 3 + 16, 3)
-    # B (A turned clockwise) moved onto A by the pose (90 deg counter-clockwise) matches A
-    left, mid = img[:, :64, 0].astype(float), img[:, 72:136, 0].astype(float)
-    assert np.corrcoef(left[8:-8, 8:-8].ravel(), mid[8:-8, 8:-8].ravel())[0, 1] > 0.9
