@@ -34,14 +34,14 @@ def downsample(data: np.ndarray, mask: np.ndarray, factor: int) -> tuple[np.ndar
     """
     if factor == 1:
         return data.astype(np.float32), mask.astype(bool)
-    h, w = (data.shape[0] // factor) * factor, (data.shape[1] // factor) * factor
-    m = mask[:h, :w].astype(np.float32)
-    d = np.where(mask[:h, :w], data[:h, :w], 0.0).astype(np.float32)
-    shape = (h // factor, factor, w // factor, factor)
-    num = d.reshape(shape).sum(axis=(1, 3))
-    den = m.reshape(shape).sum(axis=(1, 3))
-    valid = den >= 0.75 * factor * factor
-    out = np.where(valid, num / np.maximum(den, 1.0), 0.0).astype(np.float32)
+    h, w = data.shape[0] // factor, data.shape[1] // factor
+    m = mask[: h * factor, : w * factor].astype(np.float32)
+    d = np.where(mask, data, 0.0)[: h * factor, : w * factor].astype(np.float32)
+    # INTER_AREA with an integer factor is an exact block mean, and much faster than numpy.
+    num = cv2.resize(d, (w, h), interpolation=cv2.INTER_AREA)
+    den = cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)
+    valid = den >= 0.75
+    out = np.where(valid, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
     return out, valid
 
 
