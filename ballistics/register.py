@@ -97,6 +97,7 @@ def ncc_maps(
     moving_mask: np.ndarray,
     max_shift: int,
     min_overlap: float = 0.3,
+    exact: bool = True,
 ) -> np.ndarray:
     """Masked NCC of ``ref`` with each of a batch of moving surfaces, over all translations.
 
@@ -110,6 +111,10 @@ def ncc_maps(
     min_overlap : float
         Translations where the overlap is below this fraction of the smaller valid area score
         -1, so tiny overlaps cannot produce spurious peaks.
+    exact : bool
+        False approximates each side's energy over the overlap by the overlap's point count
+        (both surfaces have unit RMS), halving the inverse FFTs; good enough to pick
+        candidate rotations, not to report a correlation.
 
     Returns
     -------
@@ -122,20 +127,21 @@ def ncc_maps(
     m = moving_mask.astype(np.float32)
     axes = (-2, -1)
     fb = sfft.rfft2(d, (n, n), axes=axes, workers=1)
-    fb2 = sfft.rfft2(d * d, (n, n), axes=axes, workers=1)
     fmb = sfft.rfft2(m, (n, n), axes=axes, workers=1)
     # irfft(conj(A) B)[t] = sum_x a(x) b(x + t) = corr(a, b)[-t], where
     # corr(a, b)[s] = sum_x a(x) b(x - s) scores the moving surface shifted by s.
     ic = lambda x, y: sfft.irfft2(x * y, (n, n), axes=axes, workers=1)  # noqa: E731
-    num = ic(ref.f, fb)
-    ea = ic(ref.f2, fmb)
-    eb = ic(ref.fm, fb2)
-    cnt = ic(ref.fm, fmb)
     idx = (-np.arange(-max_shift, max_shift + 1)) % n
     sel = np.ix_(np.arange(d.shape[0]), idx, idx)
-    num, ea, eb, cnt = num[sel], ea[sel], eb[sel], cnt[sel]
+    num = ic(ref.f, fb)[sel]
+    cnt = ic(ref.fm, fmb)[sel]
+    if exact:
+        fb2 = sfft.rfft2(d * d, (n, n), axes=axes, workers=1)
+        den = ic(ref.f2, fmb)[sel] * ic(ref.fm, fb2)[sel]
+    else:
+        den = cnt * cnt
     with np.errstate(invalid="ignore", divide="ignore"):
-        ncc = num / np.sqrt(np.maximum(ea * eb, 1e-20))
+        ncc = num / np.sqrt(np.maximum(den, 1e-20))
     small = min(ref.valid, int(moving_mask[0].sum()) or 1)
     ncc[(cnt < min_overlap * small) | ~np.isfinite(ncc)] = -1.0
     return ncc.astype(np.float64)
