@@ -46,7 +46,8 @@ class CompareParams:
     refine_factor : int
         Downsampling for the refinement (4 -> 25 um).
     refine_step_deg : float
-        Rotation step of the refinement around each coarse peak (+-coarse_step_deg).
+        Final rotation step of the refinement: each coarse peak is searched +-coarse_step_deg
+        in steps of twice this, then the best angle's neighbours at this step.
     max_offset_um : float
         Largest translation between the two primer centres that is searched.
     cell_factor : int
@@ -226,7 +227,7 @@ def register(a: PreparedCasing, b: PreparedCasing, params: CompareParams) -> tup
     peak = maps.reshape(len(angles), -1).max(axis=1)
     order = np.argsort(-peak)
     chosen: list[float] = []
-    sep = 2.5 * params.coarse_step_deg
+    sep = 1.5 * params.coarse_step_deg
     for k in order:
         ang = float(angles[k])
         if all(abs((ang - c + 180) % 360 - 180) >= sep for c in chosen):
@@ -237,11 +238,19 @@ def register(a: PreparedCasing, b: PreparedCasing, params: CompareParams) -> tup
     ra, rb = _same_canvas(a.level(params.refine_factor), b.level(params.refine_factor))
     s_r = max(1, round(params.max_offset_um * 1e-6 / (spacing * params.refine_factor)))
     ref = reference(*ra, s_r)
-    half = params.coarse_step_deg / 2.0
-    steps = np.arange(-half, half + 1e-9, params.refine_step_deg)
+    # The coarse peak can sit anywhere on a plateau one coarse step wide (arc patterns), so
+    # search +-coarse_step_deg around each peak in double steps, then the neighbours of the
+    # best angle in single steps.
+    span = params.coarse_step_deg
+    steps = np.arange(-span, span + 1e-9, 2.0 * params.refine_step_deg)
     fine = np.concatenate([c + steps for c in chosen])
     maps = _sweep(ref, rb, fine, s_r)
     k, i, j, value = _best(maps)
+    near = float(fine[k]) + np.array([-params.refine_step_deg, params.refine_step_deg])
+    maps2 = _sweep(ref, rb, near, s_r)
+    k2, i2, j2, value2 = _best(maps2)
+    if value2 > value:
+        fine, k, i, j, value = near, k2, i2, j2, value2
     step_m = spacing * params.refine_factor
     return Pose(float(fine[k]) % 360.0, (i - s_r) * step_m, (j - s_r) * step_m), value
 

@@ -677,7 +677,7 @@ def write_corpus(
     png: bool = False,
     spacing_choices: Sequence[tuple[float, float]] = ((6.25e-6, 0.8), (3.125e-6, 0.2)),
 ) -> Path:
-    """Write a seeded synthetic corpus: X3P scans, optional oblique PNG renders, manifest.
+    """Write a seeded synthetic corpus: X3P scans, optional ring-light PNG renders, manifest.
 
     Parameters
     ----------
@@ -688,7 +688,8 @@ def write_corpus(
     seed : int
         Master seed; the same seed writes the same corpus.
     png : bool
-        Also write each scan's oblique render as a 16-bit PNG with a pHYs chunk.
+        Also write each scan's ring-light render (low-angle light from all sides, as in
+        2-D breech-face acquisition) as a 16-bit PNG with a pHYs chunk.
     spacing_choices : sequence of (spacing_m, probability)
         Scan spacings to draw from (default 80 % at 6.25 um, 20 % at 3.125 um).
 
@@ -697,7 +698,7 @@ def write_corpus(
     Path
         Path of ``manifest.csv`` (one row per written file).
     """
-    from .render import render_oblique
+    from .render import render_ring_light
     from .x3p import write_x3p
 
     out = Path(out_dir)
@@ -727,7 +728,7 @@ def write_corpus(
         write_x3p(out / name, scan)
         rows.append({"file": name, **base})
         if png:
-            img = render_oblique(scan)
+            img = render_ring_light(scan)
             arr = np.clip(np.nan_to_num(img.masked(), nan=0.0), 0, 1)
             q = np.round(arr * 65535).astype(np.uint16)
             pname = f"{cid}.png"

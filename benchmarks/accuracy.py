@@ -129,13 +129,15 @@ def synth(args: argparse.Namespace) -> dict[str, Any]:
 
     out = ROOT / "benchmarks" / "_data" / f"synth-g{args.guns}-s{args.shots}-seed{args.seed}"
     manifest = out / "manifest.csv"
-    if not manifest.exists():
-        write_corpus(out, guns=args.guns, shots=args.shots, seed=args.seed, png=args.png)
-    rows = list(csv.DictReader(open(manifest)))
     key = "png" if args.png else "x3p"
-    files = [
-        out / (r["file"] if key == "x3p" else Path(r["file"]).with_suffix(".png")) for r in rows
-    ]
+    # The manifest has one row per written file (X3P, and PNG when rendered): keep one kind.
+    # A corpus written without renders is rewritten (deterministically) when --png asks for them.
+    rows = list(csv.DictReader(open(manifest))) if manifest.exists() else []
+    if not any(r["file"].endswith("." + key) for r in rows):
+        write_corpus(out, guns=args.guns, shots=args.shots, seed=args.seed, png=args.png)
+        rows = list(csv.DictReader(open(manifest)))
+    rows = [r for r in rows if r["file"].endswith("." + key)]
+    files = [out / r["file"] for r in rows]
     return evaluate(
         f"synth-{key}",
         files,

@@ -8,6 +8,7 @@ vector seeded by its hash; content starting with ``b"BAD"`` is rejected like a c
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ class FakeEngine:
         self.regions = regions
         self.noise = noise
         self.calls = 0
+        self.score_delay_s = 0.0
 
     def _vec(self, data: bytes, region: str) -> np.ndarray:
         seed = int.from_bytes(hashlib.sha256(region.encode() + data).digest()[:8], "little")
@@ -80,6 +82,8 @@ class FakeEngine:
 
     def score(self, a: Any, b: Any) -> FakeComparison:
         self.calls += 1
+        if self.score_delay_s:
+            time.sleep(self.score_delay_s)  # stands in for a slow registration
         regs = {r: float(np.dot(a[r], b[r])) for r in self.regions}
         s = float(np.mean(list(regs.values())))
         return FakeComparison(score=s, cmc=round(max(s, 0.0) * 20), regions=regs)
