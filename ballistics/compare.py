@@ -204,14 +204,13 @@ def _sweep(
     moving: tuple[np.ndarray, np.ndarray],
     angles: np.ndarray,
     max_shift: int,
-    exact: bool = True,
 ) -> np.ndarray:
     """NCC maps for ``moving`` rotated by each angle: shape (len(angles), 2s+1, 2s+1)."""
     d = np.empty((len(angles), *moving[0].shape), np.float32)
     m = np.empty((len(angles), *moving[0].shape), bool)
     for k, ang in enumerate(angles):
         d[k], m[k] = rotate(moving[0], moving[1], float(ang))
-    return ncc_maps(ref, d, m, max_shift, exact=exact)
+    return ncc_maps(ref, d, m, max_shift)
 
 
 def register(a: PreparedCasing, b: PreparedCasing, params: CompareParams) -> tuple[Pose, float]:
@@ -222,8 +221,7 @@ def register(a: PreparedCasing, b: PreparedCasing, params: CompareParams) -> tup
     fa, fb = _same_canvas(a.level(params.coarse_factor), b.level(params.coarse_factor))
     s_c = max(1, round(params.max_offset_um * 1e-6 / (spacing * params.coarse_factor)))
     angles = np.arange(0.0, 360.0, params.coarse_step_deg)
-    # Only the ranking of rotations is needed here: the approximate NCC is enough.
-    maps = _sweep(reference(*fa, s_c), fb, angles, s_c, exact=False)
+    maps = _sweep(reference(*fa, s_c), fb, angles, s_c)
     peak = maps.reshape(len(angles), -1).max(axis=1)
     order = np.argsort(-peak)
     chosen: list[float] = []

@@ -97,7 +97,6 @@ def ncc_maps(
     moving_mask: np.ndarray,
     max_shift: int,
     min_overlap: float = 0.3,
-    exact: bool = True,
 ) -> np.ndarray:
     """Masked NCC of ``ref`` with each of a batch of moving surfaces, over all translations.
 
@@ -111,10 +110,6 @@ def ncc_maps(
     min_overlap : float
         Translations where the overlap is below this fraction of the smaller valid area score
         -1, so tiny overlaps cannot produce spurious peaks.
-    exact : bool
-        False approximates each side's energy over the overlap by the overlap's point count
-        (both surfaces have unit RMS), halving the inverse FFTs; good enough to pick
-        candidate rotations, not to report a correlation.
 
     Returns
     -------
@@ -135,11 +130,10 @@ def ncc_maps(
     sel = np.ix_(np.arange(d.shape[0]), idx, idx)
     num = ic(ref.f, fb)[sel]
     cnt = ic(ref.fm, fmb)[sel]
-    if exact:
-        fb2 = sfft.rfft2(d * d, (n, n), axes=axes, workers=1)
-        den = ic(ref.f2, fmb)[sel] * ic(ref.fm, fb2)[sel]
-    else:
-        den = cnt * cnt
+    # Each side's energy over the overlap: approximating it by the overlap count (both are
+    # unit RMS overall) was tried and lost true rotations on real scans (Fadul AUC 1.00 -> 0.97).
+    fb2 = sfft.rfft2(d * d, (n, n), axes=axes, workers=1)
+    den = ic(ref.f2, fmb)[sel] * ic(ref.fm, fb2)[sel]
     with np.errstate(invalid="ignore", divide="ignore"):
         ncc = num / np.sqrt(np.maximum(den, 1e-20))
     small = min(ref.valid, int(moving_mask[0].sum()) or 1)

@@ -147,3 +147,20 @@ def test_invalid_parameters_are_refused() -> None:
         CompareParams(grid=0)
     with pytest.raises(BallisticsError, match="min_cell_valid"):
         CompareParams(min_cell_valid=2.0)
+
+
+def test_fadul_hard_pairs_regression(fadul_paths) -> None:
+    """Known matches that an approximate coarse NCC once lost (score ~0.2, wrong rotation):
+    each must outscore every non-match among the same casings."""
+    from itertools import combinations
+
+    from ballistics.io import read_scan
+
+    slide = {"4-1": 4, "4-2": 4, "5-2": 5, "N": 5, "S": 7, "Y": 7}
+    by_name = {p.stem.split("_", 1)[1]: p for p in fadul_paths}
+    prep = {n: prepare(read_scan(by_name[n])) for n in slide}
+    km, knm = [], []
+    for x, y in combinations(slide, 2):
+        s = compare(prep[x], prep[y]).score
+        (km if slide[x] == slide[y] else knm).append((s, x, y))
+    assert min(km)[0] > max(knm)[0], (min(km), max(knm))
