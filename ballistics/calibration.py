@@ -1,9 +1,10 @@
 """How often does a different-gun pair score this high?
 
-A reference distribution of known non-match comparison scores (measured by
-``benchmarks/accuracy.py --write-reference`` on data with ground truth; the file records the
-data set, the extractor version and the command) turns a raw score into an empirical
-exceedance frequency an examiner can read: "1 in N known non-matches scored this high".
+A reference distribution of known non-match comparison scores, one per kind of scan
+(``topography``: 3-D; ``image``: 2-D), measured by ``benchmarks/accuracy.py --write-reference``
+on data with ground truth (each section records its data set, extractor version and command),
+turns a raw score into an empirical exceedance frequency an examiner can read: "1 in N known
+non-matches scored this high". 2-D and 3-D scores are never calibrated against each other.
 """
 
 from __future__ import annotations
@@ -43,29 +44,35 @@ class Reference:
         return (k + 1) / (ref.size + 1)
 
 
-def build_reference(scores: dict[str, list[float]], source: dict[str, Any]) -> dict[str, Any]:
-    """The JSON document :func:`load_reference` reads."""
+def build_section(scores: dict[str, list[float]], source: dict[str, Any]) -> dict[str, Any]:
+    """One kind's section of the JSON document :func:`load_reference` reads."""
     return {
         "source": source,
         "scores": {k: sorted(float(s) for s in v) for k, v in scores.items()},
     }
 
 
-@lru_cache(maxsize=1)
-def load_reference() -> Reference:
-    """The packaged reference distribution (cached)."""
+@lru_cache(maxsize=4)
+def load_reference(kind: str = "topography") -> Reference:
+    """The packaged reference distribution for ``kind`` ("topography" or "image"), cached."""
     try:
         text = resources.files("ballistics.data").joinpath(_REFERENCE_FILE).read_text()
     except FileNotFoundError as exc:  # pragma: no cover - packaging error
         raise BallisticsError(f"packaged {_REFERENCE_FILE} is missing") from exc
     doc = json.loads(text)
-    scores = {k: np.asarray(v, np.float64) for k, v in doc["scores"].items()}
-    return Reference(scores, doc.get("source", {}))
+    if kind not in doc:
+        raise BallisticsError(
+            f"no non-match reference for {kind!r} scans (have: {sorted(doc)}); run "
+            "benchmarks/accuracy.py --write-reference on data of that kind"
+        )
+    section = doc[kind]
+    scores = {k: np.asarray(v, np.float64) for k, v in section["scores"].items()}
+    return Reference(scores, section.get("source", {}))
 
 
-def non_match_frequency(score: float, region: str = "combined") -> float:
-    """Fraction of known non-matches in the packaged reference scoring >= ``score``."""
-    return load_reference().frequency(float(score), region)
+def non_match_frequency(score: float, region: str = "combined", kind: str = "topography") -> float:
+    """Fraction of known non-matches of the same ``kind`` scoring >= ``score``."""
+    return load_reference(kind).frequency(float(score), region)
 
 
 def describe_frequency(freq: float) -> str:

@@ -400,6 +400,11 @@ def compare(
         considered, plus the registered correlation; ``pose`` maps ``b`` onto ``a``.
     """
     params = params or CompareParams()
+    if a.kind != b.kind:
+        raise BallisticsError(
+            f"cannot compare a {a.kind} scan with a {b.kind} scan: 2-D images and 3-D "
+            "topographies show different quantities; compare like with like"
+        )
     if not math.isclose(a.surface.spacing_m[0], b.surface.spacing_m[0], rel_tol=1e-6):
         raise BallisticsError(
             "the two casings were prepared at different spacings "

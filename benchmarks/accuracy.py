@@ -148,6 +148,26 @@ def synth(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def write_reference(res: dict[str, Any]) -> None:
+    """Store the known-non-match scores as the packaged calibration for this kind of scan,
+    keeping the other kinds' sections."""
+    from ballistics.calibration import build_section
+
+    kind = "image" if res["dataset"].endswith("-png") else "topography"
+    path = ROOT / "ballistics" / "data" / "nonmatch_reference.json"
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    doc[kind] = build_section(
+        {"combined": res["knm_scores"], "breech_face": res["knm_scores"]},
+        {
+            "dataset": res["dataset"],
+            "pairs": res["known_non_matches"],
+            "extractor_version": res["extractor_version"],
+            "command": res["command"],
+        },
+    )
+    path.write_text(json.dumps(doc))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -163,7 +183,15 @@ def main() -> int:
         action="store_true",
         help="store the known-non-match scores as the packaged calibration reference",
     )
+    ap.add_argument(
+        "--from-json",
+        metavar="RESULT.json",
+        help="with --write-reference: take the scores from an earlier result file",
+    )
     args = ap.parse_args()
+    if args.from_json:
+        write_reference(json.loads(Path(args.from_json).read_text()))
+        return 0
     res = fadul(args) if args.dataset == "fadul" else synth(args)
     res["command"] = "python " + " ".join(sys.argv)
     dest = ROOT / "benchmarks" / "results" / f"accuracy-{res['dataset']}.json"
@@ -171,18 +199,7 @@ def main() -> int:
     short = {k: v for k, v in res.items() if k not in ("knm_scores", "km_scores")}
     print(json.dumps(short, indent=1))
     if args.write_reference:
-        from ballistics.calibration import build_reference
-
-        doc = build_reference(
-            {"combined": res["knm_scores"], "breech_face": res["knm_scores"]},
-            {
-                "dataset": res["dataset"],
-                "pairs": res["known_non_matches"],
-                "extractor_version": res["extractor_version"],
-                "command": res["command"],
-            },
-        )
-        (ROOT / "ballistics" / "data" / "nonmatch_reference.json").write_text(json.dumps(doc))
+        write_reference(res)
     return 0
 
 

@@ -87,12 +87,15 @@ class BallisticsEngine:
         picture = importlib.import_module("ballistics.picture")
         return bytes(picture.comparison_png(a, b, comparison))
 
-    def non_match_frequency(self, score: float, region: str) -> float | None:
+    def non_match_frequency(
+        self, score: float, region: str, kind: str = "topography"
+    ) -> float | None:
+        """How often known non-matches of the same kind of scan score this high."""
         try:
             calibration = importlib.import_module("ballistics.calibration")
         except ImportError:
             return None
         try:
-            return float(calibration.non_match_frequency(score, region))
+            return float(calibration.non_match_frequency(score, region, kind))
         except (ValueError, KeyError):
             return None

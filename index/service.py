@@ -22,6 +22,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -442,7 +443,10 @@ class Catalog:
             deadline_s=deadline_s,
             score_fn=self.engine.score,
             load_fn=self.engine.load,
-            nmf_fn=self.engine.non_match_frequency,
+            nmf_fn=partial(
+                self.engine.non_match_frequency,
+                kind=getattr(q.prepared, "kind", "topography"),
+            ),
         )
 
     def ingest_paths(self, paths: builtins.list[str], **kwargs: Any) -> Any:

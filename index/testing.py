@@ -95,5 +95,7 @@ class FakeEngine:
         _, buf = cv2.imencode(".png", np.full((8, 24), 128, np.uint8))
         return bytes(buf)
 
-    def non_match_frequency(self, score: float, region: str) -> float | None:
+    def non_match_frequency(
+        self, score: float, region: str, kind: str = "topography"
+    ) -> float | None:
         return float(min(1.0, max(1e-6, 1.0 - score)))

@@ -333,7 +333,9 @@ class CatalogBackend:
     ) -> ComparisonResult:
         a, b = self.catalog.prepared(casing_a), self.catalog.prepared(casing_b)
         comp = self.catalog.engine.score(a, b)
-        nmf = self.catalog.engine.non_match_frequency(float(comp.score), "combined")
+        nmf = self.catalog.engine.non_match_frequency(
+            float(comp.score), "combined", getattr(a, "kind", "topography")
+        )
         detail = _as_dict(comp)
         cells = [_as_dict(c) for c in (getattr(comp, "cells", None) or [])]
         return ComparisonResult(

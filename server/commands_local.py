@@ -245,12 +245,12 @@ def cmd_describe(args: argparse.Namespace) -> int:
 # compare
 
 
-def _comparison_record(comp: Any) -> dict[str, Any]:
+def _comparison_record(comp: Any, kind: str) -> dict[str, Any]:
     from ballistics.calibration import describe_frequency, non_match_frequency
 
     rec: dict[str, Any] = comp.as_dict()
     try:
-        freq = non_match_frequency(comp.score)
+        freq = non_match_frequency(comp.score, kind=kind)
     except BallisticsError as exc:
         rec["non_match_frequency"] = None
         rec["interpretation"] = f"no non-match reference: {_one_line(str(exc))}"
@@ -309,7 +309,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return _fail(f"{args.a} vs {args.b}: {_one_line(str(exc))}")
     except Exception as exc:
         return _fail(f"{args.a} vs {args.b}: {_internal(exc)}", 1)
-    rec = _comparison_record(comp)
+    rec = _comparison_record(comp, prepared[0].kind)
     if args.png:
         from ballistics.picture import write_comparison_png
 
@@ -431,7 +431,8 @@ def _compare_job(keys: tuple[str, str]) -> tuple[dict[str, Any] | None, str | No
     from ballistics.compare import compare
 
     try:
-        return _comparison_record(compare(_CASINGS[keys[0]], _CASINGS[keys[1]])), None, False
+        a, b = _CASINGS[keys[0]], _CASINGS[keys[1]]
+        return _comparison_record(compare(a, b), a.kind), None, False
     except BallisticsError as exc:
         return None, _one_line(str(exc)), False
     except Exception as exc:

@@ -101,3 +101,21 @@ def test_fadul_prepares_as_precropped(fadul_paths) -> None:
     p = prepare(read_scan(fadul_paths[0]))
     assert p.segmentation["precropped"] is True
     assert p.surface.valid_fraction > 0.1
+
+
+def test_calibration_is_per_kind_of_scan() -> None:
+    from ballistics import BallisticsError
+
+    with pytest.raises(BallisticsError, match="no non-match reference for 'hologram'"):
+        non_match_frequency(1.0, kind="hologram")
+    assert load_reference("topography").source.get("dataset") == "fadul"
+
+
+def test_image_and_topography_are_not_compared(shots) -> None:
+    from ballistics import BallisticsError
+    from ballistics.compare import compare
+    from ballistics.render import render_ring_light
+
+    scan = shots[0][1]
+    with pytest.raises(BallisticsError, match="compare like with like"):
+        compare(prepare(scan), prepare(render_ring_light(scan)))
