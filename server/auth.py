@@ -32,6 +32,8 @@ from typing import Any
 
 import grpc
 
+from .jsonfile import read_json
+
 ROLES = ("submitter", "examiner", "admin")
 
 
@@ -132,14 +134,7 @@ class Authenticator:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Authenticator:
-        p = Path(path)
-        try:
-            doc = json.loads(p.read_text())
-        except OSError as e:
-            raise AuthConfigError(f"cannot read auth file {p}: {e.strerror}") from e
-        except json.JSONDecodeError as e:
-            raise AuthConfigError(f"auth file {p} is not valid JSON: {e}") from e
-        return cls.from_dict(doc, source=str(p))
+        return cls.from_dict(read_json(path, AuthConfigError, "auth file"), source=str(path))
 
     @classmethod
     def from_dict(cls, doc: Any, *, source: str = "auth file") -> Authenticator:

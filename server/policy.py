@@ -19,10 +19,11 @@ the policy are never scored or returned.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from .jsonfile import read_json
 
 
 class PolicyError(ValueError):
@@ -47,14 +48,7 @@ class SharingPolicy:
 
     @classmethod
     def from_file(cls, path: str | Path) -> SharingPolicy:
-        p = Path(path)
-        try:
-            doc = json.loads(p.read_text())
-        except OSError as e:
-            raise PolicyError(f"cannot read policy file {p}: {e.strerror}") from e
-        except json.JSONDecodeError as e:
-            raise PolicyError(f"policy file {p} is not valid JSON: {e}") from e
-        return cls.from_dict(doc, source=str(p))
+        return cls.from_dict(read_json(path, PolicyError, "policy file"), source=str(path))
 
     @classmethod
     def from_dict(cls, doc: Any, *, source: str = "policy") -> SharingPolicy:
