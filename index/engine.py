@@ -32,20 +32,15 @@ class Processed:
     spacing_m: float | None
 
 
-def sniff_format(data: bytes) -> str:
-    if data[:4] == b"PK\x03\x04":
-        return "x3p"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    return "unknown"
-
-
 class BallisticsEngine:
-    """The real pipeline (``ballistics.io``, ``.pipeline``, ``.descriptors``, ``.compare``)."""
+    """The real pipeline (``ballistics.io``, ``.pipeline``, ``.descriptors``, ``.compare``).
+
+    ``limits``: the byte and pixel caps every scan is read with (``ballistics.limits.Limits``;
+    None: the reader's defaults).
+    """
+
+    def __init__(self, limits: Any = None) -> None:
+        self.limits = limits
 
     @property
     def extractor_version(self) -> str:
@@ -57,14 +52,15 @@ class BallisticsEngine:
         io = importlib.import_module("ballistics.io")
         pipeline = importlib.import_module("ballistics.pipeline")
 
-        scan = io.read_scan(data, name=filename, spacing_m=spacing_m)
+        kwargs = {} if self.limits is None else {"limits": self.limits}
+        scan = io.read_scan(data, name=filename, spacing_m=spacing_m, **kwargs)
         prep = pipeline.prepare(scan)
         return Processed(
             descriptors=self.describe(prep),
             surface=prep.to_bytes(),
             prepared=prep,
             firing_pin_shape=prep.segmentation.get("firing_pin_shape"),
-            format=sniff_format(data),
+            format=io.sniff_format(data) or "unknown",
             spacing_m=float(scan.spacing_m[1]),
         )
 

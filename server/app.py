@@ -167,26 +167,12 @@ def serve_until_signalled(server: Server, *, grace: float = 30.0) -> None:
 
 def limited_engine(limits: ServiceLimits) -> Any:
     """The index's pipeline engine, reading every scan with the service's byte and pixel caps."""
-    from index.engine import BallisticsEngine, Processed, sniff_format
+    from ballistics.limits import Limits
+    from index.engine import BallisticsEngine
 
-    class LimitedEngine(BallisticsEngine):
-        def process(self, data: bytes, filename: str | None, spacing_m: float | None) -> Any:
-            from ballistics import io, pipeline  # type: ignore[attr-defined,unused-ignore]
-            from ballistics.limits import Limits
-
-            cap = Limits(max_file_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels)
-            scan = io.read_scan(data, name=filename, spacing_m=spacing_m, limits=cap)
-            prep = pipeline.prepare(scan)
-            return Processed(
-                descriptors=self.describe(prep),
-                surface=prep.to_bytes(),
-                prepared=prep,
-                firing_pin_shape=getattr(prep.segmentation, "firing_pin_shape", None),
-                format=sniff_format(data),
-                spacing_m=float(scan.spacing_m[1]),
-            )
-
-    return LimitedEngine()
+    return BallisticsEngine(
+        Limits(max_file_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels)
+    )
 
 
 def _opt(v: Any) -> str:

@@ -403,6 +403,8 @@ def test_real_scans_submit_search_compare(
         for name in picks:
             r = c.submit(by_name[name], incident_id=name, calibre="9mm", search=False)
             assert r.segmentation.primer_radius_px > 0
+            # The segmentation's firing-pin class is stored, so the class filter can use it.
+            assert backend.catalog.get(r.casing_id).firing_pin_shape in ("round", "elongated")
             ids[name] = r.casing_id
         res = c.search(ids["Fadul_1-1"], max_results=3)
         assert res.combined.candidates[0].casing_id == ids["Fadul_1-2"]
@@ -410,8 +412,7 @@ def test_real_scans_submit_search_compare(
         assert by_file.combined.candidates[0].casing_id in (ids["Fadul_1-1"], ids["Fadul_1-2"])
         cmp = c.compare(ids["Fadul_1-1"], ids["Fadul_1-2"])
         assert cmp.score > c.compare(ids["Fadul_1-1"], ids["Fadul_2-1"], picture=False).score
-        if cmp.png:
-            assert cmp.png.startswith(PNG_MAGIC)
+        assert cmp.png.startswith(PNG_MAGIC)
     assert int(backend.catalog.stats()["casings"]) == 4
 
 
