@@ -5,7 +5,10 @@ does not import OpenCV. An engine provides:
 
 * ``extractor_version`` - the descriptor version the index is built for;
 * ``process(data, filename, spacing_m) -> Processed`` - read, prepare and describe one file;
-* ``describe(prepared) -> dict[str, ndarray]`` - descriptors of a prepared casing;
+* ``describe(prepared) -> dict[str, ndarray]`` - descriptors of a prepared casing, plus the
+  screening signature under :data:`index.search.SCREEN_KEY` (stored, versioned and
+  re-extracted like a descriptor, but never put in a vector index);
+* ``screen(query_signature, signatures) -> ndarray`` - screening scores, (D,) x (N, D) -> (N,);
 * ``load(surface_bytes) -> prepared`` - inverse of ``PreparedCasing.to_bytes``;
 * ``score(a, b)`` - the registration comparison (object with ``.score``, ``.cmc``, ``.regions``);
 * ``non_match_frequency(score, region) -> float | None``.
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .search import SCREEN_KEY
 
 
 @dataclass
@@ -45,8 +50,9 @@ class BallisticsEngine:
     @property
     def extractor_version(self) -> str:
         descriptors = importlib.import_module("ballistics.descriptors")
+        screen = importlib.import_module("ballistics.screen")
 
-        return str(descriptors.EXTRACTOR_VERSION)
+        return f"{descriptors.EXTRACTOR_VERSION}+{screen.SIGNATURE_VERSION}"
 
     def process(self, data: bytes, filename: str | None, spacing_m: float | None) -> Processed:
         io = importlib.import_module("ballistics.io")
@@ -66,8 +72,19 @@ class BallisticsEngine:
 
     def describe(self, prepared: Any) -> dict[str, np.ndarray]:
         descriptors = importlib.import_module("ballistics.descriptors")
+        screen = importlib.import_module("ballistics.screen")
 
-        return dict(descriptors.describe(prepared))
+        out = dict(descriptors.describe(prepared))
+        out[SCREEN_KEY] = screen.signature(prepared).ravel()
+        return out
+
+    def screen(self, query: np.ndarray, signatures: np.ndarray) -> np.ndarray:
+        screen = importlib.import_module("ballistics.screen")
+
+        shape = screen.SIGNATURE_SHAPE
+        q = np.asarray(query, np.float32).reshape(shape)
+        c = np.asarray(signatures, np.float32).reshape(-1, *shape)
+        return np.asarray(screen.screen(q, c)[0], np.float64)
 
     def load(self, surface: bytes) -> Any:
         pipeline = importlib.import_module("ballistics.pipeline")

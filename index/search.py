@@ -2,9 +2,14 @@
 
 Stage 1: for each region the query has a descriptor for, the vector index returns the top
 ``rerank_k`` casings *inside the filter* (calibre, firing-pin shape, dates, agencies).
-Stage 2: the union of those candidates is re-scored with the registration comparison
+Stage 2 (optional, :class:`Screen`): the union of those candidates is screened with a cheap
+rotation-aligned comparison of stored signatures (``ballistics.screen``: microseconds per
+candidate, and no surface to load); the best ``keep`` go on. Candidates without a stored
+signature always go on, so a missing signature can cost time but never a match.
+Stage 3: the survivors are re-scored with the registration comparison
 (``score_fn(query_prepared, candidate_prepared)``; default ``ballistics.compare.compare``),
-best coarse score first, on a thread pool.
+best first, on a thread pool. Candidates screened out keep their coarse and screen scores with
+``score=None`` / ``rescored=False`` and rank after every re-scored one.
 
 Why threads and not processes: the comparison's cost is FFTs / cross-correlations in numpy,
 scipy and OpenCV, which release the GIL, so threads use every core; the query and candidate
@@ -31,9 +36,29 @@ import numpy as np
 from .store import Filters, Store
 from .vectors import VectorIndex
 
+#: The descriptor key under which an engine returns, and the store keeps, the screening
+#: signature. It is versioned and re-extracted with the descriptors but never indexed.
+SCREEN_KEY = "screen:breech_face"
+
 ScoreFn = Callable[[Any, Any], Any]
 LoadFn = Callable[[bytes], Any]
 NmfFn = Callable[[float, str], "float | None"]
+
+
+def indexed(descriptors: Mapping[str, Any]) -> dict[str, Any]:
+    """The descriptors that belong in a vector index (every one but the screening signature)."""
+    return {r: v for r, v in descriptors.items() if r != SCREEN_KEY}
+
+
+@dataclass
+class Screen:
+    """The screening stage: ``score_fn(query_signature, signatures (N, D)) -> scores (N,)``,
+    ``load_fn(rowids) -> {rowid: signature}`` (missing ids: no stored signature) and how
+    many candidates to keep for the full comparison."""
+
+    score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    load_fn: Callable[[list[int]], Mapping[int, np.ndarray]]
+    keep: int
 
 
 @dataclass
@@ -60,6 +85,7 @@ class Candidate:
     agency: str | None
     caliber: str | None = None
     rescored: bool = True
+    screen_score: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +98,7 @@ class SearchResult:
     regions: dict[str, list[Candidate]]
     partial: bool = False
     n_candidates: int = 0
+    n_screened_out: int = 0
     n_rescored: int = 0
     n_errors: int = 0
     elapsed_s: float = 0.0
@@ -82,6 +109,7 @@ class SearchResult:
             "query_casing_id": self.query_casing_id,
             "partial": self.partial,
             "n_candidates": self.n_candidates,
+            "n_screened_out": self.n_screened_out,
             "n_rescored": self.n_rescored,
             "n_errors": self.n_errors,
             "elapsed_s": self.elapsed_s,
@@ -118,6 +146,7 @@ class Searcher:
         score_fn: ScoreFn,
         load_fn: LoadFn,
         nmf_fn: NmfFn | None = None,
+        screen: Screen | None = None,
     ) -> SearchResult:
         t0 = time.monotonic()
         if top <= 0 or rerank_k <= 0:
@@ -133,7 +162,7 @@ class Searcher:
         # -- stage 1: coarse search per region ----------------------------------------------
         coarse: dict[str, list[tuple[int, float]]] = {}
         plans: dict[str, str] = {}
-        for region, vec in query.descriptors.items():
+        for region, vec in indexed(query.descriptors).items():
             idx = indexes.get(region)
             if idx is None or idx.count() == 0:
                 continue
@@ -156,14 +185,29 @@ class Searcher:
         records = store.get_many(order)
         order = [i for i in order if i in records and not records[i].deleted]
 
-        # -- stage 2: re-rank with the registration comparison ------------------------------
+        # -- stage 2: screen ---------------------------------------------------------------
+        screened: dict[int, float] = {}
+        to_compare = order
+        query_sig = query.descriptors.get(SCREEN_KEY)
+        if screen is not None and query_sig is not None and order:
+            sigs = screen.load_fn(order)
+            have = [i for i in order if i in sigs]
+            if have:
+                values = screen.score_fn(query_sig, np.stack([sigs[i] for i in have]))
+                screened = {i: float(v) for i, v in zip(have, values, strict=True)}
+            if len(order) > screen.keep:
+                # No stored signature: always compared (costs time, never a match).
+                kept = set(sorted(order, key=lambda i: -screened.get(i, np.inf))[: screen.keep])
+                to_compare = [i for i in order if i in kept]
+
+        # -- stage 3: re-rank with the registration comparison ------------------------------
         def work(rowid: int) -> Any:
             surface = store.load_surface(rowid)
             if surface is None:
                 raise LookupError(f"no stored surface for casing {rowid}")
             return score_fn(query.prepared, load_fn(surface))
 
-        futures = {self._pool.submit(work, i): i for i in order}
+        futures = {self._pool.submit(work, i): i for i in to_compare}
         timeout = None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - t0))
         done, not_done = cf.wait(futures, timeout=timeout)
         for f in not_done:
@@ -202,6 +246,7 @@ class Searcher:
                 agency=rec.agency,
                 caliber=rec.caliber,
                 rescored=comp is not None,
+                screen_score=screened.get(rowid),
             )
 
         def ranked(entries: list[Candidate]) -> list[Candidate]:
@@ -209,6 +254,7 @@ class Searcher:
                 key=lambda c: (
                     c.score is None,
                     -(c.score if c.score is not None else 0.0),
+                    -(c.screen_score if c.screen_score is not None else -np.inf),
                     -c.coarse_score,
                 )
             )
@@ -228,6 +274,7 @@ class Searcher:
             regions=per_region,
             partial=bool(not_done),
             n_candidates=len(order),
+            n_screened_out=len(order) - len(to_compare),
             n_rescored=len(results),
             n_errors=n_errors,
             elapsed_s=time.monotonic() - t0,
@@ -248,6 +295,7 @@ def search(
     score_fn: ScoreFn | None = None,
     load_fn: LoadFn | None = None,
     nmf_fn: NmfFn | None = None,
+    screen: Screen | None = None,
 ) -> SearchResult:
     """One-shot two-stage search (a :class:`Searcher` with its own pool). Defaults: the real
     ``ballistics`` comparison, surface loader and calibration."""
@@ -267,6 +315,7 @@ def search(
             score_fn=score_fn or eng.score,
             load_fn=load_fn or eng.load,
             nmf_fn=nmf_fn or (eng.non_match_frequency if score_fn is None else None),
+            screen=screen,
         )
     finally:
         s.close()

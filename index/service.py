@@ -30,7 +30,7 @@ import numpy as np
 
 from .engine import BallisticsEngine
 from .errors import CatalogLockedError, NotFoundError
-from .search import Query, Searcher, SearchResult
+from .search import SCREEN_KEY, Query, Screen, Searcher, SearchResult, indexed
 from .store import CasingRecord, Decision, Filters, Store
 from .vectors import FaissIndex, SnapshotError, effective_factory
 
@@ -48,6 +48,9 @@ class CatalogConfig:
     workers: int = 0
     """Re-ranking threads (0: all cores)."""
     rerank_k: int = 200
+    """Descriptor candidates per region (stage 1)."""
+    compare_k: int = 40
+    """How many of them the screen keeps for the full comparison (0: compare every one)."""
     snapshot_every: int = 500
     """Write index snapshots after this many changes (and on close)."""
     read_only: bool = False
@@ -125,7 +128,7 @@ class Catalog:
 
                     reextract(self, rebuild=False)
             self.applied_seq = self.store.seq()
-            regions = set(self.store.regions(self.extractor_version))
+            regions = set(indexed(dict.fromkeys(self.store.regions(self.extractor_version))))
             idx_dir = self.data_dir / "index"
             if idx_dir.is_dir():
                 regions |= {p.stem for p in idx_dir.glob("*.faiss")}
@@ -213,7 +216,10 @@ class Catalog:
             for r in (
                 [region]
                 if region
-                else sorted(set(self.indexes) | set(self.store.regions(self.extractor_version)))
+                else sorted(
+                    set(self.indexes)
+                    | set(indexed(dict.fromkeys(self.store.regions(self.extractor_version))))
+                )
             ):
                 idx = self._build(r)
                 if idx is None:
@@ -329,7 +335,7 @@ class Catalog:
         return rec
 
     def _apply_add(self, rowid: int, descriptors: Mapping[str, np.ndarray]) -> None:
-        for region, v in descriptors.items():
+        for region, v in indexed(descriptors).items():
             vec = np.ascontiguousarray(v, dtype=np.float32).reshape(1, -1)
             idx = self.indexes.get(region)
             if idx is None:
@@ -426,13 +432,28 @@ class Catalog:
         *,
         top: int = 10,
         rerank_k: int | None = None,
+        compare_k: int | None = None,
         filters: Filters | None = None,
         deadline_s: float | None = None,
         spacing_um: float | None = None,
     ) -> SearchResult:
-        """Two-stage search (see :mod:`index.search`). ``query``: stored casing id (excluded
-        from its own results), scan file bytes (not stored), or a prepared casing."""
+        """Staged search (see :mod:`index.search`). ``query``: stored casing id (excluded
+        from its own results), scan file bytes (not stored), or a prepared casing.
+        ``rerank_k``: descriptor candidates per region; ``compare_k``: how many of them the
+        screen keeps for the full comparison (0: all; None: the configured value)."""
+        keep = self.config.compare_k if compare_k is None else int(compare_k)
+        if keep < 0:
+            raise ValueError(f"compare_k must be >= 0 (0: compare every candidate); got {keep}")
         q = self.make_query(query, spacing_um=spacing_um)
+        screen_fn = getattr(self.engine, "screen", None)
+        screen = None
+        if keep and callable(screen_fn):
+            version = self.extractor_version
+            screen = Screen(
+                score_fn=screen_fn,
+                load_fn=lambda ids: self.store.vectors_of(ids, SCREEN_KEY, version),
+                keep=max(keep, top),
+            )
         return self._searcher.search(
             self.store,
             dict(self.indexes),
@@ -447,6 +468,7 @@ class Catalog:
                 self.engine.non_match_frequency,
                 kind=getattr(q.prepared, "kind", "topography"),
             ),
+            screen=screen,
         )
 
     def ingest_paths(self, paths: builtins.list[str], **kwargs: Any) -> Any:

@@ -587,6 +587,23 @@ class Store:
             vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
             yield ids, vecs
 
+    def vectors_of(
+        self, rowids: Iterable[int], region: str, extractor_version: str
+    ) -> dict[int, np.ndarray]:
+        """One region's stored vectors for many casings (absent ones are left out)."""
+        ids = [int(i) for i in rowids]
+        out: dict[int, np.ndarray] = {}
+        con = self._conn()
+        for s in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+            chunk = ids[s : s + 500]
+            rows = con.execute(
+                f"SELECT casing, vector FROM descriptors WHERE region = ? AND extractor_version"
+                f" = ? AND casing IN ({','.join('?' * len(chunk))})",
+                (region, extractor_version, *chunk),
+            )
+            out.update({int(c): np.frombuffer(v, dtype=np.float32) for c, v in rows})
+        return out
+
     def count_vectors(self, region: str, extractor_version: str) -> int:
         row = (
             self._conn()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .engine import Processed
+from .search import SCREEN_KEY
 
 
 @dataclass
@@ -31,6 +32,7 @@ class FakeEngine:
         extractor_version: str = "fake-1",
         regions: tuple[str, ...] = ("breech_face",),
         noise: float = 0.35,
+        with_screen: bool = False,
     ) -> None:
         self.dim = dim
         self.extractor_version = extractor_version
@@ -38,6 +40,12 @@ class FakeEngine:
         self.noise = noise
         self.calls = 0
         self.score_delay_s = 0.0
+        # with_screen: describe() adds a screening signature (a copy of the first region's
+        # vector) and screen() scores by inner product, like the real engine's stage 2.
+        self.screen = self._screen if with_screen else None
+
+    def _screen(self, query: np.ndarray, signatures: np.ndarray) -> np.ndarray:
+        return np.asarray(signatures, np.float64) @ np.asarray(query, np.float64)
 
     def _vec(self, data: bytes, region: str) -> np.ndarray:
         seed = int.from_bytes(hashlib.sha256(region.encode() + data).digest()[:8], "little")
@@ -55,7 +63,7 @@ class FakeEngine:
             raise ValueError("not a readable scan (fake)")
         descs = {r: self._vec(data, r) for r in self.regions}
         return Processed(
-            descriptors=descs,
+            descriptors=self._with_signature(descs),
             surface=self.surface_of(descs),
             prepared=descs,
             firing_pin_shape="elongated" if data[-1:] in (b"e",) else "round",
@@ -74,7 +82,12 @@ class FakeEngine:
             if self.extractor_version != "fake-1":  # a "new extractor": a fixed sign flip
                 v = -v
             out[r] = v
-        return out
+        return self._with_signature(out)
+
+    def _with_signature(self, descs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.screen is None:
+            return descs
+        return {**descs, SCREEN_KEY: descs[self.regions[0]].copy()}
 
     def load(self, surface: bytes) -> dict[str, np.ndarray]:
         a = np.frombuffer(surface, dtype=np.float32).reshape(len(self.regions), self.dim)

@@ -244,6 +244,8 @@ class CatalogBackend:
                 ),
                 incident_id=_opt(c.incident),
                 agency=_opt(c.agency),
+                screen_score=float(c.screen_score) if c.screen_score is not None else 0.0,
+                rescored=bool(c.rescored),
             )
             for c in cands
         ]
@@ -298,6 +300,7 @@ class CatalogBackend:
             combined=self._candidates(r.combined),
             partial=bool(r.partial),
             scored=int(r.n_rescored),
+            screened_out=int(r.n_screened_out),
         )
 
     def get(self, casing_id: str) -> CasingRecord:

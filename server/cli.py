@@ -96,7 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10)
     p.add_argument("--caliber")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--rerank", type=int, default=200, help="descriptor candidates to re-rank")
+    p.add_argument(
+        "--rerank", type=int, default=200, help="descriptor candidates per region (stage 1)"
+    )
+    p.add_argument(
+        "--compare",
+        type=int,
+        default=None,
+        metavar="N",
+        help="candidates the screen keeps for the full comparison (0: all; default 40)",
+    )
     _remote_options(p)
 
     p = sub.add_parser("serve", help="run the gRPC service on the embedded store")

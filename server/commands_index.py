@@ -73,6 +73,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _fail(f"no store in {args.data_dir} (run 'ballistics ingest' first)")
     if args.top <= 0 or args.rerank <= 0:
         return _fail("--top and --rerank must be positive")
+    if args.compare is not None and args.compare < 0:
+        return _fail("--compare must be >= 0 (0: compare every candidate)")
     query: str | bytes
     if args.file:
         try:
@@ -87,6 +89,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 query,
                 top=args.top,
                 rerank_k=args.rerank,
+                compare_k=args.compare,
                 filters=Filters(caliber=args.caliber) if args.caliber else None,
             )
     except NotFoundError as e:
@@ -98,12 +101,21 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     if res.partial:
         print("(partial: deadline reached before every candidate was re-scored)")
-    print(f"{'rank':>4}  {'casing_id':<20} {'score':>8} {'coarse':>7} {'cmc':>5}  incident")
+    print(
+        f"{'rank':>4}  {'casing_id':<20} {'score':>8} {'screen':>7} {'coarse':>7} {'cmc':>5}  "
+        "incident"
+    )
     for c in res.combined:
         score = "-" if c.score is None else f"{c.score:.4f}"
+        screen = "-" if c.screen_score is None else f"{c.screen_score:.4f}"
         cmc = "-" if c.cmc is None else f"{c.cmc:g}"
         print(
-            f"{c.rank:>4}  {c.casing_id:<20} {score:>8} {c.coarse_score:7.4f} {cmc:>5}  "
-            f"{c.incident or ''}"
+            f"{c.rank:>4}  {c.casing_id:<20} {score:>8} {screen:>7} {c.coarse_score:7.4f} "
+            f"{cmc:>5}  {c.incident or ''}"
+        )
+    if res.n_screened_out:
+        print(
+            f"({res.n_screened_out} of {res.n_candidates} candidates screened out before the "
+            "full comparison; --compare 0 compares all)"
         )
     return 0

@@ -103,14 +103,19 @@ def _fmt_candidates(resp: Any) -> list[str]:
             "    rank  casing                score   cmc  non-match freq  incident / agency"
         )
         for c in lst.candidates:
+            if c.rescored:
+                score = f"{c.score:6.3f} {c.cmc:>5}  {c.non_match_frequency:14.3g}"
+            else:  # not fully compared: no score to show, only that it was not compared
+                score = f"{'-':>6} {'-':>5}  {'not compared':>14}"
             lines.append(
-                f"    {c.rank:>4}  {c.casing_id:<20} {c.score:6.3f} {c.cmc:>5}  "
-                f"{c.non_match_frequency:14.3g}  {c.incident_id or '-'} / {c.agency}"
+                f"    {c.rank:>4}  {c.casing_id:<20} {score}  {c.incident_id or '-'} / {c.agency}"
             )
     if not lines:
         lines.append("  no candidates")
     if resp.partial:
         lines.append(f"  (partial: re-ranking stopped at the deadline after {resp.scored})")
+    if resp.screened_out:
+        lines.append(f"  ({resp.screened_out} candidates screened out before the full comparison)")
     return lines
 
 

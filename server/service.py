@@ -88,6 +88,8 @@ class CandidateRec:
     non_match_frequency: float = 0.0
     incident_id: str = ""
     agency: str = ""
+    screen_score: float = 0.0
+    rescored: bool = True
 
 
 @dataclass
@@ -97,6 +99,7 @@ class SearchResult:
     combined: list[CandidateRec] = field(default_factory=list)
     partial: bool = False
     scored: int = 0
+    screened_out: int = 0
 
 
 @dataclass
@@ -669,6 +672,8 @@ def _candidates(region: str, cands: list[CandidateRec]) -> pb.CandidateList:
             non_match_frequency=float(c.non_match_frequency),
             incident_id=c.incident_id,
             agency=c.agency,
+            screen_score=float(c.screen_score),
+            rescored=bool(c.rescored),
         )
     return out
 
@@ -680,6 +685,7 @@ def search_to_proto(r: SearchResult) -> pb.SearchResponse:
         combined=_candidates("combined", r.combined),
         partial=r.partial,
         scored=r.scored,
+        screened_out=r.screened_out,
     )
 
 

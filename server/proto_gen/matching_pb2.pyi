@@ -117,7 +117,7 @@ class SearchRequest(_message.Message):
     def __init__(self, casing_id: _Optional[str] = ..., file: _Optional[bytes] = ..., file_name: _Optional[str] = ..., pixel_spacing_m: _Optional[float] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("rank", "casing_id", "region", "coarse_score", "score", "cmc", "non_match_frequency", "incident_id", "agency")
+    __slots__ = ("rank", "casing_id", "region", "coarse_score", "score", "cmc", "non_match_frequency", "incident_id", "agency", "screen_score", "rescored")
     RANK_FIELD_NUMBER: _ClassVar[int]
     CASING_ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,8 @@ class Candidate(_message.Message):
     NON_MATCH_FREQUENCY_FIELD_NUMBER: _ClassVar[int]
     INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENCY_FIELD_NUMBER: _ClassVar[int]
+    SCREEN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    RESCORED_FIELD_NUMBER: _ClassVar[int]
     rank: int
     casing_id: str
     region: str
@@ -136,7 +138,9 @@ class Candidate(_message.Message):
     non_match_frequency: float
     incident_id: str
     agency: str
-    def __init__(self, rank: _Optional[int] = ..., casing_id: _Optional[str] = ..., region: _Optional[str] = ..., coarse_score: _Optional[float] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., non_match_frequency: _Optional[float] = ..., incident_id: _Optional[str] = ..., agency: _Optional[str] = ...) -> None: ...
+    screen_score: float
+    rescored: bool
+    def __init__(self, rank: _Optional[int] = ..., casing_id: _Optional[str] = ..., region: _Optional[str] = ..., coarse_score: _Optional[float] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., non_match_frequency: _Optional[float] = ..., incident_id: _Optional[str] = ..., agency: _Optional[str] = ..., screen_score: _Optional[float] = ..., rescored: _Optional[bool] = ...) -> None: ...
 
 class CandidateList(_message.Message):
     __slots__ = ("region", "candidates")
@@ -147,18 +151,20 @@ class CandidateList(_message.Message):
     def __init__(self, region: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("query_casing_id", "regions", "combined", "partial", "scored")
+    __slots__ = ("query_casing_id", "regions", "combined", "partial", "scored", "screened_out")
     QUERY_CASING_ID_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
     COMBINED_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_FIELD_NUMBER: _ClassVar[int]
     SCORED_FIELD_NUMBER: _ClassVar[int]
+    SCREENED_OUT_FIELD_NUMBER: _ClassVar[int]
     query_casing_id: str
     regions: _containers.RepeatedCompositeFieldContainer[CandidateList]
     combined: CandidateList
     partial: bool
     scored: int
-    def __init__(self, query_casing_id: _Optional[str] = ..., regions: _Optional[_Iterable[_Union[CandidateList, _Mapping]]] = ..., combined: _Optional[_Union[CandidateList, _Mapping]] = ..., partial: _Optional[bool] = ..., scored: _Optional[int] = ...) -> None: ...
+    screened_out: int
+    def __init__(self, query_casing_id: _Optional[str] = ..., regions: _Optional[_Iterable[_Union[CandidateList, _Mapping]]] = ..., combined: _Optional[_Union[CandidateList, _Mapping]] = ..., partial: _Optional[bool] = ..., scored: _Optional[int] = ..., screened_out: _Optional[int] = ...) -> None: ...
 
 class CompareRequest(_message.Message):
     __slots__ = ("casing_a", "casing_b", "omit_picture")
