@@ -29,6 +29,7 @@ import numpy as np
 from .errors import BallisticsError
 from .pipeline import PreparedCasing
 from .register import Reference, ncc_maps, reference, rotate
+from .screen import rotation_candidates, signature
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class CompareParams:
         Rotation step of the full sweep.
     coarse_peaks : int
         Rotations kept from the sweep for refinement.
+    rotation_hints : int
+        When > 0, the sweep covers only the coarse angles within one step of the best
+        ``rotation_hints`` rotations of the spectrum screen (:mod:`ballistics.screen`; each
+        taken as both theta and theta + 180 deg) instead of the full circle. 0: full circle.
     refine_factor : int
         Downsampling for the refinement (4 -> 25 um).
     refine_step_deg : float
@@ -71,6 +76,7 @@ class CompareParams:
     coarse_factor: int = 8
     coarse_step_deg: float = 4.0
     coarse_peaks: int = 3
+    rotation_hints: int = 3
     refine_factor: int = 4
     refine_step_deg: float = 1.0
     max_offset_um: float = 500.0
@@ -87,6 +93,8 @@ class CompareParams:
         for name in ("coarse_factor", "refine_factor", "cell_factor", "grid", "coarse_peaks"):
             if int(getattr(self, name)) < 1:
                 raise BallisticsError(f"CompareParams.{name} must be >= 1")
+        if int(self.rotation_hints) < 0:
+            raise BallisticsError("CompareParams.rotation_hints must be >= 0 (0: full circle)")
         for name in ("coarse_step_deg", "refine_step_deg", "max_offset_um", "cell_search_um"):
             if not float(getattr(self, name)) > 0:
                 raise BallisticsError(f"CompareParams.{name} must be > 0")
@@ -213,6 +221,22 @@ def _sweep(
     return ncc_maps(ref, d, m, max_shift)
 
 
+def _coarse_angles(a: PreparedCasing, b: PreparedCasing, params: CompareParams) -> np.ndarray:
+    """The rotations of the coarse sweep: the full circle, or the grid angles near the
+    screen's best rotations (both theta and theta + 180: the spectrum cannot tell them apart)."""
+    step = params.coarse_step_deg
+    full = np.arange(0.0, 360.0, step)
+    if params.rotation_hints <= 0:
+        return full
+    hints = rotation_candidates(signature(a), signature(b), params.rotation_hints)
+    keep: set[int] = set()
+    for h in hints:
+        for base in (h, h + 180.0):
+            k = round(base / step)
+            keep.update((k + d) % len(full) for d in (-1, 0, 1))
+    return full[sorted(keep)] if keep else full
+
+
 def register(a: PreparedCasing, b: PreparedCasing, params: CompareParams) -> tuple[Pose, float]:
     """Coarse-to-fine rigid registration of ``b`` onto ``a``; returns the pose and its NCC
     at the refinement level."""
@@ -220,7 +244,7 @@ def register(a: PreparedCasing, b: PreparedCasing, params: CompareParams) -> tup
     # Coarse: full circle.
     fa, fb = _same_canvas(a.level(params.coarse_factor), b.level(params.coarse_factor))
     s_c = max(1, round(params.max_offset_um * 1e-6 / (spacing * params.coarse_factor)))
-    angles = np.arange(0.0, 360.0, params.coarse_step_deg)
+    angles = _coarse_angles(a, b, params)
     maps = _sweep(reference(*fa, s_c), fb, angles, s_c)
     peak = maps.reshape(len(angles), -1).max(axis=1)
     order = np.argsort(-peak)

@@ -79,6 +79,22 @@ def _checked(x: np.ndarray, what: str) -> np.ndarray:
     return a
 
 
+def _correlations(q: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Circular correlation over angle shifts, summed over radii: (N, ANGLES)."""
+    fq = np.conj(np.fft.rfft(q, axis=-1))
+    fc = np.fft.rfft(c, axis=-1)
+    return np.asarray(np.fft.irfft((fq[None] * fc).sum(axis=1), n=ANGLES, axis=-1))
+
+
+def rotation_candidates(a: np.ndarray, b: np.ndarray, n: int) -> list[float]:
+    """The ``n`` best rotations of ``b`` onto ``a`` modulo 180 degrees (local maxima of the
+    correlation, best first), in the sense of :attr:`ballistics.compare.Pose.rotation_deg`."""
+    corr = _correlations(_checked(a, "signature"), _checked(b, "signature")[None])[0]
+    peaks = np.nonzero((corr >= np.roll(corr, 1)) & (corr >= np.roll(corr, -1)))[0]
+    best = peaks[np.argsort(-corr[peaks])][:n]
+    return [float(k) * 180.0 / ANGLES for k in best]
+
+
 def screen(query: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Best circular correlation of one signature with each of many.
 
@@ -102,8 +118,6 @@ def screen(query: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.nd
         c = c[None]
     if len(c) == 0:
         return np.zeros(0), np.zeros(0)
-    fq = np.conj(np.fft.rfft(q, axis=-1))
-    fc = np.fft.rfft(c, axis=-1)
-    corr = np.fft.irfft((fq[None] * fc).sum(axis=1), n=ANGLES, axis=-1)
+    corr = _correlations(q, c)
     k = np.argmax(corr, axis=1)
     return corr[np.arange(len(c)), k].astype(np.float64), k * (180.0 / ANGLES)

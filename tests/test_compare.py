@@ -91,6 +91,7 @@ CHANGED = {
     "coarse_factor": 16,
     "coarse_step_deg": 45.0,
     "coarse_peaks": 12,
+    "rotation_hints": 0,
     "refine_factor": 8,
     "refine_step_deg": 2.0,
     "max_offset_um": 60.0,
