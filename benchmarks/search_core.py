@@ -11,10 +11,24 @@ Reports, single-threaded queries (faiss.omp_set_num_threads(1)):
 * filtered search at selectivities 100 % .. 0.01 %: the planner (``FaissIndex.search`` with
   ``allowed_ids``) and, for comparison, raw HNSW + IDSelector without the planner.
 
+Streaming mode (``--streaming``; on by default above 2 M rows, ``--no-streaming`` forces the
+in-memory path): the database is never held as one float32 matrix. It is generated in chunks of
+``--chunk`` rows, chunk ``c`` drawn from its own generator seeded by ``(seed, c)`` so any chunk
+can be regenerated instead of kept. The index is trained on a sample (64 x nlist rows from the
+first chunk(s), :meth:`FaissIndex.from_training_sample`) and the rows are added chunk by chunk.
+In the same pass the exact ground truth (top-k by inner product, all threads) is computed per
+chunk and merged across chunks, unfiltered and for each filter (over the allowed ids of the
+chunk only), and exact flat search is timed on one thread for ``--exact-timed`` queries as the
+sum over chunks of ``faiss.knn`` on the chunk. Reports train / add / build time, the serialised
+index size, peak RSS (``ru_maxrss``), recall@k and median / p99 latency (one thread) per nprobe
+(IVF) or efSearch (HNSW), and filtered recall per selectivity with the plan used.
+
 Usage::
 
     .venv/bin/python benchmarks/search_core.py --rows 100000
     .venv/bin/python benchmarks/search_core.py --rows 1000000 --out benchmarks/_data/r1m.json
+    .venv/bin/python benchmarks/search_core.py --rows 10000000 --factory IVF4096,SQ8 \
+        --out benchmarks/results/search-core-10m.json
 """
 
 from __future__ import annotations
@@ -23,6 +37,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import resource
 import sys
 import time
 from pathlib import Path
@@ -32,7 +48,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from index.vectors import FaissIndex, choose_factory
+from index.vectors import FaissIndex, choose_factory, effective_factory
+
+STREAMING_AUTO_ROWS = 2_000_000  # above this, --streaming is the default
+SELECTIVITIES = (1.0, 0.5, 0.2, 0.1, 0.02, 0.01, 0.001, 0.0001)
 
 
 def descriptor_dim() -> tuple[int, str]:
@@ -94,7 +113,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ef", default="64,128,256")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument(
+        "--streaming",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"chunked generation / ground truth / build (default: on above {STREAMING_AUTO_ROWS:,} rows)",
+    )
+    ap.add_argument("--chunk", type=int, default=1_000_000, help="streaming: rows per chunk")
+    ap.add_argument(
+        "--nprobe", default="8,16,32,64,128", help="streaming, IVF: nprobe values to sweep"
+    )
+    ap.add_argument(
+        "--filter-nprobe",
+        type=int,
+        default=None,
+        help="streaming, IVF: nprobe for the filtered runs (default: FaissIndex's default)",
+    )
+    ap.add_argument("--filter-queries", type=int, default=100, help="streaming: filtered queries")
+    ap.add_argument(
+        "--exact-timed", type=int, default=50, help="streaming: queries for exact flat timing"
+    )
+    ap.add_argument(
+        "--numpy-blas-threads",
+        type=int,
+        default=1,
+        help="streaming: numpy's OpenBLAS threads during the timed queries (0: leave as is)",
+    )
     args = ap.parse_args(argv)
+    streaming = args.streaming if args.streaming is not None else args.rows > STREAMING_AUTO_ROWS
+    if streaming:
+        return main_streaming(args, argv)
 
     dim, dim_src = descriptor_dim()
     rng = np.random.default_rng(args.seed)
@@ -183,6 +231,337 @@ def main(argv: list[str] | None = None) -> int:
         res["filtered"].append(row)
         print("filtered", row, flush=True)
 
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+# -- streaming mode --------------------------------------------------------------------------
+
+
+def rss_peak_bytes() -> int:
+    """Peak resident set size of this process so far (Linux ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def rss_now_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return -1
+
+
+def gib(b: float) -> str:
+    return f"{b / 2**30:.2f} GiB"
+
+
+def numpy_blas_threads(n: int) -> str | None:
+    """Set the thread count of numpy's own OpenBLAS (a different library from FAISS's, which
+    follows ``faiss.omp_set_num_threads``). The planner's exact-subset path multiplies with
+    numpy, so without this a "one thread" query may use numpy's BLAS threads. Returns the
+    symbol used, or None when numpy's OpenBLAS could not be found."""
+    import ctypes
+    import glob
+
+    libdir = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+    for path in sorted(glob.glob(str(libdir / "*openblas*.so*"))):
+        lib = ctypes.CDLL(path)  # already loaded by numpy: the same handle
+        for sym in (
+            "scipy_openblas_set_num_threads64_",
+            "openblas_set_num_threads64_",
+            "openblas_set_num_threads",
+        ):
+            fn = getattr(lib, sym, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                return f"{Path(path).name}:{sym}"
+    return None
+
+
+class TopK:
+    """Running top-k (largest score) per query, merged chunk by chunk; ids -1 pad."""
+
+    def __init__(self, nq: int, k: int) -> None:
+        self.k = k
+        self.d = np.full((nq, k), -np.inf, np.float32)
+        self.i = np.full((nq, k), -1, np.int64)
+
+    def merge(self, d: np.ndarray, i: np.ndarray) -> None:
+        dd = np.concatenate([self.d, d], axis=1)
+        ii = np.concatenate([self.i, i], axis=1)
+        part = np.argpartition(-dd, self.k - 1, axis=1)[:, : self.k]
+        self.d = np.take_along_axis(dd, part, axis=1)
+        self.i = np.take_along_axis(ii, part, axis=1)
+
+    def ids(self) -> np.ndarray:
+        order = np.argsort(-self.d, axis=1, kind="stable")
+        return np.take_along_axis(self.i, order, axis=1)
+
+
+def knn_ip(q: np.ndarray, xb: np.ndarray, k: int, offset_ids: np.ndarray) -> tuple:
+    """Exact top-min(k, n) by inner product of q against xb; ids mapped through offset_ids."""
+    kk = min(k, len(xb))
+    d, i = faiss.knn(q, xb, kk, metric=faiss.METRIC_INNER_PRODUCT)
+    return d, offset_ids[i]
+
+
+def index_bytes(idx: FaissIndex) -> dict:
+    """Serialised size (counted through a callback writer, never materialised) and, for IVF,
+    the inverted lists' code and id bytes."""
+    n = [0]
+
+    def count(buf: bytes) -> int:
+        n[0] += len(buf)
+        return len(buf)
+
+    w = faiss.PyCallbackIOWriter(count)
+    faiss.write_index(idx._index, w)
+    del w
+    out = {"serialized_bytes": n[0]}
+    if idx.kind == "ivf":
+        ivf = faiss.extract_index_ivf(idx._index)
+        inv = ivf.invlists
+        sizes = np.array([inv.list_size(j) for j in range(ivf.nlist)], dtype=np.int64)
+        out.update(
+            {
+                "ntotal": int(ivf.ntotal),
+                "code_size": int(ivf.code_size),
+                "codes_bytes": int(sizes.sum() * ivf.code_size),
+                "list_ids_bytes": int(sizes.sum() * 8),
+                "nlist": int(ivf.nlist),
+                "list_size_max": int(sizes.max()),
+                "list_size_median": float(np.median(sizes)),
+                "empty_lists": int((sizes == 0).sum()),
+                "imbalance_factor": float(inv.imbalance_factor()),
+            }
+        )
+    return out
+
+
+def main_streaming(args: argparse.Namespace, argv: list[str] | None) -> int:
+    t_all = time.perf_counter()
+    dim, dim_src = descriptor_dim()
+    ncpu = os.cpu_count() or 1
+    rows, k, chunk = args.rows, args.k, args.chunk
+    n_chunks = -(-rows // chunk)
+    spread = args.spread / np.sqrt(dim) * 4
+    centres = np.random.default_rng(args.seed).standard_normal(
+        (args.clusters, dim), dtype=np.float32
+    ) / np.sqrt(dim)
+
+    def make_chunk(c: int) -> tuple[np.ndarray, np.ndarray]:
+        s = c * chunk
+        m = min(chunk, rows - s)
+        x = mixture(m, dim, centres, spread, np.random.default_rng([args.seed, 1, c]))
+        return np.arange(s, s + m, dtype=np.int64), x
+
+    q = mixture(args.queries, dim, centres, spread, np.random.default_rng([args.seed, 2]))
+    nf = min(args.filter_queries, len(q))
+    nt = min(args.exact_timed, len(q))
+    qf = np.ascontiguousarray(q[:nf])
+    rng_f = np.random.default_rng([args.seed, 3])
+    allowed_sets: list[np.ndarray] = []
+    for sel in SELECTIVITIES:
+        m = max(1, round(sel * rows))
+        if m >= rows:
+            allowed_sets.append(np.arange(rows, dtype=np.int64))
+        else:
+            a = rng_f.choice(rows, size=m, replace=False).astype(np.int64)
+            allowed_sets.append(np.sort(a))
+
+    factory = effective_factory(rows, dim, args.factory)
+    mm = re.search(r"IVF(\d+)", factory)
+    nlist = int(mm.group(1)) if mm else 0
+    res: dict = {
+        "mode": "streaming",
+        "rows": rows,
+        "dim": dim,
+        "dim_source": dim_src,
+        "queries": args.queries,
+        "filter_queries": nf,
+        "k": k,
+        "clusters": args.clusters,
+        "seed": args.seed,
+        "chunk_rows": chunk,
+        "chunks": n_chunks,
+        "command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]),
+        "machine": {"platform": platform.platform(), "cpus": ncpu},
+        "loadavg_start": os.getloadavg(),
+        "factory": factory,
+    }
+    print(
+        f"streaming: {rows:,} x {dim} ({dim_src}) in {n_chunks} chunks of {chunk:,}; "
+        f"factory {factory}",
+        flush=True,
+    )
+
+    # -- train on a sample from the first chunk(s) ---------------------------------------------
+    faiss.omp_set_num_threads(ncpu)
+    want = min(rows, 64 * nlist) if nlist else 0
+    parts: list[np.ndarray] = []
+    t = time.perf_counter()
+    c = 0
+    while sum(len(p) for p in parts) < want:
+        parts.append(make_chunk(c)[1])
+        c += 1
+    sample = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else q[:0])
+    del parts
+    res["train_sample_gen_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    idx = FaissIndex.from_training_sample(dim, sample, n_rows=rows, factory=factory, seed=args.seed)
+    res["train_s"] = time.perf_counter() - t
+    res["train_rows"] = min(len(sample), 64 * nlist) if nlist else 0
+    res["train_sample_from_chunks"] = c
+    del sample
+    res["peak_rss_after_train_bytes"] = rss_peak_bytes()
+    print(
+        f"trained {idx.factory} on {res['train_rows']:,} rows in {res['train_s']:.1f}s; "
+        f"peak RSS {gib(rss_peak_bytes())}",
+        flush=True,
+    )
+
+    # -- one pass: generate chunk, add it, ground truth, single-thread exact timing -------------
+    truth_all = TopK(len(q), k)
+    truth_sel = [TopK(nf, min(k, len(a))) for a in allowed_sets]
+    exact_lat = np.zeros(nt)
+    gen_s = add_s = gt_s = 0.0
+    for c in range(n_chunks):
+        t = time.perf_counter()
+        ids_c, x = make_chunk(c)
+        gen_s += time.perf_counter() - t
+        lo, hi = int(ids_c[0]), int(ids_c[-1]) + 1
+
+        t = time.perf_counter()
+        idx.add(ids_c, x)
+        add_s += time.perf_counter() - t
+
+        t = time.perf_counter()
+        truth_all.merge(*knn_ip(q, x, k, ids_c))
+        for a, tk in zip(allowed_sets, truth_sel, strict=True):
+            if len(a) == rows:
+                continue  # keeps every row: the unfiltered truth (first nf queries)
+            sub = a[np.searchsorted(a, lo) : np.searchsorted(a, hi)]
+            if len(sub):
+                tk.merge(*knn_ip(qf, np.ascontiguousarray(x[sub - lo]), tk.k, sub))
+        gt_s += time.perf_counter() - t
+
+        faiss.omp_set_num_threads(1)
+        for j in range(nt):
+            t = time.perf_counter()
+            faiss.knn(q[j : j + 1], x, k, metric=faiss.METRIC_INNER_PRODUCT)
+            exact_lat[j] += time.perf_counter() - t
+        faiss.omp_set_num_threads(ncpu)
+        del x, ids_c
+        print(
+            f"chunk {c + 1}/{n_chunks}: add {add_s:.1f}s, gt {gt_s:.1f}s, gen {gen_s:.1f}s, "
+            f"exact {exact_lat.sum():.1f}s, rss {gib(rss_now_bytes())} "
+            f"(peak {gib(rss_peak_bytes())})",
+            flush=True,
+        )
+    truth = truth_all.ids()
+    truth_f = [
+        truth[:nf] if len(a) == rows else tk.ids()
+        for a, tk in zip(allowed_sets, truth_sel, strict=True)
+    ]
+    del truth_all, truth_sel
+
+    res["gen_s"] = gen_s
+    res["ground_truth_s"] = gt_s
+    res["add_s"] = add_s
+    res["build_s"] = res["train_s"] + add_s
+    res["count"] = idx.count()
+    res["peak_rss_after_build_bytes"] = rss_peak_bytes()
+    res["rss_after_build_bytes"] = rss_now_bytes()
+    res["index_bytes"] = index_bytes(idx)
+    res["exact_flat"] = {
+        **ms(list(exact_lat)),
+        "queries_timed": nt,
+        "method": f"sum over {n_chunks} chunks of faiss.knn (IndexFlatIP kernel), 1 thread",
+    }
+    print(
+        f"built {idx.factory}: train {res['train_s']:.1f}s + add {add_s:.1f}s = "
+        f"{res['build_s']:.1f}s; index {res['index_bytes']['serialized_bytes']:,} bytes; "
+        f"exact flat {res['exact_flat']}",
+        flush=True,
+    )
+
+    # -- unfiltered, one thread ----------------------------------------------------------------
+    faiss.omp_set_num_threads(1)
+    if args.numpy_blas_threads > 0:
+        res["numpy_blas_threads"] = args.numpy_blas_threads
+        res["numpy_blas_threads_set_via"] = numpy_blas_threads(args.numpy_blas_threads)
+    else:
+        res["numpy_blas_threads"] = "default (not set)"
+    res["unfiltered"] = []
+    if idx.kind == "ivf":
+        knob, values = "nprobe", [int(v) for v in args.nprobe.split(",")]
+    elif idx.kind == "hnsw":
+        knob, values = "ef_search", [int(v) for v in args.ef.split(",")]
+    else:
+        knob, values = "none", [0]
+    default_knob = {"nprobe": idx.nprobe, "ef_search": idx.ef_search}.get(knob)
+    for v in values:
+        if knob != "none":
+            setattr(idx, knob, v)
+        lat, out = timed(lambda u: idx.search(u, k)[1], q)
+        row = {knob: v, "recall_at_k": recall(np.vstack(out), truth), **ms(lat)}
+        row["speedup_vs_exact"] = res["exact_flat"]["median_ms"] / row["median_ms"]
+        res["unfiltered"].append(row)
+        print("unfiltered", row, flush=True)
+    if knob == "nprobe":
+        idx.nprobe = args.filter_nprobe or int(default_knob or idx.nprobe)
+        res["filter_nprobe"] = idx.nprobe
+    elif knob == "ef_search":
+        idx.ef_search = int(default_knob or idx.ef_search)
+        res["filter_ef_search"] = idx.ef_search
+
+    # -- filtered, one thread ------------------------------------------------------------------
+    res["filtered"] = []
+    for sel, allowed, tf in zip(SELECTIVITIES, allowed_sets, truth_f, strict=True):
+        m = len(allowed)
+        plan = idx.plan(None if m == idx.count() else m)
+        lat, out = timed(lambda u, a=allowed: idx.search(u, k, a)[1], qf)
+        row = {
+            "selectivity": sel,
+            "allowed_rows": m,
+            "plan": plan,
+            "recall_at_k": recall(np.vstack(out), tf),
+            **ms(lat),
+        }
+        if idx.kind != "flat":  # the index + selector alone, no planner, bitmap built once
+            mask = np.zeros(rows, dtype=bool)
+            mask[allowed] = True
+            bits = np.packbits(mask, bitorder="little")
+            del mask
+            sel_ = faiss.IDSelectorBitmap(rows, faiss.swig_ptr(bits))
+            p = (
+                faiss.SearchParametersHNSW(sel=sel_, efSearch=idx.ef_search)
+                if idx.kind == "hnsw"
+                else faiss.SearchParametersIVF(sel=sel_, nprobe=idx.nprobe)
+            )
+            lat_r, out_r = timed(lambda u, p=p: idx._index.search(u, k, params=p)[1], qf)
+            row["raw_selector_recall"] = recall(np.vstack(out_r), tf)
+            row["raw_selector_median_ms"] = ms(lat_r)["median_ms"]
+            del sel_, p, bits
+        res["filtered"].append(row)
+        print("filtered", row, flush=True)
+
+    res["peak_rss_bytes"] = rss_peak_bytes()
+    res["peak_rss_gib"] = res["peak_rss_bytes"] / 2**30
+    res["peak_rss_target_bytes"] = 12 * 10**9
+    res["peak_rss_target_met"] = res["peak_rss_bytes"] <= 12 * 10**9
+    res["loadavg_end"] = os.getloadavg()
+    res["total_s"] = time.perf_counter() - t_all
+    print(
+        f"peak RSS {res['peak_rss_bytes']:,} bytes ({gib(res['peak_rss_bytes'])}); "
+        f"total {res['total_s']:.0f}s",
+        flush=True,
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=1))

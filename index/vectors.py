@@ -13,6 +13,9 @@ Choice of FAISS structure (:func:`choose_factory`, overridable by configuration)
 * ``n >= 5_000_000``: ``IVF4096,SQ8`` (``IVF16384,SQ8`` from 16 M) - inverted lists with
   8-bit scalar quantisation, 4x smaller than float32 so 10 M+ rows fit in RAM; ``nprobe``
   configurable. Needs training; if there are fewer than 39 x nlist rows, Flat/HNSW is used.
+  :meth:`FaissIndex.build` holds all rows at once (it trains on a sample of them);
+  :meth:`FaissIndex.from_training_sample` trains on a sample only, and the rows are then added
+  batch by batch, which keeps the memory to the compressed index plus one batch.
 
 Filtered search
 ---------------
@@ -273,6 +276,43 @@ class FaissIndex:
                 sample = vecs[rng.choice(n, size=min(n, 64 * nl), replace=False)]
                 self._index.train(sample)
             self.add(ids, vecs)
+        return self
+
+    @classmethod
+    def from_training_sample(
+        cls,
+        dim: int,
+        sample: Any,
+        *,
+        n_rows: int,
+        factory: str | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> FaissIndex:
+        """An empty index for about ``n_rows`` rows, trained on ``sample`` if it needs training.
+
+        The streaming counterpart of :meth:`build`: the caller then adds the rows batch by
+        batch with :meth:`add`, so the full (n, dim) float32 matrix is never held (``build``
+        concatenates all batches first). The structure is ``effective_factory(n_rows, dim,
+        factory)``, as :meth:`build` would pick for ``n_rows`` rows. For IVF structures the
+        quantisers are trained on at most 64 x nlist rows drawn from ``sample`` (seeded by
+        ``seed``); ``sample`` should be drawn from the same distribution as the rows (e.g. a
+        random subset of them). Flat / HNSW need no training and ignore ``sample``.
+        ValueError when an IVF structure gets fewer than nlist sample rows.
+        """
+        if n_rows < 0:
+            raise ValueError(f"n_rows must be non-negative; got {n_rows}")
+        f = effective_factory(n_rows, dim, factory)
+        self = cls(dim, f, **kwargs)
+        if not self._index.is_trained:
+            x = as_matrix(sample, dim, "training sample")
+            nl = _nlist(f)
+            if len(x) < nl:
+                raise ValueError(f"{f} needs at least {nl} training rows; got {len(x)}")
+            if len(x) > 64 * nl:
+                rng = np.random.default_rng(seed)
+                x = x[np.sort(rng.choice(len(x), size=64 * nl, replace=False))]
+            self._index.train(x)
         return self
 
     # -- mutation ----------------------------------------------------------------------------
