@@ -112,3 +112,10 @@ class FakeEngine:
         self, score: float, region: str, kind: str = "topography"
     ) -> float | None:
         return float(min(1.0, max(1e-6, 1.0 - score)))
+
+
+class FakeEngineV2(FakeEngine):
+    """The fake pipeline after a descriptor change (for upgrade paths driven by the CLI)."""
+
+    def __init__(self) -> None:
+        super().__init__(extractor_version="fake-2")

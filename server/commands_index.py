@@ -64,6 +64,32 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0 if not rep.failed or rep.added or rep.existing or rep.skipped_done else 2
 
 
+def _reextract_if_needed(data_dir: str) -> bool:
+    """A store written by an older descriptor version is re-described once, before a read-only
+    search would find no current descriptors; False (with a message) when that cannot be done."""
+    from index.service import Catalog, CatalogConfig
+
+    with Catalog.open(data_dir, CatalogConfig(read_only=True), engine=_engine()) as cat:
+        missing = len(cat.store.casings_missing_version(cat.extractor_version))
+        version = cat.extractor_version
+    if not missing:
+        return True
+    print(
+        f"re-describing {missing} stored casings for descriptor version {version} (once)...",
+        file=sys.stderr,
+    )
+    try:
+        with Catalog.open(data_dir, engine=_engine()):  # start-up re-extracts and rebuilds
+            return True
+    except CatalogLockedError:
+        _fail(
+            f"{missing} casings in {data_dir} were described by an older extractor and the store "
+            "is held by another process (a running server re-describes them at its start-up); "
+            "stop it and search again"
+        )
+        return False
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from index.service import Catalog, CatalogConfig
 
@@ -84,6 +110,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         query = args.casing_id
     try:
+        if not _reextract_if_needed(args.data_dir):
+            return 2
         with Catalog.open(args.data_dir, CatalogConfig(read_only=True), engine=_engine()) as cat:
             res = cat.search(
                 query,

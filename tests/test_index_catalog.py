@@ -179,6 +179,7 @@ def _cli(args, env_extra=None):
         **os.environ,
         "BALLISTICS_INDEX_ENGINE": "index.testing:FakeEngine",
         "PYTHONPATH": str(ROOT),
+        **(env_extra or {}),
     }
     return subprocess.run(
         [sys.executable, "-m", "server.cli", *args],
@@ -220,3 +221,25 @@ def test_cli_ingest_and_search(tmp_path):
     assert len(p.stderr.strip().splitlines()) == 1
     p = _cli(["ingest", str(tmp_path / "missing"), "--data-dir", d])
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_cli_search_after_a_descriptor_change_re_describes_once(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for g in range(3):
+        for s in range(2):
+            (src / f"g{g}s{s}.x3p").write_bytes(f"FAKE:{g}:{s}".encode())
+    d = str(tmp_path / "data")
+    assert _cli(["ingest", str(src), "--data-dir", d]).returncode == 0
+    v2 = {"BALLISTICS_INDEX_ENGINE": "index.testing:FakeEngineV2"}
+    args = ["search", "--file", str(src / "g1s0.x3p"), "--data-dir", d, "--json", "--top", "3"]
+    with Catalog.open(d, engine=FakeEngine()):  # someone holds the store: a clear refusal
+        p = _cli(args, v2)
+    assert p.returncode == 2 and "older extractor" in p.stderr, p.stderr
+    p = _cli(args, v2)
+    assert p.returncode == 0, p.stderr
+    assert "re-describing 6 stored casings" in p.stderr
+    rows = json.loads(p.stdout)
+    assert len(rows) == 3 and rows[0]["score"] > 0.99
+    p = _cli(args, v2)  # once only
+    assert p.returncode == 0 and "re-describing" not in p.stderr
