@@ -96,3 +96,26 @@ def running_server(
     finally:
         server.stop(grace=2)
         audit.close()
+
+
+def test_search_response_says_which_candidates_were_not_compared() -> None:
+    from server.commands_remote import _fmt_candidates
+    from server.service import CandidateRec, SearchResult, search_to_proto
+
+    r = SearchResult(
+        combined=[
+            CandidateRec("a", "combined", score=1.4, cmc=12, screen_score=0.8),
+            CandidateRec("b", "combined", score=0.0, screen_score=0.1, rescored=False),
+        ],
+        scored=1,
+        screened_out=1,
+    )
+    pb = search_to_proto(r)
+    assert pb.screened_out == 1
+    first, second = pb.combined.candidates
+    assert first.rescored and first.screen_score == 0.8
+    assert not second.rescored and second.screen_score == 0.1
+    text = "\n".join(_fmt_candidates(pb))
+    b_line = next(line for line in text.splitlines() if " b " in line)
+    assert "not compared" in b_line and "0.000" not in b_line
+    assert "1 candidates screened out" in text
