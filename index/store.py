@@ -71,6 +71,10 @@ CREATE TABLE IF NOT EXISTS casings(
 CREATE UNIQUE INDEX IF NOT EXISTS casings_live_sha_agency
     ON casings(sha256, agency) WHERE deleted = 0;
 CREATE INDEX IF NOT EXISTS casings_class ON casings(caliber, firing_pin_shape);
+-- Covers every search filter (the sharing policy filters by agency on every remote search), so
+-- filter_ids reads this small index instead of the table.
+CREATE INDEX IF NOT EXISTS casings_filter
+    ON casings(deleted, agency, caliber, firing_pin_shape, acquisition_date);
 CREATE INDEX IF NOT EXISTS casings_incident ON casings(incident);
 CREATE TABLE IF NOT EXISTS descriptors(
     casing INTEGER NOT NULL REFERENCES casings(id),
@@ -515,8 +519,9 @@ class Store:
     def filter_ids(self, filters: Filters | None) -> np.ndarray:
         """Row ids (int64, sorted) of live casings passing ``filters``."""
         where, params = (filters or Filters()).where()
-        rows = self._conn().execute(f"SELECT id FROM casings WHERE {where} ORDER BY id", params)
-        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+        rows = self._conn().execute(f"SELECT id FROM casings WHERE {where}", params).fetchall()
+        # Sorting here rather than ORDER BY lets SQLite answer from the covering index alone.
+        return np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
 
     def count_live(self) -> int:
         row = self._conn().execute("SELECT COUNT(*) FROM casings WHERE deleted = 0").fetchone()
