@@ -21,14 +21,19 @@ chunk and merged across chunks, unfiltered and for each filter (over the allowed
 chunk only), and exact flat search is timed on one thread for ``--exact-timed`` queries as the
 sum over chunks of ``faiss.knn`` on the chunk. Reports train / add / build time, the serialised
 index size, peak RSS (``ru_maxrss``), recall@k and median / p99 latency (one thread) per nprobe
-(IVF) or efSearch (HNSW), and filtered recall per selectivity with the plan used.
+(IVF) or efSearch (HNSW), and filtered recall per selectivity with the plan used. For each filter
+it also times the per-query filter preparation alone (ids -> live count + bitmap), the raw
+index + IDSelectorBitmap at the default nprobe / efSearch with the bitmap built once, the plan
+the planner did not choose, forced (``--compare-plans``; exact-subset only up to
+``--exact-compare-max`` allowed rows), and for IVF optionally raw selector searches at a sweep
+of nprobe values (``--filter-nprobe-sweep``) - the data behind the IVF planner's rule.
 
 Usage::
 
     .venv/bin/python benchmarks/search_core.py --rows 100000
     .venv/bin/python benchmarks/search_core.py --rows 1000000 --out benchmarks/_data/r1m.json
-    .venv/bin/python benchmarks/search_core.py --rows 10000000 --factory IVF4096,SQ8 \
-        --out benchmarks/results/search-core-10m.json
+    .venv/bin/python benchmarks/search_core.py --rows 10000000 --factory IVF4096,SQfp16 \
+        --nprobe 8,16,32,64,128,4096 --out benchmarks/results/search-core-10m-sqfp16.json
 """
 
 from __future__ import annotations
@@ -52,6 +57,21 @@ from index.vectors import FaissIndex, choose_factory, effective_factory
 
 STREAMING_AUTO_ROWS = 2_000_000  # above this, --streaming is the default
 SELECTIVITIES = (1.0, 0.5, 0.2, 0.1, 0.02, 0.01, 0.001, 0.0001)
+# streaming mode adds a few narrow filters where the IVF planner switches plan
+STREAMING_SELECTIVITIES = (
+    1.0,
+    0.5,
+    0.2,
+    0.1,
+    0.02,
+    0.01,
+    0.005,
+    0.001,
+    0.0005,
+    0.0004,
+    0.0002,
+    0.0001,
+)
 
 
 def descriptor_dim() -> tuple[int, str]:
@@ -130,6 +150,24 @@ def main(argv: list[str] | None = None) -> int:
         help="streaming, IVF: nprobe for the filtered runs (default: FaissIndex's default)",
     )
     ap.add_argument("--filter-queries", type=int, default=100, help="streaming: filtered queries")
+    ap.add_argument(
+        "--compare-plans",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="streaming: also time the plan(s) the planner did not choose, forced",
+    )
+    ap.add_argument(
+        "--filter-nprobe-sweep",
+        default="",
+        help="streaming, IVF: also time IVF + selector (bitmap built once) at these nprobe "
+        "values for every filter narrower than 100 %% (e.g. 64,256,1024,4096)",
+    )
+    ap.add_argument(
+        "--exact-compare-max",
+        type=int,
+        default=100_000,
+        help="streaming: force exact-subset for comparison only up to this many allowed rows",
+    )
     ap.add_argument(
         "--exact-timed", type=int, default=50, help="streaming: queries for exact flat timing"
     )
@@ -366,7 +404,7 @@ def main_streaming(args: argparse.Namespace, argv: list[str] | None) -> int:
     qf = np.ascontiguousarray(q[:nf])
     rng_f = np.random.default_rng([args.seed, 3])
     allowed_sets: list[np.ndarray] = []
-    for sel in SELECTIVITIES:
+    for sel in STREAMING_SELECTIVITIES:
         m = max(1, round(sel * rows))
         if m >= rows:
             allowed_sets.append(np.arange(rows, dtype=np.int64))
@@ -521,10 +559,14 @@ def main_streaming(args: argparse.Namespace, argv: list[str] | None) -> int:
         res["filter_ef_search"] = idx.ef_search
 
     # -- filtered, one thread ------------------------------------------------------------------
+    res["planner"] = {
+        a: getattr(idx, a)
+        for a in ("exact_max_rows", "exact_fraction", "ivf_exact_max_rows", "ivf_scan_factor")
+    }
     res["filtered"] = []
-    for sel, allowed, tf in zip(SELECTIVITIES, allowed_sets, truth_f, strict=True):
+    for sel, allowed, tf in zip(STREAMING_SELECTIVITIES, allowed_sets, truth_f, strict=True):
         m = len(allowed)
-        plan = idx.plan(None if m == idx.count() else m)
+        plan = idx.plan(None if m == idx.count() else m, k)
         lat, out = timed(lambda u, a=allowed: idx.search(u, k, a)[1], qf)
         row = {
             "selectivity": sel,
@@ -533,6 +575,35 @@ def main_streaming(args: argparse.Namespace, argv: list[str] | None) -> int:
             "recall_at_k": recall(np.vstack(out), tf),
             **ms(lat),
         }
+        if idx.kind == "ivf" and plan != "exact-subset":
+            row["nprobe_used"] = idx.ivf_nprobe(None if plan == "full" else m, k)
+        # per-query filter preparation alone (ids -> live count + bitmap), the planner's overhead
+        lat_p = []
+        for _ in range(min(20, nf)):
+            t = time.perf_counter()
+            n_, ids_, mask_ = idx._filter_locked(allowed)
+            if mask_ is None and ids_ is not None and n_ > idx.ivf_exact_max_rows:
+                mask_ = np.zeros(len(idx._live), dtype=bool)
+                mask_[ids_] = True
+            if mask_ is not None:
+                idx._bitmap(mask_)
+            lat_p.append(time.perf_counter() - t)
+            del n_, ids_, mask_
+        row["filter_prep_median_ms"] = ms(lat_p)["median_ms"]
+        if args.compare_plans and m < idx.count():
+            others = [p_ for p_ in ("selector", "exact-subset") if p_ != plan]
+            for other in others:
+                if other == "exact-subset" and m > args.exact_compare_max:
+                    continue
+                lat_o, out_o = timed(
+                    lambda u, a=allowed, o=other: idx._search(u, k, a, force_plan=o)[1], qf
+                )
+                key = other.replace("-", "_")
+                row[f"forced_{key}_recall"] = recall(np.vstack(out_o), tf)
+                row[f"forced_{key}_median_ms"] = ms(lat_o)["median_ms"]
+                row[f"forced_{key}_p99_ms"] = ms(lat_o)["p99_ms"]
+                if other == "selector" and idx.kind == "ivf":
+                    row["forced_selector_nprobe"] = idx.ivf_nprobe(m, k)
         if idx.kind != "flat":  # the index + selector alone, no planner, bitmap built once
             mask = np.zeros(rows, dtype=bool)
             mask[allowed] = True
@@ -547,6 +618,14 @@ def main_streaming(args: argparse.Namespace, argv: list[str] | None) -> int:
             lat_r, out_r = timed(lambda u, p=p: idx._index.search(u, k, params=p)[1], qf)
             row["raw_selector_recall"] = recall(np.vstack(out_r), tf)
             row["raw_selector_median_ms"] = ms(lat_r)["median_ms"]
+            if idx.kind == "ivf" and args.filter_nprobe_sweep and m < idx.count():
+                row["raw_selector_sweep"] = []
+                for npb in [int(v) for v in args.filter_nprobe_sweep.split(",")]:
+                    p_s = faiss.SearchParametersIVF(sel=sel_, nprobe=npb)
+                    lat_s, out_s = timed(lambda u, p=p_s: idx._index.search(u, k, params=p)[1], qf)
+                    row["raw_selector_sweep"].append(
+                        {"nprobe": npb, "recall_at_k": recall(np.vstack(out_s), tf), **ms(lat_s)}
+                    )
             del sel_, p, bits
         res["filtered"].append(row)
         print("filtered", row, flush=True)

@@ -10,22 +10,60 @@ Choice of FAISS structure (:func:`choose_factory`, overridable by configuration)
 * ``50_000 <= n < 5_000_000``: ``IDMap2,HNSW32,Flat`` - graph search (M=32, efSearch
   configurable, default 128), vectors kept uncompressed (4 bytes x dim + ~260 bytes of graph per
   row: ~1.3 GB per million 256-d rows).
-* ``n >= 5_000_000``: ``IVF4096,SQ8`` (``IVF16384,SQ8`` from 16 M) - inverted lists with
-  8-bit scalar quantisation, 4x smaller than float32 so 10 M+ rows fit in RAM; ``nprobe``
-  configurable. Needs training; if there are fewer than 39 x nlist rows, Flat/HNSW is used.
-  :meth:`FaissIndex.build` holds all rows at once (it trains on a sample of them);
+* ``n >= 5_000_000``: ``IVF4096,SQfp16`` (``IVF16384,SQfp16`` from 16 M) - inverted lists with
+  the residuals stored as float16 (2 bytes per dimension, half of float32); ``nprobe``
+  configurable (default 64). Needs training; if there are fewer than 39 x nlist rows, Flat/HNSW is
+  used. :meth:`FaissIndex.build` holds all rows at once (it trains on a sample of them);
   :meth:`FaissIndex.from_training_sample` trains on a sample only, and the rows are then added
   batch by batch, which keeps the memory to the compressed index plus one batch.
+  Why SQfp16 and not SQ8 (``benchmarks/RESULTS-search-core.md``, 10 M x 144, clustered data):
+  SQ8 caps recall@100 at 0.926 whatever nprobe (the 8-bit code reorders near-tied neighbours);
+  SQfp16 gives 0.9987 from nprobe 8 on, 2.1 ms median at nprobe 64 on one thread (as fast as
+  SQ8), 3.1 GB of index (SQ8: 1.7 GB), 5.1 GiB peak RSS for the whole build-and-benchmark
+  process, 126 s to build on 2 idle cores. A refine stage
+  (``IVF,SQ8,Refine(...)``) is not supported here: IndexRefine has no ``add_with_ids`` /
+  ``remove_ids`` and, behind IDMap2, ignores the IDSelector (it returns excluded ids).
 
 Filtered search
 ---------------
-Filters (calibre, firing-pin shape, dates, agencies) become a set of allowed ids and the search
-runs *inside* FAISS with an ``IDSelectorBitmap`` passed in ``SearchParameters``. HNSW with a
-selector loses recall when the filter is narrow (the graph walk is spent on excluded nodes), so a
-query planner switches to exact search over exactly the allowed vectors (reconstructed from the
-index by id) when the allowed subset has at most ``exact_max_rows`` (20k) rows or at most
-``exact_fraction`` (2 %) of the rows (capped at 250k rows). For wider filters on HNSW, efSearch is
-scaled up by 1/selectivity (capped at 4096). For Flat, selector search is exact anyway.
+Filters (calibre, firing-pin shape, dates, agencies) become a set of allowed ids. The ids are
+turned into a live count and a bitmap with vectorised numpy, once per query: a sparse filter
+(fewer ids than 1/64 of the id space) is sorted/deduplicated and checked against the live mask;
+a dense one is scattered into a bool mask and ANDed with it (at 10 M rows: about 16 ms for a
+filter listing every row, 9 ms for 5 M ids, 2 ms for 100k-200k - mostly the cost of reading the
+ids; the previous code took 48 ms / 35 ms at 10 M / 5 M). A filter that keeps every live row is
+a plain search. Then a planner picks, per index kind:
+
+* ``selector``: the search runs *inside* FAISS with an ``IDSelectorBitmap`` passed in
+  ``SearchParameters``.
+* ``exact-subset``: exact top-k over exactly the allowed rows, scored on the index's own vectors:
+  for Flat/HNSW ``IndexFlat.compute_distance_subset`` on the float32 storage (no copy; 20k rows
+  scored in 1.7 ms where reconstructing them alone took 3.4 ms); for IVF the vectors decoded
+  from the codes (the index's only copy, 1.1-2.4 us per row) and ``faiss.knn``. Both run in
+  FAISS and follow ``faiss.omp_set_num_threads`` (numpy's BLAS did not).
+
+HNSW (and Flat): HNSW with a selector loses recall when the filter is narrow (the graph walk is
+spent on excluded nodes), so the plan is ``exact-subset`` when the allowed subset has at most
+``exact_max_rows`` (20k) rows or at most ``exact_fraction`` (2 %) of the rows (capped at 250k
+rows); otherwise ``selector`` with efSearch scaled up by 1/selectivity (capped at 4096). At 1 M
+rows this keeps filtered recall@100 >= 0.974 at every selectivity. For Flat, selector search is
+exact anyway.
+
+IVF: an IVF scan with a selector skips excluded ids cheaply and stays accurate as long as the
+probed lists hold enough allowed rows, so the plan is ``selector`` down to
+``ivf_exact_max_rows`` (4,000) allowed rows and ``exact-subset`` only below, with nprobe raised
+for narrow filters to ``ceil(ivf_scan_factor x k x nlist / n_allowed)`` (``ivf_scan_factor`` 8,
+capped at nlist; :meth:`FaissIndex.ivf_nprobe`), i.e. the probed lists hold about 8 x k allowed
+rows. Measured at 10 M rows (``IVF4096,SQfp16``, random filters, k = 100, one thread): at
+nprobe 64 the selector keeps recall@100 >= 0.99 down to 50k allowed rows but falls to 0.87 /
+0.65 / 0.31 / 0.15 at 10k / 5k / 2k / 1k; 5-8 x k allowed rows in the probed lists give
+>= 0.99 again (10k rows: nprobe 256 -> 0.996; 5k: 512 -> 0.996; 2k: 1024 -> 0.998). With the
+boost the planner measured recall@100 >= 0.993 at every selectivity from 100 % to 0.01 %.
+Cost: the boosted selector scans about 7-8 us per probed list (4.5-5.2 ms per query at 10k
+allowed rows, 7.0-7.5 ms at 5k); exact-subset decodes 1.1-2.4 us per allowed row (1.1-1.6 ms
+at 1k, 2.1-3.7 ms at 2k, 4.6-9.6 ms at 4k, 10-11 ms at 5k, 21 ms at 10k, 180 ms at 100k), so
+the two cross near 4k rows. The old rule (exact-subset up to 2 % of the rows) cost 180-340 ms
+per query at 100k-200k allowed rows for no recall gain.
 
 Deletions: Flat and IVF remove ids physically. HNSW cannot remove; deleted ids become
 tombstones excluded from every search by a selector, and the index is compacted (rebuilt from
@@ -58,6 +96,8 @@ faiss: Any = _faiss  # the bundled type stubs are incomplete (SearchParametersHN
 
 FLAT_MAX_ROWS = 50_000
 HNSW_MAX_ROWS = 5_000_000
+IVF_EXACT_MAX_ROWS = 4_000
+IVF_SCAN_FACTOR = 8.0
 SNAPSHOT_FORMAT = 1
 
 
@@ -74,7 +114,7 @@ def choose_factory(n_rows: int, dim: int) -> str:
     if n_rows < HNSW_MAX_ROWS:
         return "IDMap2,HNSW32,Flat"
     nlist = 4096 if n_rows < 16_000_000 else 16384
-    return f"IVF{nlist},SQ8"
+    return f"IVF{nlist},SQfp16"
 
 
 def effective_factory(n_rows: int, dim: int, factory: str | None = None) -> str:
@@ -93,8 +133,12 @@ def _nlist(factory: str) -> int:
 
 def _normalise_factory(factory: str) -> str:
     """IDMap2 around Flat/HNSW (external ids, reconstruct by id); IVF keeps its own ids with a
-    hashtable direct map (IDMap2 around IVF cannot reconstruct)."""
+    hashtable direct map (IDMap2 around IVF cannot reconstruct). Refine stages are refused:
+    IndexRefine has no add_with_ids / remove_ids, and behind IDMap2 a selector in
+    ``SearchParameters`` does not reach its base index (the search returns excluded ids)."""
     f = factory.strip()
+    if re.search(r"Refine|RFlat", f):
+        raise ValueError(f"unsupported FAISS factory {factory!r}: refine stages are not supported")
     if "IVF" in f:
         return f.removeprefix("IDMap2,").removeprefix("IDMap,")
     if not f.startswith("IDMap"):
@@ -207,6 +251,8 @@ class FaissIndex:
         nprobe: int = 64,
         exact_max_rows: int = 20_000,
         exact_fraction: float = 0.02,
+        ivf_exact_max_rows: int = IVF_EXACT_MAX_ROWS,
+        ivf_scan_factor: float = IVF_SCAN_FACTOR,
     ) -> None:
         if dim <= 0:
             raise ValueError(f"dimension must be positive; got {dim}")
@@ -217,12 +263,16 @@ class FaissIndex:
         self.nprobe = int(nprobe)
         self.exact_max_rows = int(exact_max_rows)
         self.exact_fraction = float(exact_fraction)
+        self.ivf_exact_max_rows = int(ivf_exact_max_rows)
+        self.ivf_scan_factor = float(ivf_scan_factor)
         self._lock = RWLock()
         self._index = self._new_index(self.factory)
         self._live = np.zeros(0, dtype=bool)  # indexed by id: True when searchable
         self._n_live = 0
         self._tombstones: set[int] = set()
         self._live_bitmap: np.ndarray | None = None
+        # Flat / HNSW: id -> row of the index's float32 storage (-1: none); IVF: unused
+        self._pos = np.full(0, -1, dtype=np.int64)
 
     # -- construction ------------------------------------------------------------------------
     def _new_index(self, factory: str) -> Any:
@@ -318,9 +368,14 @@ class FaissIndex:
     # -- mutation ----------------------------------------------------------------------------
     def _grow(self, max_id: int) -> None:
         if max_id >= len(self._live):
-            new = np.zeros(max(max_id + 1, 2 * len(self._live), 1024), dtype=bool)
+            size = max(max_id + 1, 2 * len(self._live), 1024)
+            new = np.zeros(size, dtype=bool)
             new[: len(self._live)] = self._live
             self._live = new
+            if self.kind != "ivf":
+                pos = np.full(size, -1, dtype=np.int64)
+                pos[: len(self._pos)] = self._pos
+                self._pos = pos
 
     def add(self, ids: Any, vecs: Any) -> None:
         ids = _as_ids(ids)
@@ -338,7 +393,10 @@ class FaissIndex:
                 raise ValueError(f"ids already in the index: {present[:5]}")
             if not self._index.is_trained:
                 raise ValueError("the IVF index is not trained; build it with FaissIndex.build")
+            row0 = int(self._index.ntotal)
             self._index.add_with_ids(x, ids)
+            if self.kind != "ivf":  # IDMap2 appends: internal rows row0, row0 + 1, ...
+                self._pos[ids] = np.arange(row0, row0 + len(ids), dtype=np.int64)
             self._live[ids] = True
             self._n_live += len(ids)
             self._live_bitmap = None
@@ -354,6 +412,8 @@ class FaissIndex:
                 self._tombstones.update(int(i) for i in a)
             else:
                 self._index.remove_ids(faiss.IDSelectorArray(a))
+                if self.kind == "flat":  # IndexFlat compacts its rows: recompute positions
+                    self._reset_positions()
             self._live[a] = False
             self._n_live -= len(a)
             self._live_bitmap = None
@@ -369,6 +429,24 @@ class FaissIndex:
             idx.add_with_ids(vecs, ids)
         self._index = idx
         self._tombstones.clear()
+        self._reset_positions()
+
+    def _reset_positions(self) -> None:
+        """Flat / HNSW: id -> storage row, from the IDMap2's id map (IVF: none kept)."""
+        if self.kind == "ivf":
+            self._pos = np.full(0, -1, dtype=np.int64)
+            return
+        self._pos = np.full(len(self._live), -1, dtype=np.int64)
+        if self._index.ntotal:
+            id_map = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            self._pos[id_map] = np.arange(len(id_map), dtype=np.int64)
+
+    def _flat_storage(self) -> Any:
+        """Flat / HNSW: the ``IndexFlat`` holding the float32 vectors (rows = ``_pos``)."""
+        inner = faiss.downcast_index(self._index.index)
+        if self.kind == "hnsw":
+            inner = faiss.downcast_index(inner.storage)
+        return inner
 
     # -- queries -----------------------------------------------------------------------------
     def count(self) -> int:
@@ -404,87 +482,167 @@ class FaissIndex:
         sel.keepalive = bits  # the selector points into the numpy buffer
         return sel
 
-    def _params(self, sel: Any, selectivity: float, k: int) -> Any:
+    def _params(self, sel: Any, n_allowed: int | None, k: int) -> Any:
         kind = self.kind
         if kind == "hnsw":
             ef = max(self.ef_search, k)
-            if selectivity < 1.0:
-                ef = int(min(4096, max(ef, ef / max(selectivity, 1e-6))))
+            if n_allowed is not None:
+                selectivity = n_allowed / max(self._n_live, 1)
+                if selectivity < 1.0:
+                    ef = int(min(4096, max(ef, ef / max(selectivity, 1e-6))))
             return faiss.SearchParametersHNSW(sel=sel, efSearch=ef)
         if kind == "ivf":
-            return faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe)
+            return faiss.SearchParametersIVF(sel=sel, nprobe=self.ivf_nprobe(n_allowed, k))
         return faiss.SearchParameters(sel=sel) if sel is not None else None
 
-    def plan(self, n_allowed: int | None) -> str:
-        """'exact-subset', 'selector' or 'full' for a filter that keeps ``n_allowed`` rows."""
+    def ivf_nprobe(self, n_allowed: int | None, k: int = 100) -> int:
+        """IVF: lists probed for a filter keeping ``n_allowed`` rows (None: no filter).
+
+        ``nprobe`` lists hold about ``nprobe / nlist x n_allowed`` allowed rows; below
+        ``ivf_scan_factor x k`` of them the selector search misses true neighbours, so nprobe is
+        raised to ``ceil(ivf_scan_factor x k x nlist / n_allowed)`` (capped at nlist)."""
+        nlist = _nlist(self.factory) or 1
+        if n_allowed is None or n_allowed <= 0:
+            return min(self.nprobe, nlist)
+        need = -(-int(self.ivf_scan_factor * max(k, 1) * nlist) // n_allowed)
+        return int(min(nlist, max(self.nprobe, need)))
+
+    def plan(self, n_allowed: int | None, k: int = 100) -> str:
+        """'exact-subset', 'selector' or 'full' for a filter that keeps ``n_allowed`` rows
+        (see the module doc; ``k`` does not change the plan, only the selector's nprobe)."""
         if n_allowed is None:
             return "full"
+        if self.kind == "ivf":
+            return "exact-subset" if n_allowed <= self.ivf_exact_max_rows else "selector"
         n = max(self._n_live, 1)
         small = n_allowed <= self.exact_max_rows or n_allowed <= self.exact_fraction * n
         if small and n_allowed <= 250_000:
             return "exact-subset"
         return "selector"
 
+    def _filter_locked(self, allowed_ids: Any) -> tuple[int, np.ndarray | None, np.ndarray | None]:
+        """Allowed ids -> (n, ids, mask): ``n`` live allowed rows, and either ``ids`` (sorted,
+        unique, live) or ``mask`` (bool over id space, live rows only), whichever was cheaper.
+
+        Vectorised, one pass or two over the ids: a sparse filter (fewer ids than 1/64 of the
+        id space) is sorted/deduplicated and checked against the live mask; a dense one is
+        scattered into a bool mask and ANDed with the live mask (no sort, no gather)."""
+        a = np.asarray(allowed_ids)
+        if a.dtype != np.int64:
+            a = a.astype(np.int64)
+        a = a.reshape(-1)
+        size = len(self._live)
+        if not a.size or size == 0:
+            return 0, np.zeros(0, np.int64), None
+        if int(a.min()) < 0:  # a negative index would wrap around in numpy
+            a = a[a >= 0]
+        if a.size * 64 <= size:
+            if a.size and int(a.max()) >= size:
+                a = a[a < size]
+            if a.size > 1 and not bool(np.all(a[1:] > a[:-1])):
+                a = np.unique(a)  # callers usually pass sorted unique ids (store order)
+            a = a[self._live[a]]
+            return len(a), a, None
+        mask = np.zeros(size, dtype=bool)
+        try:
+            mask[a] = True  # ids >= size raise: cheaper than a max() pass when there are none
+        except IndexError:
+            mask[a[a < size]] = True
+        np.logical_and(mask, self._live, out=mask)
+        return int(np.count_nonzero(mask)), None, mask
+
     def search(
         self, queries: Any, k: int, allowed_ids: Any | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
+        if np.ndim(queries) == 1 or len(queries) == 1:
+            # One query: OpenMP threads cost more than they save (at 100k rows on a busy
+            # 2-core machine 7.5 ms with 2 threads, 0.54 ms with 1; RESULTS-search-stages-100k),
+            # and concurrent searches are parallel already. The setting is per calling thread.
+            prev = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            try:
+                return self._search(queries, k, allowed_ids)
+            finally:
+                faiss.omp_set_num_threads(prev)
+        return self._search(queries, k, allowed_ids)
+
+    def _search(
+        self, queries: Any, k: int, allowed_ids: Any | None = None, force_plan: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search`; ``force_plan`` ('selector' / 'exact-subset') overrides the planner
+        for a filtered search (benchmarks and tests)."""
         q = as_matrix(queries, self.dim, "queries")
         k = int(k)
         if k <= 0:
             raise ValueError(f"k must be positive; got {k}")
         nq = q.shape[0]
         with self._lock.read():
-            allowed: np.ndarray | None = None
+            n_allowed: int | None = None
+            ids: np.ndarray | None = None
+            mask: np.ndarray | None = None
             if allowed_ids is not None:
-                a = np.asarray(allowed_ids, dtype=np.int64).reshape(-1)
-                if len(a) > 1 and not bool(np.all(a[1:] > a[:-1])):
-                    a = np.unique(a)  # callers usually pass sorted unique ids (store order)
-                a = a[(a >= 0) & (a < len(self._live))]
-                allowed = a[self._live[a]]
-                if not len(allowed):
+                n_allowed, ids, mask = self._filter_locked(allowed_ids)
+                if n_allowed == 0:
                     return self._pad(nq, k)
-                if len(allowed) == self._n_live:
-                    allowed = None  # the filter keeps every row: plain search
-            plan = self.plan(None if allowed is None else len(allowed))
-            if plan == "exact-subset":
-                assert allowed is not None
-                return self._exact_subset(q, k, allowed)
+                if n_allowed == self._n_live and force_plan is None:
+                    n_allowed = ids = mask = None  # the filter keeps every row: plain search
+            plan = self.plan(n_allowed, k) if force_plan is None else force_plan
+            if n_allowed is not None and plan == "exact-subset":
+                if ids is None:
+                    assert mask is not None
+                    ids = np.flatnonzero(mask).astype(np.int64)
+                return self._exact_subset(q, k, ids)
             if self._n_live == 0:
                 return self._pad(nq, k)
             sel = None
-            selectivity = 1.0
-            if allowed is not None:
-                mask = np.zeros(len(self._live), dtype=bool)
-                mask[allowed] = True
+            if n_allowed is not None:
+                if mask is None:
+                    mask = np.zeros(len(self._live), dtype=bool)
+                    mask[ids] = True
                 sel = self._bitmap(mask)
-                selectivity = len(allowed) / max(self._n_live, 1)
+                del mask, ids
             elif self._tombstones:
                 if self._live_bitmap is None:
                     self._live_bitmap = self._bitmap(self._live)
                 sel = self._live_bitmap
-            params = self._params(sel, selectivity, k)
+            params = self._params(sel, n_allowed, k)
             kk = min(k, max(self._index.ntotal, 1))
             d, i = self._index.search(q, kk, params=params)
-        scores, ids = self._pad(nq, k)
-        ids[:, :kk] = i
+        scores, out_ids = self._pad(nq, k)
+        out_ids[:, :kk] = i
         scores[:, :kk] = d
-        scores[ids < 0] = -np.inf
-        return scores, ids
+        scores[out_ids < 0] = -np.inf
+        return scores, out_ids
 
     def _exact_subset(
         self, q: np.ndarray, k: int, allowed: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        x = self._reconstruct(allowed)
-        s = q @ x.T  # (nq, m)
-        scores, ids = self._pad(q.shape[0], k)
-        kk = min(k, len(allowed))
-        if kk < len(allowed):
+        """Exact top-k over exactly the ``allowed`` (sorted, live) ids, scored on the index's
+        own vectors. Flat / HNSW: ``IndexFlat.compute_distance_subset`` on the float32 storage
+        (no copy of the vectors). IVF: the vectors decoded from the codes (the only copy the
+        index has) and ``faiss.knn``. Both run in FAISS, so they follow
+        ``faiss.omp_set_num_threads`` (numpy's BLAS would not)."""
+        nq, m = q.shape[0], len(allowed)
+        scores, ids = self._pad(nq, k)
+        kk = min(k, m)
+        if self.kind == "ivf":
+            x = self._reconstruct(allowed)
+            d, i = faiss.knn(q, x, kk, metric=faiss.METRIC_INNER_PRODUCT)
+            scores[:, :kk] = d
+            ids[:, :kk] = np.where(i >= 0, allowed[np.maximum(i, 0)], -1)
+            scores[ids < 0] = -np.inf
+            return scores, ids
+        labels = np.ascontiguousarray(np.broadcast_to(self._pos[allowed], (nq, m)))
+        s = np.empty((nq, m), dtype=np.float32)
+        self._flat_storage().compute_distance_subset(
+            nq, faiss.swig_ptr(q), m, faiss.swig_ptr(s), faiss.swig_ptr(labels)
+        )
+        if kk < m:
             part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
         else:
-            part = np.broadcast_to(np.arange(len(allowed)), (q.shape[0], len(allowed)))
+            part = np.broadcast_to(np.arange(m), (nq, m))
         ps = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-ps, axis=1, kind="stable")
-        top = np.take_along_axis(part, order, axis=1)
+        top = np.take_along_axis(part, np.argsort(-ps, axis=1, kind="stable"), axis=1)
         scores[:, :kk] = np.take_along_axis(s, top, axis=1)
         ids[:, :kk] = allowed[top]
         return scores, ids
@@ -569,6 +727,7 @@ class FaissIndex:
                     raise SnapshotError("snapshot tombstones are not in the index")
                 self._live[t] = False
             self._tombstones = tomb
+            self._reset_positions()
             self._n_live = int(self._live.sum())
             if self._n_live != int(side["count"]):
                 raise SnapshotError("snapshot live count disagrees with sidecar")
