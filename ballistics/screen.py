@@ -10,7 +10,7 @@ Unlike the index descriptor (ring-wise harmonic *magnitudes*, which forget how t
 oriented relative to each other), the screen aligns all rings with one common rotation, so it
 keeps the joint orientation of the marks. On the 40 Fadul casings it separates known matches
 from known non-matches with AUC 0.985 against 0.83 for the descriptor, and keeping the best
-20 % of the candidates loses 1 of 126 known-match pairs (the descriptor: 27)
+10 % of the candidates loses 2 of 126 known-match pairs (the descriptor: 40)
 (``benchmarks/screen_accuracy.py``; the taper and the fourth root were chosen on these data
 and the synthetic corpus). It is a filter, not the evidence: the full comparison scores the
 candidates it keeps.

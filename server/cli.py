@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="candidates the screen keeps for the full comparison (0: all; default 40)",
+        help="candidates the screen keeps for the full comparison (0: all; default 20)",
     )
     _remote_options(p)
 
