@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import platform
@@ -16,6 +17,38 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"
+
+
+def fadul_files() -> tuple[list[Path], list[str]]:
+    """The 40 Fadul scans in ../shared/data/real and their slide (firearm) ids."""
+    folder = REAL / "csafe-cartridgeCaseScans"
+    rows = list(csv.DictReader(open(folder / "MANIFEST.tsv"), delimiter="\t"))
+    return [folder / r["file"] for r in rows], [r["firearm_id"] for r in rows]
+
+
+def synth_files(
+    guns: int, shots: int, seed: int, png: bool
+) -> tuple[str, list[Path], list[str], list[str]]:
+    """A seeded synthetic corpus (written once under benchmarks/_data): dataset name, files
+    (X3P, or the 2-D renders with ``png``), firearm ids and consecutive-manufacture groups."""
+    from ballistics.synth import write_corpus
+
+    out = ROOT / "benchmarks" / "_data" / f"synth-g{guns}-s{shots}-seed{seed}"
+    manifest = out / "manifest.csv"
+    key = "png" if png else "x3p"
+    # The manifest has one row per written file (X3P, and PNG when rendered): keep one kind.
+    # A corpus written without renders is rewritten (deterministically) when png asks for them.
+    rows = list(csv.DictReader(open(manifest))) if manifest.exists() else []
+    if not any(r["file"].endswith("." + key) for r in rows):
+        write_corpus(out, guns=guns, shots=shots, seed=seed, png=png)
+        rows = list(csv.DictReader(open(manifest)))
+    rows = [r for r in rows if r["file"].endswith("." + key)]
+    return (
+        f"synth-{key}",
+        [out / r["file"] for r in rows],
+        [r["firearm_id"] for r in rows],
+        [r.get("group", "") for r in rows],
+    )
 
 
 def machine() -> dict[str, Any]:

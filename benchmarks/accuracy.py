@@ -14,7 +14,6 @@ Writes ``benchmarks/results/accuracy-<name>.json``; the numbers quoted in
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import sys
@@ -27,14 +26,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (
-    REAL,
     ROOT,
     auc,
     descriptor_recall,
+    fadul_files,
     machine,
     quantiles,
     rank_metrics,
     score_pairs,
+    synth_files,
 )
 
 
@@ -116,33 +116,18 @@ def evaluate(
 
 
 def fadul(args: argparse.Namespace) -> dict[str, Any]:
-    folder = REAL / "csafe-cartridgeCaseScans"
-    rows = list(csv.DictReader(open(folder / "MANIFEST.tsv"), delimiter="\t"))
-    files = [folder / r["file"] for r in rows]
-    labels = [r["firearm_id"] for r in rows]
+    files, labels = fadul_files()
     # All ten slides were made consecutively: every non-match is a same-group non-match.
-    return evaluate("fadul", files, labels, ["fadul"] * len(rows), args.workers, {})
+    return evaluate("fadul", files, labels, ["fadul"] * len(files), args.workers, {})
 
 
 def synth(args: argparse.Namespace) -> dict[str, Any]:
-    from ballistics.synth import write_corpus
-
-    out = ROOT / "benchmarks" / "_data" / f"synth-g{args.guns}-s{args.shots}-seed{args.seed}"
-    manifest = out / "manifest.csv"
-    key = "png" if args.png else "x3p"
-    # The manifest has one row per written file (X3P, and PNG when rendered): keep one kind.
-    # A corpus written without renders is rewritten (deterministically) when --png asks for them.
-    rows = list(csv.DictReader(open(manifest))) if manifest.exists() else []
-    if not any(r["file"].endswith("." + key) for r in rows):
-        write_corpus(out, guns=args.guns, shots=args.shots, seed=args.seed, png=args.png)
-        rows = list(csv.DictReader(open(manifest)))
-    rows = [r for r in rows if r["file"].endswith("." + key)]
-    files = [out / r["file"] for r in rows]
+    name, files, labels, groups = synth_files(args.guns, args.shots, args.seed, args.png)
     return evaluate(
-        f"synth-{key}",
+        name,
         files,
-        [r["firearm_id"] for r in rows],
-        [r.get("group", "") for r in rows],
+        labels,
+        groups,
         args.workers,
         {"seed": args.seed, "guns": args.guns, "shots": args.shots},
     )

@@ -16,7 +16,6 @@ casing (signature) and per pair (screen). Writes ``benchmarks/results/screen-<da
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -27,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import REAL, ROOT, auc, machine
+from benchmarks._common import REAL, ROOT, auc, fadul_files, machine, synth_files
 
 FRACTIONS = (0.05, 0.10, 0.20, 0.30)
 
@@ -97,26 +96,13 @@ def main() -> int:
     ap.add_argument("--png", action="store_true", help="synthetic: use the 2-D renders")
     args = ap.parse_args()
     if args.dataset == "fadul":
-        folder = REAL / "csafe-cartridgeCaseScans"
-        if not (folder / "MANIFEST.tsv").exists():
-            print(f"no Fadul data at {folder}", file=sys.stderr)
+        if not (REAL / "csafe-cartridgeCaseScans" / "MANIFEST.tsv").exists():
+            print(f"no Fadul data under {REAL}", file=sys.stderr)
             return 2
-        rows = list(csv.DictReader(open(folder / "MANIFEST.tsv"), delimiter="\t"))
-        res = evaluate("fadul", [folder / r["file"] for r in rows], [r["firearm_id"] for r in rows])
+        res = evaluate("fadul", *fadul_files())
     else:
-        from ballistics.synth import write_corpus
-
-        out = ROOT / "benchmarks" / "_data" / f"synth-g{args.guns}-s{args.shots}-seed{args.seed}"
-        key = "png" if args.png else "x3p"
-        manifest = out / "manifest.csv"
-        rows = list(csv.DictReader(open(manifest))) if manifest.exists() else []
-        if not any(r["file"].endswith("." + key) for r in rows):
-            write_corpus(out, guns=args.guns, shots=args.shots, seed=args.seed, png=args.png)
-            rows = list(csv.DictReader(open(manifest)))
-        rows = [r for r in rows if r["file"].endswith("." + key)]
-        res = evaluate(
-            f"synth-{key}", [out / r["file"] for r in rows], [r["firearm_id"] for r in rows]
-        )
+        name, files, labels, _ = synth_files(args.guns, args.shots, args.seed, args.png)
+        res = evaluate(name, files, labels)
     res["command"] = "python " + " ".join(sys.argv)
     dest = ROOT / "benchmarks" / "results" / f"screen-{res['dataset']}.json"
     dest.write_text(json.dumps(res, indent=1))

@@ -191,12 +191,18 @@ def _cli(args, env_extra=None):
     )
 
 
-def test_cli_ingest_and_search(tmp_path):
+def _fake_sources(tmp_path: Path) -> Path:
+    """Six fake scans, two shots from each of three guns."""
     src = tmp_path / "src"
     src.mkdir()
     for g in range(3):
         for s in range(2):
             (src / f"g{g}s{s}.x3p").write_bytes(f"FAKE:{g}:{s}".encode())
+    return src
+
+
+def test_cli_ingest_and_search(tmp_path):
+    src = _fake_sources(tmp_path)
     d = str(tmp_path / "data")
     p = _cli(["ingest", str(src), "--data-dir", d, "--caliber", "9mm", "--json"])
     assert p.returncode == 0, p.stderr
@@ -224,11 +230,7 @@ def test_cli_ingest_and_search(tmp_path):
 
 
 def test_cli_search_after_a_descriptor_change_re_describes_once(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for g in range(3):
-        for s in range(2):
-            (src / f"g{g}s{s}.x3p").write_bytes(f"FAKE:{g}:{s}".encode())
+    src = _fake_sources(tmp_path)
     d = str(tmp_path / "data")
     assert _cli(["ingest", str(src), "--data-dir", d]).returncode == 0
     v2 = {"BALLISTICS_INDEX_ENGINE": "index.testing:FakeEngineV2"}
