@@ -195,10 +195,9 @@ class Searcher:
             if have:
                 values = screen.score_fn(query_sig, np.stack([sigs[i] for i in have]))
                 screened = {i: float(v) for i, v in zip(have, values, strict=True)}
-            if len(order) > screen.keep:
-                # No stored signature: always compared (costs time, never a match).
-                kept = set(sorted(order, key=lambda i: -screened.get(i, np.inf))[: screen.keep])
-                to_compare = [i for i in order if i in kept]
+            # Best screen score first, so a deadline cuts the least promising; a candidate
+            # without a stored signature goes first (it costs time, never a match).
+            to_compare = sorted(order, key=lambda i: -screened.get(i, np.inf))[: screen.keep]
 
         # -- stage 3: re-rank with the registration comparison ------------------------------
         def work(rowid: int) -> Any:

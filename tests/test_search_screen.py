@@ -146,3 +146,15 @@ def test_screen_refuses_wrong_shapes():
         screen(good, np.zeros((3, 5, 7), np.float32))
     with pytest.raises(BallisticsError, match="query signature"):
         screen(np.zeros(10), good[None])
+
+
+def test_under_a_deadline_the_best_screened_are_compared_first(tmp_path):
+    eng = FakeEngine(with_screen=True)
+    eng.score_delay_s = 0.05
+    with Catalog.open(tmp_path, CatalogConfig(workers=1, compare_k=30), engine=eng) as cat:
+        recs = _fill(cat)
+        res = cat.search(recs[0].casing_id, top=30, rerank_k=30, deadline_s=0.2)
+        done = [c for c in res.combined if c.rescored]
+        rest = [c for c in res.combined if not c.rescored]
+        assert res.partial and done and rest
+        assert min(c.screen_score for c in done) >= max(c.screen_score for c in rest)
