@@ -42,6 +42,24 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / n if n > 0 else v).astype(np.float32)
 
 
+def centred_power(x: np.ndarray) -> np.ndarray:
+    """Power spectrum of ``x`` (M, M) under a Hann window, zero frequency at the centre,
+    scaled to mean 1: translation-invariant, rotates with ``x``. Shape (M, M), float64."""
+    size = x.shape[0]
+    window = np.outer(np.hanning(size), np.hanning(size))
+    power = np.abs(np.fft.fftshift(np.fft.fft2(x * window))) ** 2
+    return power / (power.mean() or 1.0)
+
+
+def to_polar(img: np.ndarray, radii: int, angles: int) -> np.ndarray:
+    """Resample a centred (M, M) spectrum onto (radii, angles): radius 0 .. M/2 (Nyquist),
+    angle 0 .. 360 degrees."""
+    size = img.shape[0]
+    centre = (size / 2.0, size / 2.0)
+    flags = cv2.WARP_POLAR_LINEAR + cv2.INTER_LINEAR
+    return cv2.warpPolar(img, (radii, angles), centre, size / 2.0, flags).T
+
+
 def breech_face_descriptor(prepared: PreparedCasing) -> np.ndarray:
     """Ring-wise angular-harmonic magnitudes of the power spectrum, square-rooted.
 
@@ -50,17 +68,7 @@ def breech_face_descriptor(prepared: PreparedCasing) -> np.ndarray:
     ndarray of shape (DESCRIPTOR_DIMS["breech_face"],), float32, unit L2 norm
     """
     d, _ = prepared.level(_FACTOR)
-    size = d.shape[0]
-    window = np.outer(np.hanning(size), np.hanning(size))
-    power = np.abs(np.fft.fftshift(np.fft.fft2(d * window))) ** 2
-    power = (power / (power.mean() or 1.0)).astype(np.float32)
-    polar = cv2.warpPolar(
-        power,
-        (_RINGS * 4, _ANGLES),
-        (size / 2.0, size / 2.0),
-        size / 2.0,
-        cv2.WARP_POLAR_LINEAR + cv2.INTER_LINEAR,
-    ).T  # (radius, angle)
+    polar = to_polar(centred_power(d).astype(np.float32), _RINGS * 4, _ANGLES)
     rings = polar.reshape(_RINGS, 4, _ANGLES).mean(axis=1)
     harm = np.abs(np.fft.rfft(rings, axis=1))[:, 0 : _HARMONICS + 1 : 2]
     # Power-law normalisation (as for Fisher vectors in image retrieval): a square root keeps

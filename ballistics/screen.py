@@ -24,6 +24,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .descriptors import centred_power, to_polar
 from .errors import BallisticsError
 from .pipeline import PreparedCasing
 
@@ -51,18 +52,9 @@ def signature(prepared: PreparedCasing) -> np.ndarray:
         the 25-um level; column k the direction k * 180 / ANGLES degrees.
     """
     d, m = prepared.level(_FACTOR)
-    size = d.shape[0]
     taper = cv2.GaussianBlur(m.astype(np.float32), (0, 0), _TAPER_PX) * m
-    window = np.outer(np.hanning(size), np.hanning(size))
-    power = np.abs(np.fft.fftshift(np.fft.fft2(d * taper * window))) ** 2
-    amp = ((power / (power.mean() or 1.0)) ** 0.25).astype(np.float32)
-    polar = cv2.warpPolar(
-        amp,
-        (RADII, 2 * ANGLES),
-        (size / 2.0, size / 2.0),
-        size / 2.0,
-        cv2.WARP_POLAR_LINEAR + cv2.INTER_LINEAR,
-    ).T  # (radius, angle over 360 degrees)
+    amp = (centred_power(d * taper) ** 0.25).astype(np.float32)
+    polar = to_polar(amp, RADII, 2 * ANGLES)  # angle over 360 degrees
     half = polar[:, :ANGLES] + polar[:, ANGLES:]
     half = half - half.mean(axis=1, keepdims=True)
     n = float(np.linalg.norm(half))
