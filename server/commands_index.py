@@ -67,11 +67,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def _reextract_if_needed(data_dir: str) -> bool:
     """A store written by an older descriptor version is re-described once, before a read-only
     search would find no current descriptors; False (with a message) when that cannot be done."""
-    from index.service import Catalog, CatalogConfig
+    from index.engine import BallisticsEngine
+    from index.service import Catalog
+    from index.store import Store
 
-    with Catalog.open(data_dir, CatalogConfig(read_only=True), engine=_engine()) as cat:
-        missing = len(cat.store.casings_missing_version(cat.extractor_version))
-        version = cat.extractor_version
+    # The store alone answers this; opening a Catalog would load every index snapshot twice.
+    version = str((_engine() or BallisticsEngine()).extractor_version)
+    store = Store(data_dir)
+    try:
+        missing = len(store.casings_missing_version(version))
+    finally:
+        store.close()
     if not missing:
         return True
     print(
