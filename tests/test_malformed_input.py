@@ -428,3 +428,71 @@ def test_written_files_survive_the_same_checks(tmp_path: Path) -> None:
     path = tmp_path / "ok.x3p"
     write_x3p(path, synthetic_scan(shape=(300, 300), seed=3))
     assert read_scan(path).shape == (300, 300)
+
+
+# ---- memory amplification (issue 10 item 5) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def amplifier_8000() -> bytes:
+    """8000 x 8000 float32 declared, data.bin all zeros, deflated: ~250 kB on the wire."""
+    return zeros_member_zip(main_xml(size_x=8000, size_y=8000, dtype="F"), 8000 * 8000 * 4)
+
+
+def test_service_limits_refuse_the_8000_square_amplifier(amplifier_8000: bytes) -> None:
+    from server.app import limited_engine
+    from server.service import ServiceLimits
+
+    assert len(amplifier_8000) < 400_000
+    engine = limited_engine(ServiceLimits())
+    err = assert_refused(
+        lambda: engine.process(amplifier_8000, "amp.x3p", None), ScanTooLargeError, "pixels"
+    )
+    assert "64,000,000" in str(err) and "--max-pixels" in str(err)
+
+
+def test_memory_budget_reserves_before_decoding(small_x3p: bytes) -> None:
+    import threading
+
+    from ballistics.limits import MemoryBudget, MemoryBudgetExceeded
+
+    limits = Limits()
+    need = 40 * 56 * limits.working_bytes_per_pixel
+    budget = MemoryBudget(int(need * 1.5))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with budget.request():
+            read_x3p(small_x3p, limits=limits)
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert holding.wait(10)
+        assert budget.used == need
+        with budget.request():
+            err = assert_refused(lambda: read_x3p(small_x3p, limits=limits), MemoryBudgetExceeded)
+        assert "memory budget" in str(err)
+        assert budget.used == need  # the refused request released what it had
+    finally:
+        release.set()
+        t.join(10)
+    assert budget.used == 0
+    with budget.request():
+        read_x3p(small_x3p, limits=limits)  # fits again once released
+    read_x3p(small_x3p, limits=limits)  # outside any request: no budget applies
+    assert budget.used == 0
+
+
+def test_file_spacing_outside_the_plausible_range_is_refused(small_x3p: bytes) -> None:
+    raw = x3p_bytes(
+        {
+            "main.xml": main_xml(size_x=56, size_y=40, dx="1e-300", dy="1e-300"),
+            "bindata/data.bin": synthetic_scan(seed=3).masked().astype("<f8").tobytes(),
+        }
+    )
+    with pytest.warns(X3PChecksumWarning):
+        with pytest.raises(ScanFormatError, match="spacing"):
+            read_scan(raw)

@@ -437,3 +437,360 @@ def test_second_server_on_same_port_fails(srv, tmp_path: Path) -> None:
             audit=audit,
         )
     audit.close()
+
+
+# ---------------------------------------------------------------- issue 10, items 5 and 8
+
+
+def _stalled_upload(c, release: threading.Event, content: bytes = b"SCAN" + b"x" * 100):
+    """Start an upload that sends its metadata and one chunk, then stalls until ``release``."""
+    from server.proto_gen import matching_pb2 as pb
+
+    def gen():
+        yield pb.SubmitRequest(metadata=pb.SubmitMetadata(file_name="stall.x3p"))
+        yield pb.SubmitRequest(chunk=content)
+        release.wait(30)
+
+    return c.stub.SubmitCasing.future(gen(), metadata=c.metadata, timeout=30)
+
+
+def test_stalled_uploads_do_not_starve_health_or_other_calls(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    with running_server(backend, tmp_path / "data") as srv:  # default idle timeout (30 s)
+        release = threading.Event()
+        clients = [srv.client("north_sub") for _ in range(8)]
+        try:
+            stalled = [_stalled_upload(c, release) for c in clients]
+            time.sleep(0.5)  # all eight are in the server now
+            with srv.client("north_exam") as c:
+                t0 = time.monotonic()
+                assert c.health(timeout=3) == "SERVING"
+                assert c.health("ballistics.v1.Matching", timeout=3) == "SERVING"
+                assert list(c.list(timeout=3).casings) == []
+                assert time.monotonic() - t0 < 3
+            # uploads over the concurrent-upload cap were refused at once, with a reason
+            refused = [f for f in stalled if f.done()]
+            assert refused, "no upload was refused: stalled uploads can hold every worker"
+            for f in refused:
+                assert f.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "uploads" in f.details()
+        finally:
+            for f in stalled:
+                f.cancel()
+            release.set()
+            for c in clients:
+                c.close()
+    assert backend.casings == {}
+
+
+def test_idle_upload_is_dropped_and_nothing_stored(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    data = tmp_path / "data"
+    limits = ServiceLimits(spool_dir=str(data), upload_idle_timeout_s=0.5)
+    with running_server(backend, data, limits=limits) as srv, srv.client("north_sub") as c:
+        release = threading.Event()
+        t0 = time.monotonic()
+        fut = _stalled_upload(c, release)
+        with pytest.raises(grpc.RpcError) as e:
+            fut.result(timeout=10)
+        release.set()
+        assert time.monotonic() - t0 < 5
+        assert _code(e) is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "no data" in e.value.details() and "0.5 s" in e.value.details()
+        assert c.health() == "SERVING"
+    assert backend.casings == {}
+    assert list(data.glob("upload-*")) == []
+
+
+def test_upload_below_the_minimum_rate_is_dropped(tmp_path: Path) -> None:
+    from server.proto_gen import matching_pb2 as pb
+
+    backend = FakeBackend()
+    data = tmp_path / "data"
+    limits = ServiceLimits(
+        spool_dir=str(data),
+        upload_idle_timeout_s=5.0,
+        upload_min_rate_bytes_s=10_000,
+        upload_rate_grace_s=0.3,
+    )
+
+    def trickle():
+        yield pb.SubmitRequest(metadata=pb.SubmitMetadata(file_name="slow.x3p"))
+        yield pb.SubmitRequest(chunk=b"SCAN")
+        for _ in range(100):  # 100 bytes every 0.1 s: 1 kB/s, a tenth of the minimum
+            time.sleep(0.1)
+            yield pb.SubmitRequest(chunk=b"x" * 100)
+
+    with running_server(backend, data, limits=limits) as srv, srv.client("north_sub") as c:
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as e:
+            c.stub.SubmitCasing(trickle(), metadata=c.metadata, timeout=20)
+        assert time.monotonic() - t0 < 5
+        assert _code(e) is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "rate" in e.value.details()
+    assert backend.casings == {}
+
+
+def test_cancelled_upload_is_not_stored_and_audited_as_cancelled(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    with running_server(backend, tmp_path / "data") as srv, srv.client("north_sub") as c:
+        release = threading.Event()
+        fut = _stalled_upload(c, release)
+        time.sleep(0.3)
+        fut.cancel()
+        release.set()
+        time.sleep(0.5)
+        last = __import__("json").loads(srv.audit.path.read_text().splitlines()[-1])
+        assert last["method"] == "SubmitCasing"
+        assert last["outcome"] == "CANCELLED"
+    assert backend.casings == {}
+
+
+def test_stream_that_ends_on_a_cancelled_call_is_not_treated_as_complete() -> None:
+    """The race of issue 10 item 8: the request stream ends (no more messages) but the call was
+    cancelled, not half-closed; the upload must be refused, not parsed as complete."""
+    from server.guards import guarded_upload
+    from server.proto_gen import matching_pb2 as pb
+    from server.service import ServiceError
+
+    class CancelledContext:
+        def is_active(self) -> bool:
+            return False
+
+        def add_callback(self, fn) -> bool:
+            return False
+
+    msgs = iter([pb.SubmitRequest(metadata=pb.SubmitMetadata()), pb.SubmitRequest(chunk=b"SC")])
+    stream = guarded_upload(msgs, CancelledContext(), ServiceLimits())
+    assert next(stream).WhichOneof("part") == "metadata"
+    assert next(stream).chunk == b"SC"
+    with pytest.raises(ServiceError) as e:
+        next(stream)
+    assert e.value.code is grpc.StatusCode.CANCELLED
+
+
+def test_memory_budget_is_shared_by_concurrent_requests(tmp_path: Path) -> None:
+    """Each request reserves its declared decoded size before decoding; over the server-wide
+    budget -> RESOURCE_EXHAUSTED; reservations are released when the call ends."""
+    from ballistics.limits import Limits
+
+    class PixelBackend(FakeBackend):
+        def submit(self, upload: Path, meta: SubmitMeta, **kw):
+            head = upload.read_bytes()
+            if head.startswith(b"PIXL"):  # "PIXL <rows> <cols>": a header the reader checks
+                rows, cols = (int(x) for x in head.split()[1:3])
+                Limits(max_pixels=10**9).check_pixels(rows, cols, "fake header")
+                head = b"SCAN"
+                upload.write_bytes(head)
+            return super().submit(upload, meta, **kw)
+
+    backend = PixelBackend()
+    backend.submit_delay = 1.0
+    need = 1000 * 1000 * Limits().working_bytes_per_pixel
+    data = tmp_path / "data"
+    limits = ServiceLimits(spool_dir=str(data), memory_budget_bytes=int(need * 1.5))
+    with running_server(backend, data, limits=limits) as srv:
+        result: dict[str, object] = {}
+
+        def first() -> None:
+            with srv.client("north_sub") as c:
+                result["r"] = c.submit(b"PIXL 1000 1000", search=False)
+
+        t = threading.Thread(target=first)
+        t.start()
+        assert backend.submitting.wait(5)
+        with srv.client("north_sub") as c:
+            with pytest.raises(grpc.RpcError) as e:
+                c.submit(b"PIXL 1000 1000", search=False)
+            assert _code(e) is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "memory budget" in e.value.details()
+            t.join(10)
+            assert result["r"].casing_id  # type: ignore[attr-defined]
+            # released: the same request now fits
+            backend.submit_delay = 0.0
+            assert c.submit(b"PIXL 1000 1000", search=False).casing_id
+            with pytest.raises(grpc.RpcError) as e:  # larger than the whole budget
+                c.submit(b"PIXL 2000 2000", search=False)
+            assert _code(e) is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert srv.server.budget.used == 0
+
+
+def test_spacing_out_of_range_is_refused_up_front(srv) -> None:
+    with srv.client("north_exam") as c:
+        for spacing in (1e-300, 1e-9, 5e-3, float("inf"), float("nan"), -1e-6):
+            for call in (
+                lambda: c.submit(b"SCAN", pixel_spacing_m=spacing),
+                lambda: c.search(file=b"SCAN", pixel_spacing_m=spacing),
+            ):
+                with pytest.raises(grpc.RpcError) as e:
+                    call()
+                assert _code(e) is grpc.StatusCode.INVALID_ARGUMENT, spacing
+                assert "um" in e.value.details()
+        assert c.submit(b"SCAN", pixel_spacing_m=3.125e-6).casing_id  # inside 0.1-100 um
+    assert len(srv.backend.casings) == 1
+
+
+def test_undecodable_requests_are_invalid_argument_and_audited(srv) -> None:
+    from server.proto_gen import matching_pb2 as pb
+
+    with srv.client("north_exam") as c:
+        raw = c.channel.unary_unary(
+            "/ballistics.v1.Matching/GetCasing",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        for body in (b"\x0a\x02\xff\xfe", b"\x0a\xff\xff\xff\xff\x0f", b"\xff"):
+            with pytest.raises(grpc.RpcError) as e:
+                raw(body, metadata=c.metadata)
+            assert _code(e) is grpc.StatusCode.INVALID_ARGUMENT, body
+        stream = c.channel.stream_unary(
+            "/ballistics.v1.Matching/SubmitCasing",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        first = pb.SubmitRequest(metadata=pb.SubmitMetadata()).SerializeToString()
+        with pytest.raises(grpc.RpcError) as e:
+            stream(iter([first, b"\x12\x05SC"]), metadata=c.metadata)
+        assert _code(e) is grpc.StatusCode.INVALID_ARGUMENT
+    outcomes = [
+        __import__("json").loads(x)["outcome"] for x in srv.audit.path.read_text().splitlines()
+    ]
+    assert outcomes.count("INVALID_ARGUMENT") == 4
+    assert srv.backend.casings == {}
+
+
+def test_long_ids_are_not_echoed_back(srv) -> None:
+    with srv.client("north_exam") as c:
+        for call in (
+            lambda: c.get("A" * 16384),
+            lambda: c.search("A" * 16384),
+            lambda: c.compare("A" * 16384, "B"),
+            lambda: c.links(incident_id="I" * 16384),
+        ):
+            with pytest.raises(grpc.RpcError) as e:
+                call()
+            assert _code(e) is grpc.StatusCode.INVALID_ARGUMENT
+            assert len(e.value.details()) < 400
+            assert "16,384" in e.value.details() or "16384" in e.value.details()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("agency_case_number", "C" * 100_000),
+        ("place", "P" * 100_000),
+        ("file_name", "f" * 100_000 + ".x3p"),
+        ("calibre", "9mm\x00"),
+        ("incident_id", "INC-\u202e1"),
+        ("place", "line\nbreak"),
+        ("acquisition_date", "2024-02-30"),
+    ],
+)
+def test_metadata_limits_and_control_characters(srv, field: str, value: str) -> None:
+    with srv.client("north_sub") as c:
+        with pytest.raises(grpc.RpcError) as e:
+            c.submit(b"SCAN", **{field: value})
+        assert _code(e) is grpc.StatusCode.INVALID_ARGUMENT
+        assert field in e.value.details() and len(e.value.details()) < 400
+        assert list(c.list().casings) == []  # nothing stored, listing still works
+
+
+def test_comment_and_reason_limits(srv) -> None:
+    a = _submit(srv, "north_admin").casing_id
+    b = _submit(srv, "north_admin").casing_id
+    with srv.client("north_admin") as c:
+        assert c.decide(a, b, "hit", "two lines\nof comment\twith a tab").decision_id
+        for call in (
+            lambda: c.decide(a, b, "hit", "x" * 1_000_000),
+            lambda: c.decide(a, b, "hit", "bidi \u2066trick"),
+            lambda: c.delete(a, "r" * 100_000),
+            lambda: c.search(a, jurisdictions=["j" * 10_000]),
+            lambda: c.search(a, calibre="9mm\x1b[31m"),
+        ):
+            with pytest.raises(grpc.RpcError) as e:
+                call()
+            assert _code(e) is grpc.StatusCode.INVALID_ARGUMENT
+    assert len(srv.backend.decisions) == 1 and a in srv.backend.casings
+
+
+def test_builtin_value_error_from_the_backend_is_internal_not_invalid_argument(srv) -> None:
+    """Only input errors (BallisticsError, the service's own checks) are INVALID_ARGUMENT; a
+    ValueError from a bug deep in the store is an internal error."""
+
+    def broken_get(casing_id: str) -> CasingRecord:
+        raise ValueError("could not convert string to float: 'abc'")
+
+    srv.backend.get = broken_get  # type: ignore[method-assign]
+    with srv.client("north_exam") as c:
+        with pytest.raises(grpc.RpcError) as e:
+            c.get("C0001")
+        assert _code(e) is grpc.StatusCode.INTERNAL
+        assert "abc" not in e.value.details()
+
+
+# ---------------------------------------------------------------- issue 10, item 9
+
+
+def test_unknown_scores_are_absent_not_zero() -> None:
+    """A score, CMC or non-match frequency that was not computed is unset on the wire and
+    printed as "-" / absent from JSON, never as 0."""
+    import json
+
+    from google.protobuf.json_format import MessageToDict
+
+    from server.commands_remote import _fmt_candidates
+    from server.service import comparison_to_proto, search_to_proto
+
+    r = SearchResult(
+        combined=[
+            # compared, but no calibration for its non-match frequency
+            CandidateRec("a", "combined", score=0.7, cmc=9, non_match_frequency=None),
+            # compared; a genuine zero is kept as zero
+            CandidateRec("z", "combined", score=0.0, cmc=0, non_match_frequency=0.0),
+            # screened out: nothing known beyond the coarse score
+            CandidateRec(
+                "b", "combined", score=None, cmc=None, non_match_frequency=None, rescored=False
+            ),
+        ],
+    )
+    pb = search_to_proto(r)
+    a, z, b = pb.combined.candidates
+    assert a.HasField("score") and a.cmc == 9 and not a.HasField("non_match_frequency")
+    assert z.HasField("score") and z.HasField("cmc") and z.HasField("non_match_frequency")
+    assert not b.HasField("score") and not b.HasField("cmc")
+    assert not b.HasField("non_match_frequency") and not b.HasField("screen_score")
+    as_json = MessageToDict(b, preserving_proto_field_name=True)
+    assert "score" not in as_json and "non_match_frequency" not in as_json
+    text = "\n".join(_fmt_candidates(pb))
+    a_line = next(line for line in text.splitlines() if " a " in line)
+    assert "0.7" in a_line and a_line.rstrip().split()[4] == "-"  # non-match freq unknown
+    b_line = next(line for line in text.splitlines() if " b " in line)
+    assert "0.000" not in b_line and " 0 " not in b_line
+
+    c = comparison_to_proto("a", "b", ComparisonResult(score=0.5, cmc=3, non_match_frequency=None))
+    assert c.HasField("score") and not c.HasField("non_match_frequency")
+    assert "non_match_frequency" not in json.loads(json.dumps(MessageToDict(c)))
+
+
+def test_remote_compare_prints_unknown_non_match_frequency_as_dash(srv, capsys) -> None:
+    import argparse
+
+    from server.commands_remote import cmd_compare
+
+    srv.backend.compare = lambda a, b, **kw: ComparisonResult(  # type: ignore[method-assign]
+        score=0.4, cmc=2, non_match_frequency=None
+    )
+    a = _submit(srv, "north_exam").casing_id
+    b = _submit(srv, "north_exam").casing_id
+    args = argparse.Namespace(
+        server=srv.address, token=srv.tokens["north_exam"], a=a, b=b, pairs=None, png=None,
+        json=False, tls_ca=None, tls_cert=None, tls_key=None,
+    )  # fmt: skip
+    assert cmd_compare(args) == 0
+    out = capsys.readouterr().out
+    assert "non-match frequency -" in out and "non-match frequency 0" not in out
+    args.json = True
+    assert cmd_compare(args) == 0
+    d = __import__("json").loads(capsys.readouterr().out)
+    assert "non_match_frequency" not in d or d["non_match_frequency"] is None
+    assert d["score"] == 0.4
