@@ -58,7 +58,8 @@ def read_scan(
     Raises
     ------
     ScanFormatError
-        Missing file, empty file, unknown format, or a corrupt file of a known format.
+        Missing file, empty file, unknown format, a corrupt file of a known format, or a
+        pixel spacing outside ``limits.min_spacing_m``-``limits.max_spacing_m``.
     UnsafeInputError, ScanTooLargeError, MissingSpacingError
         See :func:`ballistics.x3p.read_x3p` and :func:`ballistics.image_io.read_image`.
     """
@@ -73,11 +74,14 @@ def read_scan(
             f"are {SUPPORTED_FORMATS}"
         )
     if fmt != "x3p":
-        return read_image(raw, spacing_m=spacing_m, limits=limits, name=label)
-    scan = read_x3p(raw, limits=limits, name=label)
-    if spacing_m is None:
-        return scan
-    return _override_spacing(scan, float(spacing_m))
+        scan = read_image(raw, spacing_m=spacing_m, limits=limits, name=label)
+    else:
+        scan = read_x3p(raw, limits=limits, name=label)
+        if spacing_m is not None:
+            scan = _override_spacing(scan, float(spacing_m))
+    # Before any step divides by it (a 1e-300 m spacing made segmentation divide by zero).
+    limits.check_spacing(scan.spacing_m, label)
+    return scan
 
 
 def _override_spacing(scan: Scan, spacing_m: float) -> Scan:

@@ -22,8 +22,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from ballistics.limits import MemoryBudget
+
 from .audit import AuditLog
 from .auth import Authenticator, TlsConfig
+from .guards import HEALTH_THREADS, ServerGuard
 from .policy import SharingPolicy
 from .proto_gen import matching_pb2, matching_pb2_grpc
 from .service import (
@@ -60,6 +63,7 @@ class Server:
     health: health.HealthServicer
     port: int
     address: str
+    budget: MemoryBudget | None = None  # the server-wide working-memory budget (server.guards)
 
     def start(self) -> None:
         self.grpc_server.start()
@@ -94,6 +98,9 @@ def create_server(
     server on the same port fails instead of silently sharing it) or TLS material is bad.
     """
     limits = limits or ServiceLimits()
+    # Matching calls hold at most max_workers threads (as many again may wait briefly); the
+    # executor keeps HEALTH_THREADS more so health checks answer when every worker is busy.
+    guard = ServerGuard(limits, workers=max_workers, max_waiting=max_workers)
     # A unary Search carries the file itself: allow messages up to the upload cap (+ slack).
     max_msg = min(limits.max_upload_bytes + MESSAGE_OVERHEAD, 2**31 - 1)
     options: Sequence[tuple[str, Any]] = [
@@ -102,7 +109,10 @@ def create_server(
         ("grpc.max_send_message_length", max_msg),
     ]
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(
+            max_workers=2 * max_workers + HEALTH_THREADS, thread_name_prefix="rpc"
+        ),
+        interceptors=[guard],
         options=options,
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
@@ -140,7 +150,7 @@ def create_server(
             f"cannot listen on {address}: the port is in use or the address is not available"
         )
     host = address.rsplit(":", 1)[0]
-    return Server(server, health_servicer, port, f"{host}:{port}"), port
+    return Server(server, health_servicer, port, f"{host}:{port}", guard.budget), port
 
 
 def serve_until_signalled(server: Server, *, grace: float = 30.0) -> None:
@@ -171,7 +181,11 @@ def limited_engine(limits: ServiceLimits) -> Any:
     from index.engine import BallisticsEngine
 
     return BallisticsEngine(
-        Limits(max_file_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels)
+        Limits(
+            max_file_bytes=limits.max_upload_bytes,
+            max_pixels=limits.max_pixels,
+            hint="ServiceLimits.max_pixels; serve --max-pixels",
+        )
     )
 
 
@@ -236,15 +250,15 @@ class CatalogBackend:
             CandidateRec(
                 casing_id=c.casing_id,
                 region=c.region,
-                score=float(c.score) if c.score is not None else 0.0,
+                score=float(c.score) if c.score is not None else None,  # None: unknown
                 coarse_score=float(c.coarse_score),
-                cmc=int(c.cmc) if c.cmc is not None else 0,
+                cmc=int(c.cmc) if c.cmc is not None else None,
                 non_match_frequency=(
-                    float(c.non_match_frequency) if c.non_match_frequency is not None else 0.0
+                    float(c.non_match_frequency) if c.non_match_frequency is not None else None
                 ),
                 incident_id=_opt(c.incident),
                 agency=_opt(c.agency),
-                screen_score=float(c.screen_score) if c.screen_score is not None else 0.0,
+                screen_score=float(c.screen_score) if c.screen_score is not None else None,
                 rescored=bool(c.rescored),
             )
             for c in cands
@@ -335,7 +349,7 @@ class CatalogBackend:
             dy_m=float(getattr(comp, "dy_m", 0.0) or 0.0),
             regions={k: float(v) for k, v in (getattr(comp, "regions", None) or {}).items()},
             cells=cells,
-            non_match_frequency=float(nmf) if nmf is not None else 0.0,
+            non_match_frequency=float(nmf) if nmf is not None else None,
             png=self.catalog.engine.picture(a, b, comp) if picture else b"",
             detail={k: v for k, v in detail.items() if k != "cells"},
         )

@@ -33,6 +33,12 @@ _HANDLERS: dict[str, str] = {
 }
 
 
+def add_serve_limit_options(p: argparse.ArgumentParser) -> None:
+    from .guards import add_serve_limit_options as add
+
+    add(p)
+
+
 def _remote_options(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument(
         "--server",
@@ -118,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key")
     p.add_argument("--tls-ca", help="CA for client certificates")
     p.add_argument("--require-client-cert", action="store_true")
+    add_serve_limit_options(p)
 
     p = sub.add_parser("submit", help="upload a casing (or a folder of them) to the service")
     p.add_argument("path", metavar="FILE_OR_DIR")

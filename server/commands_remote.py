@@ -93,6 +93,11 @@ def _spacing_m(args: argparse.Namespace) -> float:
 # --------------------------------------------------------------------------- human output
 
 
+def _opt(msg: Any, name: str, fmt: str) -> str:
+    """An optional proto field formatted with ``fmt``, or "-" when unset (unknown)."""
+    return format(getattr(msg, name), fmt) if msg.HasField(name) else "-"
+
+
 def _fmt_candidates(resp: Any) -> list[str]:
     lines = []
     for lst in [resp.combined, *resp.regions]:
@@ -103,8 +108,11 @@ def _fmt_candidates(resp: Any) -> list[str]:
             "    rank  casing                score   cmc  non-match freq  incident / agency"
         )
         for c in lst.candidates:
-            if c.rescored:
-                score = f"{c.score:6.3f} {c.cmc:>5}  {c.non_match_frequency:14.3g}"
+            if c.rescored:  # unknown values are unset on the wire and shown as "-", never 0
+                score = (
+                    f"{_opt(c, 'score', '6.3f'):>6} {_opt(c, 'cmc', 'd'):>5}"
+                    f"  {_opt(c, 'non_match_frequency', '.3g'):>14}"
+                )
             else:  # not fully compared: no score to show, only that it was not compared
                 score = f"{'-':>6} {'-':>5}  {'not compared':>14}"
             lines.append(
@@ -141,6 +149,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.auth:
         _err("refusing to start without --auth (a tokens file); see server/auth.py")
         return 2
+    from .guards import limits_from_args
+
+    try:
+        limits = limits_from_args(args)
+    except ValueError as e:
+        _err(str(e))
+        return 2
     try:
         tls = tls_from_options(args.tls_cert, args.tls_key, args.tls_ca, args.require_client_cert)
         auth = Authenticator.from_file(args.auth)
@@ -151,7 +166,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        backend, close = open_backend(data_dir)
+        backend, close = open_backend(data_dir, limits)
     except CatalogLockedError as e:
         _err(f"{e}; is another server running on it?")
         return 2
@@ -167,6 +182,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             policy=policy,
             audit=audit,
             tls=tls,
+            limits=limits,
         )
     except (ServerStartError, AuthConfigError) as e:
         _err(str(e))
@@ -313,7 +329,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(
             f"{resp.casing_a} vs {resp.casing_b}: score {resp.score:.3f}, CMC {resp.cmc},"
             f" rotation {resp.rotation_deg:.1f} deg, shift ({resp.dx_m * 1e6:.1f},"
-            f" {resp.dy_m * 1e6:.1f}) um, non-match frequency {resp.non_match_frequency:.3g}"
+            f" {resp.dy_m * 1e6:.1f}) um,"
+            f" non-match frequency {_opt(resp, 'non_match_frequency', '.3g')}"
         )
         for region, s in sorted(resp.region_scores.items()):
             print(f"  {region}: {s:.3f}")

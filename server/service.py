@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from ballistics.errors import BallisticsError, ScanTooLargeError
 
@@ -33,6 +34,7 @@ from .auth import Authenticator, AuthError, Identity, Permission
 from .policy import SharingPolicy
 from .proto_gen import matching_pb2 as pb
 from .proto_gen import matching_pb2_grpc as pb_grpc
+from .validation import check_decodable, check_spacing_m, truncate_detail, validate_message
 
 log = logging.getLogger("ballistics.server")
 
@@ -80,15 +82,17 @@ class CasingRecord:
 
 @dataclass
 class CandidateRec:
+    """None: not known (not compared, not screened, no calibration); sent unset, never 0."""
+
     casing_id: str
     region: str
-    score: float
+    score: float | None
     coarse_score: float = 0.0
-    cmc: int = 0
-    non_match_frequency: float = 0.0
+    cmc: int | None = None
+    non_match_frequency: float | None = None
     incident_id: str = ""
     agency: str = ""
-    screen_score: float = 0.0
+    screen_score: float | None = None
     rescored: bool = True
 
 
@@ -111,7 +115,7 @@ class ComparisonResult:
     dy_m: float = 0.0
     regions: dict[str, float] = field(default_factory=dict)
     cells: list[dict[str, Any]] = field(default_factory=list)
-    non_match_frequency: float = 0.0
+    non_match_frequency: float | None = None  # None: no calibration for this kind of scan
     png: bytes = b""
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -206,10 +210,23 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class ServiceLimits:
-    """Caps the service enforces before the pipeline sees anything."""
+    """Caps the service enforces before the pipeline sees anything.
+
+    ``max_pixels``: largest scan decoded per request (default 16 million, 4000 x 4000, about
+    1.2 GB of working memory at ``ballistics.limits.Limits.working_bytes_per_pixel``).
+    ``memory_budget_bytes``: working memory shared by all concurrent requests; each reserves
+    its scan's declared size before decoding (server.guards). ``upload_idle_timeout_s``,
+    ``upload_min_rate_bytes_s`` (average, checked after ``upload_rate_grace_s``) and
+    ``max_concurrent_uploads`` keep slow or stalled uploads from holding the workers.
+    """
 
     max_upload_bytes: int = 256 * MiB
-    max_pixels: int = 64_000_000
+    max_pixels: int = 16_000_000
+    memory_budget_bytes: int = 2048 * MiB
+    upload_idle_timeout_s: float = 30.0
+    upload_min_rate_bytes_s: float = 16 * 1024
+    upload_rate_grace_s: float = 10.0
+    max_concurrent_uploads: int = 4
     default_results: int = 10
     max_results: int = 200
     max_list: int = 1000
@@ -226,7 +243,17 @@ class ServiceError(Exception):
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status for an exception raised while handling a call (never UNKNOWN)."""
+    """The gRPC status for an exception raised while handling a call (never UNKNOWN), with a
+    bounded message.
+
+    Only input errors (:class:`BallisticsError`, including ``server.validation``'s) are
+    ``INVALID_ARGUMENT``; a built-in ``ValueError`` from elsewhere is a bug: ``INTERNAL``.
+    """
+    code, message = _status_for(exc)
+    return code, truncate_detail(message)
+
+
+def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, AuthError | ServiceError):
         return exc.code, str(exc)
     if isinstance(exc, ScanTooLargeError):
@@ -242,8 +269,6 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc) or "deadline exceeded"
     if isinstance(exc, MemoryError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, "out of memory for this request"
-    if isinstance(exc, ValueError):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
 
 
@@ -279,6 +304,9 @@ def _rpc(
                         grpc.StatusCode.PERMISSION_DENIED,
                         f"role {call.identity.role!r} may not {permission.value}",
                     )
+                check_decodable(request)  # streams: checked per message by server.guards
+                if isinstance(request, Message):
+                    validate_message(request)
                 result = fn(self, request, context, call)
             except Exception as exc:
                 code, message = status_for(exc)
@@ -594,15 +622,8 @@ def _fields(obj: Any) -> dict[str, Any]:
 
 
 def _spacing(value: float) -> float | None:
-    if value == 0:
-        return None
-    if not (0 < value < 1e-2):
-        raise ServiceError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"pixel_spacing_m must be a length in metres below 1 cm; got {value!r}"
-            " (6.25 um is 6.25e-6)",
-        )
-    return value
+    check_spacing_m("pixel_spacing_m", value)
+    return None if value == 0 else value
 
 
 def _check_date(name: str, value: str) -> None:
@@ -659,6 +680,11 @@ def segmentation_to_proto(seg: dict[str, Any]) -> pb.Segmentation:
     )
 
 
+def _known(value: float | None) -> float | None:
+    """A float for an optional proto field: None (unknown) leaves the field unset."""
+    return None if value is None else float(value)
+
+
 def _candidates(region: str, cands: list[CandidateRec]) -> pb.CandidateList:
     out = pb.CandidateList(region=region)
     for i, c in enumerate(cands, start=1):
@@ -667,12 +693,12 @@ def _candidates(region: str, cands: list[CandidateRec]) -> pb.CandidateList:
             casing_id=c.casing_id,
             region=c.region or region,
             coarse_score=float(c.coarse_score),
-            score=float(c.score),
-            cmc=int(c.cmc),
-            non_match_frequency=float(c.non_match_frequency),
+            score=_known(c.score),
+            cmc=None if c.cmc is None else int(c.cmc),
+            non_match_frequency=_known(c.non_match_frequency),
             incident_id=c.incident_id,
             agency=c.agency,
-            screen_score=float(c.screen_score),
+            screen_score=_known(c.screen_score),
             rescored=bool(c.rescored),
         )
     return out
@@ -699,7 +725,7 @@ def comparison_to_proto(a: str, b: str, c: ComparisonResult) -> pb.CompareRespon
         dx_m=float(c.dx_m),
         dy_m=float(c.dy_m),
         region_scores={k: float(v) for k, v in c.regions.items()},
-        non_match_frequency=float(c.non_match_frequency),
+        non_match_frequency=_known(c.non_match_frequency),
         png=c.png,
         detail_json=json.dumps(c.detail, sort_keys=True, default=str) if c.detail else "",
     )

@@ -190,7 +190,7 @@ def names_in(reply: Any) -> tuple[set[str], set[str], set[str]]:
 
     def walk(msg: Any) -> None:
         for field, value in msg.ListFields():
-            values = value if field.label == field.LABEL_REPEATED else [value]
+            values = value if field.is_repeated else [value]
             for v in values:
                 if field.message_type is not None:
                     if not field.message_type.GetOptions().map_entry:

@@ -576,13 +576,14 @@ def test_memory_budget_is_shared_by_concurrent_requests(tmp_path: Path) -> None:
 
     class PixelBackend(FakeBackend):
         def submit(self, upload: Path, meta: SubmitMeta, **kw):
-            head = upload.read_bytes()
-            if head.startswith(b"PIXL"):  # "PIXL <rows> <cols>": a header the reader checks
-                rows, cols = (int(x) for x in head.split()[1:3])
-                Limits(max_pixels=10**9).check_pixels(rows, cols, "fake header")
-                head = b"SCAN"
-                upload.write_bytes(head)
-            return super().submit(upload, meta, **kw)
+            # "PIXL <rows> <cols>": a header the reader checks before decoding
+            rows, cols = (int(x) for x in upload.read_bytes().split()[1:3])
+            Limits(max_pixels=10**9).check_pixels(rows, cols, "fake header")
+            self.submitting.set()
+            time.sleep(self.submit_delay)
+            cid = f"C{len(self.casings) + 1:04d}"
+            self.casings[cid] = CasingRecord(casing_id=cid, agency=kw["agency"])
+            return self.casings[cid]
 
     backend = PixelBackend()
     backend.submit_delay = 1.0
@@ -768,7 +769,7 @@ def test_unknown_scores_are_absent_not_zero() -> None:
     assert "0.000" not in b_line and " 0 " not in b_line
 
     c = comparison_to_proto("a", "b", ComparisonResult(score=0.5, cmc=3, non_match_frequency=None))
-    assert c.HasField("score") and not c.HasField("non_match_frequency")
+    assert c.score == 0.5 and not c.HasField("non_match_frequency")
     assert "non_match_frequency" not in json.loads(json.dumps(MessageToDict(c)))
 
 
