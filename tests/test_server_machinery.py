@@ -620,8 +620,8 @@ def test_spacing_out_of_range_is_refused_up_front(srv) -> None:
     with srv.client("north_exam") as c:
         for spacing in (1e-300, 1e-9, 5e-3, float("inf"), float("nan"), -1e-6):
             for call in (
-                lambda: c.submit(b"SCAN", pixel_spacing_m=spacing),
-                lambda: c.search(file=b"SCAN", pixel_spacing_m=spacing),
+                lambda s=spacing: c.submit(b"SCAN", pixel_spacing_m=s),
+                lambda s=spacing: c.search(file=b"SCAN", pixel_spacing_m=s),
             ):
                 with pytest.raises(grpc.RpcError) as e:
                     call()
