@@ -496,3 +496,33 @@ def test_file_spacing_outside_the_plausible_range_is_refused(small_x3p: bytes) -
     with pytest.warns(X3PChecksumWarning):
         with pytest.raises(ScanFormatError, match="spacing"):
             read_scan(raw)
+
+
+def test_amplifier_by_submit_and_search_is_resource_exhausted(
+    amplifier_8000: bytes, tmp_path: Path
+) -> None:
+    """The same file through the real service (real catalog and engine): refused at the header
+    with RESOURCE_EXHAUSTED by SubmitCasing and by Search-by-file, nothing stored."""
+    import grpc
+
+    from server.app import open_backend
+    from server.service import ServiceLimits
+    from tests.test_server_support import running_server
+
+    limits = ServiceLimits(spool_dir=str(tmp_path))
+    backend, close = open_backend(tmp_path / "data", limits)
+    try:
+        with running_server(backend, tmp_path / "data", limits=limits) as srv:
+            with srv.client("north_sub") as c:
+                for call in (
+                    lambda: c.submit(amplifier_8000, file_name="amp.x3p"),
+                    lambda: c.search(file=amplifier_8000, file_name="amp.x3p"),
+                ):
+                    with pytest.raises(grpc.RpcError) as e:
+                        call()
+                    assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                    assert "--max-pixels" in e.value.details()
+                assert list(c.list().casings) == []
+            assert srv.server.budget is not None and srv.server.budget.used == 0
+    finally:
+        close()

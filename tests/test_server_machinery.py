@@ -795,3 +795,43 @@ def test_remote_compare_prints_unknown_non_match_frequency_as_dash(srv, capsys) 
     d = __import__("json").loads(capsys.readouterr().out)
     assert "non_match_frequency" not in d or d["non_match_frequency"] is None
     assert d["score"] == 0.4
+
+
+def test_serve_limit_flags_reach_the_service(tmp_path: Path) -> None:
+    """Each documented `serve` limit flag changes the ServiceLimits the server runs with, and
+    --max-pixels changes what the engine accepts."""
+    import io
+    import zipfile
+
+    from ballistics.errors import ScanTooLargeError as TooLarge
+    from ballistics.limits import MiB
+    from server.app import limited_engine
+    from server.cli import build_parser
+    from server.guards import limits_from_args
+
+    default = limits_from_args(build_parser().parse_args(["serve", "--data-dir", "d"]))
+    assert default == ServiceLimits()
+    args = build_parser().parse_args(
+        ["serve", "--data-dir", "d", "--max-pixels", "1000", "--memory-budget-mb", "64",
+         "--upload-idle-timeout", "2.5", "--upload-min-rate-kbs", "1", "--max-uploads", "2"]
+    )  # fmt: skip
+    lim = limits_from_args(args)
+    assert (lim.max_pixels, lim.memory_budget_bytes, lim.max_concurrent_uploads) == (
+        1000,
+        64 * MiB,
+        2,
+    )
+    assert (lim.upload_idle_timeout_s, lim.upload_min_rate_bytes_s) == (2.5, 1024.0)
+    with pytest.raises(ValueError, match="max-pixels"):
+        limits_from_args(
+            build_parser().parse_args(["serve", "--data-dir", "d", "--max-pixels", "0"])
+        )
+
+    from tests.test_x3p import main_xml
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("main.xml", main_xml(size_x=56, size_y=40))
+        zf.writestr("bindata/data.bin", bytes(56 * 40 * 8))
+    with pytest.raises(TooLarge, match="2,240 pixels"):
+        limited_engine(lim).process(buf.getvalue(), "small.x3p", None)
