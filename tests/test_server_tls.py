@@ -12,7 +12,6 @@ import grpc
 import pytest
 
 from server.app import create_server
-from server.audit import AuditLog
 from server.auth import (
     AuthConfigError,
     Authenticator,
@@ -23,6 +22,7 @@ from server.auth import (
 from server.client import Client
 from server.policy import SharingPolicy
 from tests.test_server_machinery import FakeBackend
+from tests.test_server_support import scratch_audit
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not found")
 
@@ -103,7 +103,7 @@ def mtls_server(pki: Path, tmp_path: Path) -> Iterator[tuple[int, dict[str, str]
             "client_certs": [{"cn": "lab1.north", "o": "PD North", "agency": "PD-North"}],
         }
     )
-    audit = AuditLog(tmp_path / "audit.log")
+    audit = scratch_audit(tmp_path)
     tls = TlsConfig(pki / "server.pem", pki / "server.key", pki / "ca.pem", True)
     server, port = create_server(
         FakeBackend(), "127.0.0.1:0", auth=auth, policy=SharingPolicy(), audit=audit, tls=tls
@@ -116,7 +116,7 @@ def mtls_server(pki: Path, tmp_path: Path) -> Iterator[tuple[int, dict[str, str]
 
 def test_tls_only(pki: Path, tmp_path: Path) -> None:
     tok, e = new_token_entry("n", "PD-North", "examiner")
-    audit = AuditLog(tmp_path / "audit.log")
+    audit = scratch_audit(tmp_path)
     tls = TlsConfig(pki / "server.pem", pki / "server.key")
     server, port = create_server(
         FakeBackend(),
