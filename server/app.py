@@ -421,7 +421,9 @@ class CatalogBackend:
             yield str(cid), str(agency), str(sha)
 
 
-def open_audit(data_dir: Path, key_file: str | None, backend: Any = None) -> AuditLog:
+def open_audit(
+    data_dir: Path, key_file: str | None, backend: Any = None, *, accept_unkeyed: bool = False
+) -> AuditLog:
     """Open the data dir's audit log with its key, ready to serve.
 
     Verifies the whole chain and signed head first (:class:`AuditIntegrityError` on a broken
@@ -430,7 +432,7 @@ def open_audit(data_dir: Path, key_file: str | None, backend: Any = None) -> Aud
     Raises :class:`AuditKeyError` when the key is missing or inside ``data_dir``.
     """
     key = load_key(key_file, data_dir=data_dir)
-    audit = AuditLog.in_dir(data_dir, key)
+    audit = AuditLog.in_dir(data_dir, key, accept_unkeyed=accept_unkeyed)
     stored = getattr(backend, "stored_casings", None)
     if stored is not None:
         try:

@@ -20,9 +20,10 @@ off-host if that matters.
 Every field is bounded (:data:`MAX_FIELD_CHARS`; longer values are replaced by their length and
 a SHA-256 prefix), so one call cannot write a record the start-up check chokes on.
 
-Logs written before keying (records with ``hash`` instead of ``mac``) are accepted as an
-unkeyed prefix: they are checked as the old SHA-256 chain and reported as unprotected; the first
-keyed record chains to the last of them.
+Logs written before keying (records with ``hash`` instead of ``mac``) are an unkeyed prefix,
+checked as the old SHA-256 chain. A log of *only* such records fails verification by default
+(anyone can write one); ``serve --accept-unkeyed-audit-log`` accepts it once and seals it with a
+keyed record chained to the last of them, after which rewriting the prefix breaks that record.
 """
 
 from __future__ import annotations
@@ -197,11 +198,11 @@ def _bad(seq: int | None, message: str, n: int = 0) -> Verdict:
     return Verdict(False, seq, message, n)
 
 
-def verify(path: str | Path, key: bytes) -> Verdict:
+def verify(path: str | Path, key: bytes, *, accept_unkeyed: bool = False) -> Verdict:
     """Check the whole log and its signed head against ``key``.
 
     ``path`` is the log or the data directory holding it. Reads line by line (no record-size
-    limit).
+    limit). A log holding only unkeyed (pre-keying) records fails unless ``accept_unkeyed``.
     """
     p = Path(path)
     if p.is_dir():
@@ -266,6 +267,14 @@ def verify(path: str | Path, key: bytes) -> Verdict:
     legacy_note = (
         f" ({legacy} written before keying, not protected against rewriting)" if legacy else ""
     )
+    if legacy and legacy == n and not accept_unkeyed:
+        return _bad(
+            None,
+            f"all {n} records are unkeyed: written before the audit log was keyed, or rewritten"
+            " by someone without the key. If it predates keying, start the server once with"
+            " --accept-unkeyed-audit-log to seal it",
+            n,
+        )
     if not head.exists():
         if n > legacy:
             return _bad(
@@ -316,7 +325,7 @@ class AuditLog:
     log that fails verification.
     """
 
-    def __init__(self, path: str | Path, key: bytes) -> None:
+    def __init__(self, path: str | Path, key: bytes, *, accept_unkeyed: bool = False) -> None:
         if not key:
             raise AuditKeyError("an audit key is required (see load_key)")
         self.path = Path(path)
@@ -325,7 +334,7 @@ class AuditLog:
         self._key = key
         self._lock = threading.Lock()
         if self.path.exists() or self.head_path.exists():
-            v = verify(self.path, key)
+            v = verify(self.path, key, accept_unkeyed=accept_unkeyed)
             if not v.ok:
                 raise AuditIntegrityError(
                     f"audit log {self.path} fails verification: {v.message}. Keep the file as"
@@ -335,11 +344,18 @@ class AuditLog:
         else:
             self._seq, self._prev = 0, GENESIS
         self._fh = open(self.path, "ab")
-        self.failed = False
+        if self._seq and v.legacy == self._seq:  # seal the unkeyed prefix with a keyed record
+            self.append(
+                user="",
+                agency="",
+                method="AuditKeyed",
+                outcome="OK",
+                detail=f"{v.legacy} earlier records were written before keying",
+            )
 
     @classmethod
-    def in_dir(cls, data_dir: str | Path, key: bytes) -> AuditLog:
-        return cls(Path(data_dir) / LOG_NAME, key)
+    def in_dir(cls, data_dir: str | Path, key: bytes, *, accept_unkeyed: bool = False) -> AuditLog:
+        return cls(Path(data_dir) / LOG_NAME, key, accept_unkeyed=accept_unkeyed)
 
     @property
     def count(self) -> int:

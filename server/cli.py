@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-ca", help="CA for client certificates")
     p.add_argument("--require-client-cert", action="store_true")
     _audit_key_option(p)
+    p.add_argument(
+        "--accept-unkeyed-audit-log",
+        action="store_true",
+        help="accept (once) an audit log written before keying and seal it with a keyed record",
+    )
 
     p = sub.add_parser("submit", help="upload a casing (or a folder of them) to the service")
     p.add_argument("path", metavar="FILE_OR_DIR")

@@ -165,7 +165,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _err(f"cannot open the store in {data_dir}: {type(e).__name__}: {e}")
         return 1
     try:
-        audit = open_audit(data_dir, args.audit_key_file, backend)
+        audit = open_audit(
+            data_dir,
+            args.audit_key_file,
+            backend,
+            accept_unkeyed=args.accept_unkeyed_audit_log,
+        )
     except (AuditKeyError, AuditIntegrityError) as e:
         _err(f"refusing to serve: {e}")
         close()
