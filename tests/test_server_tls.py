@@ -236,7 +236,7 @@ def test_certificate_without_cn_is_refused(
     pki: Path, mtls_server: tuple[int, dict[str, str]]
 ) -> None:
     """A CA-signed certificate with no subject CN cannot be mapped to an agency: refused
-    (before, the agency check was skipped and any agency's token went through)."""
+    with either agency's token (a regression guard for the mandatory mapping)."""
     port, tokens = mtls_server
     cert = {
         "tls_ca": str(pki / "ca.pem"),
