@@ -171,12 +171,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    # No directory fsync: a head lost in a crash is only stale, and verify accepts a log
+    # longer than its head (the head's own record must still match).
     os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------- verification
