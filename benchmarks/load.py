@@ -34,7 +34,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def _serve(data_dir: str, engine: str, workers: int, q: Any, stop: Any) -> None:
     from index.service import Catalog
     from server.app import CatalogBackend, create_server, open_backend
-    from server.audit import AuditLog
+    from server.audit import AuditLog, generate_key, load_key
     from server.auth import Authenticator, new_token_entry
     from server.policy import SharingPolicy
     from server.service import ServiceLimits
@@ -50,7 +50,10 @@ def _serve(data_dir: str, engine: str, workers: int, q: Any, stop: Any) -> None:
     else:
         backend, close = open_backend(Path(data_dir), limits)
     token, entry = new_token_entry("load", "PD-Load", "examiner")
-    audit = AuditLog.in_dir(data_dir)
+    key_file = Path(data_dir).parent / f"{Path(data_dir).name}.audit.key"
+    if not key_file.exists():
+        generate_key(key_file)
+    audit = AuditLog.in_dir(data_dir, load_key(key_file))
     server, port = create_server(
         backend,
         "127.0.0.1:0",

@@ -20,7 +20,7 @@ import hashlib
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -383,8 +383,18 @@ class Catalog:
     def decisions(self, casing_id: str) -> builtins.list[Decision]:
         return self.store.decisions_for(casing_id)
 
-    def links(self, *, casing_id: str | None = None, incident_id: str | None = None) -> dict:
-        return self.store.links(casing_id=casing_id, incident_id=incident_id)
+    def links(
+        self,
+        *,
+        casing_id: str | None = None,
+        incident_id: str | None = None,
+        agency: str | None = None,
+        agencies: Iterable[str] | None = None,
+    ) -> dict:
+        """See :meth:`index.store.Store.links` (incidents are scoped per agency)."""
+        return self.store.links(
+            casing_id=casing_id, incident_id=incident_id, agency=agency, agencies=agencies
+        )
 
     def prepared(self, casing_id: str) -> Any:
         """The stored PreparedCasing of a casing (for a remote compare)."""

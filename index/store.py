@@ -47,27 +47,12 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS agencies(
     id TEXT PRIMARY KEY, name TEXT, jurisdiction TEXT);
+-- Incidents are scoped per agency: (agency, id). Two agencies' "2024-001" are two incidents,
+-- and a casing always belongs to an incident of its own agency.
 CREATE TABLE IF NOT EXISTS incidents(
-    id TEXT PRIMARY KEY, agency TEXT REFERENCES agencies(id), case_number TEXT,
-    date TEXT, place TEXT);
-CREATE TABLE IF NOT EXISTS casings(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    casing_id TEXT NOT NULL UNIQUE,
-    exhibit_id TEXT,
-    incident TEXT REFERENCES incidents(id),
-    caliber TEXT,
-    firing_pin_shape TEXT,
-    acquisition_date TEXT,
-    agency TEXT NOT NULL REFERENCES agencies(id),
-    sha256 TEXT NOT NULL,
-    filename TEXT,
-    format TEXT,
-    spacing_m REAL,
-    created_at TEXT NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0,
-    deleted_reason TEXT,
-    deleted_at TEXT,
-    superseded_by INTEGER REFERENCES casings(id));
+    agency TEXT NOT NULL REFERENCES agencies(id), id TEXT NOT NULL, case_number TEXT,
+    date TEXT, place TEXT, PRIMARY KEY(agency, id));
+{casings}
 CREATE UNIQUE INDEX IF NOT EXISTS casings_live_sha_agency
     ON casings(sha256, agency) WHERE deleted = 0;
 CREATE INDEX IF NOT EXISTS casings_class ON casings(caliber, firing_pin_shape);
@@ -108,6 +93,29 @@ CREATE TABLE IF NOT EXISTS changes(
     casing INTEGER,
     time TEXT NOT NULL);
 """
+
+_CASINGS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name}(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    casing_id TEXT NOT NULL UNIQUE,
+    exhibit_id TEXT,
+    incident TEXT,
+    caliber TEXT,
+    firing_pin_shape TEXT,
+    acquisition_date TEXT,
+    agency TEXT NOT NULL REFERENCES agencies(id),
+    sha256 TEXT NOT NULL,
+    filename TEXT,
+    format TEXT,
+    spacing_m REAL,
+    created_at TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    deleted_reason TEXT,
+    deleted_at TEXT,
+    superseded_by INTEGER REFERENCES casings(id),
+    FOREIGN KEY(agency, incident) REFERENCES incidents(agency, id));
+"""
+_SCHEMA = _SCHEMA.replace("{casings}", _CASINGS_TABLE.format(name="casings"))
 
 _CASING_COLS = (
     "id, casing_id, exhibit_id, incident, caliber, firing_pin_shape, acquisition_date, agency, "
@@ -285,6 +293,7 @@ class Store:
         self._closed = False
         con = self._conn()
         with self._write_lock:
+            _migrate_incident_owner(con)
             con.executescript(_SCHEMA)
 
     # -- connections -------------------------------------------------------------------------
@@ -429,10 +438,10 @@ class Store:
                 raise ValueError(f"casing id {cid!r} already exists")
             con.execute("INSERT OR IGNORE INTO agencies(id, name) VALUES (?, ?)", (agency, agency))
             if incident:
-                con.execute(
-                    "INSERT OR IGNORE INTO incidents(id, agency, case_number, date, place) "
+                con.execute(  # the caller's own incident of that name (created on first use)
+                    "INSERT OR IGNORE INTO incidents(agency, id, case_number, date, place) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (incident, agency, case_number, acquisition_date, place),
+                    (agency, incident, case_number, acquisition_date, place),
                 )
             cur = con.execute(
                 "INSERT INTO casings(casing_id, exhibit_id, incident, caliber, firing_pin_shape,"
@@ -755,75 +764,113 @@ class Store:
     def _hit_edges(self) -> list[HitEdge]:
         """Current (not superseded) hits between incidents.
 
-        Nodes are incidents; a casing without an incident is its own node ``casing:<id>``.
+        Nodes are ``(agency, incident)``; a casing without an incident is its own node
+        ``(agency, "casing:<id>")``.
         """
         rows = self._conn().execute(
             "SELECT d.id, d.verdict, d.examiner, d.agency, d.time, a.casing_id, a.incident, "
-            "b.casing_id, b.incident FROM decisions d JOIN casings a ON a.id = d.casing "
-            "JOIN casings b ON b.id = d.candidate WHERE d.id IN (SELECT MAX(id) FROM decisions "
-            "GROUP BY MIN(casing, candidate), MAX(casing, candidate)) AND a.deleted = 0 "
-            "AND b.deleted = 0"
+            "a.agency, b.casing_id, b.incident, b.agency FROM decisions d "
+            "JOIN casings a ON a.id = d.casing JOIN casings b ON b.id = d.candidate "
+            "WHERE d.id IN (SELECT MAX(id) FROM decisions GROUP BY MIN(casing, candidate), "
+            "MAX(casing, candidate)) AND a.deleted = 0 AND b.deleted = 0"
         )
         return [
-            HitEdge(ia or f"casing:{ca}", ib or f"casing:{cb}", ca, cb, ex, ag or "", t, int(did))
-            for did, verdict, ex, ag, t, ca, ia, cb, ib in rows
+            HitEdge(
+                ia or f"casing:{ca}",
+                ib or f"casing:{cb}",
+                ca,
+                cb,
+                ex,
+                ag or "",
+                t,
+                int(did),
+                agency_a=str(aa),
+                agency_b=str(ab),
+            )
+            for did, verdict, ex, ag, t, ca, ia, aa, cb, ib, ab in rows
             if verdict == "hit"
         ]
 
-    def links(self, *, casing_id: str | None = None, incident_id: str | None = None) -> dict:
+    def incident_owners(self, incident_id: str) -> list[str]:
+        """Agencies that have an incident named ``incident_id`` (sorted)."""
+        rows = self._conn().execute(
+            "SELECT agency FROM incidents WHERE id = ? ORDER BY agency", (incident_id,)
+        )
+        return [str(r[0]) for r in rows]
+
+    def links(
+        self,
+        *,
+        casing_id: str | None = None,
+        incident_id: str | None = None,
+        agency: str | None = None,
+        agencies: Iterable[str] | None = None,
+    ) -> dict:
         """Connected component of incidents linked by confirmed hits.
 
-        Returns ``{"nodes": [{"incident", "casings": [...]}], "edges": [{"a", "b",
-        "casing_a", "casing_b", "examiner", "agency", "time", "decision_id"}]}``; the start
-        node is always included.
+        Incidents are scoped per agency. ``incident_id`` starts from ``agency``'s incident of
+        that name if it has one, else from every incident of that name among ``agencies``
+        (all agencies when None). ``agencies`` (None: all) bounds the walk: incidents of other
+        agencies are neither returned nor walked through, so nothing about them shows.
+
+        Returns ``{"start", "nodes": [{"incident", "agency", "casings": [...]}], "edges":
+        [{"a", "b", "casing_a", "casing_b", "examiner", "agency", "time", "decision_id",
+        "agency_a", "agency_b"}]}``; the start node is always included.
         """
         if (casing_id is None) == (incident_id is None):
             raise ValueError("give exactly one of casing_id or incident_id")
+        allowed = None if agencies is None else frozenset(agencies)
+
+        def ok(a: str) -> bool:
+            return allowed is None or a in allowed
+
+        starts: list[tuple[str, str]]
         if casing_id is not None:
             rec = self.get_casing(casing_id)
-            start = rec.incident or f"casing:{rec.casing_id}"
+            starts = [(rec.agency, rec.incident or f"casing:{rec.casing_id}")]
         else:
             assert incident_id is not None
-            row = (
-                self._conn()
-                .execute("SELECT 1 FROM incidents WHERE id = ?", (incident_id,))
-                .fetchone()
-            )
-            if row is None:
+            owners = [a for a in self.incident_owners(incident_id) if ok(a)]
+            if agency is not None and agency in owners:
+                owners = [agency]
+            if not owners:
                 raise NotFoundError(f"no incident with id {incident_id}")
-            start = incident_id
-        adj: dict[str, list[HitEdge]] = {}
+            starts = [(a, incident_id) for a in owners]
+        adj: dict[tuple[str, str], list[HitEdge]] = {}
         for e in self._hit_edges():
-            adj.setdefault(e.a, []).append(e)
-            adj.setdefault(e.b, []).append(e)
-        seen = {start}
-        stack = [start]
+            if not (ok(e.agency_a) and ok(e.agency_b)):
+                continue  # never walk through (or show) another agency's incident
+            adj.setdefault((e.agency_a, e.a), []).append(e)
+            adj.setdefault((e.agency_b, e.b), []).append(e)
+        seen = set(starts)
+        stack = list(starts)
         comp_edges: set[HitEdge] = set()
         while stack:
             n = stack.pop()
             for e in adj.get(n, []):
                 comp_edges.add(e)
-                for m in (e.a, e.b):
+                for m in ((e.agency_a, e.a), (e.agency_b, e.b)):
                     if m not in seen:
                         seen.add(m)
                         stack.append(m)
         nodes = []
         con = self._conn()
-        for n in sorted(seen):
-            if n.startswith("casing:"):
-                casings = [n[len("casing:") :]]
+        for ag, inc in sorted(seen, key=lambda k: (k[1], k[0])):
+            casings: list[str]
+            if inc.startswith("casing:"):
+                casings = [inc[len("casing:") :]]
             else:
                 casings = [
                     str(r[0])
                     for r in con.execute(
-                        "SELECT casing_id FROM casings WHERE incident = ? AND deleted = 0 "
-                        "ORDER BY id",
-                        (n,),
+                        "SELECT casing_id FROM casings WHERE agency = ? AND incident = ? "
+                        "AND deleted = 0 ORDER BY id",
+                        (ag, inc),
                     )
                 ]
-            nodes.append({"incident": n, "casings": casings})
+            nodes.append({"incident": inc, "agency": ag, "casings": casings})
         edges = [asdict(e) for e in sorted(comp_edges, key=lambda e: (e.time, e.decision_id))]
-        return {"start": start, "nodes": nodes, "edges": edges}
+        return {"start": starts[0][1], "nodes": nodes, "edges": edges}
 
 
 @dataclass(frozen=True)
@@ -838,6 +885,60 @@ class HitEdge:
     agency: str
     time: str
     decision_id: int
+    agency_a: str = ""
+    agency_b: str = ""
+    """The agencies owning incident ``a`` and ``b`` (incidents are scoped per agency)."""
+
+
+def _migrate_incident_owner(con: sqlite3.Connection) -> None:
+    """Upgrade a store whose incidents were global (``incidents.id`` the primary key).
+
+    Old stores let any agency's casing join another agency's incident. Each agency now owns
+    its incidents: every (casing agency, incident) pair becomes an incident of that agency
+    (metadata kept where the old owner was that agency), and ``casings`` is rebuilt with the
+    foreign key ``(agency, incident) -> incidents(agency, id)`` (SQLite cannot alter a
+    constraint). Row ids, and with them the FAISS ids and change log, are unchanged.
+    """
+    row = con.execute("SELECT sql FROM sqlite_master WHERE name = 'incidents'").fetchone()
+    if row is None or "PRIMARY KEY(agency, id)" in str(row[0]):
+        return  # a new store, or already migrated
+    seq = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'casings'").fetchone()
+    con.execute("PRAGMA foreign_keys=OFF")  # only outside a transaction; back on below
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.execute(
+                "CREATE TABLE incidents_v2(agency TEXT NOT NULL REFERENCES agencies(id), id TEXT"
+                " NOT NULL, case_number TEXT, date TEXT, place TEXT, PRIMARY KEY(agency, id))"
+            )
+            con.execute(
+                "INSERT OR IGNORE INTO incidents_v2 SELECT agency, id, case_number, date, place"
+                " FROM incidents WHERE agency IS NOT NULL"
+            )
+            con.execute(
+                "INSERT OR IGNORE INTO incidents_v2(agency, id) SELECT DISTINCT agency, incident"
+                " FROM casings WHERE incident IS NOT NULL"
+            )
+            con.execute(_CASINGS_TABLE.format(name="casings_v2"))
+            con.execute("INSERT INTO casings_v2 SELECT * FROM casings")
+            con.execute("DROP TABLE casings")
+            con.execute("ALTER TABLE casings_v2 RENAME TO casings")
+            con.execute("DROP TABLE incidents")
+            con.execute("ALTER TABLE incidents_v2 RENAME TO incidents")
+            if seq is not None:
+                con.execute(
+                    "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'casings'",
+                    (int(seq[0]),),
+                )
+            bad = con.execute("PRAGMA foreign_key_check(casings)").fetchall()
+            if bad:
+                raise sqlite3.IntegrityError(f"incident migration left broken references: {bad}")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+    finally:
+        con.execute("PRAGMA foreign_keys=ON")
 
 
 def _record(row: tuple[Any, ...]) -> CasingRecord:

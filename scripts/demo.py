@@ -261,12 +261,12 @@ class RunningServer:
 
 
 def start_server(
-    data_dir: Path, auth: Path, policy: Path, log: Path, timeout: float
+    data_dir: Path, auth: Path, policy: Path, log: Path, timeout: float, key: Path
 ) -> RunningServer:
     from server.client import Client
 
     args = ["serve", "--data-dir", str(data_dir), "--port", "0", "--host", "127.0.0.1"]
-    args += ["--auth", str(auth), "--policy", str(policy)]
+    args += ["--auth", str(auth), "--policy", str(policy), "--audit-key-file", str(key)]
     say(f"   $ ballistics {' '.join(args)}")
     with log.open("wb") as fh:
         proc = subprocess.Popen(
@@ -396,11 +396,17 @@ def run(opts: argparse.Namespace) -> Result:
         auth, policy, tokens = write_auth_and_policy(out)
         say(f"   {auth}: 9 users (submitter, examiner, admin in each agency); token hashes only")
         say(f"   {policy}: " + json.dumps({"agencies": AGENCIES, "jurisdictions": SHARING}))
+        # the audit log's HMAC key lives outside the data dir (whoever can rewrite the log must
+        # not be able to re-sign it)
+        audit_key = out / "audit.key"
+        cli(["audit", "keygen", "--audit-key-file", str(audit_key)], what="audit keygen")
 
     srv: RunningServer | None = None
     try:  # the server is always stopped: SIGTERM, then wait (see finally)
         with step(result, "start the server"):
-            srv = start_server(data_dir, auth, policy, out / "server.log", opts.start_timeout)
+            srv = start_server(
+                data_dir, auth, policy, out / "server.log", opts.start_timeout, audit_key
+            )
             result.address = srv.address
             say(f"   health SERVING at {srv.address} (log: {srv.log})")
         remote = ["--server", srv.address]
@@ -581,7 +587,8 @@ def run(opts: argparse.Namespace) -> Result:
                 srv.stop()
 
     with step(result, "audit log"):
-        p = cli(["audit", "verify", "--data-dir", str(data_dir), "--json"], what="audit verify")
+        verify_args = ["audit", "verify", "--data-dir", str(data_dir), "--json"]
+        p = cli([*verify_args, "--audit-key-file", str(audit_key)], what="audit verify")
         (result.audit,) = json_lines(p.stdout)
         say(f"   {result.audit.get('message')}")
         if not result.audit.get("ok"):

@@ -7,12 +7,11 @@ NOT_SERVING, stops accepting calls and lets in-flight calls (submissions include
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ballistics.limits import MemoryBudget
 
-from .audit import AuditLog
-from .auth import Authenticator, TlsConfig
+from .audit import AuditLog, load_key, reconcile_stored
+from .auth import AuthConfigError, Authenticator, TlsConfig, check_tls_auth
+from .gate import RefusalAuditor
 from .guards import HEALTH_THREADS, ServerGuard
 from .policy import SharingPolicy
 from .proto_gen import matching_pb2, matching_pb2_grpc
@@ -64,6 +64,7 @@ class Server:
     port: int
     address: str
     budget: MemoryBudget | None = None  # the server-wide working-memory budget (server.guards)
+    refusals: RefusalAuditor | None = None
 
     def start(self) -> None:
         self.grpc_server.start()
@@ -74,6 +75,8 @@ class Server:
         """Health -> NOT_SERVING, refuse new calls, wait up to ``grace`` s for in-flight ones."""
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(grace).wait()
+        if self.refusals is not None:
+            self.refusals.close()  # queued refusal records are written before the log closes
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return bool(self.grpc_server.wait_for_termination(timeout))
@@ -101,6 +104,10 @@ def create_server(
     # Matching calls hold at most max_workers threads (as many again may wait briefly); the
     # executor keeps HEALTH_THREADS more so health checks answer when every worker is busy.
     guard = ServerGuard(limits, workers=max_workers, max_waiting=max_workers)
+    try:
+        check_tls_auth(tls, auth)
+    except AuthConfigError as e:
+        raise ServerStartError(str(e)) from e
     # A unary Search carries the file itself: allow messages up to the upload cap (+ slack).
     max_msg = min(limits.max_upload_bytes + MESSAGE_OVERHEAD, 2**31 - 1)
     options: Sequence[tuple[str, Any]] = [
@@ -108,14 +115,16 @@ def create_server(
         ("grpc.max_receive_message_length", max_msg),
         ("grpc.max_send_message_length", max_msg),
     ]
+    refusals = RefusalAuditor(audit)  # audits what gRPC refuses before any handler runs
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=2 * max_workers + HEALTH_THREADS, thread_name_prefix="rpc"
         ),
-        interceptors=[guard],
+        interceptors=[refusals, guard],
         options=options,
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
+    refusals.attach(server)
     matching_pb2_grpc.add_MatchingServicer_to_server(
         MatchingService(backend, auth=auth, policy=policy, audit=audit, limits=limits), server
     )
@@ -150,7 +159,10 @@ def create_server(
             f"cannot listen on {address}: the port is in use or the address is not available"
         )
     host = address.rsplit(":", 1)[0]
-    return Server(server, health_servicer, port, f"{host}:{port}", guard.budget), port
+    return (
+        Server(server, health_servicer, port, f"{host}:{port}", guard.budget, refusals),
+        port,
+    )
 
 
 def serve_until_signalled(server: Server, *, grace: float = 30.0) -> None:
@@ -379,16 +391,23 @@ class CatalogBackend:
             supersedes=_opt(d.supersedes),
         )
 
-    def links(self, *, casing_id: str | None, incident_id: str | None) -> LinkGraphRec:
-        g = self.catalog.links(casing_id=casing_id, incident_id=incident_id)
-        nodes = []
-        for n in g.get("nodes", []):
-            casings = [str(c) for c in n.get("casings", [])]
-            agency = ""
-            for c in casings[:1]:
-                with contextlib.suppress(LookupError):
-                    agency = self.catalog.get(c).agency
-            nodes.append(IncidentNodeRec(str(n["incident"]), agency, casings))
+    def links(
+        self,
+        *,
+        casing_id: str | None,
+        incident_id: str | None,
+        viewer: str = "",
+        visible: set[str] | None = None,
+    ) -> LinkGraphRec:
+        g = self.catalog.links(
+            casing_id=casing_id, incident_id=incident_id, agency=viewer or None, agencies=visible
+        )
+        nodes = [
+            IncidentNodeRec(
+                str(n["incident"]), str(n.get("agency", "")), [str(c) for c in n["casings"]]
+            )
+            for n in g.get("nodes", [])
+        ]
         edges = [
             HitEdgeRec(
                 incident_a=str(e["a"]),
@@ -407,6 +426,43 @@ class CatalogBackend:
     def delete(self, casing_id: str, *, reason: str, user: str) -> bool:
         self.catalog.delete(casing_id, reason)
         return True
+
+    def stored_casings(self) -> Iterator[tuple[str, str, str]]:
+        """(casing_id, agency, sha256) of every stored casing, deleted ones too (for the audit
+        reconciliation at start-up)."""
+        rows = self.catalog.store._conn().execute(
+            "SELECT casing_id, agency, sha256 FROM casings ORDER BY id"
+        )
+        for cid, agency, sha in rows:
+            yield str(cid), str(agency), str(sha)
+
+
+def open_audit(
+    data_dir: Path, key_file: str | None, backend: Any = None, *, accept_unkeyed: bool = False
+) -> AuditLog:
+    """Open the data dir's audit log with its key, ready to serve.
+
+    Verifies the whole chain and signed head first (:class:`AuditIntegrityError` on a broken
+    log: refuse to serve), then gives every stored casing without a record a ``Reconcile``
+    record (a submission killed between the store commit and its final audit record).
+    Raises :class:`AuditKeyError` when the key is missing or inside ``data_dir``.
+    """
+    key = load_key(key_file, data_dir=data_dir)
+    audit = AuditLog.in_dir(data_dir, key, accept_unkeyed=accept_unkeyed)
+    stored = getattr(backend, "stored_casings", None)
+    if stored is not None:
+        try:
+            missing = reconcile_stored(audit, stored())
+        except BaseException:
+            audit.close()
+            raise
+        if missing:
+            log.warning(
+                "audit: %d stored casing(s) had no audit record; reconciled: %s",
+                len(missing),
+                ", ".join(missing[:10]),
+            )
+    return audit
 
 
 def open_backend(

@@ -13,8 +13,12 @@ The auth file is JSON, either a list of token entries or an object::
     }
 
 Tokens are never stored: only their SHA-256, compared with :func:`hmac.compare_digest`.
-With mutual TLS, a client certificate whose subject CN (and O, when given) is listed binds the
-connection to an agency; a bearer token of another agency is then refused.
+
+Mutual TLS is all or nothing: ``--tls-ca`` (the CA of client certificates) requires
+``--require-client-cert`` and vice versa, and then the auth file must map certificates to
+agencies (``client_certs``). Every call must then come over a certificate whose subject CN (and
+O, when given) is listed, and its bearer token must belong to the same agency; anything else is
+refused (UNAUTHENTICATED). :func:`check_tls_auth` enforces the combination at start-up.
 """
 
 from __future__ import annotations
@@ -131,6 +135,11 @@ class Authenticator:
     def __init__(self, tokens: Iterable[TokenEntry], certs: Iterable[CertEntry] = ()) -> None:
         self._tokens = list(tokens)
         self._certs = list(certs)
+        self.require_client_cert = False  # set by check_tls_auth for a mutual-TLS server
+
+    @property
+    def has_cert_mappings(self) -> bool:
+        return bool(self._certs)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Authenticator:
@@ -201,7 +210,12 @@ class Authenticator:
         if identity is None:
             raise AuthError(grpc.StatusCode.UNAUTHENTICATED, "invalid token")
         cn, o = peer_subject(context)
-        if cn is not None and self._certs:
+        if self.require_client_cert and cn is None:
+            raise AuthError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "this server requires a client certificate with a subject CN mapped to an agency",
+            )
+        if cn is not None and (self._certs or self.require_client_cert):
             agency = self.cert_agency(cn, o)
             if agency is None:
                 raise AuthError(
@@ -248,11 +262,7 @@ class TlsConfig:
     require_client_cert: bool = False
 
     def validate(self) -> None:
-        if self.require_client_cert and self.client_ca is None:
-            raise AuthConfigError(
-                "--require-client-cert needs --tls-ca (the CA that signs client certificates);"
-                " refusing to start without it"
-            )
+        _check_mutual(self.client_ca is not None, self.require_client_cert)
         for name, p in (("certificate", self.cert), ("key", self.key), ("CA", self.client_ca)):
             if p is not None and not Path(p).is_file():
                 raise AuthConfigError(f"TLS {name} file not found: {p}")
@@ -271,11 +281,7 @@ def tls_from_options(
     cert: str | None, key: str | None, ca: str | None, require_client_cert: bool
 ) -> TlsConfig | None:
     """TLS config from CLI options, or None for plaintext; refuses inconsistent options."""
-    if require_client_cert and not ca:
-        raise AuthConfigError(
-            "--require-client-cert needs --tls-ca (the CA that signs client certificates);"
-            " refusing to start without it"
-        )
+    _check_mutual(bool(ca), require_client_cert)
     if not cert and not key:
         if ca:
             raise AuthConfigError("--tls-ca needs --tls-cert and --tls-key (the server's own)")
@@ -285,3 +291,40 @@ def tls_from_options(
     cfg = TlsConfig(Path(cert), Path(key), Path(ca) if ca else None, require_client_cert)
     cfg.validate()
     return cfg
+
+
+def _check_mutual(has_ca: bool, require_client_cert: bool) -> None:
+    if require_client_cert and not has_ca:
+        raise AuthConfigError(
+            "--require-client-cert needs --tls-ca (the CA that signs client certificates);"
+            " refusing to start without it"
+        )
+    if has_ca and not require_client_cert:
+        # gRPC would never ask for a client certificate: the CA would silently do nothing
+        raise AuthConfigError(
+            "--tls-ca (the CA of client certificates) only works with --require-client-cert;"
+            " add it for mutual TLS, or drop --tls-ca for server-only TLS"
+        )
+
+
+def check_tls_auth(tls: TlsConfig | None, auth: Authenticator) -> None:
+    """Refuse TLS/auth combinations that would not do what they say; arm the cert check.
+
+    Mutual TLS needs ``client_certs`` in the auth file (otherwise any certificate the CA signed
+    would be accepted with any agency's token); ``client_certs`` without mutual TLS would never
+    be checked.
+    """
+    mutual = tls is not None and tls.require_client_cert
+    if tls is not None:
+        tls.validate()
+    if mutual and not auth.has_cert_mappings:
+        raise AuthConfigError(
+            "--require-client-cert needs 'client_certs' in the auth file (which certificate CN"
+            " and O belong to which agency); refusing to accept any certificate for any agency"
+        )
+    if auth.has_cert_mappings and not mutual:
+        raise AuthConfigError(
+            "the auth file maps client certificates ('client_certs') but the server does not"
+            " ask for them: add --tls-ca and --require-client-cert, or remove 'client_certs'"
+        )
+    auth.require_client_cert = mutual

@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-ca", help="CA for client certificates")
     p.add_argument("--require-client-cert", action="store_true")
     add_serve_limit_options(p)
+    _audit_key_option(p)
+    p.add_argument(
+        "--accept-unkeyed-audit-log",
+        action="store_true",
+        help="accept (once) an audit log written before keying and seal it with a keyed record",
+    )
 
     p = sub.add_parser("submit", help="upload a casing (or a folder of them) to the service")
     p.add_argument("path", metavar="FILE_OR_DIR")
@@ -164,11 +170,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _remote_options(p, required=True)
 
-    p = sub.add_parser("audit", help="audit log tools")
-    p.add_argument("action", choices=["verify"])
-    p.add_argument("--data-dir", required=True)
+    p = sub.add_parser(
+        "audit",
+        help="audit log tools: `verify` the keyed chain, `keygen` a new audit key",
+        description="verify: check the log's HMAC chain and signed head (exit 1 if broken)."
+        " keygen: write a new random audit key (never overwrites one).",
+    )
+    p.add_argument("action", choices=["verify", "keygen"])
+    p.add_argument("--data-dir", help="the server's data directory (verify)")
     p.add_argument("--json", action="store_true")
+    _audit_key_option(p)
     return ap
+
+
+def _audit_key_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--audit-key-file",
+        metavar="PATH",
+        help="HMAC key of the audit log, kept outside the data dir (default:"
+        " $BALLISTICS_AUDIT_KEY_FILE, else ~/.config/ballistics/audit.key;"
+        " make one with `ballistics audit keygen`)",
+    )
 
 
 def _resolve(name: str) -> Callable[[argparse.Namespace], int]:

@@ -141,8 +141,14 @@ def _print_casing(c: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from index.errors import CatalogLockedError
 
-    from .app import ServerStartError, create_server, open_backend, serve_until_signalled
-    from .audit import AuditLog
+    from .app import (
+        ServerStartError,
+        create_server,
+        open_audit,
+        open_backend,
+        serve_until_signalled,
+    )
+    from .audit import AuditIntegrityError, AuditKeyError
     from .auth import AuthConfigError, Authenticator, tls_from_options
     from .policy import PolicyError, SharingPolicy
 
@@ -173,7 +179,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except Exception as e:
         _err(f"cannot open the store in {data_dir}: {type(e).__name__}: {e}")
         return 1
-    audit = AuditLog.in_dir(data_dir)
+    try:
+        audit = open_audit(
+            data_dir,
+            args.audit_key_file,
+            backend,
+            accept_unkeyed=args.accept_unkeyed_audit_log,
+        )
+    except (AuditKeyError, AuditIntegrityError) as e:
+        _err(f"refusing to serve: {e}")
+        close()
+        return 2
     try:
         server, port = create_server(
             backend,
@@ -408,13 +424,38 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .audit import verify
+    from .audit import AuditKeyError, default_key_path, generate_key, load_key, verify
 
-    ok, seq, message = verify(Path(args.data_dir))
+    key_path = Path(args.audit_key_file) if args.audit_key_file else default_key_path()
+    if args.action == "keygen":
+        try:
+            generate_key(key_path)
+        except AuditKeyError as e:
+            _err(str(e))
+            return 2
+        print(f"wrote a new audit key to {key_path} (mode 0600); back it up, outside the data dir")
+        return 0
+    if not args.data_dir:
+        _err("audit verify needs --data-dir (the server's data directory)")
+        return 2
+    try:
+        key = load_key(key_path, data_dir=args.data_dir)
+    except AuditKeyError as e:
+        _err(str(e))
+        return 2
+    v = verify(Path(args.data_dir), key)
     if args.json:
-        _print_json({"ok": ok, "first_bad_seq": seq, "message": message})
-    elif ok:
-        print(message)
+        _print_json(
+            {
+                "ok": v.ok,
+                "first_bad_seq": v.first_bad_seq,
+                "message": v.message,
+                "count": v.count,
+                "last_mac": v.last_mac,
+            }
+        )
+    elif v.ok:
+        print(v.message)
     else:
-        _err(f"audit log NOT intact: {message}")
-    return 0 if ok else 1
+        _err(f"audit log NOT intact: {v.message}")
+    return 0 if v.ok else 1

@@ -31,6 +31,7 @@ from ballistics.errors import BallisticsError, ScanTooLargeError
 
 from .audit import AuditLog
 from .auth import Authenticator, AuthError, Identity, Permission
+from .guard import id_problem, peer_of
 from .policy import SharingPolicy
 from .proto_gen import matching_pb2 as pb
 from .proto_gen import matching_pb2_grpc as pb_grpc
@@ -203,7 +204,20 @@ class Backend(Protocol):
         agency: str,
     ) -> DecisionRec: ...
 
-    def links(self, *, casing_id: str | None, incident_id: str | None) -> LinkGraphRec: ...
+    def links(
+        self,
+        *,
+        casing_id: str | None,
+        incident_id: str | None,
+        viewer: str = "",
+        visible: set[str] | None = None,
+    ) -> LinkGraphRec:
+        """Hit graph from a casing or the viewer's incident, through ``visible`` agencies only.
+
+        Incidents are scoped per agency: ``incident_id`` means the viewer's own incident of that
+        name, else the visible agencies' ones; none of those raises :class:`LookupError`.
+        """
+        ...
 
     def delete(self, casing_id: str, *, reason: str, user: str) -> bool: ...
 
@@ -279,6 +293,7 @@ class Call:
     method: str
     identity: Identity | None = None
     targets: list[str] = field(default_factory=list)
+    peer: str = ""
 
     @property
     def who(self) -> Identity:
@@ -296,8 +311,11 @@ def _rpc(
     def deco(fn: _Handler[_R]) -> Callable[[MatchingService, Any, grpc.ServicerContext], _R]:
         @functools.wraps(fn)
         def wrapper(self: MatchingService, request: Any, context: grpc.ServicerContext) -> _R:
-            call = Call(method)
+            call = Call(method, peer=peer_of(context))
             try:
+                problem = id_problem(request)
+                if problem:
+                    raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, problem)
                 call.identity = self.auth.authenticate(context)
                 if not call.identity.can(permission):
                     raise AuthError(
@@ -312,9 +330,15 @@ def _rpc(
                 code, message = status_for(exc)
                 if code is grpc.StatusCode.INTERNAL:
                     log.exception("%s failed", method)
-                self._audit(call, code.name, message)
+                try:
+                    self._audit(call, code.name, message)
+                except ServiceError as audit_exc:  # the refusal stands; say the log failed too
+                    code, message = audit_exc.code, f"{message} ({audit_exc})"
                 context.abort(code, message)
-            self._audit(call, "OK", "")
+            try:  # nothing is returned unless its audit record is written
+                self._audit(call, "OK", "")
+            except ServiceError as audit_exc:
+                context.abort(audit_exc.code, str(audit_exc))
             return result
 
         return wrapper
@@ -350,6 +374,7 @@ class MatchingService(pb_grpc.MatchingServicer):
                 targets=call.targets,
                 outcome=outcome,
                 detail=detail,
+                peer=call.peer,
             )
         except Exception as exc:
             log.exception("audit write failed")
@@ -357,16 +382,23 @@ class MatchingService(pb_grpc.MatchingServicer):
                 grpc.StatusCode.UNAVAILABLE, "audit log unavailable; call refused"
             ) from exc
 
+    def _begin(self, call: Call) -> None:
+        """Audit a STARTED record before a side effect: no record, no side effect (UNAVAILABLE)."""
+        self._audit(call, "STARTED", "")
+
     def _visible(self, call: Call, casing_id: str) -> CasingRecord:
-        """The stored casing, if the caller's agency may see it (else PERMISSION_DENIED)."""
+        """The stored casing, if the caller's agency may see it.
+
+        Unknown and not-visible answer alike (NOT_FOUND, same message): no existence oracle.
+        """
         if not casing_id:
             raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "casing id is required")
-        rec = self.backend.get(casing_id)
-        if not self.policy.may_see(call.who.agency, rec.agency):
-            raise ServiceError(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"casing {casing_id} belongs to an agency outside your sharing policy",
-            )
+        try:
+            rec: CasingRecord | None = self.backend.get(casing_id)
+        except LookupError:
+            rec = None
+        if rec is None or not self.policy.may_see(call.who.agency, rec.agency):
+            raise ServiceError(grpc.StatusCode.NOT_FOUND, f"no casing with id {casing_id}")
         return rec
 
     def _deadline(self, context: grpc.ServicerContext) -> float:
@@ -427,12 +459,17 @@ class MatchingService(pb_grpc.MatchingServicer):
             raise ServiceError(
                 grpc.StatusCode.INVALID_ARGUMENT, "the first message must carry the metadata"
             )
+        problem = id_problem(first.metadata)
+        if problem:
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, problem)
         meta = submit_meta_from_proto(first.metadata)
         call.targets.append(f"incident:{meta.incident_id}" if meta.incident_id else "")
         path, size, sha = self._spool(request_iterator)
         try:
             if size == 0:
                 raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "the upload is empty")
+            call.targets.append(f"sha256:{sha}")
+            self._begin(call)  # a casing killed in flight is still named (by sha256) in the log
             rec = self.backend.submit(
                 path, meta, agency=call.who.agency, user=call.who.user, size=size, sha256=sha
             )
@@ -520,6 +557,7 @@ class MatchingService(pb_grpc.MatchingServicer):
             )
         self._visible(call, request.casing_id)
         self._visible(call, request.candidate_id)
+        self._begin(call)
         d = self.backend.decide(
             request.casing_id,
             request.candidate_id,
@@ -536,22 +574,19 @@ class MatchingService(pb_grpc.MatchingServicer):
         self, request: pb.LinksRequest, context: grpc.ServicerContext, call: Call
     ) -> pb.LinkGraph:
         kind = request.WhichOneof("subject")
+        viewer, visible = call.who.agency, self.policy.allowed_agencies(call.who.agency)
         if kind == "casing_id":
             call.targets.append(request.casing_id)
             self._visible(call, request.casing_id)
-            graph = self.backend.links(casing_id=request.casing_id, incident_id=None)
+            graph = self.backend.links(
+                casing_id=request.casing_id, incident_id=None, viewer=viewer, visible=visible
+            )
         elif kind == "incident_id" and request.incident_id:
+            # the caller's own incident of that name, else a visible agency's (never another's)
             call.targets.append(f"incident:{request.incident_id}")
-            graph = self.backend.links(casing_id=None, incident_id=request.incident_id)
-            allowed = self.policy.allowed_agencies(call.who.agency)
-            if not any(
-                n.incident_id == request.incident_id and n.agency in allowed for n in graph.nodes
-            ):
-                raise ServiceError(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"incident {request.incident_id} belongs to an agency outside your sharing"
-                    " policy",
-                )
+            graph = self.backend.links(
+                casing_id=None, incident_id=request.incident_id, viewer=viewer, visible=visible
+            )
         else:
             raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "give a casing_id or incident_id")
         return self._graph_to_proto(call, graph)
@@ -592,14 +627,20 @@ class MatchingService(pb_grpc.MatchingServicer):
                 f"casing {request.casing_id} was submitted by {rec.agency}; only its own"
                 " agency's administrator may delete it",
             )
+        self._begin(call)
         deleted = self.backend.delete(request.casing_id, reason=request.reason, user=call.who.user)
         return pb.DeleteCasingResponse(casing_id=request.casing_id, deleted=deleted)
 
     def _graph_to_proto(self, call: Call, graph: LinkGraphRec) -> pb.LinkGraph:
-        """Only incidents of agencies the caller may see, and hits between them."""
+        """Only incidents of agencies the caller may see, and hits between them.
+
+        A hit decided by an examiner of an agency the caller may not see keeps its link (both
+        casings are visible) but not who decided it.
+        """
         allowed = self.policy.allowed_agencies(call.who.agency)
         nodes = [n for n in graph.nodes if n.agency in allowed]
         seen = {n.incident_id for n in nodes}
+        visible_casings = {c for n in nodes for c in n.casing_ids}
         out = pb.LinkGraph()
         for n in nodes:
             out.nodes.add(
@@ -609,8 +650,14 @@ class MatchingService(pb_grpc.MatchingServicer):
                 casing_ids=n.casing_ids,
             )
         for e in graph.edges:
-            if e.incident_a in seen and e.incident_b in seen:
-                out.edges.add(**_fields(e))
+            if e.incident_a not in seen or e.incident_b not in seen:
+                continue
+            if e.casing_a and e.casing_b and not {e.casing_a, e.casing_b} <= visible_casings:
+                continue
+            fields = _fields(e)
+            if e.agency not in allowed:
+                fields.update(examiner="", agency="", decision_id="")
+            out.edges.add(**fields)
         return out
 
 

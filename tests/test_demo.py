@@ -63,7 +63,7 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     # sharing holds both ways
     assert result.federal_sees in ([], [demo.FEDERAL])
     assert demo.FEDERAL not in result.riverside_sees
-    assert "PERMISSION_DENIED" in text
+    assert "NOT_FOUND: no casing with id" in text  # as for an unknown id: no existence oracle
 
     # audit verify ok, server stopped cleanly
     assert result.audit["ok"] is True

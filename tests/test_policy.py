@@ -80,10 +80,10 @@ def test_allowed_matches_definition(doc: dict, requester: str) -> None:
 def policy_server(tmp_path_factory: pytest.TempPathFactory):
     """One server, one examiner and one casing per agency; the test swaps the policy's content."""
     from server.app import create_server
-    from server.audit import AuditLog
     from server.auth import Authenticator, new_token_entry
     from server.client import Client
     from tests.test_server_machinery import FakeBackend
+    from tests.test_server_support import scratch_audit
 
     tmp = tmp_path_factory.mktemp("policy")
     tokens, entries = {}, []
@@ -92,7 +92,7 @@ def policy_server(tmp_path_factory: pytest.TempPathFactory):
         entries.append(entry)
     backend = FakeBackend()
     policy = SharingPolicy.isolated()
-    audit = AuditLog.in_dir(tmp)
+    audit = scratch_audit(tmp)
     server, port = create_server(
         backend, "127.0.0.1:0", auth=Authenticator.from_dict(entries), policy=policy, audit=audit
     )

@@ -21,12 +21,12 @@ import pytest
 from index.service import Catalog
 from index.testing import FakeEngine
 from server.app import CatalogBackend, ServerStartError, create_server, open_backend
-from server.audit import AuditLog, verify
+from server.audit import generate_key, load_key, verify
 from server.auth import Authenticator
 from server.cli import main as cli_main
 from server.policy import SharingPolicy
 from server.service import ServiceLimits
-from tests.test_server_support import Running, running_server
+from tests.test_server_support import Running, running_server, scratch_audit
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,8 +99,8 @@ def test_every_rpc_through_the_catalog(real: tuple[Running, Catalog]) -> None:
             adm.get(a.casing_id)
         assert _code(e) is grpc.StatusCode.NOT_FOUND
     assert _stored(catalog) == 1
-    ok, _, msg = verify(srv.audit.path)
-    assert ok, msg
+    v = verify(srv.audit.path, load_key(srv.key_file))
+    assert v.ok, v.message
 
 
 def test_cross_tenant_through_faiss_filter(real: tuple[Running, Catalog]) -> None:
@@ -120,7 +120,7 @@ def test_cross_tenant_through_faiss_filter(real: tuple[Running, Catalog]) -> Non
         ):
             with pytest.raises(grpc.RpcError) as e:
                 call()
-            assert _code(e) is grpc.StatusCode.PERMISSION_DENIED
+            assert _code(e) is grpc.StatusCode.NOT_FOUND  # as for an unknown id: no oracle
     with srv.client("north_exam") as c:
         found = {x.agency for x in c.search(file=fake_scan(9)).combined.candidates}
         assert found == {"PD-North", "PD-South"}
@@ -219,7 +219,7 @@ def test_health_and_port_conflict(real: tuple[Running, Catalog], tmp_path: Path)
     srv, catalog = real
     with srv.client(None) as c:
         assert c.health() == "SERVING"
-    audit = AuditLog(tmp_path / "x.log")
+    audit = scratch_audit(tmp_path)
     with pytest.raises(ServerStartError, match="in use"):
         create_server(
             CatalogBackend(catalog),
@@ -240,13 +240,15 @@ def test_audit_chain_and_tamper_cli(real: tuple[Running, Catalog]) -> None:
     with srv.client(None) as c, pytest.raises(grpc.RpcError):
         c.list()
     recs = [json.loads(x) for x in srv.audit.path.read_text().splitlines()]
-    assert [r["outcome"] for r in recs] == ["OK", "NOT_FOUND", "UNAUTHENTICATED"]
+    assert [r["outcome"] for r in recs] == ["STARTED", "OK", "NOT_FOUND", "UNAUTHENTICATED"]
     assert recs[0]["user"] == "north_sub" and recs[0]["method"] == "SubmitCasing"
-    assert cli_main(["audit", "verify", "--data-dir", str(srv.data_dir)]) == 0
+    verify_cmd = ["audit", "verify", "--data-dir", str(srv.data_dir)]
+    verify_cmd += ["--audit-key-file", str(srv.key_file)]
+    assert cli_main(verify_cmd) == 0
     lines = srv.audit.path.read_text().splitlines()
-    lines[1] = lines[1].replace("NOT_FOUND", "OK")
+    lines[2] = lines[2].replace("NOT_FOUND", "OK")
     srv.audit.path.write_text("\n".join(lines) + "\n")
-    assert cli_main(["audit", "verify", "--data-dir", str(srv.data_dir)]) == 1
+    assert cli_main(verify_cmd) == 1
 
 
 # --- the command line against the real server ----------------------------------------------
@@ -332,6 +334,7 @@ def test_serve_subprocess_sigterm(tmp_path: Path) -> None:
     tok, entry = new_token_entry("u", "PD-North", "admin")
     write_auth_file(tmp_path / "auth.json", [entry])
     data = tmp_path / "data"
+    generate_key(tmp_path / "audit.key")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -344,6 +347,8 @@ def test_serve_subprocess_sigterm(tmp_path: Path) -> None:
             str(tmp_path / "auth.json"),
             "--port",
             "0",
+            "--audit-key-file",
+            str(tmp_path / "audit.key"),
         ],
         cwd=ROOT,
         stderr=subprocess.PIPE,
@@ -365,7 +370,7 @@ def test_serve_subprocess_sigterm(tmp_path: Path) -> None:
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
-    assert verify(data)[0]
+    assert verify(data, load_key(tmp_path / "audit.key")).ok
 
 
 # --- part 2: the real pipeline ----------------------------------------------------------------

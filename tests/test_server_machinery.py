@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2
 
 from ballistics.errors import ScanFormatError, ScanTooLargeError
 from server.app import ServerStartError, create_server
-from server.audit import AuditLog, verify
+from server.audit import load_key, verify
 from server.auth import Authenticator
 from server.policy import SharingPolicy
 from server.service import (
@@ -31,7 +31,7 @@ from server.service import (
     ServiceLimits,
     SubmitMeta,
 )
-from tests.test_server_support import running_server
+from tests.test_server_support import running_server, scratch_audit
 
 
 class FakeBackend:
@@ -147,7 +147,9 @@ class FakeBackend:
         self.decisions.append(d)
         return d
 
-    def links(self, *, casing_id: str | None, incident_id: str | None) -> LinkGraphRec:
+    def links(
+        self, *, casing_id: str | None, incident_id: str | None, **scope: object
+    ) -> LinkGraphRec:
         nodes = {
             c.incident_id: IncidentNodeRec(c.incident_id, c.agency, [c.casing_id])
             for c in self.casings.values()
@@ -270,7 +272,9 @@ def test_cross_tenant_refusals(srv) -> None:
         ):
             with pytest.raises(grpc.RpcError) as e:
                 call()
-            assert _code(e) is grpc.StatusCode.PERMISSION_DENIED
+            # the same answer as for an id that does not exist: no existence oracle
+            assert _code(e) is grpc.StatusCode.NOT_FOUND
+            assert e.value.details() == f"no casing with id {north}"
         assert [x.casing_id for x in c.list().casings] == [east]
         assert len(c.search(east).combined.candidates) == 0
     # the policy went into the backend's filter: east's searches only ever asked for east
@@ -396,11 +400,12 @@ def test_every_call_audited(srv) -> None:
     with srv.client(None) as c, pytest.raises(grpc.RpcError):
         c.list()
     lines = srv.audit.path.read_text().splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 6
     outcomes = [__import__("json").loads(x)["outcome"] for x in lines]
-    assert outcomes == ["OK", "OK", "NOT_FOUND", "PERMISSION_DENIED", "UNAUTHENTICATED"]
-    assert '"targets":["' + a in lines[1]
-    assert verify(srv.audit.path)[0]
+    # the submission is audited before it stores anything (STARTED), then with its outcome
+    assert outcomes == ["STARTED", "OK", "OK", "NOT_FOUND", "PERMISSION_DENIED", "UNAUTHENTICATED"]
+    assert '"targets":["' + a in lines[2]
+    assert verify(srv.audit.path, load_key(srv.key_file)).ok
 
 
 def test_health_and_graceful_shutdown(tmp_path: Path) -> None:
@@ -427,7 +432,7 @@ def test_health_and_graceful_shutdown(tmp_path: Path) -> None:
 
 
 def test_second_server_on_same_port_fails(srv, tmp_path: Path) -> None:
-    audit = AuditLog(tmp_path / "other.log")
+    audit = scratch_audit(tmp_path)
     with pytest.raises(ServerStartError, match="in use"):
         create_server(
             FakeBackend(),

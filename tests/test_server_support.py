@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from server.app import Server, create_server
-from server.audit import AuditLog
+from server.audit import AuditLog, generate_key, load_key
 from server.auth import Authenticator, new_token_entry, write_auth_file
 from server.client import Client
 from server.policy import SharingPolicy
@@ -44,6 +44,7 @@ class Running:
     data_dir: Path
     audit: AuditLog
     backend: Backend
+    key_file: Path | None = None
 
     @property
     def address(self) -> str:
@@ -51,6 +52,19 @@ class Running:
 
     def client(self, user: str | None, **kw: Any) -> Client:
         return Client(self.address, self.tokens[user] if user else None, **kw)
+
+
+def audit_key(dir_: Path) -> tuple[Path, bytes]:
+    """An audit key file in ``dir_`` (made on first use) and the key."""
+    path = dir_ / "audit.key"
+    if not path.exists():
+        generate_key(path)
+    return path, load_key(path)
+
+
+def scratch_audit(tmp_path: Path) -> AuditLog:
+    """An audit log with its own key, for tests that only need somewhere to write."""
+    return AuditLog(tmp_path / "audit.log", audit_key(tmp_path)[1])
 
 
 def make_tokens(dir_: Path) -> tuple[Path, dict[str, str]]:
@@ -80,7 +94,8 @@ def running_server(
 ) -> Iterator[Running]:
     data_dir.mkdir(parents=True, exist_ok=True)
     auth_path, tokens = make_tokens(data_dir)
-    audit = AuditLog.in_dir(data_dir)
+    key_file, key = audit_key(data_dir.parent)  # outside the data dir, as `serve` requires
+    audit = AuditLog.in_dir(data_dir, key)
     server, port = create_server(
         backend,
         "127.0.0.1:0",
@@ -92,7 +107,7 @@ def running_server(
     )
     server.start()
     try:
-        yield Running(server, port, tokens, data_dir, audit, backend)
+        yield Running(server, port, tokens, data_dir, audit, backend, key_file)
     finally:
         server.stop(grace=2)
         audit.close()
