@@ -227,3 +227,23 @@ def test_synth_validates_counts(tmp_path: Path, guns: int, shots: int, capsys) -
     assert main(argv) == 2
     assert "--guns and --shots must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def _subcommands() -> dict[str, object]:
+    import argparse
+
+    from server.cli import build_parser
+
+    ap = build_parser()
+    (sub,) = [a for a in ap._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+@pytest.mark.parametrize("name", sorted(_subcommands()))
+def test_help_gives_defaults_and_an_example(name: str, capsys) -> None:
+    parser = _subcommands()[name]
+    text = parser.format_help()  # type: ignore[attr-defined]
+    assert "example:" in text and f"ballistics {name}" in text.split("example:")[1]
+    for action in parser._actions:  # type: ignore[attr-defined]
+        if action.option_strings and action.default not in (None, False, "", "==SUPPRESS=="):
+            assert f"(default: {action.default})" in " ".join(text.split()), action.dest
