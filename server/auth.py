@@ -164,7 +164,10 @@ def read_auth_doc(path: str | Path) -> dict[str, Any]:
     if isinstance(doc, list):
         doc = {"tokens": doc}
     Authenticator.from_dict(doc, source=str(path))  # raises AuthConfigError when unusable
-    return {"tokens": list(doc.get("tokens", [])), "client_certs": list(doc.get("client_certs", []))}
+    return {
+        "tokens": list(doc.get("tokens", [])),
+        "client_certs": list(doc.get("client_certs", [])),
+    }
 
 
 def _check_name(what: str, value: str) -> str:

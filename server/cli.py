@@ -275,8 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "auth",
         "manage the tokens file: add a user (token shown once), list, revoke",
-        "ballistics auth add-user --auth auth.json --user alice --agency PD-North"
-        " --role examiner",
+        "ballistics auth add-user --auth auth.json --user alice --agency PD-North --role examiner",
         "ballistics auth list --auth auth.json",
         "ballistics auth revoke --auth auth.json --user alice",
     )

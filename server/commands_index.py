@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from index.errors import CatalogLockedError, NotFoundError
+from index.ingest import read_manifest
 from index.store import Filters
 
 
@@ -32,27 +34,50 @@ def _engine() -> Any:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from index.ingest import ingest_paths
+    """``ballistics ingest``: 0 when something was stored (or already was), 2 bad input or
+    nothing usable, 130 on Ctrl-C (what was stored stays; a re-run resumes)."""
+    from index.ingest import SCAN_SUFFIXES, IngestInterrupted, expand_paths, ingest_paths
     from index.service import Catalog
 
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         return _fail(f"no such file or folder: {missing[0]}")
+    empty = [p for p in args.paths if Path(p).is_dir() and not expand_paths([p])]
+    if empty:
+        return _fail(
+            f"{empty[0]}: no scan files in this folder (looked for"
+            f" {', '.join(sorted(SCAN_SUFFIXES))}, also in sub-folders)"
+        )
     if args.manifest and not Path(args.manifest).is_file():
         return _fail(f"no such manifest: {args.manifest}")
+    um = getattr(args, "spacing_um", None)
+    if um is not None and not (math.isfinite(um) and um > 0):
+        return _fail(f"--spacing-um must be a positive number of micrometres; got {um}")
     try:
+        manifest = read_manifest(args.manifest) if args.manifest else None
         with Catalog.open(args.data_dir, engine=_engine()) as cat:
             rep = ingest_paths(
                 cat,
                 args.paths,
-                manifest=args.manifest,
+                manifest=manifest,
                 agency=args.agency,
                 caliber=args.caliber,
+                spacing_um=um,
                 progress=not getattr(args, "json", False),
             )
     except CatalogLockedError as e:
         return _fail(str(e))
-    except ValueError as e:  # bad manifest
+    except IngestInterrupted as e:
+        r = e.report
+        print(
+            f"\nballistics: interrupted: {len(r.added)} casings stored in this run"
+            f" ({len(r.existing)} already stored, {r.skipped_done} done before, {len(r.failed)}"
+            f" failed); everything stored stays. Run the same command again to resume: done"
+            " files are skipped without being read.",
+            file=sys.stderr,
+        )
+        return 130
+    except (ValueError, OSError, UnicodeDecodeError) as e:  # bad manifest
         return _fail(str(e).splitlines()[0])
     if getattr(args, "json", False):
         print(json.dumps(rep.as_dict()))
