@@ -246,6 +246,7 @@ class CatalogBackend:
                 agency=_opt(c.agency),
                 screen_score=float(c.screen_score) if c.screen_score is not None else 0.0,
                 rescored=bool(c.rescored),
+                identical_file=bool(getattr(c, "identical_file", False)),
             )
             for c in cands
         ]
@@ -301,6 +302,7 @@ class CatalogBackend:
             partial=bool(r.partial),
             scored=int(r.n_rescored),
             screened_out=int(r.n_screened_out),
+            identical=self._candidates(getattr(r, "identical", [])),
         )
 
     def get(self, casing_id: str) -> CasingRecord:

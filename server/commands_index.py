@@ -18,6 +18,8 @@ from index.errors import CatalogLockedError, NotFoundError
 from index.ingest import read_manifest
 from index.store import Filters
 
+from .output import candidate_from_local
+
 
 def _fail(msg: str, code: int = 2) -> int:
     print(f"ballistics: {msg}", file=sys.stderr)
@@ -128,6 +130,18 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _fail("search needs --data-dir (or --server for a remote search)")
     if not (Path(args.data_dir) / "store.sqlite").is_file():
         return _fail(f"no store in {args.data_dir} (run 'ballistics ingest' first)")
+    from index.store import Store
+
+    store = Store(args.data_dir)
+    try:
+        n_live = store.count_live()
+    finally:
+        store.close()
+    if n_live == 0:
+        return _fail(
+            f"the store in {args.data_dir} holds no casings, so there is nothing to search"
+            " (add some with 'ballistics ingest')"
+        )
     if args.top <= 0 or args.rerank <= 0:
         return _fail("--top and --rerank must be positive")
     if args.compare is not None and args.compare < 0:
@@ -155,9 +169,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _fail(str(e).strip("'\""))
     except ValueError as e:
         return _fail(str(e).splitlines()[0] if str(e) else "bad input")
-    if args.json:
-        print(json.dumps([c.as_dict() for c in res.combined]))
+    if args.json:  # one object per candidate per line, the keys of a remote search
+        for c in [*res.combined, *res.identical]:
+            print(json.dumps(candidate_from_local(c)))
+        if not res.combined:
+            print("ballistics: no candidates (none passed the filters)", file=sys.stderr)
+        if res.partial:
+            print("ballistics: partial: deadline reached before every candidate", file=sys.stderr)
         return 0
+    if not res.combined:
+        print("no candidates (none passed the filters)")
     if res.partial:
         print("(partial: deadline reached before every candidate was re-scored)")
     print(
@@ -171,6 +192,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(
             f"{c.rank:>4}  {c.casing_id:<20} {score:>8} {screen:>7} {c.coarse_score:7.4f} "
             f"{cmc:>5}  {c.incident or ''}"
+        )
+    for c in res.identical:
+        print(
+            f"same file: casing {c.casing_id} ({c.agency}, incident {c.incident or '-'}) holds"
+            " the query's very file (same SHA-256); not ranked"
         )
     if res.n_screened_out:
         print(

@@ -90,6 +90,7 @@ class CandidateRec:
     agency: str = ""
     screen_score: float = 0.0
     rescored: bool = True
+    identical_file: bool = False
 
 
 @dataclass
@@ -100,6 +101,8 @@ class SearchResult:
     partial: bool = False
     scored: int = 0
     screened_out: int = 0
+    identical: list[CandidateRec] = field(default_factory=list)
+    """Visible casings with the query's very file (same SHA-256): not ranked."""
 
 
 @dataclass
@@ -659,11 +662,11 @@ def segmentation_to_proto(seg: dict[str, Any]) -> pb.Segmentation:
     )
 
 
-def _candidates(region: str, cands: list[CandidateRec]) -> pb.CandidateList:
+def _candidates(region: str, cands: list[CandidateRec], ranked: bool = True) -> pb.CandidateList:
     out = pb.CandidateList(region=region)
     for i, c in enumerate(cands, start=1):
         out.candidates.add(
-            rank=i,
+            rank=i if ranked else 0,
             casing_id=c.casing_id,
             region=c.region or region,
             coarse_score=float(c.coarse_score),
@@ -674,6 +677,7 @@ def _candidates(region: str, cands: list[CandidateRec]) -> pb.CandidateList:
             agency=c.agency,
             screen_score=float(c.screen_score),
             rescored=bool(c.rescored),
+            identical_file=bool(c.identical_file),
         )
     return out
 
@@ -686,6 +690,7 @@ def search_to_proto(r: SearchResult) -> pb.SearchResponse:
         partial=r.partial,
         scored=r.scored,
         screened_out=r.screened_out,
+        identical=_candidates("combined", r.identical, ranked=False).candidates,
     )
 
 
