@@ -557,8 +557,8 @@ def run(opts: argparse.Namespace) -> Result:
                 ["search", "--file", str(query.path), "--top", "10", "--json", *remote],
                 token=fed_tok,
             )
-            (resp,) = json_lines(p.stdout)
-            result.federal_sees = sorted({c.get("agency", "") for c in candidate_rows(resp)})
+            rows = json_lines(p.stdout)  # one object per candidate
+            result.federal_sees = sorted({c.get("agency", "") for c in rows})
             say(
                 f"   {FEDERAL} searching with {query.path.name}:"
                 f" candidates from {result.federal_sees}"
@@ -574,8 +574,8 @@ def run(opts: argparse.Namespace) -> Result:
                 ["search", "--casing-id", riv_any, "--top", "10", "--json", *remote],
                 token=riv_tok,
             )
-            (resp,) = json_lines(p.stdout)
-            result.riverside_sees = sorted({c.get("agency", "") for c in candidate_rows(resp)})
+            rows = json_lines(p.stdout)
+            result.riverside_sees = sorted({c.get("agency", "") for c in rows})
             say(
                 f"   {RIVERSIDE} searching with its own casing:"
                 f" candidates from {result.riverside_sees}"
