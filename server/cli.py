@@ -2,7 +2,8 @@
 
 Local commands work on files or on the embedded store (``--data-dir``); the same command names
 with ``--server`` talk to a running service over gRPC. Exit status: 0 ok, 2 bad input or usage
-(one line on stderr per problem, never a traceback), 1 internal failure.
+(one line on stderr per problem, never a traceback; also for nothing to do: a folder without
+scans, an empty store, no audit log), 1 internal failure, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
