@@ -70,6 +70,9 @@ class Query:
     prepared: Any
     rowid: int | None = None
     casing_id: str | None = None
+    sha256: str | None = None
+    """SHA-256 of the query's file (stored or uploaded): candidates with the same file are
+    reported apart (:attr:`SearchResult.identical`), never ranked as matches."""
 
 
 @dataclass
@@ -86,6 +89,8 @@ class Candidate:
     caliber: str | None = None
     rescored: bool = True
     screen_score: float | None = None
+    identical_file: bool = False
+    """The candidate's stored file is byte-identical to the query's (same SHA-256)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,6 +108,9 @@ class SearchResult:
     n_errors: int = 0
     elapsed_s: float = 0.0
     plans: dict[str, str] = field(default_factory=dict)
+    identical: list[Candidate] = field(default_factory=list)
+    """Visible casings whose file is byte-identical to the query's (the same scan stored again,
+    e.g. by another agency): not compared, not ranked (``rank`` 0), listed here instead."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -116,6 +124,7 @@ class SearchResult:
             "plans": dict(self.plans),
             "combined": [c.as_dict() for c in self.combined],
             "regions": {r: [c.as_dict() for c in cs] for r, cs in self.regions.items()},
+            "identical": [c.as_dict() for c in self.identical],
         }
 
 
@@ -184,6 +193,13 @@ class Searcher:
         order = sorted(best, key=lambda i: -best[i])
         records = store.get_many(order)
         order = [i for i in order if i in records and not records[i].deleted]
+        # The query's own file stored again (same SHA-256) is no match to rank: it would top
+        # every list with a perfect score. It is reported apart and not compared.
+        same_file = [i for i in order if query.sha256 and records[i].sha256 == query.sha256]
+        if same_file:
+            skip = set(same_file)
+            order = [i for i in order if i not in skip]
+            coarse = {r: [h for h in hits if h[0] not in skip] for r, hits in coarse.items()}
 
         # -- stage 2: screen ---------------------------------------------------------------
         screened: dict[int, float] = {}
@@ -267,6 +283,9 @@ class Searcher:
             for region, hits in coarse.items()
         }
         combined = ranked([entry(i, "combined", best[i]) for i in order])
+        identical = [entry(i, "combined", best[i]) for i in same_file]
+        for c in identical:
+            c.identical_file = True
         return SearchResult(
             query_casing_id=query.casing_id,
             combined=combined,
@@ -278,6 +297,7 @@ class Searcher:
             n_errors=n_errors,
             elapsed_s=time.monotonic() - t0,
             plans=plans,
+            identical=identical,
         )
 
 

@@ -430,11 +430,11 @@ class Catalog:
             descs = self.store.descriptors_of(rec.id, self.extractor_version)
             surface = self.store.load_surface(rec.id)
             prepared = self.engine.load(surface) if surface is not None else None
-            return Query(descs, prepared, rowid=rec.id, casing_id=rec.casing_id)
+            return Query(descs, prepared, rowid=rec.id, casing_id=rec.casing_id, sha256=rec.sha256)
         if isinstance(query, bytes | bytearray):
             sp = None if spacing_um is None else spacing_um * 1e-6
             proc = self.engine.process(bytes(query), None, sp)
-            return Query(proc.descriptors, proc.prepared)
+            return Query(proc.descriptors, proc.prepared, sha256=hashlib.sha256(query).hexdigest())
         return Query(self.engine.describe(query), query)
 
     def search(
@@ -449,7 +449,9 @@ class Catalog:
         spacing_um: float | None = None,
     ) -> SearchResult:
         """Staged search (see :mod:`index.search`). ``query``: stored casing id (excluded
-        from its own results), scan file bytes (not stored), or a prepared casing.
+        from its own results), scan file bytes (not stored), or a prepared casing. Visible
+        casings holding the query's very file (same SHA-256) are not ranked but listed in
+        ``SearchResult.identical``.
         ``rerank_k``: descriptor candidates per region; ``compare_k``: how many of them the
         screen keeps for the full comparison (0: all; None: the configured value)."""
         keep = self.config.compare_k if compare_k is None else int(compare_k)

@@ -87,6 +87,13 @@ CREATE TRIGGER IF NOT EXISTS decisions_append_only_u BEFORE UPDATE ON decisions
     BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS decisions_append_only_d BEFORE DELETE ON decisions
     BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+-- Free-form metadata per casing from an ingest manifest's extra columns (e.g. firearm_id,
+-- the ground truth of a validation run); never used for search filtering.
+CREATE TABLE IF NOT EXISTS casing_metadata(
+    casing INTEGER NOT NULL REFERENCES casings(id),
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY(casing, key));
 CREATE TABLE IF NOT EXISTS changes(
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL CHECK(kind IN ('add', 'delete', 'reextract')),
@@ -531,6 +538,23 @@ class Store:
         rows = self._conn().execute(f"SELECT id FROM casings WHERE {where}", params).fetchall()
         # Sorting here rather than ORDER BY lets SQLite answer from the covering index alone.
         return np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+
+    def set_metadata(self, rowid: int, items: Mapping[str, str]) -> None:
+        """Store (replace) free-form ``key -> value`` metadata of a casing (one transaction)."""
+        if not items:
+            return
+        with self._tx() as con:
+            con.executemany(
+                "INSERT OR REPLACE INTO casing_metadata(casing, key, value) VALUES (?, ?, ?)",
+                [(int(rowid), str(k), str(v)) for k, v in items.items()],
+            )
+
+    def metadata_of(self, rowid: int) -> dict[str, str]:
+        """The free-form metadata of a casing (empty when none was given)."""
+        rows = self._conn().execute(
+            "SELECT key, value FROM casing_metadata WHERE casing = ? ORDER BY key", (int(rowid),)
+        )
+        return {str(k): str(v) for k, v in rows}
 
     def count_live(self) -> int:
         row = self._conn().execute("SELECT COUNT(*) FROM casings WHERE deleted = 0").fetchone()

@@ -3,7 +3,9 @@
 What it does, in a fresh folder ``out/demo-<timestamp>/``:
 
 1. writes an auth file (tokens for three agencies, each with a submitter, an examiner and an
-   admin; only token hashes are stored) and a sharing policy: Riverside PD (state-north) and
+   admin; only token hashes are stored), the example tokens themselves in ``tokens.txt``
+   (mode 0600, marked as demo-only, so the README's server commands can be followed by hand)
+   and a sharing policy: Riverside PD (state-north) and
    Lakeside Sheriff (state-south) search each other, Federal Lab X (federal) only itself;
 2. starts ``ballistics serve`` on 127.0.0.1 (a free port) and waits for health SERVING;
 3. submits the Fadul scans from ../shared/data/real (referenced in place, never copied): the
@@ -55,6 +57,7 @@ MARKER = ".ballistics-demo"
 RIVERSIDE, LAKESIDE, FEDERAL = "Riverside PD", "Lakeside Sheriff", "Federal Lab X"
 AGENCIES = {RIVERSIDE: "state-north", LAKESIDE: "state-south", FEDERAL: "federal"}
 SHARING = {"state-north": ["state-south"], "state-south": ["state-north"], "federal": []}
+TOKENS_FILE = "tokens.txt"
 USERS = {  # agency -> role -> user name
     RIVERSIDE: {"submitter": "r.tech", "examiner": "r.examiner", "admin": "r.admin"},
     LAKESIDE: {"submitter": "l.tech", "examiner": "l.examiner", "admin": "l.admin"},
@@ -183,18 +186,38 @@ def fresh_dir(out: Path | None) -> Path:
     return out
 
 
+TOKENS_WARNING = (
+    "# EXAMPLE tokens made by scripts/demo.py for this demo folder only. Anyone who can read"
+    " this file can act as these users: never use them for real casework (make real tokens"
+    " with 'ballistics auth add-user'; they are shown once and never written down)."
+)
+
+
+def write_tokens_file(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
+    """The demo's example tokens, tab-separated (agency, role, user, token), mode 0600."""
+    lines = [TOKENS_WARNING, "# agency\trole\tuser\ttoken"]
+    lines += ["\t".join(r) for r in rows]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    path.chmod(0o600)
+
+
 def write_auth_and_policy(out: Path) -> tuple[Path, Path, dict[tuple[str, str], str]]:
     from server.auth import new_token_entry, write_auth_file
 
     tokens: dict[tuple[str, str], str] = {}
     entries = []
+    rows = []
     for agency, roles in USERS.items():
         for role, user in roles.items():
             token, entry = new_token_entry(user, agency, role)
             tokens[(agency, role)] = token
             entries.append(entry)
+            rows.append((agency, role, user, token))
     auth = out / "auth.json"
     write_auth_file(auth, entries)
+    write_tokens_file(out / TOKENS_FILE, rows)
     policy = out / "policy.json"
     policy.write_text(json.dumps({"agencies": AGENCIES, "jurisdictions": SHARING}, indent=2) + "\n")
     return auth, policy, tokens
@@ -395,6 +418,7 @@ def run(opts: argparse.Namespace) -> Result:
     with step(result, "auth file and sharing policy"):
         auth, policy, tokens = write_auth_and_policy(out)
         say(f"   {auth}: 9 users (submitter, examiner, admin in each agency); token hashes only")
+        say(f"   {out / TOKENS_FILE}: the 9 example tokens (0600; demo only, see its first line)")
         say(f"   {policy}: " + json.dumps({"agencies": AGENCIES, "jurisdictions": SHARING}))
         # the audit log's HMAC key lives outside the data dir (whoever can rewrite the log must
         # not be able to re-sign it)
@@ -539,8 +563,8 @@ def run(opts: argparse.Namespace) -> Result:
                 ["search", "--file", str(query.path), "--top", "10", "--json", *remote],
                 token=fed_tok,
             )
-            (resp,) = json_lines(p.stdout)
-            result.federal_sees = sorted({c.get("agency", "") for c in candidate_rows(resp)})
+            rows = json_lines(p.stdout)  # one object per candidate
+            result.federal_sees = sorted({c.get("agency", "") for c in rows})
             say(
                 f"   {FEDERAL} searching with {query.path.name}:"
                 f" candidates from {result.federal_sees}"
@@ -556,8 +580,8 @@ def run(opts: argparse.Namespace) -> Result:
                 ["search", "--casing-id", riv_any, "--top", "10", "--json", *remote],
                 token=riv_tok,
             )
-            (resp,) = json_lines(p.stdout)
-            result.riverside_sees = sorted({c.get("agency", "") for c in candidate_rows(resp)})
+            rows = json_lines(p.stdout)
+            result.riverside_sees = sorted({c.get("agency", "") for c in rows})
             say(
                 f"   {RIVERSIDE} searching with its own casing:"
                 f" candidates from {result.riverside_sees}"
@@ -620,6 +644,18 @@ def summary(r: Result) -> None:
     for name, secs in r.timings:
         say(f"     {secs:6.1f} s  {name}")
     say(f"   folder:          {r.out_dir}")
+    if r.out_dir is not None:
+        d = r.out_dir
+        say("   try the service by hand (example tokens in tokens.txt; demo only):")
+        say(
+            f"     ballistics serve --data-dir {d / 'data'} --auth {d / 'auth.json'}"
+            f" --policy {d / 'policy.json'} --audit-key-file {d / 'audit.key'} &"
+        )
+        say(
+            f"     export BALLISTICS_TOKEN=$(awk -F'\\t' '$3==\"l.examiner\" {{print $4}}'"
+            f" {d / TOKENS_FILE})"
+        )
+        say("     ballistics casings --server 127.0.0.1 | tail -1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -272,6 +272,7 @@ class CatalogBackend:
                 agency=_opt(c.agency),
                 screen_score=float(c.screen_score) if c.screen_score is not None else None,
                 rescored=bool(c.rescored),
+                identical_file=bool(getattr(c, "identical_file", False)),
             )
             for c in cands
         ]
@@ -327,6 +328,7 @@ class CatalogBackend:
             partial=bool(r.partial),
             scored=int(r.n_rescored),
             screened_out=int(r.n_screened_out),
+            identical=self._candidates(getattr(r, "identical", [])),
         )
 
     def get(self, casing_id: str) -> CasingRecord:

@@ -23,9 +23,11 @@ refused (UNAUTHENTICATED). :func:`check_tls_auth` enforces the combination at st
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -120,13 +122,101 @@ def write_auth_file(
     entries: Sequence[Mapping[str, str]],
     client_certs: Sequence[Mapping[str, str]] = (),
 ) -> None:
-    """Write an auth file (mode 0600) with token entries and optional client-cert mappings."""
+    """Write an auth file (mode 0600) with token entries and optional client-cert mappings.
+
+    Atomic: the document goes to a temporary file created 0600 in the same folder, is
+    fsync'ed and renamed over ``path``, so a crash leaves the old file or the new one (never a
+    half-written one) and the token hashes are never readable by others, not even briefly.
+    """
     p = Path(path)
     doc: dict[str, Any] = {"tokens": [dict(e) for e in entries]}
     if client_certs:
         doc["client_certs"] = [dict(c) for c in client_certs]
-    p.write_text(json.dumps(doc, indent=2) + "\n")
-    p.chmod(0o600)
+    data = (json.dumps(doc, indent=2) + "\n").encode("utf-8")
+    tmp = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)  # the umask may have narrowed it further; never wider
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable
+        dfd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+# ------------------------------------------------------------------ managing the auth file
+# (``ballistics auth add-user | list | revoke``; the server reads the file at start-up only)
+
+#: Longest user or agency name the auth commands accept.
+MAX_NAME_CHARS = 128
+
+
+def read_auth_doc(path: str | Path) -> dict[str, Any]:
+    """The auth file as ``{"tokens": [...], "client_certs": [...]}``, checked like the server
+    checks it (so a file these helpers write is one the server accepts)."""
+    doc = read_json(path, AuthConfigError, "auth file")
+    if isinstance(doc, list):
+        doc = {"tokens": doc}
+    Authenticator.from_dict(doc, source=str(path))  # raises AuthConfigError when unusable
+    return {
+        "tokens": list(doc.get("tokens", [])),
+        "client_certs": list(doc.get("client_certs", [])),
+    }
+
+
+def _check_name(what: str, value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > MAX_NAME_CHARS:
+        raise AuthConfigError(f"{what} must be 1 to {MAX_NAME_CHARS} characters; got {value!r}")
+    if any(not c.isprintable() for c in value):
+        raise AuthConfigError(f"{what} must not contain control characters; got {value!r}")
+    return value
+
+
+def add_user(path: str | Path, user: str, agency: str, role: str) -> str:
+    """Add a user with a fresh token to the auth file (created if absent); return the token.
+
+    Only the token's SHA-256 is written; the token itself exists only in the return value.
+    Refuses a user name that already has an entry (revoke it first to re-issue a token).
+    """
+    user, agency = _check_name("user", user), _check_name("agency", agency)
+    p = Path(path)
+    doc = read_auth_doc(p) if p.exists() else {"tokens": [], "client_certs": []}
+    if any(t.get("user") == user for t in doc["tokens"]):
+        raise AuthConfigError(
+            f"{p}: user {user!r} already has a token; 'ballistics auth revoke --auth {p}"
+            f" --user {user}' first to issue a new one"
+        )
+    token, entry = new_token_entry(user, agency, role)
+    write_auth_file(p, [*doc["tokens"], entry], doc["client_certs"])
+    return token
+
+
+def list_users(path: str | Path) -> list[dict[str, str]]:
+    """The users of an auth file (user, agency, role): never a token or its hash."""
+    doc = read_auth_doc(path)
+    return [{k: str(t[k]) for k in ("user", "agency", "role")} for t in doc["tokens"]]
+
+
+def revoke_user(path: str | Path, user: str) -> int:
+    """Remove every token entry of ``user``; returns how many were removed (0: none)."""
+    p = Path(path)
+    doc = read_auth_doc(p)
+    keep = [t for t in doc["tokens"] if t.get("user") != user]
+    removed = len(doc["tokens"]) - len(keep)
+    if removed:
+        write_auth_file(p, keep, doc["client_certs"])
+    return removed
 
 
 class Authenticator:

@@ -2,7 +2,8 @@
 
 Local commands work on files or on the embedded store (``--data-dir``); the same command names
 with ``--server`` talk to a running service over gRPC. Exit status: 0 ok, 2 bad input or usage
-(one line on stderr per problem, never a traceback), 1 internal failure.
+(one line on stderr per problem, never a traceback; also for nothing to do: a folder without
+scans, an empty store, no audit log), 1 internal failure, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -30,7 +31,30 @@ _HANDLERS: dict[str, str] = {
     "casings": "server.commands_remote:cmd_casings",
     "delete": "server.commands_remote:cmd_delete",
     "audit": "server.commands_remote:cmd_audit",
+    "auth": "server.commands_auth:cmd_auth",
 }
+
+#: Roles of the auth file (server.auth.ROLES; repeated so the parser does not import gRPC).
+ROLES = ("submitter", "examiner", "admin")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; every option with a real default says it ("(default: X)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and default not in (None, False, "", argparse.SUPPRESS)
+            and "%(default)" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _example(*lines: str) -> str:
+    return "example:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def add_serve_limit_options(p: argparse.ArgumentParser) -> None:
@@ -43,65 +67,118 @@ def _remote_options(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument(
         "--server",
         required=required,
-        help="address of a running service (host:port); without it the command runs locally",
+        metavar="HOST[:PORT]",
+        help="address of a running service (port 50051 when not given)"
+        + ("" if required else "; without it the command runs locally"),
     )
-    p.add_argument("--token", help="bearer token for the service (or env BALLISTICS_TOKEN)")
+    p.add_argument(
+        "--token", help="bearer token for the service (or env BALLISTICS_TOKEN); --token=T"
+    )
     p.add_argument("--tls-ca", help="CA certificate (PEM) to verify the server; enables TLS")
     p.add_argument("--tls-cert", help="client certificate (PEM) for mutual TLS")
     p.add_argument("--tls-key", help="client private key (PEM) for mutual TLS")
 
 
+_SPACING_HELP = "pixel spacing in micrometres, for 2-D images without resolution tags"
+_JSON_HELP = "one JSON object per line"
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="ballistics", description="Cartridge-case scan matching: pipeline, index, service."
+        prog="ballistics",
+        description="Cartridge-case scan matching: pipeline, index, service.",
+        formatter_class=_HelpFormatter,
+        epilog="'ballistics COMMAND --help' shows each command's options, defaults and an"
+        " example.\nExit status: 0 ok, 2 bad input, usage or a refusal, 1 internal failure,"
+        " 130 interrupted.",
     )
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("inspect", help="read and segment scans; print what was found")
+    def command(name: str, help: str, *example: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            formatter_class=_HelpFormatter,
+            epilog=_example(*example),
+        )
+
+    p = command(
+        "inspect",
+        "read and segment scans; print what was found",
+        "ballistics inspect scans/Fadul_1-1.x3p --json",
+    )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="one JSON object per line per file")
-    p.add_argument(
-        "--spacing-um", type=float, help="pixel spacing for 2-D images without resolution tags"
-    )
+    p.add_argument("--spacing-um", type=float, help=_SPACING_HELP)
 
-    p = sub.add_parser("synth", help="write a seeded synthetic corpus with ground truth")
+    p = command(
+        "synth",
+        "write a seeded synthetic corpus with ground truth (manifest.csv)",
+        "ballistics synth out/corpus --guns 5 --shots 2 --seed 1",
+    )
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--guns", type=int, required=True, help="number of virtual firearms")
     p.add_argument("--shots", type=int, required=True, help="casings fired per firearm")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same corpus)")
     p.add_argument("--png", action="store_true", help="also write 2-D oblique-light renders")
 
-    p = sub.add_parser("describe", help="print the index descriptor(s) of a scan")
+    p = command(
+        "describe",
+        "print the index descriptor(s) of a scan",
+        "ballistics describe scans/Fadul_1-1.x3p --json",
+    )
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--spacing-um", type=float)
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--spacing-um", type=float, help=_SPACING_HELP)
 
-    p = sub.add_parser("compare", help="compare two casings (or a CSV of pairs)")
+    p = command(
+        "compare",
+        "compare two casings (or a CSV of pairs)",
+        "ballistics compare a.x3p b.x3p --png out/ab.png",
+        "ballistics compare --pairs pairs.csv --workers 2 --json",
+        "ballistics compare CASING_A CASING_B --server 127.0.0.1 --json   # stored casings",
+    )
     p.add_argument("a", nargs="?", metavar="A", help="scan file, or casing id with --server")
-    p.add_argument("b", nargs="?", metavar="B")
+    p.add_argument("b", nargs="?", metavar="B", help="scan file, or casing id with --server")
     p.add_argument("--pairs", metavar="PAIRS.csv", help="CSV with columns a,b (file paths)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=_JSON_HELP)
     p.add_argument("--png", metavar="OUT.png", help="write the aligned comparison picture")
-    p.add_argument("--spacing-um", type=float)
+    p.add_argument("--spacing-um", type=float, help=_SPACING_HELP)
     p.add_argument("--workers", type=int, default=0, help="processes for --pairs (0: all cores)")
     _remote_options(p)
 
-    p = sub.add_parser("ingest", help="add casings to the embedded store")
+    p = command(
+        "ingest",
+        "add casings to the embedded store (resumable: a re-run skips what was stored)",
+        "ballistics ingest scans/ --data-dir data/store --manifest scans/MANIFEST.tsv",
+    )
     p.add_argument("paths", nargs="+", metavar="DIR_OR_FILES")
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--manifest", help="CSV: file,casing_id,incident_id,caliber,agency,date")
-    p.add_argument("--agency", default="local", help="submitting agency (default: local)")
+    p.add_argument("--data-dir", required=True, help="the store's folder (created if absent)")
+    p.add_argument(
+        "--manifest",
+        help="CSV or TSV with a header; columns file (required), casing_id, incident_id,"
+        " caliber, agency, date, spacing_um, ...; other columns (e.g. firearm_id) are kept as"
+        " metadata",
+    )
+    p.add_argument("--agency", default="local", help="submitting agency")
     p.add_argument("--caliber", help="calibre for every file (e.g. 9mm)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--spacing-um", type=float, help=_SPACING_HELP + " (every file)")
+    p.add_argument("--json", action="store_true", help="one JSON report object")
 
-    p = sub.add_parser("search", help="ranked candidate list for a stored casing or a file")
+    p = command(
+        "search",
+        "ranked candidate list for a stored casing or a file",
+        "ballistics search --file q.x3p --data-dir data/store --top 5 --json",
+        "ballistics search --casing-id 3f2a... --server 127.0.0.1:50051",
+    )
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--casing-id")
-    g.add_argument("--file")
+    g.add_argument("--casing-id", help="a stored casing (never listed as its own candidate)")
+    g.add_argument("--file", help="a scan file (not stored)")
     p.add_argument("--data-dir", help="embedded store (local search)")
-    p.add_argument("--top", type=int, default=10)
-    p.add_argument("--caliber")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--top", type=int, default=10, help="candidates to list")
+    p.add_argument("--caliber", help="only casings of this calibre")
+    p.add_argument("--json", action="store_true", help="one JSON object per candidate per line")
     p.add_argument(
         "--rerank", type=int, default=200, help="descriptor candidates per region (stage 1)"
     )
@@ -114,16 +191,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _remote_options(p)
 
-    p = sub.add_parser("serve", help="run the gRPC service on the embedded store")
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--port", type=int, default=50051)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--auth", help="tokens file (JSON); without it the server refuses to start")
-    p.add_argument("--policy", help="sharing policy file (JSON)")
-    p.add_argument("--tls-cert")
-    p.add_argument("--tls-key")
+    p = command(
+        "serve",
+        "run the gRPC service on the embedded store",
+        "ballistics serve --data-dir data/store --auth auth.json --policy policy.json",
+    )
+    p.add_argument("--data-dir", required=True, help="the store's folder (created if absent)")
+    p.add_argument("--port", type=int, default=50051, help="TCP port (0: any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    p.add_argument(
+        "--auth",
+        help="tokens file (JSON; 'ballistics auth add-user' makes it);"
+        " without it the server refuses to start",
+    )
+    p.add_argument("--policy", help="sharing policy file (JSON); without it: agencies isolated")
+    p.add_argument("--tls-cert", help="server certificate (PEM); enables TLS")
+    p.add_argument("--tls-key", help="server private key (PEM)")
     p.add_argument("--tls-ca", help="CA for client certificates")
-    p.add_argument("--require-client-cert", action="store_true")
+    p.add_argument(
+        "--require-client-cert", action="store_true", help="refuse clients without a certificate"
+    )
     add_serve_limit_options(p)
     _audit_key_option(p)
     p.add_argument(
@@ -132,54 +219,105 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept (once) an audit log written before keying and seal it with a keyed record",
     )
 
-    p = sub.add_parser("submit", help="upload a casing (or a folder of them) to the service")
-    p.add_argument("path", metavar="FILE_OR_DIR")
-    p.add_argument("--incident")
-    p.add_argument("--case-number")
-    p.add_argument("--caliber")
-    p.add_argument("--date", help="acquisition date YYYY-MM-DD")
-    p.add_argument("--place")
-    p.add_argument("--spacing-um", type=float)
-    p.add_argument("--no-search", action="store_true")
-    p.add_argument("--json", action="store_true")
-    _remote_options(p, required=True)
-
-    p = sub.add_parser("decide", help="record an examiner's verdict on a candidate")
-    p.add_argument("casing_id")
-    p.add_argument("candidate_id")
-    p.add_argument("--verdict", required=True, choices=["hit", "excluded", "inconclusive"])
-    p.add_argument("--comment", default="")
-    p.add_argument("--json", action="store_true")
-    _remote_options(p, required=True)
-
-    p = sub.add_parser("links", help="linked incidents of a casing or incident")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--casing-id")
-    g.add_argument("--incident-id")
-    p.add_argument("--json", action="store_true")
-    _remote_options(p, required=True)
-
-    p = sub.add_parser("casings", help="list or get stored casings")
-    p.add_argument("casing_id", nargs="?")
-    p.add_argument("--json", action="store_true")
-    _remote_options(p, required=True)
-
-    p = sub.add_parser("delete", help="delete an erroneous submission (admin)")
-    p.add_argument("casing_id")
-    p.add_argument("--reason", required=True)
-    p.add_argument("--json", action="store_true")
-    _remote_options(p, required=True)
-
-    p = sub.add_parser(
-        "audit",
-        help="audit log tools: `verify` the keyed chain, `keygen` a new audit key",
-        description="verify: check the log's HMAC chain and signed head (exit 1 if broken)."
-        " keygen: write a new random audit key (never overwrites one).",
+    p = command(
+        "submit",
+        "upload a casing (or a folder of them) to the service",
+        "BALLISTICS_TOKEN=... ballistics submit scan.x3p --server 127.0.0.1 --incident INC-1",
     )
-    p.add_argument("action", choices=["verify", "keygen"])
-    p.add_argument("--data-dir", help="the server's data directory (verify)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("path", metavar="FILE_OR_DIR")
+    p.add_argument("--incident", help="incident id the casing belongs to")
+    p.add_argument("--case-number", help="the agency's case number")
+    p.add_argument("--caliber", help="calibre (e.g. 9mm)")
+    p.add_argument("--date", help="acquisition date YYYY-MM-DD")
+    p.add_argument("--place", help="where the casing was found")
+    p.add_argument("--spacing-um", type=float, help=_SPACING_HELP)
+    p.add_argument("--no-search", action="store_true", help="store only; do not search")
+    p.add_argument("--json", action="store_true", help="one JSON object per file per line")
+    _remote_options(p, required=True)
+
+    p = command(
+        "decide",
+        "record an examiner's verdict on a candidate",
+        "ballistics decide CASING CANDIDATE --verdict hit --server 127.0.0.1",
+    )
+    p.add_argument("casing_id", help="the queried casing")
+    p.add_argument("candidate_id", help="the candidate judged")
+    p.add_argument("--verdict", required=True, choices=["hit", "excluded", "inconclusive"])
+    p.add_argument("--comment", default="", help="free text kept with the decision")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    _remote_options(p, required=True)
+
+    p = command(
+        "links",
+        "linked incidents of a casing or incident",
+        "ballistics links --incident-id INC-1 --server 127.0.0.1 --json",
+    )
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--casing-id", help="start from this casing")
+    g.add_argument("--incident-id", help="start from this incident")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    _remote_options(p, required=True)
+
+    p = command(
+        "casings",
+        "list or get stored casings",
+        "ballistics casings --server 127.0.0.1 --json",
+    )
+    p.add_argument("casing_id", nargs="?", help="one casing (default: list all visible)")
+    p.add_argument("--json", action="store_true", help="one JSON object per casing per line")
+    _remote_options(p, required=True)
+
+    p = command(
+        "delete",
+        "delete an erroneous submission (admin)",
+        "ballistics delete CASING --reason 'wrong exhibit' --server 127.0.0.1",
+    )
+    p.add_argument("casing_id", help="the casing to delete (kept for audit)")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit log)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    _remote_options(p, required=True)
+
+    p = command(
+        "audit",
+        "audit log tools: `verify` the keyed chain and signed head (exit 1 if broken), `keygen`"
+        " a new audit key (never overwrites one)",
+        "ballistics audit keygen --audit-key-file ~/.config/ballistics/audit.key",
+        "ballistics audit verify --data-dir data/store",
+    )
+    p.add_argument("action", choices=["verify", "keygen"], help="what to do")
+    p.add_argument("--data-dir", help="the server's store folder (verify)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
     _audit_key_option(p)
+
+    p = command(
+        "auth",
+        "manage the tokens file: add a user (token shown once), list, revoke",
+        "ballistics auth add-user --auth auth.json --user alice --agency PD-North --role examiner",
+        "ballistics auth list --auth auth.json",
+        "ballistics auth revoke --auth auth.json --user alice",
+    )
+    asub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text, ex in (
+        (
+            "add-user",
+            "add a user with a fresh token; prints the token once (the file keeps its SHA-256)",
+            "ballistics auth add-user --auth auth.json --user alice --agency PD-North"
+            " --role examiner",
+        ),
+        ("list", "list users (never tokens)", "ballistics auth list --auth auth.json --json"),
+        ("revoke", "remove a user's token", "ballistics auth revoke --auth auth.json --user bob"),
+    ):
+        a = asub.add_parser(
+            name, help=text, description=text, formatter_class=_HelpFormatter, epilog=_example(ex)
+        )
+        a.add_argument("--auth", required=True, help="the tokens file (JSON, mode 0600)")
+        if name != "list":
+            a.add_argument("--user", required=True, help="user name")
+        if name == "add-user":
+            a.add_argument("--agency", required=True, help="the user's agency")
+            a.add_argument("--role", required=True, choices=list(ROLES))
+        if name == "list":
+            a.add_argument("--json", action="store_true", help="one JSON object per user")
     return ap
 
 

@@ -21,9 +21,35 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from .proto_gen import matching_pb2 as pb
 from .proto_gen import matching_pb2_grpc as pb_grpc
 
+DEFAULT_PORT = 50051
 CHUNK_BYTES = 64 * 1024
 MAX_MESSAGE = 512 * 1024 * 1024
 VERDICT_NAMES = {"hit": pb.HIT, "excluded": pb.EXCLUDED, "inconclusive": pb.INCONCLUSIVE}
+
+
+def normalize_address(address: str) -> str:
+    """``host[:port]`` with the service's port (50051) when none is given.
+
+    gRPC itself would pick 443 for a bare host name. ``[v6]`` and bare IPv6 literals
+    (``::1``) get the port too; a target with a scheme (``dns:///h:p``, ``unix:/path``) is
+    left as it is.
+    """
+    a = address.strip()
+    if not a:
+        raise ValueError("--server needs an address: HOST or HOST:PORT (e.g. 127.0.0.1:50051)")
+    if "://" in a or a.startswith(("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:")):
+        return a
+    if a.startswith("["):  # [v6] or [v6]:port
+        host, sep, rest = a.partition("]")
+        return a if rest.startswith(":") else f"{host}]:{DEFAULT_PORT}"
+    if a.count(":") > 1:  # a bare IPv6 literal cannot carry a port
+        return f"[{a}]:{DEFAULT_PORT}"
+    host, sep, port = a.rpartition(":")
+    if not sep:
+        return f"{a}:{DEFAULT_PORT}"
+    if not port.isdigit() or not host:
+        raise ValueError(f"--server {address!r}: expected HOST or HOST:PORT (port a number)")
+    return a
 
 
 def channel_for(
@@ -33,7 +59,9 @@ def channel_for(
     tls_cert: str | None = None,
     tls_key: str | None = None,
 ) -> grpc.Channel:
-    """Plaintext channel, or TLS when a CA is given (mutual TLS with a client cert + key)."""
+    """Plaintext channel, or TLS when a CA is given (mutual TLS with a client cert + key).
+    ``address``: ``host[:port]``, port 50051 when not given (:func:`normalize_address`)."""
+    address = normalize_address(address)
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.max_send_message_length", MAX_MESSAGE),

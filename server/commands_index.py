@@ -8,13 +8,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from index.errors import CatalogLockedError, NotFoundError
+from index.ingest import read_manifest
 from index.store import Filters
+
+from .output import candidate_from_local
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -32,27 +36,50 @@ def _engine() -> Any:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from index.ingest import ingest_paths
+    """``ballistics ingest``: 0 when something was stored (or already was), 2 bad input or
+    nothing usable, 130 on Ctrl-C (what was stored stays; a re-run resumes)."""
+    from index.ingest import SCAN_SUFFIXES, IngestInterrupted, expand_paths, ingest_paths
     from index.service import Catalog
 
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         return _fail(f"no such file or folder: {missing[0]}")
+    empty = [p for p in args.paths if Path(p).is_dir() and not expand_paths([p])]
+    if empty:
+        return _fail(
+            f"{empty[0]}: no scan files in this folder (looked for"
+            f" {', '.join(sorted(SCAN_SUFFIXES))}, also in sub-folders)"
+        )
     if args.manifest and not Path(args.manifest).is_file():
         return _fail(f"no such manifest: {args.manifest}")
+    um = getattr(args, "spacing_um", None)
+    if um is not None and not (math.isfinite(um) and um > 0):
+        return _fail(f"--spacing-um must be a positive number of micrometres; got {um}")
     try:
+        manifest = read_manifest(args.manifest) if args.manifest else None
         with Catalog.open(args.data_dir, engine=_engine()) as cat:
             rep = ingest_paths(
                 cat,
                 args.paths,
-                manifest=args.manifest,
+                manifest=manifest,
                 agency=args.agency,
                 caliber=args.caliber,
+                spacing_um=um,
                 progress=not getattr(args, "json", False),
             )
     except CatalogLockedError as e:
         return _fail(str(e))
-    except ValueError as e:  # bad manifest
+    except IngestInterrupted as e:
+        r = e.report
+        print(
+            f"\nballistics: interrupted: {len(r.added)} casings stored in this run"
+            f" ({len(r.existing)} already stored, {r.skipped_done} done before, {len(r.failed)}"
+            f" failed); everything stored stays. Run the same command again to resume: done"
+            " files are skipped without being read.",
+            file=sys.stderr,
+        )
+        return 130
+    except (ValueError, OSError, UnicodeDecodeError) as e:  # bad manifest
         return _fail(str(e).splitlines()[0])
     if getattr(args, "json", False):
         print(json.dumps(rep.as_dict()))
@@ -103,6 +130,18 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _fail("search needs --data-dir (or --server for a remote search)")
     if not (Path(args.data_dir) / "store.sqlite").is_file():
         return _fail(f"no store in {args.data_dir} (run 'ballistics ingest' first)")
+    from index.store import Store
+
+    store = Store(args.data_dir)
+    try:
+        n_live = store.count_live()
+    finally:
+        store.close()
+    if n_live == 0:
+        return _fail(
+            f"the store in {args.data_dir} holds no casings, so there is nothing to search"
+            " (add some with 'ballistics ingest')"
+        )
     if args.top <= 0 or args.rerank <= 0:
         return _fail("--top and --rerank must be positive")
     if args.compare is not None and args.compare < 0:
@@ -130,9 +169,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _fail(str(e).strip("'\""))
     except ValueError as e:
         return _fail(str(e).splitlines()[0] if str(e) else "bad input")
-    if args.json:
-        print(json.dumps([c.as_dict() for c in res.combined]))
+    if args.json:  # one object per candidate per line, the keys of a remote search
+        for c in [*res.combined, *res.identical]:
+            print(json.dumps(candidate_from_local(c)))
+        if not res.combined:
+            print("ballistics: no candidates (none passed the filters)", file=sys.stderr)
+        if res.partial:
+            print("ballistics: partial: deadline reached before every candidate", file=sys.stderr)
         return 0
+    if not res.combined:
+        print("no candidates (none passed the filters)")
     if res.partial:
         print("(partial: deadline reached before every candidate was re-scored)")
     print(
@@ -146,6 +192,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(
             f"{c.rank:>4}  {c.casing_id:<20} {score:>8} {screen:>7} {c.coarse_score:7.4f} "
             f"{cmc:>5}  {c.incident or ''}"
+        )
+    for c in res.identical:
+        print(
+            f"same file: casing {c.casing_id} ({c.agency}, incident {c.incident or '-'}) holds"
+            " the query's very file (same SHA-256); not ranked"
         )
     if res.n_screened_out:
         print(

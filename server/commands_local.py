@@ -318,8 +318,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
             write_comparison_png(args.png, prepared[0], prepared[1], comp, title=title)
         except OSError as exc:
             return _fail(f"{args.png}: cannot write the picture: {exc.strerror or exc}")
-    if args.json:
-        print(json.dumps({"a": args.a, "b": args.b, **rec}))
+    if args.json:  # the keys of a remote compare (server/output.py), cells included
+        cells = comp.as_dict(cells=True).get("cells", [])
+        out = {"a": args.a, "b": args.b, **rec, "cells": cells}
+        if args.png:
+            out["png_path"] = args.png
+        print(json.dumps(out))
     else:
         print(_human_compare(args.a, args.b, rec))
         if args.png:

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from .client import Client
+from .output import candidate_from_proto, compare_from_proto, message_dict
 
 SCAN_SUFFIXES = {".x3p", ".png", ".tif", ".tiff", ".jpg", ".jpeg"}
 Handler = Callable[[argparse.Namespace], int]
@@ -56,7 +56,7 @@ def _handles_errors(fn: Handler) -> Handler:
 
 
 def _to_dict(msg: Message) -> dict[str, Any]:
-    return MessageToDict(msg, preserving_proto_field_name=True, use_integers_for_enums=False)
+    return message_dict(msg)  # proto field names; false and zero fields kept
 
 
 def _print_json(obj: Any) -> None:
@@ -120,6 +120,11 @@ def _fmt_candidates(resp: Any) -> list[str]:
             )
     if not lines:
         lines.append("  no candidates")
+    for c in resp.identical:
+        lines.append(
+            f"  same file: casing {c.casing_id} ({c.agency}, incident {c.incident_id or '-'})"
+            " holds the query's very file (same SHA-256); not ranked"
+        )
     if resp.partial:
         lines.append(f"  (partial: re-ranking stopped at the deadline after {resp.scored})")
     if resp.screened_out:
@@ -319,12 +324,24 @@ def cmd_search(args: argparse.Namespace) -> int:
             )
         else:
             resp = client.search(args.casing_id, calibre=args.caliber or "", max_results=args.top)
-    if args.json:
-        _print_json(_to_dict(resp))
+    if args.json:  # one object per candidate per line, the keys of a local search
+        for c in [*resp.combined.candidates, *resp.identical]:
+            print(json.dumps(candidate_from_proto(c)))
+        _notes_to_stderr(resp)
     else:
         print(f"candidates for {args.casing_id or args.file}:")
         print("\n".join(_fmt_candidates(resp)))
     return 0
+
+
+def _notes_to_stderr(resp: Any) -> None:
+    """What a JSON candidate list cannot say: nothing found, a partial or screened run."""
+    if not resp.combined.candidates:
+        _err("no candidates: the store holds nothing this account may search")
+    if resp.partial:
+        _err(f"partial: re-ranking stopped at the deadline after {resp.scored} comparisons")
+    if resp.screened_out:
+        _err(f"{resp.screened_out} candidates screened out before the full comparison")
 
 
 @_handles_errors
@@ -335,12 +352,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         resp = client.compare(args.a, args.b, picture=bool(args.png))
     if args.png:
         Path(args.png).write_bytes(resp.png)
-    if args.json:
-        d = _to_dict(resp)
-        d.pop("png", None)
+    if args.json:  # the keys of a local compare (server/output.py)
+        d = compare_from_proto(resp)
         if args.png:
             d["png_path"] = args.png
-        _print_json(d)
+        print(json.dumps(d))
     else:
         print(
             f"{resp.casing_a} vs {resp.casing_b}: score {resp.score:.3f}, CMC {resp.cmc},"
@@ -424,7 +440,15 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .audit import AuditKeyError, default_key_path, generate_key, load_key, verify
+    from .audit import (
+        HEAD_SUFFIX,
+        LOG_NAME,
+        AuditKeyError,
+        default_key_path,
+        generate_key,
+        load_key,
+        verify,
+    )
 
     key_path = Path(args.audit_key_file) if args.audit_key_file else default_key_path()
     if args.action == "keygen":
@@ -437,6 +461,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 0
     if not args.data_dir:
         _err("audit verify needs --data-dir (the server's data directory)")
+        return 2
+    d = Path(args.data_dir)
+    if not (d / LOG_NAME).exists() and not (d / (LOG_NAME + HEAD_SUFFIX)).exists():
+        # Nothing to verify is not "intact" and not "tampered": bad input (exit 2).
+        why = (
+            "no such folder"
+            if not d.is_dir()
+            else f"a server writes {LOG_NAME} on its first call; ingest and local search do not"
+        )
+        message = f"no audit log in {d}: nothing to verify ({why})"
+        if args.json:
+            _print_json({"ok": False, "first_bad_seq": None, "message": message})
+        _err(message)
         return 2
     try:
         key = load_key(key_path, data_dir=args.data_dir)

@@ -95,6 +95,7 @@ class CandidateRec:
     agency: str = ""
     screen_score: float | None = None
     rescored: bool = True
+    identical_file: bool = False
 
 
 @dataclass
@@ -105,6 +106,8 @@ class SearchResult:
     partial: bool = False
     scored: int = 0
     screened_out: int = 0
+    identical: list[CandidateRec] = field(default_factory=list)
+    """Visible casings with the query's very file (same SHA-256): not ranked."""
 
 
 @dataclass
@@ -732,11 +735,11 @@ def _known(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _candidates(region: str, cands: list[CandidateRec]) -> pb.CandidateList:
+def _candidates(region: str, cands: list[CandidateRec], ranked: bool = True) -> pb.CandidateList:
     out = pb.CandidateList(region=region)
     for i, c in enumerate(cands, start=1):
         out.candidates.add(
-            rank=i,
+            rank=i if ranked else 0,
             casing_id=c.casing_id,
             region=c.region or region,
             coarse_score=float(c.coarse_score),
@@ -747,6 +750,7 @@ def _candidates(region: str, cands: list[CandidateRec]) -> pb.CandidateList:
             agency=c.agency,
             screen_score=_known(c.screen_score),
             rescored=bool(c.rescored),
+            identical_file=bool(c.identical_file),
         )
     return out
 
@@ -759,6 +763,7 @@ def search_to_proto(r: SearchResult) -> pb.SearchResponse:
         partial=r.partial,
         scored=r.scored,
         screened_out=r.screened_out,
+        identical=_candidates("combined", r.identical, ranked=False).candidates,
     )
 
 

@@ -227,3 +227,140 @@ def test_synth_validates_counts(tmp_path: Path, guns: int, shots: int, capsys) -
     assert main(argv) == 2
     assert "--guns and --shots must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def _subcommands() -> dict[str, object]:
+    import argparse
+
+    from server.cli import build_parser
+
+    ap = build_parser()
+    (sub,) = [a for a in ap._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+@pytest.mark.parametrize("name", sorted(_subcommands()))
+def test_help_gives_defaults_and_an_example(name: str, capsys) -> None:
+    parser = _subcommands()[name]
+    text = parser.format_help()  # type: ignore[attr-defined]
+    assert "example:" in text and f"ballistics {name}" in text.split("example:")[1]
+    for action in parser._actions:  # type: ignore[attr-defined]
+        if action.option_strings and action.default not in (None, False, "", "==SUPPRESS=="):
+            assert f"(default: {action.default})" in " ".join(text.split()), action.dest
+
+
+# --- one JSON vocabulary, local and remote; silent no-ops said out loud ----------------------
+
+
+@pytest.fixture
+def fake_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An embedded store of six fake casings (two per virtual gun), ingested by the CLI."""
+    monkeypatch.setenv("BALLISTICS_INDEX_ENGINE", "index.testing:FakeEngine")
+    src = tmp_path / "src"
+    src.mkdir()
+    for g in range(3):
+        for s in range(2):
+            (src / f"g{g}s{s}.x3p").write_bytes(f"FAKE:{g}:{s}".encode())
+    assert main(["ingest", str(src), "--data-dir", str(tmp_path / "d"), "--json"]) == 0
+    return tmp_path
+
+
+def test_local_search_json_is_one_object_per_candidate(fake_store: Path, capsys) -> None:
+    from server.output import CANDIDATE_KEYS
+
+    capsys.readouterr()
+    d, q = str(fake_store / "d"), str(fake_store / "src" / "g1s0.x3p")
+    assert main(["search", "--file", q, "--data-dir", d, "--json", "--top", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert all(isinstance(r, dict) and tuple(r) == CANDIDATE_KEYS for r in rows)
+    assert [r["rank"] for r in rows if not r["identical_file"]] == [1, 2, 3]
+
+
+def test_remote_json_uses_the_local_keys_and_keeps_zeros(
+    fake_store: Path, casings: dict[str, Path], capsys
+) -> None:
+    from index.service import Catalog
+    from index.testing import FakeEngine
+    from server.app import CatalogBackend
+    from server.output import CANDIDATE_KEYS, COMPARE_KEYS
+    from server.service import ServiceLimits
+    from tests.test_server_support import running_server
+
+    png = b"\x89PNG\r\n\x1a\n"
+    cat = Catalog.open(fake_store / "remote", engine=FakeEngine())
+    limits = ServiceLimits(spool_dir=str(fake_store))
+    try:
+        with running_server(CatalogBackend(cat), fake_store / "remote", limits=limits) as srv:
+            with srv.client("north_exam") as c:
+                ids = [c.submit(png + b"casing %d" % i, search=False).casing_id for i in range(3)]
+            base = ["--server", srv.address, f"--token={srv.tokens['north_exam']}"]
+            capsys.readouterr()
+            assert main(["search", "--casing-id", ids[0], "--json", *base]) == 0
+            rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+            assert len(rows) == 2 and all(tuple(r) == CANDIDATE_KEYS for r in rows)
+            assert {r["casing_id"] for r in rows} == set(ids[1:])
+            assert main(["compare", ids[0], ids[1], "--json", *base]) == 0
+            remote = json.loads(capsys.readouterr().out)
+    finally:
+        cat.close()
+    # false and zero fields are printed (the fake comparison has no pose: rotation 0)
+    assert remote["rotation_deg"] == 0.0 and remote["dx_m"] == 0.0 and "cmc" in remote
+    assert (remote["a"], remote["b"]) == (ids[0], ids[1])
+    assert set(COMPARE_KEYS) <= set(remote)
+    assert main(["compare", str(casings["g0a"]), str(casings["g0b"]), "--json"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert set(local) == set(remote)
+
+
+@pytest.mark.parametrize(
+    ("given", "target"),
+    [
+        ("127.0.0.1", "127.0.0.1:50051"),
+        ("lab.example", "lab.example:50051"),
+        ("lab.example:7000", "lab.example:7000"),
+        ("[::1]", "[::1]:50051"),
+        ("[::1]:7000", "[::1]:7000"),
+        ("::1", "[::1]:50051"),
+        ("unix:/tmp/sock", "unix:/tmp/sock"),
+    ],
+)
+def test_server_without_a_port_means_50051(
+    given: str, target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import grpc
+
+    from server.client import Client
+
+    seen: list[str] = []
+    real = grpc.insecure_channel
+
+    def record(address: str, *a: object, **kw: object) -> grpc.Channel:
+        seen.append(address)
+        return real(address, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(grpc, "insecure_channel", record)
+    Client(given, "t").close()
+    assert seen == [target]
+
+
+def test_server_with_a_bad_port_is_refused(capsys) -> None:
+    assert main(["casings", "--server", "host:http", "--token=t"]) == 2
+    assert "HOST:PORT" in capsys.readouterr().err
+
+
+def test_search_on_an_empty_store_says_so(tmp_path: Path, capsys) -> None:
+    from index.store import Store
+
+    Store(tmp_path / "d").close()  # a store with no casings
+    assert main(["search", "--casing-id", "x", "--data-dir", str(tmp_path / "d")]) == 2
+    assert "holds no casings" in capsys.readouterr().err
+
+
+def test_audit_verify_without_a_log_is_bad_input(tmp_path: Path, capsys) -> None:
+    assert main(["audit", "verify", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no audit log" in err and "nothing to verify" in err
+    assert main(["audit", "verify", "--data-dir", str(tmp_path / "missing"), "--json"]) == 2
+    out = capsys.readouterr()
+    assert json.loads(out.out)["ok"] is False and "no such folder" in out.err

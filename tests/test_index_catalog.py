@@ -209,7 +209,7 @@ def test_cli_ingest_and_search(tmp_path):
     added = json.loads(p.stdout)["added"]
     p = _cli(["search", "--file", str(src / "g1s0.x3p"), "--data-dir", d, "--json", "--top", "3"])
     assert p.returncode == 0, p.stderr
-    rows = json.loads(p.stdout)
+    rows = [json.loads(line) for line in p.stdout.splitlines()]  # one object per line
     assert {
         "casing_id",
         "score",
@@ -218,8 +218,12 @@ def test_cli_ingest_and_search(tmp_path):
         "region",
         "rank",
         "non_match_frequency",
+        "identical_file",
     } <= set(rows[0])
-    assert rows[0]["score"] > 0.99  # the same file is stored: it finds itself
+    # the same file is stored: listed apart (identical_file, no rank), not ranked first
+    (same,) = [r for r in rows if r["identical_file"]]
+    assert same["rank"] is None and same["score"] is None
+    assert [r["rank"] for r in rows if not r["identical_file"]] == [1, 2, 3]
     p = _cli(["search", "--casing-id", added[0], "--data-dir", d])
     assert p.returncode == 0 and "rank" in p.stdout
     p = _cli(["search", "--casing-id", "nope", "--data-dir", d])
@@ -241,7 +245,7 @@ def test_cli_search_after_a_descriptor_change_re_describes_once(tmp_path):
     p = _cli(args, v2)
     assert p.returncode == 0, p.stderr
     assert "re-describing 6 stored casings" in p.stderr
-    rows = json.loads(p.stdout)
-    assert len(rows) == 3 and rows[0]["score"] > 0.99
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    assert len(rows) == 4 and rows[0]["rank"] == 1 and rows[-1]["identical_file"]
     p = _cli(args, v2)  # once only
     assert p.returncode == 0 and "re-describing" not in p.stderr

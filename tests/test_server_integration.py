@@ -270,8 +270,8 @@ def test_cli_client_commands(
     ids = [json.loads(x)["casing_id"] for x in out.splitlines()]
     assert len(ids) == 3 and "broken.png: INVALID_ARGUMENT" in err and "3/4 files" in err
     assert cli_main(["search", "--casing-id", ids[0], "--json", *base]) == 0
-    res = json.loads(capsys.readouterr().out)
-    assert {c["casing_id"] for c in res["combined"]["candidates"]} == set(ids[1:])
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]  # one per candidate
+    assert {c["casing_id"] for c in rows} == set(ids[1:])
     assert cli_main(["search", "--casing-id", ids[0], *base]) == 0
     assert "rank" in capsys.readouterr().out
     png = tmp_path / "cmp.png"

@@ -117,7 +117,7 @@ class SearchRequest(_message.Message):
     def __init__(self, casing_id: _Optional[str] = ..., file: _Optional[bytes] = ..., file_name: _Optional[str] = ..., pixel_spacing_m: _Optional[float] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("rank", "casing_id", "region", "coarse_score", "score", "cmc", "non_match_frequency", "incident_id", "agency", "screen_score", "rescored")
+    __slots__ = ("rank", "casing_id", "region", "coarse_score", "score", "cmc", "non_match_frequency", "incident_id", "agency", "screen_score", "rescored", "identical_file")
     RANK_FIELD_NUMBER: _ClassVar[int]
     CASING_ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +129,7 @@ class Candidate(_message.Message):
     AGENCY_FIELD_NUMBER: _ClassVar[int]
     SCREEN_SCORE_FIELD_NUMBER: _ClassVar[int]
     RESCORED_FIELD_NUMBER: _ClassVar[int]
+    IDENTICAL_FILE_FIELD_NUMBER: _ClassVar[int]
     rank: int
     casing_id: str
     region: str
@@ -140,7 +141,8 @@ class Candidate(_message.Message):
     agency: str
     screen_score: float
     rescored: bool
-    def __init__(self, rank: _Optional[int] = ..., casing_id: _Optional[str] = ..., region: _Optional[str] = ..., coarse_score: _Optional[float] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., non_match_frequency: _Optional[float] = ..., incident_id: _Optional[str] = ..., agency: _Optional[str] = ..., screen_score: _Optional[float] = ..., rescored: _Optional[bool] = ...) -> None: ...
+    identical_file: bool
+    def __init__(self, rank: _Optional[int] = ..., casing_id: _Optional[str] = ..., region: _Optional[str] = ..., coarse_score: _Optional[float] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., non_match_frequency: _Optional[float] = ..., incident_id: _Optional[str] = ..., agency: _Optional[str] = ..., screen_score: _Optional[float] = ..., rescored: _Optional[bool] = ..., identical_file: _Optional[bool] = ...) -> None: ...
 
 class CandidateList(_message.Message):
     __slots__ = ("region", "candidates")
@@ -151,20 +153,22 @@ class CandidateList(_message.Message):
     def __init__(self, region: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("query_casing_id", "regions", "combined", "partial", "scored", "screened_out")
+    __slots__ = ("query_casing_id", "regions", "combined", "partial", "scored", "screened_out", "identical")
     QUERY_CASING_ID_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
     COMBINED_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_FIELD_NUMBER: _ClassVar[int]
     SCORED_FIELD_NUMBER: _ClassVar[int]
     SCREENED_OUT_FIELD_NUMBER: _ClassVar[int]
+    IDENTICAL_FIELD_NUMBER: _ClassVar[int]
     query_casing_id: str
     regions: _containers.RepeatedCompositeFieldContainer[CandidateList]
     combined: CandidateList
     partial: bool
     scored: int
     screened_out: int
-    def __init__(self, query_casing_id: _Optional[str] = ..., regions: _Optional[_Iterable[_Union[CandidateList, _Mapping]]] = ..., combined: _Optional[_Union[CandidateList, _Mapping]] = ..., partial: _Optional[bool] = ..., scored: _Optional[int] = ..., screened_out: _Optional[int] = ...) -> None: ...
+    identical: _containers.RepeatedCompositeFieldContainer[Candidate]
+    def __init__(self, query_casing_id: _Optional[str] = ..., regions: _Optional[_Iterable[_Union[CandidateList, _Mapping]]] = ..., combined: _Optional[_Union[CandidateList, _Mapping]] = ..., partial: _Optional[bool] = ..., scored: _Optional[int] = ..., screened_out: _Optional[int] = ..., identical: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
 
 class CompareRequest(_message.Message):
     __slots__ = ("casing_a", "casing_b", "omit_picture")
