@@ -287,7 +287,7 @@ def _in_metres(header: _Header, unit: str, label: str) -> _Header:
             f"{label}: CX/CY Increment {header.dx_m:g} x {header.dy_m:g} read in {unit} is a "
             f"pixel of {largest:g} m; X3P lengths are metres and no cartridge-case scan "
             "has pixels over 1 mm. If this file writes micrometres (increment 3.125 for a "
-            "3.125 um pixel), read it with --length-unit um (length_unit=\"um\"; gRPC "
+            '3.125 um pixel), read it with --length-unit um (length_unit="um"; gRPC '
             "SubmitMetadata.length_unit / SearchRequest.length_unit): increments and heights "
             "are then converted from micrometres"
         )

@@ -155,8 +155,10 @@ def ingest_paths(
     caliber: str | None = None,
     progress: bool = True,
     stream: IO[str] | None = None,
+    length_unit: str = "m",
 ) -> IngestReport:
-    """Ingest files and folders; see the module doc. Returns what happened per file."""
+    """Ingest files and folders; see the module doc. Returns what happened per file.
+    ``length_unit``: of the X3P files' lengths ("m", the standard, or "um")."""
     stream = stream or sys.stderr
     meta = read_manifest(manifest) if manifest else {}
     files = expand_paths(paths)
@@ -184,6 +186,7 @@ def ingest_paths(
                 "caliber": row.get("caliber") or caliber,
                 "agency": row.get("agency") or agency,
                 "date": row.get("date") or None,
+                "length_unit": length_unit,
             }
             try:
                 data = f.read_bytes()

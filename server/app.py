@@ -266,6 +266,8 @@ class CatalogBackend:
         }
         if meta.pixel_spacing_m is not None:
             md["spacing_um"] = meta.pixel_spacing_m * 1e6
+        if meta.length_unit != "m":
+            md["length_unit"] = meta.length_unit
         rec = self.catalog.ingest_bytes(upload.read_bytes(), meta.file_name or None, md)
         out = self._casing(rec, self._segmentation(rec.casing_id))
         out.size_bytes = size
@@ -292,7 +294,12 @@ class CatalogBackend:
         budget = None if deadline is None else max(0.01, deadline - time.monotonic())
         spacing_um = None if query.pixel_spacing_m is None else query.pixel_spacing_m * 1e6
         r = self.catalog.search(
-            q, top=query.top, filters=filters, deadline_s=budget, spacing_um=spacing_um
+            q,
+            top=query.top,
+            filters=filters,
+            deadline_s=budget,
+            spacing_um=spacing_um,
+            length_unit=query.length_unit,
         )
         return SearchResult(
             query_casing_id=_opt(r.query_casing_id),

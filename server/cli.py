@@ -45,6 +45,16 @@ def _remote_options(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--tls-key", help="client private key (PEM) for mutual TLS")
 
 
+def _length_unit_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--length-unit",
+        choices=["m", "um"],
+        default="m",
+        help="unit of X3P increments and heights: m (the standard, default) or um for files "
+        "that write micrometres there; never guessed",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="ballistics", description="Cartridge-case scan matching: pipeline, index, service."
@@ -57,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--spacing-um", type=float, help="pixel spacing for 2-D images without resolution tags"
     )
+    _length_unit_option(p)
 
     p = sub.add_parser("synth", help="write a seeded synthetic corpus with ground truth")
     p.add_argument("out_dir", metavar="OUT_DIR")
@@ -69,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true")
     p.add_argument("--spacing-um", type=float)
+    _length_unit_option(p)
 
     p = sub.add_parser("compare", help="compare two casings (or a CSV of pairs)")
     p.add_argument("a", nargs="?", metavar="A", help="scan file, or casing id with --server")
@@ -78,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", metavar="OUT.png", help="write the aligned comparison picture")
     p.add_argument("--spacing-um", type=float)
     p.add_argument("--workers", type=int, default=0, help="processes for --pairs (0: all cores)")
+    _length_unit_option(p)
     _remote_options(p)
 
     p = sub.add_parser("ingest", help="add casings to the embedded store")
@@ -87,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agency", default="local", help="submitting agency (default: local)")
     p.add_argument("--caliber", help="calibre for every file (e.g. 9mm)")
     p.add_argument("--json", action="store_true")
+    _length_unit_option(p)
 
     p = sub.add_parser("search", help="ranked candidate list for a stored casing or a file")
     g = p.add_mutually_exclusive_group(required=True)
@@ -106,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="candidates the screen keeps for the full comparison (0: all; default 20)",
     )
+    _length_unit_option(p)
     _remote_options(p)
 
     p = sub.add_parser("serve", help="run the gRPC service on the embedded store")
@@ -128,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--place")
     p.add_argument("--spacing-um", type=float)
     p.add_argument("--no-search", action="store_true")
+    _length_unit_option(p)
     p.add_argument("--json", action="store_true")
     _remote_options(p, required=True)
 

@@ -49,6 +49,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 agency=args.agency,
                 caliber=args.caliber,
                 progress=not getattr(args, "json", False),
+                length_unit=getattr(args, "length_unit", None) or "m",
             )
     except CatalogLockedError as e:
         return _fail(str(e))
@@ -125,6 +126,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 rerank_k=args.rerank,
                 compare_k=args.compare,
                 filters=Filters(caliber=args.caliber) if args.caliber else None,
+                length_unit=getattr(args, "length_unit", None) or "m",
             )
     except NotFoundError as e:
         return _fail(str(e).strip("'\""))

@@ -66,7 +66,12 @@ def _spacing(args: argparse.Namespace) -> float | None:
     return float(um) * 1e-6
 
 
-def _read(path: str, spacing_m: float | None) -> tuple[Scan, list[str]]:
+def _length_unit(args: argparse.Namespace) -> str:
+    """The ``--length-unit`` of X3P files (``"m"`` unless given)."""
+    return str(getattr(args, "length_unit", None) or "m")
+
+
+def _read(path: str, spacing_m: float | None, length_unit: str = "m") -> tuple[Scan, list[str]]:
     """Read a scan; returns it and the reader's warnings as one-line strings.
 
     Raises
@@ -79,7 +84,7 @@ def _read(path: str, spacing_m: float | None) -> tuple[Scan, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            scan = read_scan(path, name=path, spacing_m=spacing_m)
+            scan = read_scan(path, name=path, spacing_m=spacing_m, length_unit=length_unit)
         except OSError as exc:  # read_scan maps most of these; belt and braces
             raise BallisticsError(f"cannot read: {exc.strerror or exc}") from None
     notes = [_message(path, w.message) for w in caught]
@@ -91,10 +96,10 @@ def _warn(path: str, notes: Sequence[str], err: TextIO | None = None) -> None:
         print(f"ballistics: {path}: warning: {n}", file=err or sys.stderr)
 
 
-def _prepare_file(path: str, spacing_m: float | None) -> PreparedCasing:
+def _prepare_file(path: str, spacing_m: float | None, length_unit: str = "m") -> PreparedCasing:
     from ballistics.pipeline import prepare
 
-    scan, notes = _read(path, spacing_m)
+    scan, notes = _read(path, spacing_m, length_unit)
     _warn(path, notes)
     return prepare(scan)
 
@@ -114,6 +119,10 @@ def _inspect_record(path: str, scan: Scan) -> dict[str, Any]:
         "spacing_m": [float(scan.spacing_m[0]), float(scan.spacing_m[1])],
         "shape": [int(rows), int(cols)],
         "valid_fraction": round(float(scan.mask.mean()), 6),
+        # the unit the file's lengths were read in (X3P only), from the reader's provenance
+        "length_unit": next(
+            (s.params.get("length_unit") for s in scan.provenance if s.name == "read_x3p"), None
+        ),
         **seg.as_dict(),
     }
 
@@ -147,7 +156,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     status = 0
     for path in args.files:
         try:
-            scan, notes = _read(path, spacing_m)
+            scan, notes = _read(path, spacing_m, _length_unit(args))
             _warn(path, notes)
             rec = _inspect_record(path, scan)
         except (BallisticsError, OSError) as exc:
@@ -210,7 +219,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
     path = args.file
     try:
-        prepared = _prepare_file(path, _spacing(args))
+        prepared = _prepare_file(path, _spacing(args), _length_unit(args))
         vecs = describe(prepared)
     except _BadInput as exc:
         return _fail(str(exc))
@@ -298,7 +307,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     prepared: list[PreparedCasing] = []
     for path in (args.a, args.b):
         try:
-            prepared.append(_prepare_file(path, spacing_m))
+            prepared.append(_prepare_file(path, spacing_m, _length_unit(args)))
         except (BallisticsError, OSError) as exc:
             return _fail(f"{path}: {_message(path, exc)}")
         except Exception as exc:
@@ -413,11 +422,13 @@ def _init_worker(casings: dict[str, PreparedCasing] | None = None) -> None:
         _CASINGS.update(casings)
 
 
-def _prepare_job(job: tuple[str, float | None]) -> tuple[str, PreparedCasing | None, str | None]:
+def _prepare_job(
+    job: tuple[str, float | None, str],
+) -> tuple[str, PreparedCasing | None, str | None]:
     """Worker: (path, prepared or None, error message or None); warnings on stderr."""
-    path, spacing_m = job
+    path, spacing_m, length_unit = job
     try:
-        return path, _prepare_file(path, spacing_m), None
+        return path, _prepare_file(path, spacing_m, length_unit), None
     except (BallisticsError, OSError) as exc:
         return path, None, _message(path, exc)
     except MemoryError:
@@ -483,7 +494,7 @@ def _compare_pairs(args: argparse.Namespace) -> int:
     casings: dict[str, PreparedCasing] = {}
     errors: dict[str, str] = {}
     workers = _n_workers(args.workers, len(distinct))
-    jobs = [(label[k], spacing_m) for k in distinct]
+    jobs = [(label[k], spacing_m, _length_unit(args)) for k in distinct]
     progress("preparing scans", 0, len(jobs))
     for i, (k, (_, prepared, err)) in enumerate(
         zip(distinct, _run(_prepare_job, jobs, workers), strict=True), start=1

@@ -90,6 +90,12 @@ def _spacing_m(args: argparse.Namespace) -> float:
     return float(um) * 1e-6
 
 
+def _length_unit(args: argparse.Namespace) -> str:
+    """``--length-unit`` for the wire: "" for metres (the proto default), else the unit."""
+    unit = getattr(args, "length_unit", None) or "m"
+    return "" if unit == "m" else str(unit)
+
+
 # --------------------------------------------------------------------------- human output
 
 
@@ -241,6 +247,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "acquisition_date": args.date or "",
         "place": args.place or "",
         "pixel_spacing_m": _spacing_m(args),
+        "length_unit": _length_unit(args),
     }
     progress = _Progress(sum(f.stat().st_size for f in files), len(files), path.is_dir())
     failed = 0
@@ -284,6 +291,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 calibre=args.caliber or "",
                 max_results=args.top,
                 pixel_spacing_m=_spacing_m(args),
+                length_unit=_length_unit(args),
             )
         else:
             resp = client.search(args.casing_id, calibre=args.caliber or "", max_results=args.top)
@@ -299,6 +307,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     if args.pairs or not (args.a and args.b):
         raise UsageError("with --server, compare takes two casing ids (A B); --pairs is local only")
+    if _length_unit(args):
+        raise UsageError(
+            "--length-unit applies to files; with --server, compare takes stored casing ids "
+            "(give --length-unit to submit instead)"
+        )
     with _client(args) as client:
         resp = client.compare(args.a, args.b, picture=bool(args.png))
     if args.png:

@@ -58,6 +58,7 @@ class SubmitMeta:
     pixel_spacing_m: float | None = None
     search_after_submit: bool = True
     max_results: int = 0
+    length_unit: str = "m"
 
 
 @dataclass
@@ -164,6 +165,7 @@ class SearchQuery:
     date_from: str = ""
     date_to: str = ""
     top: int = 10
+    length_unit: str = "m"
 
 
 class Backend(Protocol):
@@ -449,6 +451,7 @@ class MatchingService(pb_grpc.MatchingServicer):
             file=request.file if kind == "file" else None,
             file_name=request.file_name,
             pixel_spacing_m=_spacing(request.pixel_spacing_m),
+            length_unit=_length_unit(request.length_unit),
             calibre=f.calibre,
             date_from=f.date_from,
             date_to=f.date_to,
@@ -605,6 +608,16 @@ def _spacing(value: float) -> float | None:
     return value
 
 
+def _length_unit(value: str) -> str:
+    """``"m"`` or ``"um"`` from a request's ``length_unit`` ("" = metres)."""
+    from ballistics.x3p import check_length_unit
+
+    try:
+        return check_length_unit(value)
+    except BallisticsError as exc:
+        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"length_unit: {exc}") from None
+
+
 def _check_date(name: str, value: str) -> None:
     if value and not _DATE.match(value):
         raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be YYYY-MM-DD")
@@ -630,6 +643,7 @@ def submit_meta_from_proto(m: pb.SubmitMetadata) -> SubmitMeta:
         pixel_spacing_m=_spacing(m.pixel_spacing_m),
         search_after_submit=m.search_after_submit if m.HasField("search_after_submit") else True,
         max_results=m.max_results,
+        length_unit=_length_unit(m.length_unit),
     )
 
 

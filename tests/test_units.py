@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -139,9 +140,7 @@ def test_cli_compare_micrometre_twins_score_as_the_metre_twins(twins: dict[str, 
     assert "--length-unit um" in refused.stderr and refused.stdout == ""
 
     metre = _cli("compare", "--json", str(twins["a_m"]), str(twins["c_m"]))
-    micro = _cli(
-        "compare", "--json", "--length-unit", "um", str(twins["a_um"]), str(twins["c_um"])
-    )
+    micro = _cli("compare", "--json", "--length-unit", "um", str(twins["a_um"]), str(twins["c_um"]))
     assert metre.returncode == 0, metre.stderr
     assert micro.returncode == 0, micro.stderr
     m, u = json.loads(metre.stdout), json.loads(micro.stdout)
@@ -149,3 +148,67 @@ def test_cli_compare_micrometre_twins_score_as_the_metre_twins(twins: dict[str, 
         assert u[key] == m[key], key
     assert u["rotation_deg"] == pytest.approx(m["rotation_deg"], abs=1e-9)
     assert m["cmc"] > 0  # a same-gun pair that really matched, so equality means something
+
+
+def test_ingest_and_search_by_file_pass_the_unit_through(
+    twins: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    from index.service import Catalog
+
+    data = tmp_path / "store"
+    assert main(["ingest", "--data-dir", str(data), "--json", str(twins["a_um"])]) == 2
+    rep = json.loads(capsys.readouterr().out)
+    assert "--length-unit um" in rep["failed"][0]["error"]
+    assert main(["ingest", "--data-dir", str(data), "--json", "--length-unit", "um",
+                 str(twins["a_um"]), str(twins["c_m"])]) == 0  # fmt: skip
+    rep = json.loads(capsys.readouterr().out)
+    assert len(rep["added"]) == 1 and len(rep["failed"]) == 1  # c_m is metres: refused as um
+    with Catalog.open(data) as cat:
+        stored = cat.prepared(rep["added"][0])
+    read = [s for s in stored.surface.provenance if s.name == "read_x3p"]
+    assert read[0].params["length_unit"] == "um"  # recorded with the stored surface
+
+    args = ["search", "--data-dir", str(data), "--json", "--file", str(twins["c_um"])]
+    assert main(args) == 2
+    assert "--length-unit um" in capsys.readouterr().err
+    assert main([*args, "--length-unit", "um"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert [c["casing_id"] for c in found] == rep["added"]
+
+
+def test_grpc_submit_and_search_carry_length_unit(twins: dict[str, Path], tmp_path: Path) -> None:
+    from server.app import open_backend
+    from server.service import ServiceLimits
+    from tests.test_server_support import running_server
+
+    data = tmp_path / "data"
+    limits = ServiceLimits(spool_dir=str(tmp_path))
+    backend, close = open_backend(data, limits)
+    try:
+        with running_server(backend, data, limits=limits) as srv:
+            _grpc_checks(srv, backend, twins)
+    finally:
+        close()
+
+
+def _grpc_checks(srv: Any, backend: Any, twins: dict[str, Path]) -> None:
+    import grpc
+
+    with srv.client("north_sub") as c:
+        with pytest.raises(grpc.RpcError) as e:
+            c.submit(twins["a_um"], search=False)
+        assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "length_unit" in (e.value.details() or "")
+        with pytest.raises(grpc.RpcError) as e:
+            c.submit(twins["a_um"], search=False, length_unit="mm")
+        assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "unknown length unit" in (e.value.details() or "")
+        got = c.submit(twins["a_um"], search=False, length_unit="um")
+        assert got.casing_id
+        assert backend.catalog.get(got.casing_id).spacing_m == pytest.approx(6.25e-6)
+        with pytest.raises(grpc.RpcError) as e:
+            c.search(file=twins["c_um"], length_unit="nm")
+        assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    with srv.client("north_exam") as c:
+        res = c.search(file=twins["c_um"], length_unit="um")
+        assert [x.casing_id for x in res.combined.candidates] == [got.casing_id]
