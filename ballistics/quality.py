@@ -50,8 +50,8 @@ from scipy import ndimage
 from .scan import Scan
 
 __all__ = [
-    "CONTACT_NOISE_FACTOR",
     "CONTACT_FLOOR_UM",
+    "CONTACT_NOISE_FACTOR",
     "CONTACT_WINDOW_UM",
     "QUALITY_VERSION",
     "THRESHOLDS",

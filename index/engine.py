@@ -37,6 +37,8 @@ class Processed:
     firing_pin_shape: str | None
     format: str | None
     spacing_m: float | None
+    quality: dict[str, Any] | None = None
+    """The scan's quality record (``ballistics.quality``); None if the engine has none."""
 
 
 class BallisticsEngine:
@@ -79,6 +81,7 @@ class BallisticsEngine:
             firing_pin_shape=prep.segmentation.get("firing_pin_shape"),
             format=io.sniff_format(data) or "unknown",
             spacing_m=float(scan.spacing_m[1]),
+            quality=getattr(prep, "quality", None),
         )
 
     def describe(self, prepared: Any) -> dict[str, np.ndarray]:

@@ -226,6 +226,8 @@ def reextract(catalog: Catalog, *, rebuild: bool = True, batch: int = 64) -> int
             rec = store.get_casing(rowid)
             proc = eng.process(store.read_object(rec.sha256), rec.filename, rec.spacing_m)
             store.put_surface(rowid, proc.surface)
+            if getattr(proc, "quality", None) is not None:
+                store.put_quality(rowid, proc.quality)
             descs = proc.descriptors
         pending[rowid] = descs
         n += 1

@@ -86,6 +86,14 @@ class Candidate:
     caliber: str | None = None
     rescored: bool = True
     screen_score: float | None = None
+    quality: dict[str, Any] | None = None
+    """The candidate scan's quality record (``ballistics.quality``); None when not stored."""
+    low_confidence: bool = False
+    """The query's or the candidate's scan is of low quality, or the comparison carries flags:
+    a low score then says little about the gun."""
+    low_confidence_reasons: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    """The comparison's flags (e.g. ``"directions_disagree"``)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,10 +111,12 @@ class SearchResult:
     n_errors: int = 0
     elapsed_s: float = 0.0
     plans: dict[str, str] = field(default_factory=dict)
+    query_quality: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "query_casing_id": self.query_casing_id,
+            "query_quality": self.query_quality,
             "partial": self.partial,
             "n_candidates": self.n_candidates,
             "n_screened_out": self.n_screened_out,
@@ -117,6 +127,16 @@ class SearchResult:
             "combined": [c.as_dict() for c in self.combined],
             "regions": {r: [c.as_dict() for c in cs] for r, cs in self.regions.items()},
         }
+
+
+def _low_confidence(
+    query: Any, candidate: Mapping[str, Any] | None, flags: list[str]
+) -> tuple[bool, list[str]]:
+    """(low_confidence, reasons) from the two scans' quality records and the flags."""
+    from ballistics.quality import combine
+
+    q = query if isinstance(query, Mapping) else None
+    return combine({"query": q, "candidate": candidate}, flags)
 
 
 def _no_nmf(score: float, region: str) -> float | None:
@@ -184,6 +204,8 @@ class Searcher:
         order = sorted(best, key=lambda i: -best[i])
         records = store.get_many(order)
         order = [i for i in order if i in records and not records[i].deleted]
+        qualities = store.qualities_of(order)
+        query_quality = getattr(query.prepared, "quality", None)
 
         # -- stage 2: screen ---------------------------------------------------------------
         screened: dict[int, float] = {}
@@ -225,6 +247,9 @@ class Searcher:
         def entry(rowid: int, region: str, coarse_score: float) -> Candidate:
             rec = records[rowid]
             comp = results.get(rowid)
+            quality = qualities.get(rowid)
+            flags = [str(f) for f in (getattr(comp, "flags", None) or ())]
+            low, reasons = _low_confidence(query_quality, quality, flags)
             score = cmc = nmf_v = None
             if comp is not None:
                 regs = getattr(comp, "regions", None) or {}
@@ -246,6 +271,10 @@ class Searcher:
                 caliber=rec.caliber,
                 rescored=comp is not None,
                 screen_score=screened.get(rowid),
+                quality=quality,
+                low_confidence=low,
+                low_confidence_reasons=reasons,
+                flags=flags,
             )
 
         def ranked(entries: list[Candidate]) -> list[Candidate]:
@@ -278,6 +307,7 @@ class Searcher:
             n_errors=n_errors,
             elapsed_s=time.monotonic() - t0,
             plans=plans,
+            query_quality=query_quality if isinstance(query_quality, dict) else None,
         )
 
 

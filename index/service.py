@@ -337,6 +337,7 @@ class Catalog:
                 filename=filename,
                 format=proc.format,
                 spacing_m=proc.spacing_m,
+                quality=getattr(proc, "quality", None),
             )
             if rec.created:
                 self._apply_add(rec.id, proc.descriptors)

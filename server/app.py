@@ -211,7 +211,11 @@ class CatalogBackend:
 
     # -- conversions ----------------------------------------------------------------------
     @staticmethod
-    def _casing(rec: Any, segmentation: dict[str, Any] | None = None) -> CasingRecord:
+    def _casing(
+        rec: Any,
+        segmentation: dict[str, Any] | None = None,
+        quality: dict[str, Any] | None = None,
+    ) -> CasingRecord:
         return CasingRecord(
             casing_id=rec.casing_id,
             agency=rec.agency,
@@ -223,7 +227,12 @@ class CatalogBackend:
             file_name=_opt(rec.filename),
             submitted_at=_opt(rec.created_at),
             segmentation=segmentation or {},
+            quality=quality,
         )
+
+    def _quality(self, rowid: int) -> dict[str, Any] | None:
+        """The stored quality record of a casing; None for casings stored before them."""
+        return self.catalog.store.qualities_of([rowid]).get(rowid)
 
     def _segmentation(self, casing_id: str) -> dict[str, Any]:
         prepared = self.catalog.prepared(casing_id)
@@ -246,6 +255,10 @@ class CatalogBackend:
                 agency=_opt(c.agency),
                 screen_score=float(c.screen_score) if c.screen_score is not None else 0.0,
                 rescored=bool(c.rescored),
+                quality=getattr(c, "quality", None),
+                low_confidence=bool(getattr(c, "low_confidence", False)),
+                low_confidence_reasons=list(getattr(c, "low_confidence_reasons", None) or []),
+                flags=list(getattr(c, "flags", None) or []),
             )
             for c in cands
         ]
@@ -269,7 +282,7 @@ class CatalogBackend:
         if meta.length_unit != "m":
             md["length_unit"] = meta.length_unit
         rec = self.catalog.ingest_bytes(upload.read_bytes(), meta.file_name or None, md)
-        out = self._casing(rec, self._segmentation(rec.casing_id))
+        out = self._casing(rec, self._segmentation(rec.casing_id), self._quality(rec.id))
         out.size_bytes = size
         out.submitted_by = user
         return out
@@ -308,11 +321,12 @@ class CatalogBackend:
             partial=bool(r.partial),
             scored=int(r.n_rescored),
             screened_out=int(r.n_screened_out),
+            query_quality=getattr(r, "query_quality", None),
         )
 
     def get(self, casing_id: str) -> CasingRecord:
         rec = self.catalog.get(casing_id)
-        return self._casing(rec)
+        return self._casing(rec, quality=self._quality(rec.id))
 
     def list(
         self, *, agencies: set[str], incident_id: str, calibre: str, limit: int, offset: int
@@ -332,8 +346,13 @@ class CatalogBackend:
         nmf = self.catalog.engine.non_match_frequency(
             float(comp.score), "combined", getattr(a, "kind", "topography")
         )
+        from ballistics.quality import combine
+
         detail = _as_dict(comp)
         cells = [_as_dict(c) for c in (getattr(comp, "cells", None) or [])]
+        qa, qb = getattr(a, "quality", None), getattr(b, "quality", None)
+        flags = [str(f) for f in (getattr(comp, "flags", None) or ())]
+        low, reasons = combine({"a": qa, "b": qb}, flags)
         return ComparisonResult(
             score=float(comp.score),
             cmc=int(getattr(comp, "cmc", 0) or 0),
@@ -345,6 +364,11 @@ class CatalogBackend:
             non_match_frequency=float(nmf) if nmf is not None else 0.0,
             png=self.catalog.engine.picture(a, b, comp) if picture else b"",
             detail={k: v for k, v in detail.items() if k != "cells"},
+            quality_a=qa,
+            quality_b=qb,
+            low_confidence=low,
+            low_confidence_reasons=reasons,
+            flags=flags,
         )
 
     def decide(

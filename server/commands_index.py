@@ -135,6 +135,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([c.as_dict() for c in res.combined]))
         return 0
+    if res.query_quality and res.query_quality.get("low_confidence"):
+        print("query scan LOW-CONFIDENCE: " + "; ".join(res.query_quality.get("reasons") or []))
     if res.partial:
         print("(partial: deadline reached before every candidate was re-scored)")
     print(
@@ -149,6 +151,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{c.rank:>4}  {c.casing_id:<20} {score:>8} {screen:>7} {c.coarse_score:7.4f} "
             f"{cmc:>5}  {c.incident or ''}"
         )
+        if c.low_confidence:  # a low score on a poor scan is not "different gun"
+            print(f"      LOW-CONFIDENCE: {'; '.join(c.low_confidence_reasons)}")
     if res.n_screened_out:
         print(
             f"({res.n_screened_out} of {res.n_candidates} candidates screened out before the "

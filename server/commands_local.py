@@ -109,11 +109,22 @@ def _prepare_file(path: str, spacing_m: float | None, length_unit: str = "m") ->
 
 
 def _inspect_record(path: str, scan: Scan) -> dict[str, Any]:
+    from ballistics.pipeline import prepare
     from ballistics.segment import segment
 
-    seg = segment(scan)
+    # The quality record needs the prepared breech face; a scan that segments but cannot be
+    # prepared is still inspected, with the reason instead of a record.
+    quality: dict[str, Any] | None = None
+    quality_error: str | None = None
+    try:
+        prepared = prepare(scan)
+        summary = prepared.segmentation
+        quality = prepared.quality
+    except BallisticsError as exc:
+        summary = segment(scan).as_dict()
+        quality_error = _one_line(str(exc))
     rows, cols = scan.shape
-    return {
+    rec: dict[str, Any] = {
         "file": path,
         "kind": scan.kind,
         "spacing_m": [float(scan.spacing_m[0]), float(scan.spacing_m[1])],
@@ -123,8 +134,32 @@ def _inspect_record(path: str, scan: Scan) -> dict[str, Any]:
         "length_unit": next(
             (s.params.get("length_unit") for s in scan.provenance if s.name == "read_x3p"), None
         ),
-        **seg.as_dict(),
+        **summary,
+        "quality": quality,
     }
+    if quality_error is not None:
+        rec["quality_error"] = quality_error
+    return rec
+
+
+def _human_quality(q: dict[str, Any] | None, error: str | None = None) -> list[str]:
+    """Lines describing a quality record (``ballistics.quality``), flagged when low."""
+    if q is None:
+        return [f"  quality: not measured ({error or 'no record'})"]
+    unit = q.get("texture_unit") or ""
+    unit_txt = " um" if unit == "um" else f" ({unit})" if unit else ""
+    conf = q.get("segmentation_confidence")
+    snr = q.get("snr")
+    lines = [
+        f"  quality: valid {100 * q.get('valid_fraction', 0.0):.0f} % of the annulus,"
+        f" texture {q.get('texture_rms', 0.0):.3g}{unit_txt} RMS,"
+        f" noise {q.get('noise_rms', 0.0):.3g}{unit_txt},"
+        f" texture/noise {'-' if snr is None else f'{snr:.1f}'},"
+        f" contact {100 * q.get('contact_coverage', 0.0):.0f} %,"
+        f" segmentation confidence {'-' if conf is None else f'{conf:.2f}'}"
+    ]
+    lines += [f"  LOW-CONFIDENCE: {r}" for r in q.get("reasons") or []]
+    return lines
 
 
 def _human_inspect(rec: dict[str, Any]) -> str:
@@ -143,6 +178,7 @@ def _human_inspect(rec: dict[str, Any]) -> str:
         f"  breech face: {rec.get('breech_face_pixels', 0)} px;"
         f" aperture shear: {'yes' if rec.get('aperture_shear') else 'no'};"
         f" pre-cropped: {'yes' if rec['precropped'] else 'no'}",
+        *_human_quality(rec.get("quality"), rec.get("quality_error")),
     ]
     return "\n".join(lines)
 
@@ -254,10 +290,19 @@ def cmd_describe(args: argparse.Namespace) -> int:
 # compare
 
 
-def _comparison_record(comp: Any, kind: str) -> dict[str, Any]:
+def _comparison_record(
+    comp: Any, kind: str, a: PreparedCasing | None = None, b: PreparedCasing | None = None
+) -> dict[str, Any]:
     from ballistics.calibration import describe_frequency, non_match_frequency
+    from ballistics.quality import combine
 
     rec: dict[str, Any] = comp.as_dict()
+    qa = None if a is None else a.quality
+    qb = None if b is None else b.quality
+    rec["quality"] = {"a": qa, "b": qb}
+    low, reasons = combine({"a": qa, "b": qb}, tuple(getattr(comp, "flags", ()) or ()))
+    rec["low_confidence"] = low
+    rec["low_confidence_reasons"] = reasons
     try:
         freq = non_match_frequency(comp.score, kind=kind)
     except BallisticsError as exc:
@@ -285,6 +330,8 @@ def _human_compare(a: str, b: str, rec: dict[str, Any]) -> str:
     lines.append(
         f"  {rec['interpretation']}" + (f" (frequency {freq:.3g})" if freq is not None else "")
     )
+    # A low score on a poor scan says "cannot tell", not "different gun": say so first.
+    lines += [f"  LOW-CONFIDENCE: {r}" for r in rec.get("low_confidence_reasons") or []]
     return "\n".join(lines)
 
 
@@ -318,7 +365,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return _fail(f"{args.a} vs {args.b}: {_one_line(str(exc))}")
     except Exception as exc:
         return _fail(f"{args.a} vs {args.b}: {_internal(exc)}", 1)
-    rec = _comparison_record(comp, prepared[0].kind)
+    rec = _comparison_record(comp, prepared[0].kind, prepared[0], prepared[1])
     if args.png:
         from ballistics.picture import write_comparison_png
 
@@ -443,7 +490,7 @@ def _compare_job(keys: tuple[str, str]) -> tuple[dict[str, Any] | None, str | No
 
     try:
         a, b = _CASINGS[keys[0]], _CASINGS[keys[1]]
-        return _comparison_record(compare(a, b), a.kind), None, False
+        return _comparison_record(compare(a, b), a.kind, a, b), None, False
     except BallisticsError as exc:
         return None, _one_line(str(exc)), False
     except Exception as exc:
@@ -534,6 +581,8 @@ def _compare_pairs(args: argparse.Namespace) -> int:
                 f"{rec['score']:8.3f}  cmc {rec['cmc']:3d}  rot {rec['rotation_deg']:6.1f}"
                 f"  nmf {rec['non_match_frequency'] or float('nan'):8.3g}  {a}  {b}"
             )
+            if rec.get("low_confidence"):
+                line += "  LOW-CONFIDENCE: " + "; ".join(rec["low_confidence_reasons"])
         else:
             line = f"   error  {a}  {b}: {err}"
         print(line, flush=True)

@@ -116,6 +116,8 @@ def _fmt_candidates(resp: Any) -> list[str]:
             lines.append(
                 f"    {c.rank:>4}  {c.casing_id:<20} {score}  {c.incident_id or '-'} / {c.agency}"
             )
+            if c.low_confidence:  # a low score on a poor scan is not "different gun"
+                lines.append(f"          LOW-CONFIDENCE: {'; '.join(c.low_confidence_reasons)}")
     if not lines:
         lines.append("  no candidates")
     if resp.partial:
@@ -330,6 +332,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
         for region, s in sorted(resp.region_scores.items()):
             print(f"  {region}: {s:.3f}")
+        for reason in resp.low_confidence_reasons:
+            print(f"  LOW-CONFIDENCE: {reason}")
         if args.png:
             print(f"  picture: {args.png}")
     return 0

@@ -77,6 +77,7 @@ class CasingRecord:
     submitted_at: str = ""
     size_bytes: int = 0
     segmentation: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] | None = None
 
 
 @dataclass
@@ -91,6 +92,10 @@ class CandidateRec:
     agency: str = ""
     screen_score: float = 0.0
     rescored: bool = True
+    quality: dict[str, Any] | None = None
+    low_confidence: bool = False
+    low_confidence_reasons: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -101,6 +106,7 @@ class SearchResult:
     partial: bool = False
     scored: int = 0
     screened_out: int = 0
+    query_quality: dict[str, Any] | None = None
 
 
 @dataclass
@@ -115,6 +121,11 @@ class ComparisonResult:
     non_match_frequency: float = 0.0
     png: bytes = b""
     detail: dict[str, Any] = field(default_factory=dict)
+    quality_a: dict[str, Any] | None = None
+    quality_b: dict[str, Any] | None = None
+    low_confidence: bool = False
+    low_confidence_reasons: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -673,10 +684,33 @@ def segmentation_to_proto(seg: dict[str, Any]) -> pb.Segmentation:
     )
 
 
+def quality_to_proto(q: dict[str, Any] | None) -> pb.Quality | None:
+    """The proto of a quality record (``ballistics.quality``); None when there is none."""
+    if not q:
+        return None
+    out = pb.Quality(
+        valid_fraction=_num(q, "valid_fraction"),
+        texture_rms=_num(q, "texture_rms"),
+        texture_unit=str(q.get("texture_unit") or ""),
+        noise_rms=_num(q, "noise_rms"),
+        contact_coverage=_num(q, "contact_coverage"),
+        low_confidence=bool(q.get("low_confidence", False)),
+        reasons=[str(r) for r in q.get("reasons") or []],
+        detail_json=json.dumps(q, sort_keys=True, default=str),
+    )
+    if q.get("segmentation_confidence") is not None:
+        out.segmentation_confidence = _num(q, "segmentation_confidence")
+    return out
+
+
 def _candidates(region: str, cands: list[CandidateRec]) -> pb.CandidateList:
     out = pb.CandidateList(region=region)
     for i, c in enumerate(cands, start=1):
         out.candidates.add(
+            quality=quality_to_proto(c.quality),
+            low_confidence=bool(c.low_confidence),
+            low_confidence_reasons=list(c.low_confidence_reasons),
+            flags=list(c.flags),
             rank=i,
             casing_id=c.casing_id,
             region=c.region or region,
@@ -700,6 +734,7 @@ def search_to_proto(r: SearchResult) -> pb.SearchResponse:
         partial=r.partial,
         scored=r.scored,
         screened_out=r.screened_out,
+        query_quality=quality_to_proto(r.query_quality),
     )
 
 
@@ -716,6 +751,11 @@ def comparison_to_proto(a: str, b: str, c: ComparisonResult) -> pb.CompareRespon
         non_match_frequency=float(c.non_match_frequency),
         png=c.png,
         detail_json=json.dumps(c.detail, sort_keys=True, default=str) if c.detail else "",
+        quality_a=quality_to_proto(c.quality_a),
+        quality_b=quality_to_proto(c.quality_b),
+        low_confidence=bool(c.low_confidence),
+        low_confidence_reasons=list(c.low_confidence_reasons),
+        flags=list(c.flags),
     )
     for cell in c.cells:
         resp.cells.add(
@@ -740,4 +780,5 @@ def casing_to_proto(r: CasingRecord) -> pb.Casing:
     fields = _fields(r)
     fields.pop("size_bytes", None)
     fields["segmentation"] = segmentation_to_proto(r.segmentation)
+    fields["quality"] = quality_to_proto(r.quality)
     return pb.Casing(**fields)
