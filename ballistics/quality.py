@@ -44,8 +44,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import cv2
 import numpy as np
-from scipy import ndimage
 
 from .scan import Scan
 
@@ -95,6 +95,11 @@ THRESHOLDS: dict[str, float] = {
 _RESIDUAL_GAIN = math.sqrt(1.0 - 2.0 / (2.0 * math.pi) + 1.0 / (4.0 * math.pi))
 # ISO 16610-21: sigma of the Gaussian = this factor times the cut-off wavelength.
 _SIGMA_PER_CUTOFF = math.sqrt(math.log(2.0) / math.pi) / math.sqrt(2.0 * math.pi)
+
+
+def _blur(a: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian blur (OpenCV: several times faster than scipy here), float32 is enough."""
+    return cv2.GaussianBlur(a.astype(np.float32), (0, 0), sigma_px).astype(np.float64)
 
 
 def annulus_mask(
@@ -152,8 +157,8 @@ def noise_rms(scan: Scan) -> float:
     """
     mask = scan.mask
     z = np.where(mask, scan.data, 0.0)
-    w = ndimage.gaussian_filter(mask.astype(np.float64), 1.0, truncate=3.0)
-    smooth = ndimage.gaussian_filter(z, 1.0, truncate=3.0)
+    w = _blur(mask.astype(np.float64), 1.0)
+    smooth = _blur(z, 1.0)
     inner = mask & (w > 0.999)
     if int(inner.sum()) < 100:
         return 0.0
@@ -174,8 +179,8 @@ def _band_gain(short_cutoff_um: float | None, spacing_m: float) -> float:
 def _local_rms(data: np.ndarray, mask: np.ndarray, sigma_px: float) -> np.ndarray:
     """RMS of ``data`` over valid pixels in a Gaussian window; NaN where the window is empty."""
     m = mask.astype(np.float64)
-    num = ndimage.gaussian_filter(np.where(mask, data, 0.0) ** 2, sigma_px)
-    den = ndimage.gaussian_filter(m, sigma_px)
+    num = _blur(np.where(mask, data, 0.0) ** 2, sigma_px)
+    den = _blur(m, sigma_px)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0.2, np.sqrt(num / np.maximum(den, 1e-12)), np.nan)
 

@@ -108,6 +108,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _fail("--top and --rerank must be positive")
     if args.compare is not None and args.compare < 0:
         return _fail("--compare must be >= 0 (0: compare every candidate)")
+    if not args.file and (getattr(args, "length_unit", None) or "m") != "m":
+        return _fail("--length-unit applies to --file; a stored casing was read when ingested")
     query: str | bytes
     if args.file:
         try:

@@ -296,6 +296,10 @@ def cmd_search(args: argparse.Namespace) -> int:
                 length_unit=_length_unit(args),
             )
         else:
+            if _length_unit(args):
+                raise UsageError(
+                    "--length-unit applies to --file; a stored casing was read when submitted"
+                )
             resp = client.search(args.casing_id, calibre=args.caliber or "", max_results=args.top)
     if args.json:
         _print_json(_to_dict(resp))

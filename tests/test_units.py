@@ -212,3 +212,21 @@ def _grpc_checks(srv: Any, backend: Any, twins: dict[str, Path]) -> None:
     with srv.client("north_exam") as c:
         res = c.search(file=twins["c_um"], length_unit="um")
         assert [x.casing_id for x in res.combined.candidates] == [got.casing_id]
+
+
+def test_length_unit_without_a_file_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    from index.service import Catalog
+
+    Catalog.open(tmp_path / "d").close()
+    args = ["search", "--data-dir", str(tmp_path / "d"), "--casing-id", "x"]
+    assert main([*args, "--length-unit", "um"]) == 2
+    assert "--length-unit applies to --file" in capsys.readouterr().err
+    remote = ["--server", "127.0.0.1:1", "--token", "t", "--length-unit", "um"]
+    assert main(["search", "--casing-id", "x", *remote]) == 2
+    assert "--length-unit applies to --file" in capsys.readouterr().err
+    assert main(["compare", "a", "b", *remote]) == 2
+    assert "--length-unit applies to files" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["inspect", "--length-unit", "mm", "f.x3p"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'mm'" in capsys.readouterr().err
