@@ -153,6 +153,7 @@ class Comparison:
     cells: tuple[CellResult, ...] = field(repr=False)
     striation_correlation: float | None = None
     params: CompareParams = field(default_factory=CompareParams, repr=False)
+    flags: tuple[str, ...] = ()
 
     @property
     def rotation_deg(self) -> float:
@@ -179,6 +180,7 @@ class Comparison:
             "dy_m": self.pose.dy_m,
             "regions": {k: round(v, 6) for k, v in self.regions.items()},
             "striation_correlation": self.striation_correlation,
+            "flags": list(self.flags),
         }
         if cells:
             out["cells"] = [asdict(c) for c in self.cells]

@@ -10,7 +10,7 @@ from .errors import ScanFormatError
 from .image_io import image_format, read_image
 from .limits import DEFAULT_LIMITS, Limits, Source, read_source, source_name
 from .scan import Scan
-from .x3p import read_x3p
+from .x3p import check_length_unit, read_x3p
 
 __all__ = ["SUPPORTED_FORMATS", "read_scan", "sniff_format"]
 
@@ -33,6 +33,7 @@ def read_scan(
     name: str | None = None,
     spacing_m: float | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    length_unit: str = "m",
 ) -> Scan:
     """Read an X3P topography or a PNG/TIFF/JPEG image, whichever the content is.
 
@@ -48,6 +49,12 @@ def read_scan(
         an ``"override_spacing"`` provenance step with both values.
     limits : Limits, optional
         Caps on file size, members, decoded bytes and pixels.
+    length_unit : {"m", "um"}, optional
+        Unit of an X3P's increments and heights (see :func:`ballistics.x3p.read_x3p`): the
+        standard metres by default; ``"um"`` for files that write micrometres there. It is
+        never guessed: an X3P whose pixel would be over 1 mm in metres is refused with a
+        message naming this override. Images carry no length unit (their spacing comes from
+        the file's resolution tags or ``spacing_m``), so it does not apply to them.
 
     Returns
     -------
@@ -60,9 +67,12 @@ def read_scan(
     ScanFormatError
         Missing file, empty file, unknown format, a corrupt file of a known format, or a
         pixel spacing outside ``limits.min_spacing_m``-``limits.max_spacing_m``.
-    UnsafeInputError, ScanTooLargeError, MissingSpacingError
+    BallisticsError
+        ``length_unit`` is unknown.
+    UnsafeInputError, ScanTooLargeError, MissingSpacingError, LengthUnitError
         See :func:`ballistics.x3p.read_x3p` and :func:`ballistics.image_io.read_image`.
     """
+    unit = check_length_unit(length_unit)
     label = source_name(source, name)
     raw = read_source(source, limits)
     if not raw:
@@ -76,7 +86,7 @@ def read_scan(
     if fmt != "x3p":
         scan = read_image(raw, spacing_m=spacing_m, limits=limits, name=label)
     else:
-        scan = read_x3p(raw, limits=limits, name=label)
+        scan = read_x3p(raw, limits=limits, name=label, length_unit=unit)
         if spacing_m is not None:
             scan = _override_spacing(scan, float(spacing_m))
     # Before any step divides by it (a 1e-300 m spacing made segmentation divide by zero).

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import condition
 from .errors import BallisticsError, SegmentationError
+from .quality import quality_record
 from .register import downsample, rotate
 from .scan import Scan
 from .segment import Segmentation, segment
@@ -40,11 +41,17 @@ class PreparedCasing:
         ``Segmentation.as_dict()`` of the original scan (pixel coordinates of that scan).
     aperture_profile : ndarray of shape (L,) or None
         Aperture-shear striation profile across the striae, sampled at the canvas spacing.
+    quality : dict or None
+        :func:`ballistics.quality.quality_record` of the breech face (valid fraction, texture,
+        noise, contact coverage, segmentation confidence, ``low_confidence`` and
+        ``reasons``). None for casings stored before quality records existed: unknown, not
+        zero.
     """
 
     surface: Scan
     segmentation: dict[str, Any]
     aperture_profile: np.ndarray | None = None
+    quality: dict[str, Any] | None = None
     _levels: dict[int, tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -78,6 +85,8 @@ class PreparedCasing:
             "segmentation": self.segmentation,
             "provenance": s.provenance_dicts(),
         }
+        if self.quality is not None:
+            meta["quality"] = self.quality
         buf = io.BytesIO()
         arrays: dict[str, Any] = {
             "data": np.where(s.mask, s.data, 0.0).astype(np.float32),
@@ -106,7 +115,10 @@ class PreparedCasing:
         surface = Scan(
             np.where(mask, data, np.nan), mask, tuple(meta["spacing_m"]), meta["kind"], steps
         )
-        return cls(surface, meta["segmentation"], prof)
+        quality = meta.get("quality")  # absent in blobs written before quality records
+        return cls(
+            surface, meta["segmentation"], prof, quality if isinstance(quality, dict) else None
+        )
 
 
 def _crop_centred(scan: Scan, mask: np.ndarray, center: tuple[float, float], half: int) -> Scan:
@@ -243,4 +255,6 @@ def prepare(
             f"only {int(m.sum())} valid breech-face points after conditioning; the scan is too "
             "small, too noisy or not a cartridge-case head"
         )
-    return PreparedCasing(surface, seg.as_dict(), aperture_profile(scan, seg, spacing_m))
+    summary = seg.as_dict()
+    quality = quality_record(surface, crop, summary, short_cutoff_um=short_cutoff_um)
+    return PreparedCasing(surface, summary, aperture_profile(scan, seg, spacing_m), quality)

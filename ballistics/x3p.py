@@ -24,7 +24,7 @@ import warnings
 import xml.etree.ElementTree as ET
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +37,15 @@ from .errors import BallisticsError, ScanFormatError, ScanTooLargeError, UnsafeI
 from .limits import DEFAULT_LIMITS, Limits, MiB, Source, read_source, source_name
 from .scan import Scan
 
-__all__ = ["NAMESPACE", "X3PChecksumWarning", "read_x3p", "write_x3p"]
+__all__ = [
+    "LENGTH_UNITS",
+    "NAMESPACE",
+    "LengthUnitError",
+    "X3PChecksumWarning",
+    "check_length_unit",
+    "read_x3p",
+    "write_x3p",
+]
 
 NAMESPACE = "http://www.opengps.eu/2008/ISO5436_2"
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -84,6 +92,42 @@ _CORRUPT_ZIP_ERRORS = (
 )
 
 
+#: Length units an X3P's increments and heights may be read in, as metres per unit. The
+#: standard says metres; "um" is the override for writers (often R tool chains) that put
+#: micrometres in the same fields. Never chosen from the values: the caller says which.
+LENGTH_UNITS: dict[str, float] = {"m": 1.0, "um": 1e-6}
+
+#: A lateral increment (pixel) larger than this, in metres, cannot be a surface scan of a
+#: cartridge case (real instruments: 0.5 to 10 um); in metres it is refused as a unit error.
+MAX_INCREMENT_M = 1e-3
+#: A lateral increment smaller than this, in metres, is below any optical instrument's pixel;
+#: read with ``length_unit="um"`` it means the file was in metres after all.
+MIN_INCREMENT_M = 1e-9
+
+
+class LengthUnitError(ScanFormatError):
+    """An X3P's lengths are not in the unit it is being read in (the message names the fix)."""
+
+
+def check_length_unit(length_unit: str) -> str:
+    """Return ``length_unit`` if it is one of :data:`LENGTH_UNITS`, else raise.
+
+    ``""`` means metres (the proto default).
+
+    Raises
+    ------
+    BallisticsError
+        An unknown unit (a client error).
+    """
+    unit = "m" if length_unit == "" else length_unit
+    if unit not in LENGTH_UNITS:
+        raise BallisticsError(
+            f"unknown length unit {length_unit!r}; use one of {', '.join(LENGTH_UNITS)} "
+            "(m: the X3P standard; um: files that write micrometres in the metre fields)"
+        )
+    return unit
+
+
 class X3PChecksumWarning(UserWarning):
     """An X3P checksum is stale or missing; the data was read anyway.
 
@@ -120,7 +164,13 @@ class _Header:
 # --------------------------------------------------------------------------------------------
 
 
-def read_x3p(source: Source, *, limits: Limits = DEFAULT_LIMITS, name: str | None = None) -> Scan:
+def read_x3p(
+    source: Source,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    name: str | None = None,
+    length_unit: str = "m",
+) -> Scan:
     """Read an X3P surface topography file.
 
     Parameters
@@ -132,13 +182,19 @@ def read_x3p(source: Source, *, limits: Limits = DEFAULT_LIMITS, name: str | Non
     name : str, optional
         Name recorded in the provenance and messages; defaults to the file name, or
         ``"<bytes>"`` for content.
+    length_unit : {"m", "um"}, optional
+        Unit of the file's CX/CY/CZ increments, offset and float heights. ``"m"`` (default) is
+        the standard; ``"um"`` reads files that write micrometres in those fields and converts
+        them to metres. The unit is never guessed: a file read in metres whose pixel is over
+        1 mm (:data:`MAX_INCREMENT_M`) is refused, naming this override; one read in
+        micrometres whose pixel is under 1 nm is refused too. Recorded in the provenance.
 
     Returns
     -------
     Scan
         ``kind="topography"``; ``data`` of shape (SizeY, SizeX), float64 heights in metres with
         NaN where invalid; ``mask`` True where valid; ``spacing_m`` = (CY, CX increment) in
-        metres. The provenance holds one ``"read_x3p"`` step.
+        metres. The provenance holds one ``"read_x3p"`` step (``params["length_unit"]``).
 
     Raises
     ------
@@ -150,16 +206,21 @@ def read_x3p(source: Source, *, limits: Limits = DEFAULT_LIMITS, name: str | Non
         an implausible compression ratio.
     ScanTooLargeError
         Any cap of ``limits`` exceeded.
+    LengthUnitError
+        The increments cannot be in ``length_unit`` (see above).
+    BallisticsError
+        ``length_unit`` is not one of :data:`LENGTH_UNITS`.
 
     Warns
     -----
     X3PChecksumWarning
         A checksum of ``main.xml``, ``data.bin`` or ``valid.bin`` is stale or missing.
     """
+    unit = check_length_unit(length_unit)
     label = source_name(source, name)
     raw = read_source(source, limits)
     try:
-        return _read_x3p_bytes(raw, label, limits)
+        return _read_x3p_bytes(raw, label, limits, unit)
     except BallisticsError:
         raise
     except _CORRUPT_ZIP_ERRORS as exc:
@@ -168,7 +229,7 @@ def read_x3p(source: Source, *, limits: Limits = DEFAULT_LIMITS, name: str | Non
         ) from None
 
 
-def _read_x3p_bytes(raw: bytes, label: str, limits: Limits) -> Scan:
+def _read_x3p_bytes(raw: bytes, label: str, limits: Limits, unit: str = "m") -> Scan:
     if not raw:
         raise ScanFormatError(f"{label}: empty file; expected an X3P (zip) archive")
     _check_zip_directory(raw, label, limits)
@@ -178,9 +239,13 @@ def _read_x3p_bytes(raw: bytes, label: str, limits: Limits) -> Scan:
         prefix = main_name[: -len("main.xml")]
         xml_bytes = _read_member(zf, members[main_name], _MAX_XML_BYTES, label)
         header = _parse_header(_parse_xml(xml_bytes, label), label)
+        file_increments = [header.dx_m, header.dy_m]
+        header = _in_metres(header, unit, label)
         status = {"main_xml": _main_checksum_status(zf, members, prefix, header, xml_bytes, label)}
         limits.check_pixels(header.size_y, header.size_x, f"{label}: main.xml")
         data, status["data"] = _read_points(zf, members, prefix, header, label, limits)
+        if unit != "m":
+            data *= LENGTH_UNITS[unit]
         valid = None
         if header.valid_link is not None:
             valid, status["valid"] = _read_valid(zf, members, prefix, header, label)
@@ -196,8 +261,11 @@ def _read_x3p_bytes(raw: bytes, label: str, limits: Limits) -> Scan:
         "size_xy": [header.size_x, header.size_y],
         "z_increment": header.z_increment,
         "member_prefix": prefix,
+        "length_unit": unit,
     }
     stats: dict[str, Any] = {"checksum": status, "valid_fraction": float(mask.mean())}
+    if unit != "m":
+        stats["file_increment_xy"] = file_increments
     if header.instrument:
         stats["instrument"] = dict(header.instrument)
     return Scan(
@@ -207,6 +275,37 @@ def _read_x3p_bytes(raw: bytes, label: str, limits: Limits) -> Scan:
         kind="topography",
         provenance=(),
     ).evolve("read_x3p", params, stats)
+
+
+def _in_metres(header: _Header, unit: str, label: str) -> _Header:
+    """The header with CX/CY increments in metres, after checking they can be in ``unit``."""
+    scale = LENGTH_UNITS[unit]
+    dx, dy = header.dx_m * scale, header.dy_m * scale
+    largest, smallest = max(dx, dy), min(dx, dy)
+    if largest > MAX_INCREMENT_M and unit == "m":
+        raise LengthUnitError(
+            f"{label}: CX/CY Increment {header.dx_m:g} x {header.dy_m:g} read in {unit} is a "
+            f"pixel of {largest:g} m; X3P lengths are metres and no cartridge-case scan "
+            "has pixels over 1 mm. If this file writes micrometres (increment 3.125 for a "
+            '3.125 um pixel), read it with --length-unit um (length_unit="um"; gRPC '
+            "SubmitMetadata.length_unit / SearchRequest.length_unit): increments and heights "
+            "are then converted from micrometres"
+        )
+    if largest > MAX_INCREMENT_M:
+        raise LengthUnitError(
+            f"{label}: CX/CY Increment {header.dx_m:g} x {header.dy_m:g} read in {unit} is a "
+            f"pixel of {largest:g} m, too large for a cartridge-case scan in any unit "
+            "this reader knows (m, um); check the file's increments"
+        )
+    if smallest < MIN_INCREMENT_M and unit != "m":
+        raise LengthUnitError(
+            f"{label}: CX/CY Increment {header.dx_m:g} x {header.dy_m:g} read in {unit} is a "
+            f"pixel of {smallest * 1e9:.3g} nm, below any instrument's; the file is in metres "
+            "(the X3P standard): read it without --length-unit um"
+        )
+    # Only the lateral increments change here; heights (with their CZ increment and offset,
+    # in the file's unit) are decoded as written and scaled once by the caller.
+    return header if unit == "m" else replace(header, dx_m=dx, dy_m=dy)
 
 
 # ---- zip container ----------------------------------------------------------------------
@@ -589,7 +688,13 @@ def _warn_checksums(status: dict[str, str], label: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def write_x3p(path: str | os.PathLike[str], scan: Scan, *, dtype: DataType = "D") -> None:
+def write_x3p(
+    path: str | os.PathLike[str],
+    scan: Scan,
+    *,
+    dtype: DataType = "D",
+    length_unit: str = "m",
+) -> None:
     """Write a topography scan as a standard X3P file, atomically.
 
     Parameters
@@ -603,29 +708,38 @@ def write_x3p(path: str | os.PathLike[str], scan: Scan, *, dtype: DataType = "D"
         Data type of ``data.bin``: float64 (default, exact round trip), float32, int16 or
         int32. For integers the CZ Increment is chosen so the largest height fits; heights
         are then quantised to within half an increment.
+    length_unit : {"m", "um"}, optional
+        Unit written in the CX/CY/CZ increments and float heights. ``"m"`` (default) is the
+        standard; ``"um"`` writes the deviation some tool chains produce (micrometres in the
+        metre fields), e.g. to test that readers refuse it unless told
+        (``read_x3p(..., length_unit="um")``).
 
     Raises
     ------
     BallisticsError
-        ``scan`` is an image, or ``dtype`` is unknown.
+        ``scan`` is an image, or ``dtype`` or ``length_unit`` is unknown.
     """
     if scan.kind != "topography":
         raise BallisticsError(f"X3P holds topography; got a scan of kind {scan.kind!r}")
     if dtype not in _DTYPES:
         raise BallisticsError(f"dtype must be one of {sorted(_DTYPES)}; got {dtype!r}")
-    point_data, z_increment, valid_data = _encode_points(scan, dtype)
+    per_metre = 1.0 / LENGTH_UNITS[check_length_unit(length_unit)]
+    point_data, z_increment, valid_data = _encode_points(scan, dtype, per_metre)
     links = {"bindata/data.bin": point_data}
     if valid_data is not None:
         links["bindata/valid.bin"] = valid_data
-    xml_bytes = _build_main_xml(scan, dtype, z_increment, links)
+    xml_bytes = _build_main_xml(scan, dtype, z_increment, links, per_metre)
     members = {"main.xml": xml_bytes, **links}
     members["md5checksum.hex"] = f"{_md5(xml_bytes)} *main.xml\n".encode("ascii")
     _atomic_write_zip(Path(path), members)
 
 
-def _encode_points(scan: Scan, dtype: str) -> tuple[bytes, float, bytes | None]:
-    """(data.bin bytes, CZ Increment in metres, valid.bin bytes or None)."""
-    heights = scan.masked()
+def _encode_points(
+    scan: Scan, dtype: str, per_metre: float = 1.0
+) -> tuple[bytes, float, bytes | None]:
+    """(data.bin bytes, CZ Increment, valid.bin bytes or None), lengths in file units
+    (``per_metre`` file units per metre)."""
+    heights = scan.masked() if per_metre == 1.0 else scan.masked() * per_metre
     if dtype in ("D", "F"):
         return heights.astype(_DTYPES[dtype]).tobytes(), 1.0, None
     qmax = np.iinfo(_DTYPES[dtype]).max
@@ -638,8 +752,11 @@ def _encode_points(scan: Scan, dtype: str) -> tuple[bytes, float, bytes | None]:
     return counts.astype(_DTYPES[dtype]).tobytes(), z_increment, valid_bits
 
 
-def _build_main_xml(scan: Scan, dtype: str, z_increment: float, links: dict[str, bytes]) -> bytes:
-    """ISO 5436-2 main.xml with Record1-4 for a DataLink file."""
+def _build_main_xml(
+    scan: Scan, dtype: str, z_increment: float, links: dict[str, bytes], per_metre: float = 1.0
+) -> bytes:
+    """ISO 5436-2 main.xml with Record1-4 for a DataLink file (lateral increments scaled by
+    ``per_metre``; ``z_increment`` is already in file units)."""
     ET.register_namespace("p", NAMESPACE)
     ET.register_namespace("xsi", _XSI)
     root = ET.Element(f"{{{NAMESPACE}}}ISO5436_2")
@@ -649,7 +766,7 @@ def _build_main_xml(scan: Scan, dtype: str, z_increment: float, links: dict[str,
     _sub(record1, "Revision", "ISO5436 - 2000")
     _sub(record1, "FeatureType", "SUR")
     axes = ET.SubElement(record1, "Axes")
-    dy, dx = scan.spacing_m
+    dy, dx = (v * per_metre for v in scan.spacing_m)
     for axis, kind, data_type, increment in (
         ("CX", "I", "D", dx),
         ("CY", "I", "D", dy),

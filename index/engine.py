@@ -4,7 +4,9 @@
 does not import OpenCV. An engine provides:
 
 * ``extractor_version`` - the descriptor version the index is built for;
-* ``process(data, filename, spacing_m) -> Processed`` - read, prepare and describe one file;
+* ``process(data, filename, spacing_m, *, length_unit="m") -> Processed`` - read, prepare and
+  describe one file (``length_unit``: of an X3P's lengths, "m" or "um"; callers pass it only
+  when it is not "m", so engines without the keyword keep working);
 * ``describe(prepared) -> dict[str, ndarray]`` - descriptors of a prepared casing, plus the
   screening signature under :data:`index.search.SCREEN_KEY` (stored, versioned and
   re-extracted like a descriptor, but never put in a vector index);
@@ -35,6 +37,8 @@ class Processed:
     firing_pin_shape: str | None
     format: str | None
     spacing_m: float | None
+    quality: dict[str, Any] | None = None
+    """The scan's quality record (``ballistics.quality``); None if the engine has none."""
 
 
 class BallisticsEngine:
@@ -54,12 +58,21 @@ class BallisticsEngine:
 
         return f"{descriptors.EXTRACTOR_VERSION}+{screen.SIGNATURE_VERSION}"
 
-    def process(self, data: bytes, filename: str | None, spacing_m: float | None) -> Processed:
+    def process(
+        self,
+        data: bytes,
+        filename: str | None,
+        spacing_m: float | None,
+        *,
+        length_unit: str = "m",
+    ) -> Processed:
         io = importlib.import_module("ballistics.io")
         pipeline = importlib.import_module("ballistics.pipeline")
 
         kwargs = {} if self.limits is None else {"limits": self.limits}
-        scan = io.read_scan(data, name=filename, spacing_m=spacing_m, **kwargs)
+        scan = io.read_scan(
+            data, name=filename, spacing_m=spacing_m, length_unit=length_unit, **kwargs
+        )
         prep = pipeline.prepare(scan)
         return Processed(
             descriptors=self.describe(prep),
@@ -68,6 +81,7 @@ class BallisticsEngine:
             firing_pin_shape=prep.segmentation.get("firing_pin_shape"),
             format=io.sniff_format(data) or "unknown",
             spacing_m=float(scan.spacing_m[1]),
+            quality=getattr(prep, "quality", None),
         )
 
     def describe(self, prepared: Any) -> dict[str, np.ndarray]:

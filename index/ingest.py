@@ -232,7 +232,12 @@ def _positive_um(value: str | float | None, what: str) -> float | None:
 
 
 def _row_metadata(
-    row: dict[str, str], *, agency: str | None, caliber: str | None, spacing_um: float | None
+    row: dict[str, str],
+    *,
+    agency: str | None,
+    caliber: str | None,
+    spacing_um: float | None,
+    length_unit: str = "m",
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """(casing fields for ``ingest_bytes``, extra metadata) of one manifest row (or {})."""
     um = _positive_um(row.get("spacing_um"), "manifest spacing_um")
@@ -249,6 +254,7 @@ def _row_metadata(
         "agency": row.get("agency") or agency,
         "date": row.get("date") or None,
         "spacing_um": um if um is not None else spacing_um,
+        "length_unit": length_unit,
     }
     extra = {k: v for k, v in row.items() if k not in MANIFEST_COLUMNS and v}
     return md, extra
@@ -280,6 +286,7 @@ def ingest_paths(
     spacing_um: float | None = None,
     progress: bool = True,
     stream: IO[str] | None = None,
+    length_unit: str = "m",
 ) -> IngestReport:
     """Ingest files and folders; see the module doc. Returns what happened per file.
 
@@ -312,8 +319,11 @@ def ingest_paths(
     try:
         with open(done_path, "a", encoding="utf-8") as done_f:
             for f in files:
-                _ingest_one(catalog, f, man, used, done, done_f, report, bar,
-                            agency=agency, caliber=caliber, spacing_um=spacing_um)  # fmt: skip
+                _ingest_one(
+                    catalog, f, man, used, done, done_f, report, bar,
+                    agency=agency, caliber=caliber, spacing_um=spacing_um,
+                    length_unit=length_unit,
+                )  # fmt: skip
     except KeyboardInterrupt:
         with contextlib.suppress(Exception):
             catalog.snapshot()
@@ -391,6 +401,8 @@ def reextract(catalog: Catalog, *, rebuild: bool = True, batch: int = 64) -> int
             rec = store.get_casing(rowid)
             proc = eng.process(store.read_object(rec.sha256), rec.filename, rec.spacing_m)
             store.put_surface(rowid, proc.surface)
+            if getattr(proc, "quality", None) is not None:
+                store.put_quality(rowid, proc.quality)
             descs = proc.descriptors
         pending[rowid] = descs
         n += 1

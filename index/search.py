@@ -91,6 +91,14 @@ class Candidate:
     screen_score: float | None = None
     identical_file: bool = False
     """The candidate's stored file is byte-identical to the query's (same SHA-256)."""
+    quality: dict[str, Any] | None = None
+    """The candidate scan's quality record (``ballistics.quality``); None when not stored."""
+    low_confidence: bool = False
+    """The query's or the candidate's scan is of low quality, or the comparison carries flags:
+    a low score then says little about the gun."""
+    low_confidence_reasons: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    """The comparison's flags (e.g. ``"directions_disagree"``)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,10 +119,12 @@ class SearchResult:
     identical: list[Candidate] = field(default_factory=list)
     """Visible casings whose file is byte-identical to the query's (the same scan stored again,
     e.g. by another agency): not compared, not ranked (``rank`` 0), listed here instead."""
+    query_quality: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "query_casing_id": self.query_casing_id,
+            "query_quality": self.query_quality,
             "partial": self.partial,
             "n_candidates": self.n_candidates,
             "n_screened_out": self.n_screened_out,
@@ -126,6 +136,16 @@ class SearchResult:
             "regions": {r: [c.as_dict() for c in cs] for r, cs in self.regions.items()},
             "identical": [c.as_dict() for c in self.identical],
         }
+
+
+def _low_confidence(
+    query: Any, candidate: Mapping[str, Any] | None, flags: list[str]
+) -> tuple[bool, list[str]]:
+    """(low_confidence, reasons) from the two scans' quality records and the flags."""
+    from ballistics.quality import combine
+
+    q = query if isinstance(query, Mapping) else None
+    return combine({"query": q, "candidate": candidate}, flags)
 
 
 def _no_nmf(score: float, region: str) -> float | None:
@@ -200,6 +220,8 @@ class Searcher:
             skip = set(same_file)
             order = [i for i in order if i not in skip]
             coarse = {r: [h for h in hits if h[0] not in skip] for r, hits in coarse.items()}
+        qualities = store.qualities_of(order)
+        query_quality = getattr(query.prepared, "quality", None)
 
         # -- stage 2: screen ---------------------------------------------------------------
         screened: dict[int, float] = {}
@@ -241,6 +263,9 @@ class Searcher:
         def entry(rowid: int, region: str, coarse_score: float) -> Candidate:
             rec = records[rowid]
             comp = results.get(rowid)
+            quality = qualities.get(rowid)
+            flags = [str(f) for f in (getattr(comp, "flags", None) or ())]
+            low, reasons = _low_confidence(query_quality, quality, flags)
             score = cmc = nmf_v = None
             if comp is not None:
                 regs = getattr(comp, "regions", None) or {}
@@ -262,6 +287,10 @@ class Searcher:
                 caliber=rec.caliber,
                 rescored=comp is not None,
                 screen_score=screened.get(rowid),
+                quality=quality,
+                low_confidence=low,
+                low_confidence_reasons=reasons,
+                flags=flags,
             )
 
         def ranked(entries: list[Candidate]) -> list[Candidate]:
@@ -298,6 +327,7 @@ class Searcher:
             elapsed_s=time.monotonic() - t0,
             plans=plans,
             identical=identical,
+            query_quality=query_quality if isinstance(query_quality, dict) else None,
         )
 
 

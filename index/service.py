@@ -70,6 +70,13 @@ class CatalogConfig:
         return cls(**known)
 
 
+def _unit_kw(length_unit: Any) -> dict[str, str]:
+    """``{"length_unit": unit}`` for an engine's ``process``, or ``{}`` for metres (the default),
+    so engines written before the keyword keep working."""
+    unit = str(length_unit or "m")
+    return {} if unit == "m" else {"length_unit": unit}
+
+
 class Catalog:
     """Store + per-region indexes. Create with :meth:`open`; close with :meth:`close`."""
 
@@ -288,7 +295,9 @@ class Catalog:
         """Process and store one scan; returns its record once the COMMIT is durable.
 
         ``metadata`` keys (all optional): casing_id, exhibit_id, incident (or incident_id),
-        case_number, place, caliber, agency, date (acquisition date YYYY-MM-DD), spacing_um.
+        case_number, place, caliber, agency, date (acquisition date YYYY-MM-DD), spacing_um,
+        length_unit (of an X3P's lengths: "m", the default, or "um"; see
+        :func:`ballistics.x3p.read_x3p`; recorded in the stored surface's provenance).
         Idempotent: the same bytes from the same agency return the existing record
         (``created=False``). Bad input raises ``ValueError`` (``BallisticsError``).
         """
@@ -309,7 +318,7 @@ class Catalog:
             return existing
         spacing_um = md.get("spacing_um")
         spacing_m = None if spacing_um in (None, "") else float(spacing_um) * 1e-6
-        proc = self.engine.process(data, filename, spacing_m)
+        proc = self.engine.process(data, filename, spacing_m, **_unit_kw(md.get("length_unit")))
         with self._write_lock:
             rec, seq = self.store.add_casing(
                 original=data,
@@ -328,6 +337,7 @@ class Catalog:
                 filename=filename,
                 format=proc.format,
                 spacing_m=proc.spacing_m,
+                quality=getattr(proc, "quality", None),
             )
             if rec.created:
                 self._apply_add(rec.id, proc.descriptors)
@@ -420,9 +430,14 @@ class Catalog:
         }
 
     def make_query(
-        self, query: str | bytes | Query | Any, *, spacing_um: float | None = None
+        self,
+        query: str | bytes | Query | Any,
+        *,
+        spacing_um: float | None = None,
+        length_unit: str = "m",
     ) -> Query:
-        """Resolve a casing id (str), scan file bytes, a prepared casing or a Query."""
+        """Resolve a casing id (str), scan file bytes, a prepared casing or a Query.
+        ``spacing_um`` and ``length_unit`` apply to file bytes only."""
         if isinstance(query, Query):
             return query
         if isinstance(query, str):
@@ -433,7 +448,7 @@ class Catalog:
             return Query(descs, prepared, rowid=rec.id, casing_id=rec.casing_id, sha256=rec.sha256)
         if isinstance(query, bytes | bytearray):
             sp = None if spacing_um is None else spacing_um * 1e-6
-            proc = self.engine.process(bytes(query), None, sp)
+            proc = self.engine.process(bytes(query), None, sp, **_unit_kw(length_unit))
             return Query(proc.descriptors, proc.prepared, sha256=hashlib.sha256(query).hexdigest())
         return Query(self.engine.describe(query), query)
 
@@ -447,17 +462,19 @@ class Catalog:
         filters: Filters | None = None,
         deadline_s: float | None = None,
         spacing_um: float | None = None,
+        length_unit: str = "m",
     ) -> SearchResult:
         """Staged search (see :mod:`index.search`). ``query``: stored casing id (excluded
         from its own results), scan file bytes (not stored), or a prepared casing. Visible
         casings holding the query's very file (same SHA-256) are not ranked but listed in
         ``SearchResult.identical``.
         ``rerank_k``: descriptor candidates per region; ``compare_k``: how many of them the
-        screen keeps for the full comparison (0: all; None: the configured value)."""
+        screen keeps for the full comparison (0: all; None: the configured value);
+        ``length_unit``: of an X3P query file ("m" or "um")."""
         keep = self.config.compare_k if compare_k is None else int(compare_k)
         if keep < 0:
             raise ValueError(f"compare_k must be >= 0 (0: compare every candidate); got {keep}")
-        q = self.make_query(query, spacing_um=spacing_um)
+        q = self.make_query(query, spacing_um=spacing_um, length_unit=length_unit)
         screen_fn = getattr(self.engine, "screen", None)
         screen = None
         if keep and callable(screen_fn):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import json
 import os
 import sqlite3
 import threading
@@ -71,6 +72,11 @@ CREATE TABLE IF NOT EXISTS descriptors(
 CREATE INDEX IF NOT EXISTS descriptors_region ON descriptors(region, extractor_version);
 CREATE TABLE IF NOT EXISTS surfaces(
     casing INTEGER PRIMARY KEY REFERENCES casings(id), codec TEXT NOT NULL, data BLOB NOT NULL);
+-- The scan's quality record (JSON, ballistics.quality); no row: casing stored before quality
+-- records existed (unknown, not zero). Kept apart from the surface so a search can attach it
+-- to every candidate without decompressing surfaces.
+CREATE TABLE IF NOT EXISTS qualities(
+    casing INTEGER PRIMARY KEY REFERENCES casings(id), record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS decisions(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     casing INTEGER NOT NULL REFERENCES casings(id),
@@ -402,6 +408,7 @@ class Store:
         filename: str | None = None,
         format: str | None = None,
         spacing_m: float | None = None,
+        quality: Mapping[str, Any] | None = None,
     ) -> tuple[CasingRecord, int]:
         """Add one casing with its descriptors and prepared surface; returns (record, seq).
 
@@ -481,6 +488,11 @@ class Store:
                 con.execute(
                     "INSERT INTO surfaces(casing, codec, data) VALUES (?, ?, ?)",
                     (rowid, codec, blob),
+                )
+            if quality is not None:
+                con.execute(
+                    "INSERT INTO qualities(casing, record) VALUES (?, ?)",
+                    (rowid, json.dumps(dict(quality), sort_keys=True)),
                 )
             seq = self._log(con, "add", rowid, now)
             row = con.execute(
@@ -714,6 +726,30 @@ class Store:
                 "INSERT OR REPLACE INTO surfaces(casing, codec, data) VALUES (?, ?, ?)",
                 (int(rowid), codec, blob),
             )
+
+    def put_quality(self, rowid: int, quality: Mapping[str, Any]) -> None:
+        """Store (or replace) the quality record of a casing."""
+        with self._tx() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO qualities(casing, record) VALUES (?, ?)",
+                (int(rowid), json.dumps(dict(quality), sort_keys=True)),
+            )
+
+    def qualities_of(self, rowids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Quality records by row id; casings without one (stored before quality records
+        existed) are absent from the result."""
+        ids = [int(i) for i in rowids]
+        out: dict[int, dict[str, Any]] = {}
+        con = self._conn()
+        for k in range(0, len(ids), 500):
+            chunk = ids[k : k + 500]
+            marks = ",".join("?" * len(chunk))
+            for rowid, text in con.execute(
+                f"SELECT casing, record FROM qualities WHERE casing IN ({marks})", chunk
+            ):
+                with contextlib.suppress(ValueError):
+                    out[int(rowid)] = json.loads(text)
+        return out
 
     # -- decisions and links -----------------------------------------------------------------
     def record_decision(

@@ -58,7 +58,16 @@ class FakeEngine:
         v = v.astype(np.float32)
         return v / np.linalg.norm(v)
 
-    def process(self, data: bytes, filename: str | None, spacing_m: float | None) -> Processed:
+    def process(
+        self,
+        data: bytes,
+        filename: str | None,
+        spacing_m: float | None,
+        *,
+        length_unit: str = "m",
+    ) -> Processed:
+        if length_unit not in ("m", "um"):
+            raise ValueError(f"unknown length unit {length_unit!r} (fake)")
         if data.startswith(b"BAD"):
             raise ValueError("not a readable scan (fake)")
         descs = {r: self._vec(data, r) for r in self.regions}

@@ -237,7 +237,11 @@ class CatalogBackend:
 
     # -- conversions ----------------------------------------------------------------------
     @staticmethod
-    def _casing(rec: Any, segmentation: dict[str, Any] | None = None) -> CasingRecord:
+    def _casing(
+        rec: Any,
+        segmentation: dict[str, Any] | None = None,
+        quality: dict[str, Any] | None = None,
+    ) -> CasingRecord:
         return CasingRecord(
             casing_id=rec.casing_id,
             agency=rec.agency,
@@ -249,7 +253,12 @@ class CatalogBackend:
             file_name=_opt(rec.filename),
             submitted_at=_opt(rec.created_at),
             segmentation=segmentation or {},
+            quality=quality,
         )
+
+    def _quality(self, rowid: int) -> dict[str, Any] | None:
+        """The stored quality record of a casing; None for casings stored before them."""
+        return self.catalog.store.qualities_of([rowid]).get(rowid)
 
     def _segmentation(self, casing_id: str) -> dict[str, Any]:
         prepared = self.catalog.prepared(casing_id)
@@ -273,6 +282,10 @@ class CatalogBackend:
                 screen_score=float(c.screen_score) if c.screen_score is not None else None,
                 rescored=bool(c.rescored),
                 identical_file=bool(getattr(c, "identical_file", False)),
+                quality=getattr(c, "quality", None),
+                low_confidence=bool(getattr(c, "low_confidence", False)),
+                low_confidence_reasons=list(getattr(c, "low_confidence_reasons", None) or []),
+                flags=list(getattr(c, "flags", None) or []),
             )
             for c in cands
         ]
@@ -293,8 +306,10 @@ class CatalogBackend:
         }
         if meta.pixel_spacing_m is not None:
             md["spacing_um"] = meta.pixel_spacing_m * 1e6
+        if meta.length_unit != "m":
+            md["length_unit"] = meta.length_unit
         rec = self.catalog.ingest_bytes(upload.read_bytes(), meta.file_name or None, md)
-        out = self._casing(rec, self._segmentation(rec.casing_id))
+        out = self._casing(rec, self._segmentation(rec.casing_id), self._quality(rec.id))
         out.size_bytes = size
         out.submitted_by = user
         return out
@@ -319,7 +334,12 @@ class CatalogBackend:
         budget = None if deadline is None else max(0.01, deadline - time.monotonic())
         spacing_um = None if query.pixel_spacing_m is None else query.pixel_spacing_m * 1e6
         r = self.catalog.search(
-            q, top=query.top, filters=filters, deadline_s=budget, spacing_um=spacing_um
+            q,
+            top=query.top,
+            filters=filters,
+            deadline_s=budget,
+            spacing_um=spacing_um,
+            length_unit=query.length_unit,
         )
         return SearchResult(
             query_casing_id=_opt(r.query_casing_id),
@@ -329,11 +349,12 @@ class CatalogBackend:
             scored=int(r.n_rescored),
             screened_out=int(r.n_screened_out),
             identical=self._candidates(getattr(r, "identical", [])),
+            query_quality=getattr(r, "query_quality", None),
         )
 
     def get(self, casing_id: str) -> CasingRecord:
         rec = self.catalog.get(casing_id)
-        return self._casing(rec)
+        return self._casing(rec, quality=self._quality(rec.id))
 
     def list(
         self, *, agencies: set[str], incident_id: str, calibre: str, limit: int, offset: int
@@ -353,8 +374,13 @@ class CatalogBackend:
         nmf = self.catalog.engine.non_match_frequency(
             float(comp.score), "combined", getattr(a, "kind", "topography")
         )
+        from ballistics.quality import combine
+
         detail = _as_dict(comp)
         cells = [_as_dict(c) for c in (getattr(comp, "cells", None) or [])]
+        qa, qb = getattr(a, "quality", None), getattr(b, "quality", None)
+        flags = [str(f) for f in (getattr(comp, "flags", None) or ())]
+        low, reasons = combine({"a": qa, "b": qb}, flags)
         return ComparisonResult(
             score=float(comp.score),
             cmc=int(getattr(comp, "cmc", 0) or 0),
@@ -366,6 +392,11 @@ class CatalogBackend:
             non_match_frequency=float(nmf) if nmf is not None else None,
             png=self.catalog.engine.picture(a, b, comp) if picture else b"",
             detail={k: v for k, v in detail.items() if k != "cells"},
+            quality_a=qa,
+            quality_b=qb,
+            low_confidence=low,
+            low_confidence_reasons=reasons,
+            flags=flags,
         )
 
     def decide(

@@ -83,6 +83,16 @@ _SPACING_HELP = "pixel spacing in micrometres, for 2-D images without resolution
 _JSON_HELP = "one JSON object per line"
 
 
+def _length_unit_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--length-unit",
+        choices=["m", "um"],
+        default="m",
+        help="unit of X3P increments and heights: m (the standard, default) or um for files "
+        "that write micrometres there; never guessed",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="ballistics",
@@ -111,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="one JSON object per line per file")
     p.add_argument("--spacing-um", type=float, help=_SPACING_HELP)
+    _length_unit_option(p)
 
     p = command(
         "synth",
@@ -131,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.add_argument("--spacing-um", type=float, help=_SPACING_HELP)
+    _length_unit_option(p)
 
     p = command(
         "compare",
@@ -146,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", metavar="OUT.png", help="write the aligned comparison picture")
     p.add_argument("--spacing-um", type=float, help=_SPACING_HELP)
     p.add_argument("--workers", type=int, default=0, help="processes for --pairs (0: all cores)")
+    _length_unit_option(p)
     _remote_options(p)
 
     p = command(
@@ -165,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caliber", help="calibre for every file (e.g. 9mm)")
     p.add_argument("--spacing-um", type=float, help=_SPACING_HELP + " (every file)")
     p.add_argument("--json", action="store_true", help="one JSON report object")
+    _length_unit_option(p)
 
     p = command(
         "search",
@@ -189,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="candidates the screen keeps for the full comparison (0: all; default 20)",
     )
+    _length_unit_option(p)
     _remote_options(p)
 
     p = command(
@@ -232,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--place", help="where the casing was found")
     p.add_argument("--spacing-um", type=float, help=_SPACING_HELP)
     p.add_argument("--no-search", action="store_true", help="store only; do not search")
+    _length_unit_option(p)
     p.add_argument("--json", action="store_true", help="one JSON object per file per line")
     _remote_options(p, required=True)
 

@@ -161,6 +161,7 @@ class Client:
         file: str | Path | bytes | None = None,
         file_name: str = "",
         pixel_spacing_m: float = 0.0,
+        length_unit: str = "",
         calibre: str = "",
         date_from: str = "",
         date_to: str = "",
@@ -175,7 +176,9 @@ class Client:
             jurisdictions=list(jurisdictions),
             max_results=max_results,
         )
-        req = pb.SearchRequest(filters=filters, pixel_spacing_m=pixel_spacing_m)
+        req = pb.SearchRequest(
+            filters=filters, pixel_spacing_m=pixel_spacing_m, length_unit=length_unit
+        )
         if file is not None:
             if isinstance(file, bytes):
                 req.file = file

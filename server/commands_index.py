@@ -66,6 +66,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 caliber=args.caliber,
                 spacing_um=um,
                 progress=not getattr(args, "json", False),
+                length_unit=getattr(args, "length_unit", None) or "m",
             )
     except CatalogLockedError as e:
         return _fail(str(e))
@@ -146,6 +147,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _fail("--top and --rerank must be positive")
     if args.compare is not None and args.compare < 0:
         return _fail("--compare must be >= 0 (0: compare every candidate)")
+    if not args.file and (getattr(args, "length_unit", None) or "m") != "m":
+        return _fail("--length-unit applies to --file; a stored casing was read when ingested")
     query: str | bytes
     if args.file:
         try:
@@ -164,6 +167,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 rerank_k=args.rerank,
                 compare_k=args.compare,
                 filters=Filters(caliber=args.caliber) if args.caliber else None,
+                length_unit=getattr(args, "length_unit", None) or "m",
             )
     except NotFoundError as e:
         return _fail(str(e).strip("'\""))
@@ -179,6 +183,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     if not res.combined:
         print("no candidates (none passed the filters)")
+    if res.query_quality and res.query_quality.get("low_confidence"):
+        print("query scan LOW-CONFIDENCE: " + "; ".join(res.query_quality.get("reasons") or []))
     if res.partial:
         print("(partial: deadline reached before every candidate was re-scored)")
     print(
@@ -193,6 +199,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{c.rank:>4}  {c.casing_id:<20} {score:>8} {screen:>7} {c.coarse_score:7.4f} "
             f"{cmc:>5}  {c.incident or ''}"
         )
+        if c.low_confidence:  # a low score on a poor scan is not "different gun"
+            print(f"      LOW-CONFIDENCE: {'; '.join(c.low_confidence_reasons)}")
     for c in res.identical:
         print(
             f"same file: casing {c.casing_id} ({c.agency}, incident {c.incident or '-'}) holds"

@@ -66,7 +66,12 @@ def _spacing(args: argparse.Namespace) -> float | None:
     return float(um) * 1e-6
 
 
-def _read(path: str, spacing_m: float | None) -> tuple[Scan, list[str]]:
+def _length_unit(args: argparse.Namespace) -> str:
+    """The ``--length-unit`` of X3P files (``"m"`` unless given)."""
+    return str(getattr(args, "length_unit", None) or "m")
+
+
+def _read(path: str, spacing_m: float | None, length_unit: str = "m") -> tuple[Scan, list[str]]:
     """Read a scan; returns it and the reader's warnings as one-line strings.
 
     Raises
@@ -79,7 +84,7 @@ def _read(path: str, spacing_m: float | None) -> tuple[Scan, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            scan = read_scan(path, name=path, spacing_m=spacing_m)
+            scan = read_scan(path, name=path, spacing_m=spacing_m, length_unit=length_unit)
         except OSError as exc:  # read_scan maps most of these; belt and braces
             raise BallisticsError(f"cannot read: {exc.strerror or exc}") from None
     notes = [_message(path, w.message) for w in caught]
@@ -91,10 +96,10 @@ def _warn(path: str, notes: Sequence[str], err: TextIO | None = None) -> None:
         print(f"ballistics: {path}: warning: {n}", file=err or sys.stderr)
 
 
-def _prepare_file(path: str, spacing_m: float | None) -> PreparedCasing:
+def _prepare_file(path: str, spacing_m: float | None, length_unit: str = "m") -> PreparedCasing:
     from ballistics.pipeline import prepare
 
-    scan, notes = _read(path, spacing_m)
+    scan, notes = _read(path, spacing_m, length_unit)
     _warn(path, notes)
     return prepare(scan)
 
@@ -104,18 +109,57 @@ def _prepare_file(path: str, spacing_m: float | None) -> PreparedCasing:
 
 
 def _inspect_record(path: str, scan: Scan) -> dict[str, Any]:
+    from ballistics.pipeline import prepare
     from ballistics.segment import segment
 
-    seg = segment(scan)
+    # The quality record needs the prepared breech face; a scan that segments but cannot be
+    # prepared is still inspected, with the reason instead of a record.
+    quality: dict[str, Any] | None = None
+    quality_error: str | None = None
+    try:
+        prepared = prepare(scan)
+        summary = prepared.segmentation
+        quality = prepared.quality
+    except BallisticsError as exc:
+        summary = segment(scan).as_dict()
+        quality_error = _one_line(str(exc))
     rows, cols = scan.shape
-    return {
+    rec: dict[str, Any] = {
         "file": path,
         "kind": scan.kind,
         "spacing_m": [float(scan.spacing_m[0]), float(scan.spacing_m[1])],
         "shape": [int(rows), int(cols)],
         "valid_fraction": round(float(scan.mask.mean()), 6),
-        **seg.as_dict(),
+        # the unit the file's lengths were read in (X3P only), from the reader's provenance
+        "length_unit": next(
+            (s.params.get("length_unit") for s in scan.provenance if s.name == "read_x3p"), None
+        ),
+        **summary,
+        "quality": quality,
     }
+    if quality_error is not None:
+        rec["quality_error"] = quality_error
+    return rec
+
+
+def _human_quality(q: dict[str, Any] | None, error: str | None = None) -> list[str]:
+    """Lines describing a quality record (``ballistics.quality``), flagged when low."""
+    if q is None:
+        return [f"  quality: not measured ({error or 'no record'})"]
+    unit = q.get("texture_unit") or ""
+    unit_txt = " um" if unit == "um" else f" ({unit})" if unit else ""
+    conf = q.get("segmentation_confidence")
+    snr = q.get("snr")
+    lines = [
+        f"  quality: valid {100 * q.get('valid_fraction', 0.0):.0f} % of the annulus,"
+        f" texture {q.get('texture_rms', 0.0):.3g}{unit_txt} RMS,"
+        f" noise {q.get('noise_rms', 0.0):.3g}{unit_txt},"
+        f" texture/noise {'-' if snr is None else f'{snr:.1f}'},"
+        f" contact {100 * q.get('contact_coverage', 0.0):.0f} %,"
+        f" segmentation confidence {'-' if conf is None else f'{conf:.2f}'}"
+    ]
+    lines += [f"  LOW-CONFIDENCE: {r}" for r in q.get("reasons") or []]
+    return lines
 
 
 def _human_inspect(rec: dict[str, Any]) -> str:
@@ -134,6 +178,7 @@ def _human_inspect(rec: dict[str, Any]) -> str:
         f"  breech face: {rec.get('breech_face_pixels', 0)} px;"
         f" aperture shear: {'yes' if rec.get('aperture_shear') else 'no'};"
         f" pre-cropped: {'yes' if rec['precropped'] else 'no'}",
+        *_human_quality(rec.get("quality"), rec.get("quality_error")),
     ]
     return "\n".join(lines)
 
@@ -147,7 +192,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     status = 0
     for path in args.files:
         try:
-            scan, notes = _read(path, spacing_m)
+            scan, notes = _read(path, spacing_m, _length_unit(args))
             _warn(path, notes)
             rec = _inspect_record(path, scan)
         except (BallisticsError, OSError) as exc:
@@ -210,7 +255,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
     path = args.file
     try:
-        prepared = _prepare_file(path, _spacing(args))
+        prepared = _prepare_file(path, _spacing(args), _length_unit(args))
         vecs = describe(prepared)
     except _BadInput as exc:
         return _fail(str(exc))
@@ -245,10 +290,19 @@ def cmd_describe(args: argparse.Namespace) -> int:
 # compare
 
 
-def _comparison_record(comp: Any, kind: str) -> dict[str, Any]:
+def _comparison_record(
+    comp: Any, kind: str, a: PreparedCasing | None = None, b: PreparedCasing | None = None
+) -> dict[str, Any]:
     from ballistics.calibration import describe_frequency, non_match_frequency
+    from ballistics.quality import combine
 
     rec: dict[str, Any] = comp.as_dict()
+    qa = None if a is None else a.quality
+    qb = None if b is None else b.quality
+    rec["quality"] = {"a": qa, "b": qb}
+    low, reasons = combine({"a": qa, "b": qb}, tuple(getattr(comp, "flags", ()) or ()))
+    rec["low_confidence"] = low
+    rec["low_confidence_reasons"] = reasons
     try:
         freq = non_match_frequency(comp.score, kind=kind)
     except BallisticsError as exc:
@@ -276,6 +330,8 @@ def _human_compare(a: str, b: str, rec: dict[str, Any]) -> str:
     lines.append(
         f"  {rec['interpretation']}" + (f" (frequency {freq:.3g})" if freq is not None else "")
     )
+    # A low score on a poor scan says "cannot tell", not "different gun": say so first.
+    lines += [f"  LOW-CONFIDENCE: {r}" for r in rec.get("low_confidence_reasons") or []]
     return "\n".join(lines)
 
 
@@ -298,7 +354,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     prepared: list[PreparedCasing] = []
     for path in (args.a, args.b):
         try:
-            prepared.append(_prepare_file(path, spacing_m))
+            prepared.append(_prepare_file(path, spacing_m, _length_unit(args)))
         except (BallisticsError, OSError) as exc:
             return _fail(f"{path}: {_message(path, exc)}")
         except Exception as exc:
@@ -309,7 +365,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return _fail(f"{args.a} vs {args.b}: {_one_line(str(exc))}")
     except Exception as exc:
         return _fail(f"{args.a} vs {args.b}: {_internal(exc)}", 1)
-    rec = _comparison_record(comp, prepared[0].kind)
+    rec = _comparison_record(comp, prepared[0].kind, prepared[0], prepared[1])
     if args.png:
         from ballistics.picture import write_comparison_png
 
@@ -417,11 +473,13 @@ def _init_worker(casings: dict[str, PreparedCasing] | None = None) -> None:
         _CASINGS.update(casings)
 
 
-def _prepare_job(job: tuple[str, float | None]) -> tuple[str, PreparedCasing | None, str | None]:
+def _prepare_job(
+    job: tuple[str, float | None, str],
+) -> tuple[str, PreparedCasing | None, str | None]:
     """Worker: (path, prepared or None, error message or None); warnings on stderr."""
-    path, spacing_m = job
+    path, spacing_m, length_unit = job
     try:
-        return path, _prepare_file(path, spacing_m), None
+        return path, _prepare_file(path, spacing_m, length_unit), None
     except (BallisticsError, OSError) as exc:
         return path, None, _message(path, exc)
     except MemoryError:
@@ -436,7 +494,7 @@ def _compare_job(keys: tuple[str, str]) -> tuple[dict[str, Any] | None, str | No
 
     try:
         a, b = _CASINGS[keys[0]], _CASINGS[keys[1]]
-        return _comparison_record(compare(a, b), a.kind), None, False
+        return _comparison_record(compare(a, b), a.kind, a, b), None, False
     except BallisticsError as exc:
         return None, _one_line(str(exc)), False
     except Exception as exc:
@@ -487,7 +545,7 @@ def _compare_pairs(args: argparse.Namespace) -> int:
     casings: dict[str, PreparedCasing] = {}
     errors: dict[str, str] = {}
     workers = _n_workers(args.workers, len(distinct))
-    jobs = [(label[k], spacing_m) for k in distinct]
+    jobs = [(label[k], spacing_m, _length_unit(args)) for k in distinct]
     progress("preparing scans", 0, len(jobs))
     for i, (k, (_, prepared, err)) in enumerate(
         zip(distinct, _run(_prepare_job, jobs, workers), strict=True), start=1
@@ -527,6 +585,8 @@ def _compare_pairs(args: argparse.Namespace) -> int:
                 f"{rec['score']:8.3f}  cmc {rec['cmc']:3d}  rot {rec['rotation_deg']:6.1f}"
                 f"  nmf {rec['non_match_frequency'] or float('nan'):8.3g}  {a}  {b}"
             )
+            if rec.get("low_confidence"):
+                line += "  LOW-CONFIDENCE: " + "; ".join(rec["low_confidence_reasons"])
         else:
             line = f"   error  {a}  {b}: {err}"
         print(line, flush=True)

@@ -90,6 +90,12 @@ def _spacing_m(args: argparse.Namespace) -> float:
     return float(um) * 1e-6
 
 
+def _length_unit(args: argparse.Namespace) -> str:
+    """``--length-unit`` for the wire: "" for metres (the proto default), else the unit."""
+    unit = getattr(args, "length_unit", None) or "m"
+    return "" if unit == "m" else str(unit)
+
+
 # --------------------------------------------------------------------------- human output
 
 
@@ -118,6 +124,8 @@ def _fmt_candidates(resp: Any) -> list[str]:
             lines.append(
                 f"    {c.rank:>4}  {c.casing_id:<20} {score}  {c.incident_id or '-'} / {c.agency}"
             )
+            if c.low_confidence:  # a low score on a poor scan is not "different gun"
+                lines.append(f"          LOW-CONFIDENCE: {'; '.join(c.low_confidence_reasons)}")
     if not lines:
         lines.append("  no candidates")
     for c in resp.identical:
@@ -278,6 +286,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "acquisition_date": args.date or "",
         "place": args.place or "",
         "pixel_spacing_m": _spacing_m(args),
+        "length_unit": _length_unit(args),
     }
     progress = _Progress(sum(f.stat().st_size for f in files), len(files), path.is_dir())
     failed = 0
@@ -321,8 +330,13 @@ def cmd_search(args: argparse.Namespace) -> int:
                 calibre=args.caliber or "",
                 max_results=args.top,
                 pixel_spacing_m=_spacing_m(args),
+                length_unit=_length_unit(args),
             )
         else:
+            if _length_unit(args):
+                raise UsageError(
+                    "--length-unit applies to --file; a stored casing was read when submitted"
+                )
             resp = client.search(args.casing_id, calibre=args.caliber or "", max_results=args.top)
     if args.json:  # one object per candidate per line, the keys of a local search
         for c in [*resp.combined.candidates, *resp.identical]:
@@ -348,6 +362,11 @@ def _notes_to_stderr(resp: Any) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     if args.pairs or not (args.a and args.b):
         raise UsageError("with --server, compare takes two casing ids (A B); --pairs is local only")
+    if _length_unit(args):
+        raise UsageError(
+            "--length-unit applies to files; with --server, compare takes stored casing ids "
+            "(give --length-unit to submit instead)"
+        )
     with _client(args) as client:
         resp = client.compare(args.a, args.b, picture=bool(args.png))
     if args.png:
@@ -366,6 +385,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
         for region, s in sorted(resp.region_scores.items()):
             print(f"  {region}: {s:.3f}")
+        for reason in resp.low_confidence_reasons:
+            print(f"  LOW-CONFIDENCE: {reason}")
         if args.png:
             print(f"  picture: {args.png}")
     return 0

@@ -61,6 +61,7 @@ class SubmitMeta:
     pixel_spacing_m: float | None = None
     search_after_submit: bool = True
     max_results: int = 0
+    length_unit: str = "m"
 
 
 @dataclass
@@ -79,6 +80,7 @@ class CasingRecord:
     submitted_at: str = ""
     size_bytes: int = 0
     segmentation: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] | None = None
 
 
 @dataclass
@@ -96,6 +98,10 @@ class CandidateRec:
     screen_score: float | None = None
     rescored: bool = True
     identical_file: bool = False
+    quality: dict[str, Any] | None = None
+    low_confidence: bool = False
+    low_confidence_reasons: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -108,6 +114,7 @@ class SearchResult:
     screened_out: int = 0
     identical: list[CandidateRec] = field(default_factory=list)
     """Visible casings with the query's very file (same SHA-256): not ranked."""
+    query_quality: dict[str, Any] | None = None
 
 
 @dataclass
@@ -122,6 +129,11 @@ class ComparisonResult:
     non_match_frequency: float | None = None  # None: no calibration for this kind of scan
     png: bytes = b""
     detail: dict[str, Any] = field(default_factory=dict)
+    quality_a: dict[str, Any] | None = None
+    quality_b: dict[str, Any] | None = None
+    low_confidence: bool = False
+    low_confidence_reasons: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -172,6 +184,7 @@ class SearchQuery:
     date_from: str = ""
     date_to: str = ""
     top: int = 10
+    length_unit: str = "m"
 
 
 class Backend(Protocol):
@@ -517,6 +530,7 @@ class MatchingService(pb_grpc.MatchingServicer):
             file=request.file if kind == "file" else None,
             file_name=request.file_name,
             pixel_spacing_m=_spacing(request.pixel_spacing_m),
+            length_unit=_length_unit(request.length_unit),
             calibre=f.calibre,
             date_from=f.date_from,
             date_to=f.date_to,
@@ -676,6 +690,16 @@ def _spacing(value: float) -> float | None:
     return None if value == 0 else value
 
 
+def _length_unit(value: str) -> str:
+    """``"m"`` or ``"um"`` from a request's ``length_unit`` ("" = metres)."""
+    from ballistics.x3p import check_length_unit
+
+    try:
+        return check_length_unit(value)
+    except BallisticsError as exc:
+        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"length_unit: {exc}") from None
+
+
 def _check_date(name: str, value: str) -> None:
     if value and not _DATE.match(value):
         raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be YYYY-MM-DD")
@@ -701,6 +725,7 @@ def submit_meta_from_proto(m: pb.SubmitMetadata) -> SubmitMeta:
         pixel_spacing_m=_spacing(m.pixel_spacing_m),
         search_after_submit=m.search_after_submit if m.HasField("search_after_submit") else True,
         max_results=m.max_results,
+        length_unit=_length_unit(m.length_unit),
     )
 
 
@@ -730,6 +755,25 @@ def segmentation_to_proto(seg: dict[str, Any]) -> pb.Segmentation:
     )
 
 
+def quality_to_proto(q: dict[str, Any] | None) -> pb.Quality | None:
+    """The proto of a quality record (``ballistics.quality``); None when there is none."""
+    if not q:
+        return None
+    out = pb.Quality(
+        valid_fraction=_num(q, "valid_fraction"),
+        texture_rms=_num(q, "texture_rms"),
+        texture_unit=str(q.get("texture_unit") or ""),
+        noise_rms=_num(q, "noise_rms"),
+        contact_coverage=_num(q, "contact_coverage"),
+        low_confidence=bool(q.get("low_confidence", False)),
+        reasons=[str(r) for r in q.get("reasons") or []],
+        detail_json=json.dumps(q, sort_keys=True, default=str),
+    )
+    if q.get("segmentation_confidence") is not None:
+        out.segmentation_confidence = _num(q, "segmentation_confidence")
+    return out
+
+
 def _known(value: float | None) -> float | None:
     """A float for an optional proto field: None (unknown) leaves the field unset."""
     return None if value is None else float(value)
@@ -740,6 +784,10 @@ def _candidates(region: str, cands: list[CandidateRec], ranked: bool = True) -> 
     for i, c in enumerate(cands, start=1):
         out.candidates.add(
             rank=i if ranked else 0,
+            quality=quality_to_proto(c.quality),
+            low_confidence=bool(c.low_confidence),
+            low_confidence_reasons=list(c.low_confidence_reasons),
+            flags=list(c.flags),
             casing_id=c.casing_id,
             region=c.region or region,
             coarse_score=float(c.coarse_score),
@@ -764,6 +812,7 @@ def search_to_proto(r: SearchResult) -> pb.SearchResponse:
         scored=r.scored,
         screened_out=r.screened_out,
         identical=_candidates("combined", r.identical, ranked=False).candidates,
+        query_quality=quality_to_proto(r.query_quality),
     )
 
 
@@ -780,6 +829,11 @@ def comparison_to_proto(a: str, b: str, c: ComparisonResult) -> pb.CompareRespon
         non_match_frequency=_known(c.non_match_frequency),
         png=c.png,
         detail_json=json.dumps(c.detail, sort_keys=True, default=str) if c.detail else "",
+        quality_a=quality_to_proto(c.quality_a),
+        quality_b=quality_to_proto(c.quality_b),
+        low_confidence=bool(c.low_confidence),
+        low_confidence_reasons=list(c.low_confidence_reasons),
+        flags=list(c.flags),
     )
     for cell in c.cells:
         resp.cells.add(
@@ -804,4 +858,5 @@ def casing_to_proto(r: CasingRecord) -> pb.Casing:
     fields = _fields(r)
     fields.pop("size_bytes", None)
     fields["segmentation"] = segmentation_to_proto(r.segmentation)
+    fields["quality"] = quality_to_proto(r.quality)
     return pb.Casing(**fields)

@@ -19,7 +19,7 @@ EXCLUDED: Verdict
 INCONCLUSIVE: Verdict
 
 class SubmitMetadata(_message.Message):
-    __slots__ = ("agency_case_number", "incident_id", "calibre", "firing_pin_class", "acquisition_date", "place", "file_name", "format", "pixel_spacing_m", "search_after_submit", "max_results")
+    __slots__ = ("agency_case_number", "incident_id", "calibre", "firing_pin_class", "acquisition_date", "place", "file_name", "format", "pixel_spacing_m", "search_after_submit", "max_results", "length_unit")
     AGENCY_CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
     CALIBRE_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class SubmitMetadata(_message.Message):
     PIXEL_SPACING_M_FIELD_NUMBER: _ClassVar[int]
     SEARCH_AFTER_SUBMIT_FIELD_NUMBER: _ClassVar[int]
     MAX_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_UNIT_FIELD_NUMBER: _ClassVar[int]
     agency_case_number: str
     incident_id: str
     calibre: str
@@ -42,7 +43,8 @@ class SubmitMetadata(_message.Message):
     pixel_spacing_m: float
     search_after_submit: bool
     max_results: int
-    def __init__(self, agency_case_number: _Optional[str] = ..., incident_id: _Optional[str] = ..., calibre: _Optional[str] = ..., firing_pin_class: _Optional[str] = ..., acquisition_date: _Optional[str] = ..., place: _Optional[str] = ..., file_name: _Optional[str] = ..., format: _Optional[str] = ..., pixel_spacing_m: _Optional[float] = ..., search_after_submit: _Optional[bool] = ..., max_results: _Optional[int] = ...) -> None: ...
+    length_unit: str
+    def __init__(self, agency_case_number: _Optional[str] = ..., incident_id: _Optional[str] = ..., calibre: _Optional[str] = ..., firing_pin_class: _Optional[str] = ..., acquisition_date: _Optional[str] = ..., place: _Optional[str] = ..., file_name: _Optional[str] = ..., format: _Optional[str] = ..., pixel_spacing_m: _Optional[float] = ..., search_after_submit: _Optional[bool] = ..., max_results: _Optional[int] = ..., length_unit: _Optional[str] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("metadata", "chunk")
@@ -103,21 +105,45 @@ class SearchFilters(_message.Message):
     def __init__(self, calibre: _Optional[str] = ..., date_from: _Optional[str] = ..., date_to: _Optional[str] = ..., jurisdictions: _Optional[_Iterable[str]] = ..., max_results: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("casing_id", "file", "file_name", "pixel_spacing_m", "filters")
+    __slots__ = ("casing_id", "file", "file_name", "pixel_spacing_m", "filters", "length_unit")
     CASING_ID_FIELD_NUMBER: _ClassVar[int]
     FILE_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
     PIXEL_SPACING_M_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_UNIT_FIELD_NUMBER: _ClassVar[int]
     casing_id: str
     file: bytes
     file_name: str
     pixel_spacing_m: float
     filters: SearchFilters
-    def __init__(self, casing_id: _Optional[str] = ..., file: _Optional[bytes] = ..., file_name: _Optional[str] = ..., pixel_spacing_m: _Optional[float] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ...) -> None: ...
+    length_unit: str
+    def __init__(self, casing_id: _Optional[str] = ..., file: _Optional[bytes] = ..., file_name: _Optional[str] = ..., pixel_spacing_m: _Optional[float] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ..., length_unit: _Optional[str] = ...) -> None: ...
+
+class Quality(_message.Message):
+    __slots__ = ("valid_fraction", "texture_rms", "texture_unit", "noise_rms", "contact_coverage", "segmentation_confidence", "low_confidence", "reasons", "detail_json")
+    VALID_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    TEXTURE_RMS_FIELD_NUMBER: _ClassVar[int]
+    TEXTURE_UNIT_FIELD_NUMBER: _ClassVar[int]
+    NOISE_RMS_FIELD_NUMBER: _ClassVar[int]
+    CONTACT_COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTATION_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_JSON_FIELD_NUMBER: _ClassVar[int]
+    valid_fraction: float
+    texture_rms: float
+    texture_unit: str
+    noise_rms: float
+    contact_coverage: float
+    segmentation_confidence: float
+    low_confidence: bool
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    detail_json: str
+    def __init__(self, valid_fraction: _Optional[float] = ..., texture_rms: _Optional[float] = ..., texture_unit: _Optional[str] = ..., noise_rms: _Optional[float] = ..., contact_coverage: _Optional[float] = ..., segmentation_confidence: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., detail_json: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("rank", "casing_id", "region", "coarse_score", "score", "cmc", "non_match_frequency", "incident_id", "agency", "screen_score", "rescored", "identical_file")
+    __slots__ = ("rank", "casing_id", "region", "coarse_score", "score", "cmc", "non_match_frequency", "incident_id", "agency", "screen_score", "rescored", "identical_file", "quality", "low_confidence", "low_confidence_reasons", "flags")
     RANK_FIELD_NUMBER: _ClassVar[int]
     CASING_ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +156,10 @@ class Candidate(_message.Message):
     SCREEN_SCORE_FIELD_NUMBER: _ClassVar[int]
     RESCORED_FIELD_NUMBER: _ClassVar[int]
     IDENTICAL_FILE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    LOW_CONFIDENCE_REASONS_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
     rank: int
     casing_id: str
     region: str
@@ -142,7 +172,11 @@ class Candidate(_message.Message):
     screen_score: float
     rescored: bool
     identical_file: bool
-    def __init__(self, rank: _Optional[int] = ..., casing_id: _Optional[str] = ..., region: _Optional[str] = ..., coarse_score: _Optional[float] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., non_match_frequency: _Optional[float] = ..., incident_id: _Optional[str] = ..., agency: _Optional[str] = ..., screen_score: _Optional[float] = ..., rescored: _Optional[bool] = ..., identical_file: _Optional[bool] = ...) -> None: ...
+    quality: Quality
+    low_confidence: bool
+    low_confidence_reasons: _containers.RepeatedScalarFieldContainer[str]
+    flags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rank: _Optional[int] = ..., casing_id: _Optional[str] = ..., region: _Optional[str] = ..., coarse_score: _Optional[float] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., non_match_frequency: _Optional[float] = ..., incident_id: _Optional[str] = ..., agency: _Optional[str] = ..., screen_score: _Optional[float] = ..., rescored: _Optional[bool] = ..., identical_file: _Optional[bool] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ..., low_confidence: _Optional[bool] = ..., low_confidence_reasons: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CandidateList(_message.Message):
     __slots__ = ("region", "candidates")
@@ -153,7 +187,7 @@ class CandidateList(_message.Message):
     def __init__(self, region: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("query_casing_id", "regions", "combined", "partial", "scored", "screened_out", "identical")
+    __slots__ = ("query_casing_id", "regions", "combined", "partial", "scored", "screened_out", "identical", "query_quality")
     QUERY_CASING_ID_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
     COMBINED_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +195,7 @@ class SearchResponse(_message.Message):
     SCORED_FIELD_NUMBER: _ClassVar[int]
     SCREENED_OUT_FIELD_NUMBER: _ClassVar[int]
     IDENTICAL_FIELD_NUMBER: _ClassVar[int]
+    QUERY_QUALITY_FIELD_NUMBER: _ClassVar[int]
     query_casing_id: str
     regions: _containers.RepeatedCompositeFieldContainer[CandidateList]
     combined: CandidateList
@@ -168,7 +203,8 @@ class SearchResponse(_message.Message):
     scored: int
     screened_out: int
     identical: _containers.RepeatedCompositeFieldContainer[Candidate]
-    def __init__(self, query_casing_id: _Optional[str] = ..., regions: _Optional[_Iterable[_Union[CandidateList, _Mapping]]] = ..., combined: _Optional[_Union[CandidateList, _Mapping]] = ..., partial: _Optional[bool] = ..., scored: _Optional[int] = ..., screened_out: _Optional[int] = ..., identical: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
+    query_quality: Quality
+    def __init__(self, query_casing_id: _Optional[str] = ..., regions: _Optional[_Iterable[_Union[CandidateList, _Mapping]]] = ..., combined: _Optional[_Union[CandidateList, _Mapping]] = ..., partial: _Optional[bool] = ..., scored: _Optional[int] = ..., screened_out: _Optional[int] = ..., identical: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., query_quality: _Optional[_Union[Quality, _Mapping]] = ...) -> None: ...
 
 class CompareRequest(_message.Message):
     __slots__ = ("casing_a", "casing_b", "omit_picture")
@@ -199,7 +235,7 @@ class Cell(_message.Message):
     def __init__(self, row: _Optional[int] = ..., col: _Optional[int] = ..., ccf: _Optional[float] = ..., rotation_deg: _Optional[float] = ..., dx_m: _Optional[float] = ..., dy_m: _Optional[float] = ..., congruent: _Optional[bool] = ...) -> None: ...
 
 class CompareResponse(_message.Message):
-    __slots__ = ("casing_a", "casing_b", "score", "cmc", "rotation_deg", "dx_m", "dy_m", "region_scores", "cells", "non_match_frequency", "png", "detail_json")
+    __slots__ = ("casing_a", "casing_b", "score", "cmc", "rotation_deg", "dx_m", "dy_m", "region_scores", "cells", "non_match_frequency", "png", "detail_json", "quality_a", "quality_b", "low_confidence", "low_confidence_reasons", "flags")
     class RegionScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +255,11 @@ class CompareResponse(_message.Message):
     NON_MATCH_FREQUENCY_FIELD_NUMBER: _ClassVar[int]
     PNG_FIELD_NUMBER: _ClassVar[int]
     DETAIL_JSON_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_A_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_B_FIELD_NUMBER: _ClassVar[int]
+    LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    LOW_CONFIDENCE_REASONS_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
     casing_a: str
     casing_b: str
     score: float
@@ -231,7 +272,12 @@ class CompareResponse(_message.Message):
     non_match_frequency: float
     png: bytes
     detail_json: str
-    def __init__(self, casing_a: _Optional[str] = ..., casing_b: _Optional[str] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., rotation_deg: _Optional[float] = ..., dx_m: _Optional[float] = ..., dy_m: _Optional[float] = ..., region_scores: _Optional[_Mapping[str, float]] = ..., cells: _Optional[_Iterable[_Union[Cell, _Mapping]]] = ..., non_match_frequency: _Optional[float] = ..., png: _Optional[bytes] = ..., detail_json: _Optional[str] = ...) -> None: ...
+    quality_a: Quality
+    quality_b: Quality
+    low_confidence: bool
+    low_confidence_reasons: _containers.RepeatedScalarFieldContainer[str]
+    flags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, casing_a: _Optional[str] = ..., casing_b: _Optional[str] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., rotation_deg: _Optional[float] = ..., dx_m: _Optional[float] = ..., dy_m: _Optional[float] = ..., region_scores: _Optional[_Mapping[str, float]] = ..., cells: _Optional[_Iterable[_Union[Cell, _Mapping]]] = ..., non_match_frequency: _Optional[float] = ..., png: _Optional[bytes] = ..., detail_json: _Optional[str] = ..., quality_a: _Optional[_Union[Quality, _Mapping]] = ..., quality_b: _Optional[_Union[Quality, _Mapping]] = ..., low_confidence: _Optional[bool] = ..., low_confidence_reasons: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DecideRequest(_message.Message):
     __slots__ = ("casing_id", "candidate_id", "verdict", "comment")
@@ -322,7 +368,7 @@ class GetCasingRequest(_message.Message):
     def __init__(self, casing_id: _Optional[str] = ...) -> None: ...
 
 class Casing(_message.Message):
-    __slots__ = ("casing_id", "sha256", "agency", "incident_id", "agency_case_number", "calibre", "firing_pin_class", "acquisition_date", "place", "file_name", "submitted_by", "submitted_at", "segmentation")
+    __slots__ = ("casing_id", "sha256", "agency", "incident_id", "agency_case_number", "calibre", "firing_pin_class", "acquisition_date", "place", "file_name", "submitted_by", "submitted_at", "segmentation", "quality")
     CASING_ID_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     AGENCY_FIELD_NUMBER: _ClassVar[int]
@@ -336,6 +382,7 @@ class Casing(_message.Message):
     SUBMITTED_BY_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
     SEGMENTATION_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     casing_id: str
     sha256: str
     agency: str
@@ -349,7 +396,8 @@ class Casing(_message.Message):
     submitted_by: str
     submitted_at: str
     segmentation: Segmentation
-    def __init__(self, casing_id: _Optional[str] = ..., sha256: _Optional[str] = ..., agency: _Optional[str] = ..., incident_id: _Optional[str] = ..., agency_case_number: _Optional[str] = ..., calibre: _Optional[str] = ..., firing_pin_class: _Optional[str] = ..., acquisition_date: _Optional[str] = ..., place: _Optional[str] = ..., file_name: _Optional[str] = ..., submitted_by: _Optional[str] = ..., submitted_at: _Optional[str] = ..., segmentation: _Optional[_Union[Segmentation, _Mapping]] = ...) -> None: ...
+    quality: Quality
+    def __init__(self, casing_id: _Optional[str] = ..., sha256: _Optional[str] = ..., agency: _Optional[str] = ..., incident_id: _Optional[str] = ..., agency_case_number: _Optional[str] = ..., calibre: _Optional[str] = ..., firing_pin_class: _Optional[str] = ..., acquisition_date: _Optional[str] = ..., place: _Optional[str] = ..., file_name: _Optional[str] = ..., submitted_by: _Optional[str] = ..., submitted_at: _Optional[str] = ..., segmentation: _Optional[_Union[Segmentation, _Mapping]] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ...) -> None: ...
 
 class ListCasingsRequest(_message.Message):
     __slots__ = ("incident_id", "calibre", "limit", "offset")
