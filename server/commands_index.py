@@ -129,6 +129,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if not args.data_dir:
         return _fail("search needs --data-dir (or --server for a remote search)")
+    if args.top <= 0 or args.rerank <= 0:
+        return _fail("--top and --rerank must be positive")
+    if args.compare is not None and args.compare < 0:
+        return _fail("--compare must be >= 0 (0: compare every candidate)")
+    if not args.file and (getattr(args, "length_unit", None) or "m") != "m":
+        return _fail("--length-unit applies to --file; a stored casing was read when ingested")
     if not (Path(args.data_dir) / "store.sqlite").is_file():
         return _fail(f"no store in {args.data_dir} (run 'ballistics ingest' first)")
     from index.store import Store
@@ -143,12 +149,6 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"the store in {args.data_dir} holds no casings, so there is nothing to search"
             " (add some with 'ballistics ingest')"
         )
-    if args.top <= 0 or args.rerank <= 0:
-        return _fail("--top and --rerank must be positive")
-    if args.compare is not None and args.compare < 0:
-        return _fail("--compare must be >= 0 (0: compare every candidate)")
-    if not args.file and (getattr(args, "length_unit", None) or "m") != "m":
-        return _fail("--length-unit applies to --file; a stored casing was read when ingested")
     query: str | bytes
     if args.file:
         try:

@@ -32,6 +32,10 @@ CANDIDATE_KEYS = (
     "identical_file",
     "incident_id",
     "agency",
+    "quality",
+    "low_confidence",
+    "low_confidence_reasons",
+    "flags",
 )
 
 #: Keys of a comparison (local: two files; remote: two stored casings).
@@ -51,6 +55,10 @@ COMPARE_KEYS = (
     "striation_correlation",
     "non_match_frequency",
     "interpretation",
+    "quality",
+    "low_confidence",
+    "low_confidence_reasons",
+    "flags",
 )
 
 
@@ -83,8 +91,21 @@ def _frequency(v: Any) -> float | None:
     return float(v) if v else None
 
 
+def _quality(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A quality record (``ballistics.quality``) from its proto dict; None when absent."""
+    if not d:
+        return None
+    try:
+        return dict(json.loads(d["detail_json"]))
+    except (KeyError, ValueError, TypeError):
+        return {k: v for k, v in d.items() if k != "detail_json"}
+
+
 def _candidate(d: dict[str, Any]) -> dict[str, Any]:
     out = {k: d.get(k) for k in CANDIDATE_KEYS}
+    out["low_confidence"] = bool(out["low_confidence"])
+    out["low_confidence_reasons"] = list(out["low_confidence_reasons"] or [])
+    out["flags"] = list(out["flags"] or [])
     out["rescored"] = bool(out["rescored"])
     out["identical_file"] = bool(out["identical_file"])
     if not out["rescored"]:  # not fully compared: no score, whatever a field's default says
@@ -111,6 +132,7 @@ def candidate_from_proto(c: Message) -> dict[str, Any]:
     d["non_match_frequency"] = _frequency(d.get("non_match_frequency"))
     if not d.get("screen_score"):  # the proto says "0 when not screened"
         d["screen_score"] = None
+    d["quality"] = _quality(d.get("quality"))
     return _candidate(d)
 
 
@@ -135,6 +157,10 @@ def compare_from_proto(resp: Message) -> dict[str, Any]:
     out["interpretation"] = (
         describe_frequency(freq) if freq else "no non-match frequency for this comparison"
     )
+    out["quality"] = {"a": _quality(d.get("quality_a")), "b": _quality(d.get("quality_b"))}
+    out["low_confidence"] = bool(d.get("low_confidence"))
+    out["low_confidence_reasons"] = list(d.get("low_confidence_reasons") or [])
+    out["flags"] = list(d.get("flags") or detail.get("flags") or [])
     out["cells"] = d.get("cells", [])
     return out
 

@@ -265,7 +265,7 @@ def test_api_property_no_internal_errors_no_leaks(world) -> None:
         assert c.health(timeout=5) == "SERVING"
         assert c.list(timeout=5) is not None
     assert srv.server.budget.used == 0
-    ok, _, message = verify(Path(srv.audit.path))
-    assert ok, message
+    v = verify(Path(srv.audit.path), srv.audit._key)
+    assert v.ok, v.message
     for line in Path(srv.audit.path).read_text().splitlines():
         assert json.loads(line)["outcome"] not in ("UNKNOWN", "INTERNAL")

@@ -228,7 +228,8 @@ def test_local_search_candidates_carry_quality(
     capsys.readouterr()
     args = ["search", "--data-dir", str(store), "--file", str(files["good"])]
     assert main([*args, "--json"]) == 0
-    cands = {c["casing_id"]: c for c in json.loads(capsys.readouterr().out)}
+    lines = capsys.readouterr().out.splitlines()
+    cands = {c["casing_id"]: c for c in map(json.loads, lines)}
     assert len(cands) == 3
     for c in cands.values():
         assert c["quality"] is not None

@@ -172,7 +172,7 @@ def test_ingest_and_search_by_file_pass_the_unit_through(
     assert main(args) == 2
     assert "--length-unit um" in capsys.readouterr().err
     assert main([*args, "--length-unit", "um"]) == 0
-    found = json.loads(capsys.readouterr().out)
+    found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [c["casing_id"] for c in found] == rep["added"]
 
 
