@@ -270,8 +270,9 @@ def _valid_boundary_circle(vlo: np.ndarray, sp_lo: float) -> _Circle | None:
 
     The convex hull of the largest valid region is sampled densely; samples on the frame
     are dropped (a crop by the frame is not a circle); the rest is fit by a trimmed circle.
-    Accepted when >= 70 % of the samples lie within 3 % of the radius and they cover at least
-    half of the circle's angles.
+    Accepted when >= 35 % of the samples lie within 3 % of the radius and they cover at least
+    30 % of the circle's angles (processed files are often clipped by the frame and by
+    straight cuts).
     """
     opened = ndimage.binary_opening(vlo, iterations=1)
     comp = h.largest_component(opened)
@@ -279,30 +280,44 @@ def _valid_boundary_circle(vlo: np.ndarray, sp_lo: float) -> _Circle | None:
         return None
     pts = cv2.findNonZero(comp.astype(np.uint8))
     hull = cv2.convexHull(pts).reshape(-1, 2).astype(np.float64)
-    xs_l, ys_l = [], []
+    m, n = vlo.shape
+
+    def on_frame(p: np.ndarray) -> bool:
+        return bool(p[0] <= 0.5 or p[0] >= n - 1.5 or p[1] <= 0.5 or p[1] >= m - 1.5)
+
+    xs_l, ys_l, edge_l = [], [], []
     for i in range(len(hull)):  # long edges weigh by their length
         p, q = hull[i], hull[(i + 1) % len(hull)]
         k = max(int(np.hypot(*(q - p))), 1)
         t = np.arange(k) / k
         xs_l.append(p[0] + t * (q[0] - p[0]))
         ys_l.append(p[1] + t * (q[1] - p[1]))
-    x, y = np.concatenate(xs_l), np.concatenate(ys_l)
-    m, n = vlo.shape
-    off_frame = (x > 0.5) & (x < n - 1.5) & (y > 0.5) & (y < m - 1.5)
-    if off_frame.sum() < 24:
+        # an edge between two frame points runs along the frame or cuts across a corner
+        edge_l.append(np.full(k, on_frame(p) and on_frame(q)))
+    x, y, frame_edge = np.concatenate(xs_l), np.concatenate(ys_l), np.concatenate(edge_l)
+    off = ~frame_edge & (x > 0.5) & (x < n - 1.5) & (y > 0.5) & (y < m - 1.5)
+    if off.sum() < 24:
         return None
-    x, y = x[off_frame], y[off_frame]
-    cx, cy, r = h.robust_circle(x, y, h.fit_circle(x, y), 2.0)
+    xo, yo = x[off], y[off]
+    tol_frac = 0.03
+
+    def score(c: tuple[float, float, float]) -> tuple[float, float]:
+        on = np.abs(np.hypot(xo - c[0], yo - c[1]) - c[2]) < max(2.0, tol_frac * c[2])
+        ang = np.arctan2(yo[on] - c[1], xo[on] - c[0])
+        bins = np.unique(((ang + math.pi) / (2 * math.pi) * 72).astype(np.int64) % 72)
+        return float(on.mean()), bins.size / 72
+
+    # the whole hull first (a crop inside the frame, as the Fadul files), then the part off
+    # the frame alone (a disc clipped by the frame)
     lo, hi = (v / sp_lo for v in BOUNDARY_RADIUS_RANGE_M)
-    if not lo <= r <= hi:
-        return None
-    on = np.abs(np.hypot(x - cx, y - cy) - r) < max(2.0, 0.03 * r)
-    ang = np.arctan2(y[on] - cy, x[on] - cx)
-    bins = np.unique(((ang + math.pi) / (2 * math.pi) * 72).astype(np.int64) % 72)
-    inliers, coverage = float(on.mean()), bins.size / 72
-    if inliers < 0.7 or coverage < 0.5:
-        return None
-    return _Circle(cx, cy, r, inliers * coverage)
+    for xs, ys in ((x, y), (xo, yo)):
+        cx, cy, r = h.robust_circle(xs, ys, h.fit_circle(xs, ys), 2.0)
+        if not (math.isfinite(r) and lo <= r <= hi):
+            continue
+        inliers, coverage = score((cx, cy, r))
+        if inliers >= 0.35 and coverage >= 0.3:
+            return _Circle(cx, cy, r, min(1.0, 1.5 * inliers * coverage))
+    return None
 
 
 def _find_primer_step(
@@ -443,7 +458,8 @@ def _find_pin_3d(
     inner = rr < 0.8 * r
     # invalid holes: inside the primer, and (unless the valid boundary is the primer edge
     # itself) enclosed by valid data, so that a crop across the primer is not taken for one
-    hole = ~vlo & (rr < 0.92 * r)
+    # (a boundary stand-in carries half a pixel beyond the fitted boundary: not for the hole)
+    hole = ~vlo & (rr <= 0.92 * (r - 0.5 if boundary_is_primer else r))
     if not boundary_is_primer:
         hole &= ndimage.binary_fill_holes(vlo)
     hole = ndimage.binary_opening(hole, iterations=1)
@@ -474,6 +490,7 @@ def _find_pin_3d(
     invalid_share = float((pin_lo & ~vlo).sum() / pin_lo.sum())
     deep_share = float((pin_lo & deep).sum() / pin_lo.sum())
     if deep_share < 0.15:  # no dent, only a hole: the impression was masked, use its moments
+        pin_lo = h.largest_component(hole, prefer=(cy, cx))
         fy, fx, major, minor, ang = h.moments(pin_lo)
         full = ((fy + 0.5) * f - 0.5, (fx + 0.5) * f - 0.5, major * f, minor * f, ang)
         return _Pin(pin_lo, full, True, 1.0)
