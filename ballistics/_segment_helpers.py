@@ -205,8 +205,7 @@ def step_contrast(
     if vis.sum() < 8:
         return 0.0, 0.0, 0.0, float(vis.mean())
     out, inn, ref = (
-        ndimage.map_coordinates(z, [py[vis], px[vis]], order=1, mode="nearest")
-        for py, px in pts
+        ndimage.map_coordinates(z, [py[vis], px[vis]], order=1, mode="nearest") for py, px in pts
     )
     d = out - inn
     step = float(np.median(d))
@@ -308,5 +307,3 @@ def refine_step_circle(
     if ok.sum() < 20:
         return cx, cy, r
     return robust_circle(x[ok], y[ok], fit_circle(x[ok], y[ok]), 1.0)
-
-

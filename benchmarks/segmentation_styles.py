@@ -145,9 +145,7 @@ def summarise(
             pin_within_10px=(sum(e <= 10 for e in ef) / len(exp)) if exp else None,
             shape=(float(np.mean([r["shape_ok"] for r in found])) if found else None),
             pin_found_rate=(len(found) / len(exp)) if exp else None,
-            pin_false_found=(sum(r["pin_found"] for r in absent) / len(absent))
-            if absent
-            else None,
+            pin_false_found=(sum(r["pin_found"] for r in absent) / len(absent)) if absent else None,
             style_agreement=(
                 float(np.mean([r["style"] == r["expected_style"] for r in styled]))
                 if styled
