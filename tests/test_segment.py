@@ -251,11 +251,10 @@ def test_disc_cropped_raw_scan_is_segmented_from_its_primer_edge() -> None:
         scan, tr = fire(fa, shot_seed=ss, spacing_m=6.25e-6, dropout_frac=0.0)
         s = disc_fov(scan, tr, radius_factor=1.12, offset_px=(8.0, -6.0))
         seg = segment(s.scan)
-        assert seg.style == "disc_fov" and not seg.precropped
-        assert seg.firing_pin_found
         assert math.dist(seg.primer_center, s.primer_center) < 3.0
         assert math.dist(seg.firing_pin_center, s.fp_center) < 5.0
         assert seg.firing_pin_shape == s.fp_shape
+        assert seg.style == "disc_fov" and not seg.precropped and seg.firing_pin_found
 
 
 def test_every_cropping_style_is_recognised() -> None:
