@@ -43,11 +43,12 @@ Method (on a downsampled copy at ~25 um per pixel, then refined):
   high-pass surface is striated along the radial direction markedly more than further out.
 
 Confidence (:attr:`Segmentation.confidence`, 0..1) is the product of a primer term and a
-firing-pin term. Primer: for a step, its angular coverage (share of the visible circle with
-edge pixels) times ``min(1, visible fraction / 0.5)``; for a boundary stand-in, 0.8 times the
-share of the boundary on its circle. Firing pin: 1 when found by a depression at least three
-times the detection threshold or by an enclosed hole, down to 0.7 for a barely significant
-dent; 0.5 when not found.
+firing-pin term. Primer: for a step (or a 2-D ring), its angular coverage (share of the
+visible circle with edge pixels) times ``min(1, visible fraction / 0.5)``; for a boundary
+stand-in, ``0.8 * min(1, 1.5 * inliers * coverage)`` (share of the boundary on its circle
+times the share of angles it covers). Firing pin: 1 for an enclosed invalid hole, and
+``min(1, 0.7 + 0.1 * depth / threshold)`` for a dent (1 from three times the detection
+threshold); ``min(1, 0.5 + coverage)`` for a 2-D disc; 0.5 when not found.
 """
 
 from __future__ import annotations
