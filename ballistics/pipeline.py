@@ -154,15 +154,16 @@ def aperture_profile(scan: Scan, seg: Segmentation, spacing_m: float) -> np.ndar
     ndarray of shape (L,), float64, metres (or intensity for images); None if L < 16.
     """
     band = seg.aperture_shear_mask
-    if band is None or seg.aperture_shear_angle_deg is None:
+    pin = seg.firing_pin_center  # None when the pin was not found (then there is no band)
+    if band is None or seg.aperture_shear_angle_deg is None or pin is None:
         return None
     band = band & scan.mask
     rows, cols = np.nonzero(band)
     if rows.size < 64:
         return None
     a = math.radians(seg.aperture_shear_angle_deg)
-    dy = (rows - seg.firing_pin_center[0]) * scan.spacing_m[0]
-    dx = (cols - seg.firing_pin_center[1]) * scan.spacing_m[1]
+    dy = (rows - pin[0]) * scan.spacing_m[0]
+    dx = (cols - pin[1]) * scan.spacing_m[1]
     u = math.cos(a) * dx + math.sin(a) * dy
     v = -math.sin(a) * dx + math.cos(a) * dy
     z = scan.data[rows, cols]

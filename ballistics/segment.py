@@ -1,21 +1,54 @@
 """Find the primer, the firing-pin impression and the aperture-shear band on a casing scan.
 
-Works on raw 3-D topographies (case head around the primer), on scans already cropped to
-the breech face (an annulus of valid data, e.g. the processed Fadul X3P files), and on 2-D
-images (``kind="image"``: oblique renders, ring-light photographs).
+Labs save a case head in many ways; the segmentation decides from the *geometry* of the
+surface, never from where the invalid pixels are, which of these it was given
+(:attr:`Segmentation.style`):
 
-Method (all on a downsampled copy at ~25 um per pixel, then refined):
+``"case_head"``
+    A raw 3-D scan of the case head: the primer edge is a circular height step.
+``"disc_fov"``
+    A raw 3-D scan whose field of view is cropped to a disc (NaN outside a circle a little
+    wider, or a little narrower, than the primer): the step is visible over all or part of
+    its length, and found there.
+``"annulus_pin_invalid"``
+    A breech face cropped inside the primer edge with the firing-pin hole already invalid
+    (e.g. the processed Fadul files): no step; the circular boundary of the valid data
+    stands in for the primer edge, and the invalid hole is the firing pin.
+``"breech_face_pin_present"``
+    Cropped inside the primer edge, the firing-pin dent still measured: the boundary stands
+    in for the primer edge, the dent is found by its depression.
+``"image"``
+    A 2-D image (ring-light photograph, oblique render): the primer edge is a ring of
+    intensity edges, the firing pin a smaller disc inside it.
 
-* **Primer**: edge pixels (gradient magnitude of the height or intensity) vote for circle
-  centres along their gradient direction (a gradient Hough transform); the best centre's
-  radius is the distance histogram peak with the widest angular coverage; a trimmed
-  least-squares circle fit and a radial-profile refinement at finer resolution follow.
-  Pre-cropped scans: the convex hull of the valid data, fit as a circle.
-* **Firing pin**: the deepest connected region inside the primer after removing a robust
-  plane (topography), or the invalid hole (pre-cropped), or a second Hough circle (images);
-  its image moments give the centre, the semi-axes, the angle and the shape class.
+A missing or partial firing-pin impression is not a refusal: the pin is then reported as not
+found (:attr:`Segmentation.firing_pin_found`), the breech face is the whole annulus and a
+note says so. A scan is refused only when there is no breech face to compare, and the error
+says what was seen.
+
+Method (on a downsampled copy at ~25 um per pixel, then refined):
+
+* **Valid-data boundary**: the convex hull of the largest valid region, where it does not run
+  along the frame, is fit as a circle; it counts as a circular boundary when most of its
+  length lies on that circle.
+* **Primer edge** (3-D): edge pixels (height slope) vote for circle centres along their
+  gradient (a gradient Hough transform) counting only the visible part of each circle; the
+  best circle is kept if the height *steps* across it (consistent sign, well above the
+  surface's own slope), then refined on the radial profiles of its visible part.
+* **Firing pin** (3-D): the connected region near the primer centre that is either deeper
+  than the breech face (after a robust plane) or an invalid hole enclosed by valid data (or
+  both, for a partly invalid impression); its image moments give centre, semi-axes, angle
+  and shape class.
 * **Aperture shear**: the angular sector just outside the firing-pin impression where the
   high-pass surface is striated along the radial direction markedly more than further out.
+
+Confidence (:attr:`Segmentation.confidence`, 0..1) is the product of a primer term and a
+firing-pin term. Primer: for a step (or a 2-D ring), its angular coverage (share of the
+visible circle with edge pixels) times ``min(1, visible fraction / 0.5)``; for a boundary
+stand-in, ``0.8 * min(1, 1.5 * inliers * coverage)`` (share of the boundary on its circle
+times the share of angles it covers). Firing pin: 1 for an enclosed invalid hole, and
+``min(1, 0.7 + 0.1 * depth / threshold)`` for a dent (1 from three times the detection
+threshold); ``min(1, 0.5 + coverage)`` for a 2-D disc; 0.5 when not found.
 """
 
 from __future__ import annotations
@@ -28,6 +61,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from . import _segment_helpers as h
 from .errors import SegmentationError
 from .scan import Scan
 
@@ -38,9 +72,36 @@ PRIMER_RADIUS_RANGE_M = (1.4e-3, 3.2e-3)
 """Plausible primer radii (small pistol 2.2 mm, large pistol 2.65 mm; processed scans
 cropped inside the edge can be smaller)."""
 
+BOUNDARY_RADIUS_RANGE_M = (1.0e-3, 3.6e-3)
+"""Plausible radii of a circular valid-data boundary standing in for the primer edge."""
+
 FP_RADIUS_RANGE_M = (0.2e-3, 1.1e-3)
 ELONGATION_THRESHOLD = 1.4
 """Major/minor axis ratio above which a firing-pin impression is called elongated."""
+
+MIN_FOV_M = 1.5e-3
+"""Smallest field of view (shorter side) that can hold a breech face, metres."""
+
+MAX_SPACING_M = 60e-6
+"""Coarsest pixel spacing at which a primer is still resolved, metres."""
+
+MIN_STEP_M = 5e-6
+"""Smallest median height step across the primer edge, metres."""
+
+MIN_PIN_DEPTH_M = 15e-6
+"""Smallest depth of a firing-pin dent below the breech face (and at least 8 robust sigma of
+the breech-face heights), metres."""
+
+MIN_BREECH_FACE_M2 = 0.5e-6
+"""Smallest breech-face area worth comparing (0.5 mm^2), square metres."""
+
+STYLES: tuple[str, ...] = (
+    "case_head",
+    "disc_fov",
+    "annulus_pin_invalid",
+    "breech_face_pin_present",
+    "image",
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,242 +114,99 @@ class Segmentation:
         (row, col) in pixels.
     primer_radius : float
         Pixels.
-    firing_pin_center : tuple of float
-        (row, col) in pixels.
-    firing_pin_shape : {"round", "elongated"}
-    firing_pin_radius : float
+    firing_pin_center : tuple of float or None
+        (row, col) in pixels; None when the firing pin was not found.
+    firing_pin_shape : {"round", "elongated"} or None
+    firing_pin_radius : float or None
         Half the major axis, pixels.
-    firing_pin_axes : tuple of float
+    firing_pin_axes : tuple of float or None
         (major, minor) semi-axes, pixels.
-    firing_pin_angle_deg : float
+    firing_pin_angle_deg : float or None
         Angle of the major axis, degrees counter-clockwise from +col in (x = col, y = row)
         coordinates, in [0, 180).
     precropped : bool
-        True when the scan was already cropped to the breech face (passed through).
+        True when the scan was already cropped to the breech face (styles
+        ``"annulus_pin_invalid"`` and ``"breech_face_pin_present"``): the valid-data boundary
+        stands in for the primer edge and no edge margin is removed.
     breech_face_mask : ndarray of shape (M, N), bool
         Valid pixels of the breech-face annulus (inside the primer, outside the firing pin).
     aperture_shear_mask : ndarray of shape (M, N), bool, or None
         The aperture-shear band, when one was found.
     aperture_shear_angle_deg : float or None
         Direction from the firing-pin centre to the shear band (same convention).
+    style : str
+        How the scan was saved, as recognised from its geometry; one of :data:`STYLES`.
+    firing_pin_found : bool
+        Whether a firing-pin impression was found.
+    confidence : float
+        How sure the segmentation is, 0..1 (see the module docstring for how it is computed).
+    notes : tuple of str
+        Human-readable remarks, e.g. ``"firing pin not found; breech face = whole annulus"``.
     """
 
     primer_center: tuple[float, float]
     primer_radius: float
-    firing_pin_center: tuple[float, float]
-    firing_pin_shape: str
-    firing_pin_radius: float
-    firing_pin_axes: tuple[float, float]
-    firing_pin_angle_deg: float
+    firing_pin_center: tuple[float, float] | None
+    firing_pin_shape: str | None
+    firing_pin_radius: float | None
+    firing_pin_axes: tuple[float, float] | None
+    firing_pin_angle_deg: float | None
     precropped: bool
     breech_face_mask: np.ndarray
     aperture_shear_mask: np.ndarray | None = None
     aperture_shear_angle_deg: float | None = None
+    style: str = "case_head"
+    firing_pin_found: bool = True
+    confidence: float = 1.0
+    notes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (plain floats, no masks)."""
+        """JSON-ready summary (plain floats, no masks; unknown pin fields are None)."""
+
+        def pair(v: tuple[float, float] | None) -> list[float] | None:
+            return None if v is None else [float(v[0]), float(v[1])]
+
+        def num(v: float | None) -> float | None:
+            return None if v is None else float(v)
+
         return {
             "primer_center": [float(self.primer_center[0]), float(self.primer_center[1])],
             "primer_radius": float(self.primer_radius),
-            "firing_pin_center": [
-                float(self.firing_pin_center[0]),
-                float(self.firing_pin_center[1]),
-            ],
+            "firing_pin_center": pair(self.firing_pin_center),
             "firing_pin_shape": self.firing_pin_shape,
-            "firing_pin_radius": float(self.firing_pin_radius),
-            "firing_pin_axes": [float(self.firing_pin_axes[0]), float(self.firing_pin_axes[1])],
-            "firing_pin_angle_deg": float(self.firing_pin_angle_deg),
+            "firing_pin_radius": num(self.firing_pin_radius),
+            "firing_pin_axes": pair(self.firing_pin_axes),
+            "firing_pin_angle_deg": num(self.firing_pin_angle_deg),
             "precropped": bool(self.precropped),
             "breech_face_pixels": int(self.breech_face_mask.sum()),
             "aperture_shear": self.aperture_shear_mask is not None,
-            "aperture_shear_angle_deg": (
-                None
-                if self.aperture_shear_angle_deg is None
-                else float(self.aperture_shear_angle_deg)
-            ),
+            "aperture_shear_angle_deg": num(self.aperture_shear_angle_deg),
+            "style": self.style,
+            "firing_pin_found": bool(self.firing_pin_found),
+            "confidence": float(self.confidence),
+            "notes": list(self.notes),
         }
 
 
-# --------------------------------------------------------------------------------------
-# helpers
+@dataclass(frozen=True)
+class _Circle:
+    """A circle on the working grid: centre (cx = col, cy = row), radius, all in pixels."""
+
+    cx: float
+    cy: float
+    r: float
+    quality: float  # 0..1, see the module docstring (confidence)
 
 
-def _downsample(data: np.ndarray, mask: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
-    """Block mean of valid pixels (factor ``f``); returns (values, valid fraction)."""
-    if f <= 1:
-        return np.where(mask, data, 0.0), mask.astype(np.float64)
-    m, n = data.shape
-    mm, nn = (m // f) * f, (n // f) * f
-    d = np.where(mask[:mm, :nn], data[:mm, :nn], 0.0).reshape(mm // f, f, nn // f, f)
-    w = mask[:mm, :nn].reshape(mm // f, f, nn // f, f).astype(np.float64)
-    ws = w.sum(axis=(1, 3))
-    vs = d.sum(axis=(1, 3))
-    out = np.divide(vs, ws, out=np.zeros_like(vs), where=ws > 0)
-    return out, ws / (f * f)
+@dataclass(frozen=True)
+class _Pin:
+    """A firing pin on the working grid and at full resolution."""
 
-
-def _fill_nearest(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    if valid.all():
-        return z
-    if not valid.any():
-        return np.zeros_like(z)
-    idx = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
-    return np.asarray(z[tuple(idx)])
-
-
-def _fit_circle(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """Algebraic (Kasa) least-squares circle; returns (cx, cy, r)."""
-    a = np.column_stack([x, y, np.ones_like(x)])
-    b = x * x + y * y
-    sol, *_ = np.linalg.lstsq(a, b, rcond=None)
-    cx, cy = sol[0] / 2, sol[1] / 2
-    r = math.sqrt(max(sol[2] + cx * cx + cy * cy, 0.0))
-    return float(cx), float(cy), r
-
-
-def _robust_circle(
-    x: np.ndarray, y: np.ndarray, init: tuple[float, float, float], tol: float
-) -> tuple[float, float, float]:
-    """Trimmed circle fit starting from ``init``: refit on points within ``tol`` of it."""
-    cx, cy, r = init
-    for t in (3 * tol, 2 * tol, tol):
-        d = np.abs(np.hypot(x - cx, y - cy) - r)
-        keep = d < t
-        if keep.sum() < 8:
-            break
-        cx, cy, r = _fit_circle(x[keep], y[keep])
-    return cx, cy, r
-
-
-def _hough_circle(
-    gx: np.ndarray,
-    gy: np.ndarray,
-    edge: np.ndarray,
-    rmin: float,
-    rmax: float,
-    *,
-    center_region: np.ndarray | None = None,
-    nbins: int = 72,
-) -> tuple[float, float, float, float] | None:
-    """Gradient Hough transform for the most complete circle with rmin <= r <= rmax.
-
-    Returns (cx, cy, r, coverage) in pixels of the given grid, coverage in 0..1.
-    """
-    ys, xs = np.nonzero(edge)
-    if xs.size < 12:
-        return None
-    g = np.hypot(gx[ys, xs], gy[ys, xs]) + 1e-30
-    ux, uy = gx[ys, xs] / g, gy[ys, xs] / g
-    m, n = edge.shape
-    radii = np.arange(math.floor(rmin), math.ceil(rmax) + 1, 1.0)
-    acc = np.zeros(m * n, dtype=np.float64)
-    for sign in (1.0, -1.0):
-        cx = xs[:, None] + sign * ux[:, None] * radii[None, :]
-        cy = ys[:, None] + sign * uy[:, None] * radii[None, :]
-        ix = np.rint(cx).astype(np.int64).ravel()
-        iy = np.rint(cy).astype(np.int64).ravel()
-        ok = (ix >= 0) & (ix < n) & (iy >= 0) & (iy < m)
-        acc += np.bincount(iy[ok] * n + ix[ok], minlength=m * n)
-    a2 = cv2.GaussianBlur(acc.reshape(m, n).astype(np.float32), (0, 0), 1.0)
-    if center_region is not None:
-        a2 = np.where(center_region, a2, 0.0).astype(np.float32)
-    best: tuple[float, float, float, float] | None = None
-    best_score = -1.0
-    # examine the strongest few accumulator peaks
-    a3 = a2.copy()
-    for _ in range(4):
-        k = int(np.argmax(a3))
-        py, px = divmod(k, n)
-        if a3[py, px] <= 0:
-            break
-        y0, y1 = max(py - 6, 0), min(py + 7, m)
-        x0, x1 = max(px - 6, 0), min(px + 7, n)
-        a3[y0:y1, x0:x1] = 0
-        d = np.hypot(xs - px, ys - py)
-        sel = (d >= rmin) & (d <= rmax)
-        if sel.sum() < 12:
-            continue
-        # radius = the 1-px distance bin with the widest angular coverage
-        ang = np.arctan2(ys[sel] - py, xs[sel] - px)
-        ab = ((ang + math.pi) / (2 * math.pi) * nbins).astype(np.int64) % nbins
-        rb = np.rint(d[sel] - rmin).astype(np.int64)
-        nr = int(rb.max()) + 1
-        occ = np.zeros((nr + 2, nbins), dtype=bool)
-        for dr in (-1, 0, 1):  # a 3-px wide ring
-            rr = np.clip(rb + dr, 0, nr + 1)
-            occ[rr, ab] = True
-        cov = occ.mean(axis=1)
-        counts = np.bincount(rb, minlength=nr + 2)
-        score = cov + 1e-4 * np.convolve(counts, np.ones(3), "same")[: nr + 2]
-        j = int(np.argmax(score))
-        r0 = rmin + j
-        c = float(cov[j])
-        if score[j] > best_score:
-            best_score = float(score[j])
-            best = (float(px), float(py), float(r0), c)
-    if best is None:
-        return None
-    cx, cy, r0, c = best
-    keep = np.abs(np.hypot(xs - cx, ys - cy) - r0) < 3.0
-    if keep.sum() >= 8:
-        cx, cy, r0 = _robust_circle(xs[keep], ys[keep], (cx, cy, r0), 1.5)
-    return cx, cy, r0, c
-
-
-def _moments(mask: np.ndarray) -> tuple[float, float, float, float, float]:
-    """(row, col, major semi-axis, minor semi-axis, angle deg) of a binary region."""
-    ys, xs = np.nonzero(mask)
-    cy, cx = float(ys.mean()), float(xs.mean())
-    cov = np.cov(np.vstack([xs - cx, ys - cy])) if xs.size > 2 else np.eye(2)
-    w, v = np.linalg.eigh(cov)
-    w = np.maximum(w, 1e-12)
-    major, minor = 2.0 * math.sqrt(w[1]), 2.0 * math.sqrt(w[0])
-    ang = math.degrees(math.atan2(v[1, 1], v[0, 1])) % 180.0
-    return cy, cx, major, minor, ang
-
-
-def _largest_component(mask: np.ndarray, prefer: tuple[float, float] | None = None) -> np.ndarray:
-    lab, k = ndimage.label(mask)
-    if k == 0:
-        return np.zeros_like(mask)
-    sizes = np.bincount(lab.ravel())[1:].astype(np.float64)
-    if prefer is not None:
-        com = ndimage.center_of_mass(mask, lab, range(1, k + 1))
-        d = np.array([math.hypot(c[0] - prefer[0], c[1] - prefer[1]) for c in com])
-        sizes = sizes / (1.0 + (d / max(math.sqrt(sizes.max()), 1.0)) ** 2)
-    return np.asarray(lab == (int(np.argmax(sizes)) + 1))
-
-
-def _disc(shape: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
-    yy, xx = np.ogrid[: shape[0], : shape[1]]
-    return np.asarray((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r)
-
-
-def _upsample_mask(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    out = cv2.resize(m.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-    return np.asarray(out > 0)
-
-
-def _robust_plane(z: np.ndarray, sel: np.ndarray, f: float = 1.0) -> tuple[float, float, float]:
-    """Plane a + b*row + c*col fit by trimmed least squares over ``sel``."""
-    ys, xs = np.nonzero(sel)
-    if ys.size < 10:
-        return float(np.median(z[sel])) if ys.size else 0.0, 0.0, 0.0
-    if ys.size > 20000:
-        step = ys.size // 20000 + 1
-        ys, xs = ys[::step], xs[::step]
-    v = z[ys, xs]
-    a = np.column_stack([np.ones(ys.size), ys * f, xs * f])
-    keep = np.ones(ys.size, dtype=bool)
-    coef = np.zeros(3)
-    for _ in range(3):
-        coef, *_ = np.linalg.lstsq(a[keep], v[keep], rcond=None)
-        res = v - a @ coef
-        mad = float(np.median(np.abs(res[keep] - np.median(res[keep])))) + 1e-15
-        keep = np.abs(res) < 3.5 * 1.4826 * mad
-        if keep.sum() < 10:
-            break
-    return float(coef[0]), float(coef[1]), float(coef[2])
+    lo: np.ndarray  # working-grid region (bool)
+    full: tuple[float, float, float, float, float]  # (row, col, major, minor, angle) full res
+    invalid_hole: bool  # the impression is (mostly) an invalid hole
+    quality: float
+    note: str | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -301,18 +219,20 @@ def segment(scan: Scan) -> Segmentation:
     Parameters
     ----------
     scan : Scan
-        A raw topography of the case head, a topography already cropped to the breech face
-        (detected automatically and passed through), or a 2-D image (``kind="image"``).
+        A topography of the case head in any of the cropping styles of the module docstring,
+        or a 2-D image (``kind="image"``).
 
     Returns
     -------
     Segmentation
-        Pixel coordinates of ``scan``.
+        Pixel coordinates of ``scan``; ``style``, ``confidence`` and ``notes`` say what was
+        recognised.
 
     Raises
     ------
     SegmentationError
-        When the scan has too little valid data, or no primer edge or firing pin is found.
+        When the scan has too little valid data, its spacing cannot be that of a case-head
+        scan, or there is no breech face to compare (no primer edge and no circular crop).
     """
     if scan.valid_fraction < 0.05:
         raise SegmentationError(
@@ -320,70 +240,288 @@ def segment(scan: Scan) -> Segmentation:
         )
     sy, sx = scan.spacing_m
     sp = math.sqrt(sy * sx)
+    fov = min(scan.shape[0] * sy, scan.shape[1] * sx)
+    if fov < MIN_FOV_M:
+        raise SegmentationError(
+            f"field of view {fov * 1e3:.3g} mm ({scan.shape[0]} x {scan.shape[1]} px at "
+            f"{sy:.3g} x {sx:.3g} m) is smaller than a primer ({MIN_FOV_M * 1e3:.1f} mm at "
+            "least); check the pixel spacing (metres per pixel)"
+        )
+    if sp > MAX_SPACING_M:
+        raise SegmentationError(
+            f"pixel spacing {sp * 1e6:.3g} um is too coarse to resolve a primer (at most "
+            f"{MAX_SPACING_M * 1e6:.0f} um); check the pixel spacing (metres per pixel)"
+        )
     f = max(1, round(WORK_SPACING_M / sp))
-    zlo, wlo = _downsample(scan.data, scan.mask, f)
+    zlo, wlo = h.downsample(scan.data, scan.mask, f)
     vlo = wlo > 0.5
     if min(zlo.shape) < 16:
         raise SegmentationError(f"scan of {scan.shape} pixels is too small to segment")
-    if scan.kind == "topography" and _looks_precropped(vlo):
-        return _segment_precropped(scan, vlo, f)
     if scan.kind == "image":
         return _segment_image(scan, zlo, vlo, f)
-    return _segment_raw(scan, zlo, vlo, f)
+    return _segment_topography(scan, zlo, vlo, f)
 
 
-def _looks_precropped(vlo: np.ndarray) -> bool:
-    """True when the valid data is a disc/annulus inside the frame (corners empty)."""
+# --------------------------------------------------------------------------------------
+# 3-D
+
+
+def _valid_boundary_circle(vlo: np.ndarray, sp_lo: float) -> _Circle | None:
+    """The circle of the valid data's outer boundary, when it is one (working grid).
+
+    The convex hull of the largest valid region is sampled densely; samples on the frame
+    are dropped (a crop by the frame is not a circle); the rest is fit by a trimmed circle.
+    Accepted when >= 35 % of the samples lie within 3 % of the radius and they cover at least
+    30 % of the circle's angles (processed files are often clipped by the frame and by
+    straight cuts).
+    """
+    opened = ndimage.binary_opening(vlo, iterations=1)
+    comp = h.largest_component(opened)
+    if comp.sum() < 50:
+        return None
+    pts = cv2.findNonZero(comp.astype(np.uint8))
+    hull = cv2.convexHull(pts).reshape(-1, 2).astype(np.float64)
     m, n = vlo.shape
-    b = max(2, min(m, n) // 10)
-    corners = np.concatenate(
-        [vlo[:b, :b].ravel(), vlo[:b, -b:].ravel(), vlo[-b:, :b].ravel(), vlo[-b:, -b:].ravel()]
-    )
-    return bool(corners.mean() < 0.2 and vlo.mean() < 0.9)
+
+    def on_frame(p: np.ndarray) -> bool:
+        return bool(p[0] <= 0.5 or p[0] >= n - 1.5 or p[1] <= 0.5 or p[1] >= m - 1.5)
+
+    xs_l, ys_l, edge_l = [], [], []
+    for i in range(len(hull)):  # long edges weigh by their length
+        p, q = hull[i], hull[(i + 1) % len(hull)]
+        k = max(int(np.hypot(*(q - p))), 1)
+        t = np.arange(k) / k
+        xs_l.append(p[0] + t * (q[0] - p[0]))
+        ys_l.append(p[1] + t * (q[1] - p[1]))
+        # an edge between two frame points runs along the frame or cuts across a corner
+        edge_l.append(np.full(k, on_frame(p) and on_frame(q)))
+    x, y, frame_edge = np.concatenate(xs_l), np.concatenate(ys_l), np.concatenate(edge_l)
+    off = ~frame_edge & (x > 0.5) & (x < n - 1.5) & (y > 0.5) & (y < m - 1.5)
+    if off.sum() < 24:
+        return None
+    xo, yo = x[off], y[off]
+    tol_frac = 0.03
+
+    def score(c: tuple[float, float, float]) -> tuple[float, float]:
+        on = np.abs(np.hypot(xo - c[0], yo - c[1]) - c[2]) < max(2.0, tol_frac * c[2])
+        ang = np.arctan2(yo[on] - c[1], xo[on] - c[0])
+        bins = np.unique(((ang + math.pi) / (2 * math.pi) * 72).astype(np.int64) % 72)
+        return float(on.mean()), bins.size / 72
+
+    # the whole hull first (a crop inside the frame, as the Fadul files), then the part off
+    # the frame alone (a disc clipped by the frame)
+    lo, hi = (v / sp_lo for v in BOUNDARY_RADIUS_RANGE_M)
+    for xs, ys in ((x, y), (xo, yo)):
+        cx, cy, r = h.robust_circle(xs, ys, h.fit_circle(xs, ys), 2.0)
+        if not (math.isfinite(r) and lo <= r <= hi):
+            continue
+        inliers, coverage = score((cx, cy, r))
+        if inliers >= 0.35 and coverage >= 0.3:
+            return _Circle(cx, cy, r, min(1.0, 1.5 * inliers * coverage))
+    return None
 
 
-def _primer_radius_px(sp_lo: float) -> tuple[float, float]:
-    return PRIMER_RADIUS_RANGE_M[0] / sp_lo, PRIMER_RADIUS_RANGE_M[1] / sp_lo
+def _find_primer_step(
+    z: np.ndarray,
+    vlo: np.ndarray,
+    sp_lo: float,
+    cropped: bool,
+    scan: Scan | None = None,
+    f: int = 1,
+) -> tuple[_Circle | None, str]:
+    """The primer edge as a circular height step on the working grid, and what was seen.
 
-
-def _segment_raw(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) -> Segmentation:
-    sp = math.sqrt(scan.spacing_m[0] * scan.spacing_m[1])
-    sp_lo = sp * f
-    z = _fill_nearest(zlo, vlo)
-    z = ndimage.median_filter(z, size=3, mode="nearest")
+    ``cropped``: the field of view has a valid-data boundary of its own, so only the part of
+    each candidate circle on valid data counts (a disc crop may cut across the edge), and
+    the circle is refined on the full-resolution ``scan`` (downsampled by ``f``).
+    """
     gy, gx = np.gradient(z, sp_lo)
     slope = np.hypot(gx, gy)
-    if not np.isfinite(slope).all() or float(np.nanmax(slope)) < 0.05:
-        raise SegmentationError("no height step found: the scan looks flat (no primer edge)")
-    edge = slope > 0.12
-    rmin, rmax = _primer_radius_px(sp_lo)
-    hc = _hough_circle(gx, gy, edge, rmin, rmax)
+    visible = ndimage.binary_erosion(vlo, iterations=1, border_value=1)
+    if not np.isfinite(slope).all() or float(np.max(np.where(visible, slope, 0.0))) < 0.05:
+        return None, "no height step at all (the surface is flat)"
+    edge = (slope > 0.12) & visible
+    rmin, rmax = (v / sp_lo for v in PRIMER_RADIUS_RANGE_M)
+    hc = h.hough_circle(
+        gx, gy, edge, rmin, rmax, visible=visible if cropped else None, min_visible=0.2
+    )
     if hc is None or hc[3] < 0.4:
-        raise SegmentationError(
-            "primer edge not found: no circular height step of plausible radius "
-            f"({PRIMER_RADIUS_RANGE_M[0] * 1e3:.1f}-{PRIMER_RADIUS_RANGE_M[1] * 1e3:.1f} mm)"
-        )
-    cx, cy, r, _ = hc
-    cx, cy, r = _refine_step_circle(z, cx, cy, r)
+        cov = 0.0 if hc is None else hc[3]
+        return None, f"no circular edge of primer size (best covers {100 * cov:.0f} %)"
+    cx, cy, r, cov = hc
+    cx, cy, r = h.refine_step_circle(z, cx, cy, r, visible=visible if cropped else None)
+    delta = max(2.0, 75e-6 / sp_lo)
+    if cropped and scan is not None:
+        # a cropped field of view may show only an arc of the edge: refine it on the
+        # full-resolution radial profiles of that arc (sub-pixel, so a short arc still
+        # gives the centre)
+        step, _, _, _ = h.step_contrast(z, visible, cx, cy, r, delta)
+        cx, cy, r = _refine_step_full(scan, f, (cx, cy, r), 1.0 if step >= 0 else -1.0)
+    step, agree, ratio, vis = h.step_contrast(z, visible, cx, cy, r, delta)
+    seen = (
+        f"best circle r={r * sp_lo * 1e3:.2f} mm, {100 * vis:.0f} % visible, step "
+        f"{step * 1e6:.1f} um, sign agreement {100 * agree:.0f} %, {ratio:.1f} x the slope"
+    )
+    if abs(step) < MIN_STEP_M or agree < 0.75 or ratio < 3.0 or vis < 0.15:
+        return None, f"no primer-edge height step ({seen})"
+    return _Circle(cx, cy, r, cov * min(1.0, vis / 0.5)), seen
 
-    # firing pin: deepest connected region inside the primer, after a robust plane
+
+def _refine_step_full(
+    scan: Scan, f: int, circle: tuple[float, float, float], sign: float, nang: int = 360
+) -> tuple[float, float, float]:
+    """Refine a working-grid step circle on full-resolution radial profiles.
+
+    Along ``nang`` rays the profile within about three working pixels of the circle is
+    smoothed (sigma 10 um) and the step is placed at the strongest slope of the step's
+    ``sign`` (sub-sample, parabolic peak). Rays crossing invalid data are skipped; a trimmed
+    circle fit of the step points gives the circle. Returns (cx, cy, r) on the working grid.
+    """
+    cx, cy, r = circle
+    fcx, fcy, fr = (cx + 0.5) * f - 0.5, (cy + 0.5) * f - 0.5, r * f
+    sp = math.sqrt(scan.spacing_m[0] * scan.spacing_m[1])
+    w = 3.0 * f + 3.0
+    dr = np.arange(-w, w + 0.01, 0.5)
+    th = np.linspace(0, 2 * math.pi, nang, endpoint=False)
+    rad = fr + dr
+    px = fcx + np.cos(th)[:, None] * rad[None, :]
+    py = fcy + np.sin(th)[:, None] * rad[None, :]
+    data = np.where(scan.mask, scan.data, np.nan)
+    prof = ndimage.map_coordinates(data, [py.ravel(), px.ravel()], order=1, cval=np.nan)
+    prof = prof.reshape(nang, dr.size)
+    ok = np.isfinite(prof).all(axis=1)
+    if ok.sum() < 24:
+        return cx, cy, r
+    sm = ndimage.gaussian_filter1d(prof[ok], max(1.0, 10e-6 / sp) * 2.0, axis=1)
+    d = sign * np.diff(sm, axis=1)
+    j = np.clip(np.argmax(d, axis=1), 1, d.shape[1] - 2)
+    rows = np.arange(j.size)
+    y0, y1, y2 = d[rows, j - 1], d[rows, j], d[rows, j + 1]
+    den = y0 - 2 * y1 + y2
+    frac = np.where(np.abs(den) > 1e-30, 0.5 * (y0 - y2) / np.where(den == 0, 1, den), 0.0)
+    rj = fr + dr[j] + 0.25 + 0.5 * np.clip(frac, -1, 1)  # diff sits between two samples
+    x = fcx + np.cos(th[ok]) * rj
+    y = fcy + np.sin(th[ok]) * rj
+    nx, ny, nr = h.robust_circle(x, y, h.fit_circle(x, y), 1.0)
+    if not math.isfinite(nr) or abs(nr - fr) > w or math.hypot(nx - fcx, ny - fcy) > w:
+        return cx, cy, r
+    return (nx + 0.5) / f - 0.5, (ny + 0.5) / f - 0.5, nr / f
+
+
+def _segment_topography(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) -> Segmentation:
+    sp = math.sqrt(scan.spacing_m[0] * scan.spacing_m[1])
+    sp_lo = sp * f
+    notes: list[str] = []
+    boundary = _valid_boundary_circle(vlo, sp_lo)
+    z = h.fill_nearest(zlo, vlo)
+    z = ndimage.median_filter(z, size=3, mode="nearest")
+    step, seen = _find_primer_step(z, vlo, sp_lo, boundary is not None, scan, f)
+    if step is not None:
+        primer = step
+        precropped = False
+        style = "disc_fov" if boundary is not None else "case_head"
+        if style == "disc_fov" and boundary is not None and boundary.r < step.r:
+            notes.append("field of view cropped inside the primer edge: edge partly visible")
+    elif boundary is not None:
+        primer = _Circle(boundary.cx, boundary.cy, boundary.r + 0.5, 0.8 * boundary.quality)
+        precropped = True
+        style = "breech_face_pin_present"  # or annulus_pin_invalid, decided by the pin
+        notes.append("no primer-edge step; the valid-data boundary stands in for the primer edge")
+    else:
+        raise SegmentationError(
+            "no breech face to compare: found no primer edge (a circular height step) and the "
+            f"valid data ({100 * scan.valid_fraction:.0f} % of the frame) has no circular "
+            f"boundary; saw {seen}"
+        )
+    pin = _find_pin_3d(scan, z, vlo, f, primer, boundary_is_primer=step is None)
+    if pin is not None and pin.invalid_hole and precropped:
+        style = "annulus_pin_invalid"
+    if pin is not None and pin.note:
+        notes.append(pin.note)
+    return _finish(scan, f, primer, pin, style=style, precropped=precropped, notes=notes)
+
+
+def _find_pin_3d(
+    scan: Scan,
+    z: np.ndarray,
+    vlo: np.ndarray,
+    f: int,
+    primer: _Circle,
+    *,
+    boundary_is_primer: bool,
+) -> _Pin | None:
+    """The firing-pin impression: a depression, an enclosed invalid hole, or both."""
+    sp_lo = math.sqrt(scan.spacing_m[0] * scan.spacing_m[1]) * f
+    cx, cy, r = primer.cx, primer.cy, primer.r
     m, n = z.shape
     yy, xx = np.mgrid[:m, :n]
     rr = np.hypot(xx - cx, yy - cy)
-    ann = (rr > 0.45 * r) & (rr < 0.85 * r) & vlo
-    a0, a1, a2 = _robust_plane(z, ann)
-    h = z - (a0 + a1 * yy + a2 * xx)
     inner = rr < 0.8 * r
-    deep_level = float(np.percentile(h[inner & vlo], 0.5)) if (inner & vlo).any() else 0.0
-    if deep_level > -30e-6:
-        raise SegmentationError(
-            "firing-pin impression not found: nothing inside the primer is deeper than 30 um"
+    # invalid holes: inside the primer, and (unless the valid boundary is the primer edge
+    # itself) enclosed by valid data, so that a crop across the primer is not taken for one
+    # (a boundary stand-in carries half a pixel beyond the fitted boundary: not for the hole)
+    hole = ~vlo & (rr <= 0.92 * (r - 0.5 if boundary_is_primer else r))
+    if not boundary_is_primer:
+        hole &= ndimage.binary_fill_holes(vlo)
+    hole = ndimage.binary_opening(hole, iterations=1)
+    min_area = 0.5 * math.pi * (FP_RADIUS_RANGE_M[0] / sp_lo) ** 2
+    # depression below a robust plane of the breech face
+    ann = (rr > 0.45 * r) & (rr < 0.85 * r) & vlo
+    a0, a1, a2 = h.robust_plane(z, ann)
+    hz = z - (a0 + a1 * yy + a2 * xx)
+    resid = hz[ann]
+    sigma = 1.4826 * float(np.median(np.abs(resid - np.median(resid)))) if resid.size else 0.0
+    thr_min = max(MIN_PIN_DEPTH_M, 8.0 * sigma)
+    sel = inner & vlo
+    deep_level = float(np.percentile(hz[sel], 0.5)) if sel.any() else 0.0
+    deep = np.zeros_like(vlo)
+    thr = 0.0
+    if deep_level < -thr_min:
+        thr = 0.3 * deep_level
+        deep = (hz < thr) & inner & vlo
+    cand = deep | hole
+    if not cand.any():
+        return None
+    pin_lo = h.largest_component(cand, prefer=(cy, cx))
+    if pin_lo.sum() < max(min_area, 4):
+        return None
+    py, px = ndimage.center_of_mass(pin_lo)
+    if math.hypot(py - cy, px - cx) > 0.6 * r:
+        return None
+    invalid_share = float((pin_lo & ~vlo).sum() / pin_lo.sum())
+    deep_share = float((pin_lo & deep).sum() / pin_lo.sum())
+    if deep_share < 0.15:  # no dent, only a hole: the impression was masked, use its moments
+        pin_lo = h.largest_component(hole, prefer=(cy, cx))
+        fy, fx, major, minor, ang = h.moments(pin_lo)
+        full = ((fy + 0.5) * f - 0.5, (fx + 0.5) * f - 0.5, major * f, minor * f, ang)
+        return _Pin(pin_lo, full, True, 1.0)
+    quality = min(1.0, 0.7 + 0.1 * abs(deep_level) / thr_min)
+    note = None
+    partial = invalid_share > 0.1
+    if partial:
+        note = (
+            f"firing-pin impression {100 * invalid_share:.0f} % invalid; its centre and shape "
+            "are fitted to the rim of the measured part"
         )
-    thr = 0.3 * deep_level
-    pin_lo = _largest_component((h < thr) & inner, prefer=(cy, cx))
-    if pin_lo.sum() < 4:
-        raise SegmentationError("firing-pin impression not found inside the primer")
-    # refine the firing pin at full resolution inside its bounding box
+    full = _refine_pin_full(scan, f, pin_lo, (a0, a1, a2), thr, (cy, cx), partial=partial)
+    return _Pin(pin_lo, full, False, quality, note)
+
+
+def _refine_pin_full(
+    scan: Scan,
+    f: int,
+    pin_lo: np.ndarray,
+    plane: tuple[float, float, float],
+    thr: float,
+    prefer_lo: tuple[float, float],
+    *,
+    partial: bool = False,
+) -> tuple[float, float, float, float, float]:
+    """Firing-pin (row, col, major, minor, angle) at full resolution in its bounding box.
+
+    The dent's moments; for a ``partial`` (partly invalid) impression, an ellipse fitted to
+    the rim where the dent meets measured breech face (the invalid side has no rim).
+    """
     rows, cols = np.nonzero(ndimage.binary_dilation(pin_lo, iterations=3))
     r0, r1 = rows.min() * f, (rows.max() + 1) * f
     c0, c1 = cols.min() * f, (cols.max() + 1) * f
@@ -392,89 +530,115 @@ def _segment_raw(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) -> Segmen
     wy, wx = np.mgrid[r0:r1, c0:c1]
     lo_y = (wy + 0.5) / f - 0.5
     lo_x = (wx + 0.5) / f - 0.5
-    plane = a0 + a1 * lo_y + a2 * lo_x
-    deep_full = wv & (win - plane < thr)
-    deep_full = ndimage.binary_closing(deep_full, iterations=2)
+    pl = plane[0] + plane[1] * lo_y + plane[2] * lo_x
+    up = h.upsample_mask(pin_lo, (pin_lo.shape[0] * f, pin_lo.shape[1] * f))[r0:r1, c0:c1]
+    deep_valid = wv & (win - pl < thr)
+    deep_full = ndimage.binary_closing(deep_valid | (~wv & up), iterations=2)
     deep_full = ndimage.binary_fill_holes(deep_full)
-    pc_local = ((cy + 0.5) * f - 0.5 - r0, (cx + 0.5) * f - 0.5 - c0)
-    comp = _largest_component(np.asarray(deep_full), prefer=pc_local)
+    pc_local = ((prefer_lo[0] + 0.5) * f - 0.5 - r0, (prefer_lo[1] + 0.5) * f - 0.5 - c0)
+    comp = h.largest_component(np.asarray(deep_full), prefer=pc_local)
     if comp.sum() < 10:
-        comp = _upsample_mask(pin_lo, (pin_lo.shape[0] * f, pin_lo.shape[1] * f))[r0:r1, c0:c1]
-    fy, fx, major, minor, ang = _moments(comp)
-    fy += r0
-    fx += c0
-    return _finish(scan, f, (cy, cx, r), (fy, fx, major, minor, ang), pin_lo, precropped=False)
+        comp = up
+    if partial:
+        found = _fit_rim(comp, wv)
+        if found is not None:
+            ey, ex, major, minor, ang = found
+            return ey + r0, ex + c0, major, minor, ang
+    fy, fx, major, minor, ang = h.moments(comp)
+    return fy + r0, fx + c0, major, minor, ang
 
 
-def _refine_step_circle(
-    z: np.ndarray, cx: float, cy: float, r: float, nang: int = 180
-) -> tuple[float, float, float]:
-    """Refine a circle on the position of the largest radial height change along rays."""
-    th = np.linspace(0, 2 * math.pi, nang, endpoint=False)
-    dr = np.arange(-5.0, 5.01, 0.25)
-    rad = r + dr
-    px = cx + np.cos(th)[:, None] * rad[None, :]
-    py = cy + np.sin(th)[:, None] * rad[None, :]
-    prof = ndimage.map_coordinates(z, [py.ravel(), px.ravel()], order=1, mode="nearest")
-    prof = prof.reshape(nang, dr.size)
-    d = np.abs(np.diff(prof, axis=1))
-    d = ndimage.uniform_filter1d(d, 3, axis=1)
-    j = np.argmax(d, axis=1)
-    strength = d[np.arange(nang), j]
-    ok = strength > 0.25 * np.median(strength)
-    rj = r + (dr[j] + dr[j + 1]) / 2
-    x = cx + np.cos(th) * rj
-    y = cy + np.sin(th) * rj
-    if ok.sum() < 20:
-        return cx, cy, r
-    return _robust_circle(x[ok], y[ok], _fit_circle(x[ok], y[ok]), 1.0)
+def _fit_rim(
+    comp: np.ndarray, valid: np.ndarray
+) -> tuple[float, float, float, float, float] | None:
+    """(row, col, major, minor, angle) of the rim of a partly measured firing-pin dent.
+
+    The rim is where the dent meets measured, shallower surface, away from invalid data. A
+    trimmed circle fit gives round impressions; an ellipse fit is kept only when it is
+    clearly elongated (axis ratio above the threshold), since a short arc of a round rim
+    fits a spurious ellipse easily.
+    """
+    near_invalid = ndimage.binary_dilation(~valid, iterations=2)
+    rim = comp & valid & ~near_invalid & ndimage.binary_dilation(valid & ~comp, iterations=1)
+    if rim.sum() < 20:
+        return None
+    ys, xs = np.nonzero(rim)
+    x, y = xs.astype(np.float64), ys.astype(np.float64)
+    cx, cy, r = h.robust_circle(x, y, h.fit_circle(x, y), 1.5)
+    (ex, ey), (w1, w2), a = cv2.fitEllipse(np.column_stack([x, y]).astype(np.float32))
+    major, minor = max(w1, w2) / 2, min(w1, w2) / 2
+    inside = 0 <= ey < comp.shape[0] and 0 <= ex < comp.shape[1]
+    if inside and minor > 2 and major > ELONGATION_THRESHOLD * minor and major < 3 * r:
+        return float(ey), float(ex), major, minor, (a if w1 >= w2 else a + 90.0) % 180.0
+    if not (math.isfinite(r) and 0 <= cy < comp.shape[0] and 0 <= cx < comp.shape[1]):
+        return None
+    return cy, cx, r, r, 0.0
 
 
 def _finish(
     scan: Scan,
     f: int,
-    primer_lo: tuple[float, float, float],
-    pin_full: tuple[float, float, float, float, float],
-    pin_lo: np.ndarray,
+    primer: _Circle,
+    pin: _Pin | None,
     *,
+    style: str,
     precropped: bool,
+    notes: list[str],
 ) -> Segmentation:
     """Scale the coarse primer to full resolution, build the masks, classify the pin."""
-    cy, cx, r = primer_lo
+    cy, cx, r = primer.cy, primer.cx, primer.r
     pcy, pcx, pr = (cy + 0.5) * f - 0.5, (cx + 0.5) * f - 0.5, r * f
-    fy, fx, major, minor, ang = pin_full
-    shape = "elongated" if major > ELONGATION_THRESHOLD * max(minor, 1e-9) else "round"
     m, n = scan.shape
     sp = math.sqrt(scan.spacing_m[0] * scan.spacing_m[1])
     margin = 0.0 if precropped else max(0.03 * pr, 100e-6 / sp)
-    primer_disc = _disc((m, n), pcy, pcx, pr - margin)
-    if precropped:  # the hole is already invalid: keep every valid pixel of the annulus
-        pin_full_mask = _upsample_mask(pin_lo, (m, n))
-        pin_big = np.zeros((m, n), dtype=bool)
-    else:
-        pin_big = _upsample_mask(ndimage.binary_dilation(pin_lo, iterations=2), (m, n))
-        pin_full_mask = pin_big | _disc((m, n), fy, fx, 0.9 * minor)
-        pin_big = pin_full_mask
-    bf = primer_disc & ~pin_big & scan.mask
+    primer_disc = h.disc((m, n), pcy, pcx, pr - margin)
     shear_mask: np.ndarray | None = None
     shear_ang: float | None = None
-    if scan.kind == "topography" and not precropped:
-        found = _find_aperture_shear(scan, (fy, fx), pin_full_mask, minor, bf)
-        if found is not None:
-            shear_mask, shear_ang = found
-            bf = bf & ~shear_mask
+    if pin is None:
+        notes.append("firing pin not found; breech face = whole annulus")
+        bf = primer_disc & scan.mask
+        seg_pin: tuple[Any, ...] = (None, None, None, None, None)
+    else:
+        fy, fx, major, minor, ang = pin.full
+        shape = "elongated" if major > ELONGATION_THRESHOLD * max(minor, 1e-9) else "round"
+        if pin.invalid_hole:  # the hole is already invalid: keep every valid annulus pixel
+            pin_mask = h.upsample_mask(pin.lo, (m, n))
+            pin_big = np.zeros((m, n), dtype=bool)
+        else:
+            pin_big = h.upsample_mask(ndimage.binary_dilation(pin.lo, iterations=2), (m, n))
+            pin_mask = pin_big | h.disc((m, n), fy, fx, 0.9 * minor)
+            pin_big = pin_mask
+        bf = primer_disc & ~pin_big & scan.mask
+        if scan.kind == "topography" and not pin.invalid_hole:
+            found = _find_aperture_shear(scan, (fy, fx), pin_mask, minor, bf)
+            if found is not None:
+                shear_mask, shear_ang = found
+                bf = bf & ~shear_mask
+        seg_pin = ((float(fy), float(fx)), shape, float(major), (float(major), float(minor)), ang)
+    area = float(bf.sum()) * scan.spacing_m[0] * scan.spacing_m[1]
+    if area < MIN_BREECH_FACE_M2:
+        raise SegmentationError(
+            f"no breech face to compare: {area * 1e6:.2f} mm^2 of valid data inside the primer "
+            f"(radius {pr * sp * 1e3:.2f} mm, style {style}) outside the firing pin; at least "
+            f"{MIN_BREECH_FACE_M2 * 1e6:.1f} mm^2 is needed"
+        )
+    pin_q = 0.5 if pin is None else pin.quality
     return Segmentation(
         primer_center=(float(pcy), float(pcx)),
         primer_radius=float(pr),
-        firing_pin_center=(float(fy), float(fx)),
-        firing_pin_shape=shape,
-        firing_pin_radius=float(major),
-        firing_pin_axes=(float(major), float(minor)),
-        firing_pin_angle_deg=float(ang),
+        firing_pin_center=seg_pin[0],
+        firing_pin_shape=seg_pin[1],
+        firing_pin_radius=seg_pin[2],
+        firing_pin_axes=seg_pin[3],
+        firing_pin_angle_deg=None if seg_pin[4] is None else float(seg_pin[4]),
         precropped=precropped,
         breech_face_mask=bf,
         aperture_shear_mask=shear_mask,
         aperture_shear_angle_deg=shear_ang,
+        style=style,
+        firing_pin_found=pin is not None,
+        confidence=float(np.clip(primer.quality * pin_q, 0.0, 1.0)),
+        notes=tuple(notes),
     )
 
 
@@ -558,44 +722,14 @@ _DEBUG = False
 SHEAR_MIN_SCORE = 0.12
 
 
-def _segment_precropped(scan: Scan, vlo: np.ndarray, f: int) -> Segmentation:
-    opened = ndimage.binary_opening(vlo, iterations=1)
-    comp = _largest_component(opened)
-    if comp.sum() < 50:
-        raise SegmentationError("pre-cropped scan: too little connected valid data")
-    pts = cv2.findNonZero(comp.astype(np.uint8))
-    hull = cv2.convexHull(pts).reshape(-1, 2).astype(np.float64)
-    # sample the hull polygon densely so that long edges weigh by their length
-    xs_l, ys_l = [], []
-    for i in range(len(hull)):
-        p, q = hull[i], hull[(i + 1) % len(hull)]
-        k = max(int(np.hypot(*(q - p))), 1)
-        t = np.arange(k) / k
-        xs_l.append(p[0] + t * (q[0] - p[0]))
-        ys_l.append(p[1] + t * (q[1] - p[1]))
-    x, y = np.concatenate(xs_l), np.concatenate(ys_l)
-    cx, cy, r = _robust_circle(x, y, _fit_circle(x, y), 2.0)
-    m, n = vlo.shape
-    hole = ~vlo & _disc((m, n), cy, cx, 0.92 * r)
-    hole = ndimage.binary_opening(hole, iterations=1)
-    pin_lo = _largest_component(hole, prefer=(cy, cx))
-    if pin_lo.sum() < 4:
-        raise SegmentationError("pre-cropped scan: no firing-pin hole inside the valid annulus")
-    fy, fx, major, minor, ang = _moments(pin_lo)
-    to_full = (
-        (fy + 0.5) * f - 0.5,
-        (fx + 0.5) * f - 0.5,
-        major * f,
-        minor * f,
-        ang,
-    )
-    return _finish(scan, f, (cy, cx, r + 0.5), to_full, pin_lo, precropped=True)
+# --------------------------------------------------------------------------------------
+# 2-D
 
 
 def _segment_image(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) -> Segmentation:
     sp = math.sqrt(scan.spacing_m[0] * scan.spacing_m[1])
     sp_lo = sp * f
-    z = _fill_nearest(zlo, vlo)
+    z = h.fill_nearest(zlo, vlo)
     lo, hi = np.percentile(z, [1, 99])
     if hi - lo <= 1e-9:
         raise SegmentationError("image has no contrast: nothing to segment")
@@ -604,30 +738,38 @@ def _segment_image(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) -> Segm
     gy, gx = np.gradient(z)
     mag = np.hypot(gx, gy)
     edge = mag > np.percentile(mag, 85)
-    rmin, rmax = _primer_radius_px(sp_lo)
+    rmin, rmax = (v / sp_lo for v in PRIMER_RADIUS_RANGE_M)
     m, n = z.shape
-    region = _disc((m, n), (m - 1) / 2, (n - 1) / 2, 0.35 * min(m, n))
-    hc = _hough_circle(gx, gy, edge, rmin, rmax, center_region=region)
+    region = h.disc((m, n), (m - 1) / 2, (n - 1) / 2, 0.35 * min(m, n))
+    hc = h.hough_circle(gx, gy, edge, rmin, rmax, center_region=region)
     if hc is None or hc[3] < 0.3:
-        raise SegmentationError("image: no primer circle of plausible radius found")
-    cx, cy, r, _ = hc
-    cx, cy, r = _refine_step_circle(z, cx, cy, r)
+        cov = 0.0 if hc is None else hc[3]
+        raise SegmentationError(
+            "image: no primer circle of plausible radius found (no ring of edges of "
+            f"{PRIMER_RADIUS_RANGE_M[0] * 1e3:.1f}-{PRIMER_RADIUS_RANGE_M[1] * 1e3:.1f} mm "
+            f"radius; the best covers {100 * cov:.0f} % of its circle)"
+        )
+    cx, cy, r, cov = hc
+    cx, cy, r = h.refine_step_circle(z, cx, cy, r)
+    primer = _Circle(cx, cy, r, cov)
     fr = (FP_RADIUS_RANGE_M[0] / sp_lo, min(FP_RADIUS_RANGE_M[1] / sp_lo, 0.42 * r))
-    inner = _disc((m, n), cy, cx, 0.35 * r)
-    hp = _hough_circle(gx, gy, edge & _disc((m, n), cy, cx, 0.75 * r), *fr, center_region=inner)
-    if hp is None:
-        raise SegmentationError("image: no firing-pin impression found inside the primer")
-    px, py, pr, _ = hp
-    pin_lo = _disc((m, n), py, px, pr)
-    # shape: ellipse fit to the edge pixels near the pin circle
-    ys, xs = np.nonzero(edge)
-    near = np.abs(np.hypot(xs - px, ys - py) - pr) < max(0.25 * pr, 2.0)
-    major = minor = pr
-    ang = 0.0
-    if near.sum() >= 12:
-        _, (w1, w2), a = cv2.fitEllipse(np.column_stack([xs[near], ys[near]]).astype(np.float32))
-        if 0.5 * pr < min(w1, w2) / 2 and max(w1, w2) / 2 < 2.0 * pr:
-            major, minor = max(w1, w2) / 2, min(w1, w2) / 2
-            ang = (a if w1 >= w2 else a + 90.0) % 180.0
-    to_full = ((py + 0.5) * f - 0.5, (px + 0.5) * f - 0.5, major * f, minor * f, ang)
-    return _finish(scan, f, (cy, cx, r), to_full, pin_lo, precropped=False)
+    inner = h.disc((m, n), cy, cx, 0.35 * r)
+    hp = h.hough_circle(gx, gy, edge & h.disc((m, n), cy, cx, 0.75 * r), *fr, center_region=inner)
+    pin: _Pin | None = None
+    if hp is not None:
+        px, py, pr, pcov = hp
+        pin_lo = h.disc((m, n), py, px, pr)
+        # shape: ellipse fit to the edge pixels near the pin circle
+        ys, xs = np.nonzero(edge)
+        near = np.abs(np.hypot(xs - px, ys - py) - pr) < max(0.25 * pr, 2.0)
+        major = minor = pr
+        ang = 0.0
+        if near.sum() >= 12:
+            pts = np.column_stack([xs[near], ys[near]]).astype(np.float32)
+            _, (w1, w2), a = cv2.fitEllipse(pts)
+            if 0.5 * pr < min(w1, w2) / 2 and max(w1, w2) / 2 < 2.0 * pr:
+                major, minor = max(w1, w2) / 2, min(w1, w2) / 2
+                ang = (a if w1 >= w2 else a + 90.0) % 180.0
+        full = ((py + 0.5) * f - 0.5, (px + 0.5) * f - 0.5, major * f, minor * f, ang)
+        pin = _Pin(pin_lo, full, False, min(1.0, 0.5 + pcov))
+    return _finish(scan, f, primer, pin, style="image", precropped=False, notes=[])

@@ -164,22 +164,33 @@ def _human_quality(q: dict[str, Any] | None, error: str | None = None) -> list[s
 
 def _human_inspect(rec: dict[str, Any]) -> str:
     sy, sx = (v * 1e6 for v in rec["spacing_m"])
-    pc, fc = rec["primer_center"], rec["firing_pin_center"]
-    axes = rec.get("firing_pin_axes") or [rec.get("firing_pin_radius", 0.0)] * 2
+    pc, fc = rec["primer_center"], rec.get("firing_pin_center")
+    if fc is None:  # unknown is absent: say so rather than print zeros
+        pin = "  firing pin: not found"
+    else:
+        axes = rec.get("firing_pin_axes") or [rec.get("firing_pin_radius") or 0.0] * 2
+        pin = (
+            f"  firing pin: {rec['firing_pin_shape']}, centre [{fc[0]:.1f}, {fc[1]:.1f}] px,"
+            f" axes {axes[0]:.1f} x {axes[1]:.1f} px,"
+            f" angle {rec.get('firing_pin_angle_deg') or 0.0:.1f} deg"
+        )
     lines = [
         rec["file"],
         f"  {rec['kind']}, {rec['shape'][0]} x {rec['shape'][1]} px at {sy:.4g} x {sx:.4g} um"
         f" (spacing_m [{rec['spacing_m'][0]:.6g}, {rec['spacing_m'][1]:.6g}]),"
         f" valid {100 * rec['valid_fraction']:.1f} %",
         f"  primer: centre [{pc[0]:.1f}, {pc[1]:.1f}] px, radius {rec['primer_radius']:.1f} px",
-        f"  firing pin: {rec['firing_pin_shape']}, centre [{fc[0]:.1f}, {fc[1]:.1f}] px,"
-        f" axes {axes[0]:.1f} x {axes[1]:.1f} px,"
-        f" angle {rec.get('firing_pin_angle_deg', 0.0):.1f} deg",
+        pin,
         f"  breech face: {rec.get('breech_face_pixels', 0)} px;"
         f" aperture shear: {'yes' if rec.get('aperture_shear') else 'no'};"
         f" pre-cropped: {'yes' if rec['precropped'] else 'no'}",
         *_human_quality(rec.get("quality"), rec.get("quality_error")),
     ]
+    if "style" in rec:
+        lines.append(
+            f"  style: {rec['style']}; confidence {rec.get('confidence', 0.0):.2f}"
+            + "".join(f"\n  note: {n}" for n in rec.get("notes") or [])
+        )
     return "\n".join(lines)
 
 
