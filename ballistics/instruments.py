@@ -53,6 +53,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from scipy.special import ndtr
 
 from .errors import BallisticsError
 from .scan import Kind, Scan
@@ -141,8 +142,8 @@ class FocusVariationParams:
     pixel_um: float = 4.4
     psf_sigma_um: float = 2.5
     noise_um: float = 0.04
-    texture_ref_um: float = 0.08
-    low_texture_um: float = 0.02
+    texture_ref_um: float = 0.25
+    low_texture_um: float = 0.06
     max_slope_deg: float = 75.0
     dropout_frac: float = 0.01
 
@@ -436,7 +437,8 @@ def focus_variation(
     z = h + params.noise_um * 1e-6 * gain * w
     lo = params.low_texture_um * 1e-6
     p_lost = np.clip((lo - tex) / (0.5 * lo), 0.0, 1.0) if lo > 0 else np.zeros(shape)
-    lost = rng.random(shape) < p_lost
+    # patchy, not speckled: compare with smooth noise mapped to uniform (~10 um patches)
+    lost = ndtr(_smooth_noise(rng, shape, max(1.0, 10e-6 / p))) < p_lost
     gy, gx = _slopes(h, p)
     lost |= np.degrees(np.arctan(np.hypot(gx, gy))) > params.max_slope_deg
     if params.dropout_frac > 0:
@@ -713,6 +715,7 @@ INSTRUMENTS: dict[str, Instrument] = {
             "image",
             ring_light,
             RingLightParams(
+                pixel_um=4.0,
                 elevation_deg=12.0,
                 lobe_deg=8.0,
                 specular=0.6,
@@ -732,6 +735,7 @@ INSTRUMENTS: dict[str, Instrument] = {
             "image",
             ring_light,
             RingLightParams(
+                pixel_um=6.0,
                 elevation_deg=45.0,
                 lobe_deg=20.0,
                 specular=0.2,
@@ -750,7 +754,7 @@ INSTRUMENTS: dict[str, Instrument] = {
             "side_light",
             "image",
             side_light,
-            SideLightParams(),
+            SideLightParams(pixel_um=5.0),
             (5.0, 6.25),
             "one directional light at 25 deg elevation, azimuth 135 deg in the image frame",
         ),
@@ -758,7 +762,7 @@ INSTRUMENTS: dict[str, Instrument] = {
             "coaxial",
             "image",
             coaxial_light,
-            CoaxialParams(),
+            CoaxialParams(pixel_um=3.5),
             (3.5, 5.0),
             "coaxial light through the objective: flat bright, tilted dark",
         ),
@@ -809,6 +813,8 @@ def record(
         Seeded generator of the measurement noise (see :func:`instrument_rng`).
     params : parameter record, optional
         Overrides the instrument's settings (same type as ``INSTRUMENTS[name].params``).
+        None: those settings, at the surface's own spacing when it is one of the
+        instrument's ``pixels_um`` (no resampling), else at ``params.pixel_um``.
 
     Returns
     -------
@@ -823,6 +829,10 @@ def record(
         )
     inst = INSTRUMENTS[instrument]
     prm = inst.params if params is None else params
+    if params is None and any(
+        math.isclose(surface.spacing_m, p * 1e-6, rel_tol=1e-6) for p in inst.pixels_um
+    ):
+        prm = replace(prm, pixel_um=surface.spacing_m * 1e6)
     if type(prm) is not type(inst.params):
         raise BallisticsError(
             f"instrument {instrument!r} takes {type(inst.params).__name__}, "
