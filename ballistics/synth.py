@@ -137,6 +137,13 @@ class Truth:
     shear_angle_deg : float or None
         Image-frame direction (same convention as ``fp_angle_deg``) from the firing-pin
         centre towards the aperture-shear band, or None when the shot has none.
+    instrument : str or None
+        Name of the instrument model that recorded the scan (:mod:`ballistics.instruments`);
+        None for :func:`fire`'s own scanner.
+    light_azimuth_deg : float or None
+        For a directional (side) light: the image-frame direction the light comes *from*
+        (same convention as ``fp_angle_deg``); relative to the casing it is
+        ``light_azimuth_deg - rotation_deg``. None for lights symmetric about the axis.
     """
 
     firearm_id: str
@@ -153,6 +160,8 @@ class Truth:
     rotation_deg: float
     offset_m: tuple[float, float]
     shear_angle_deg: float | None
+    instrument: str | None = None
+    light_azimuth_deg: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -402,48 +411,58 @@ def _blobs(
     return np.asarray(big > thr)
 
 
-def fire(
+@dataclass(frozen=True, eq=False)
+class FiredSurface:
+    """The true surface of one fired case head, before any instrument measures it.
+
+    What a perfect scanner would record: the primer, the case head, the gun's marks and the
+    per-shot nuisance that belongs to the casing (contact, primer roughness, dome, the tilt
+    of the casing on the stage), with no measurement noise, dropouts or spikes. Instrument
+    models (:mod:`ballistics.instruments`) turn it into a :class:`~ballistics.scan.Scan`.
+
+    Attributes
+    ----------
+    height_m : ndarray of shape (M, M), float64
+        Heights in metres, finite everywhere.
+    spacing_m : float
+        Pixel spacing (square pixels), metres.
+    truth : Truth
+        Ground truth in the pixel coordinates of ``height_m``.
+    """
+
+    height_m: np.ndarray
+    spacing_m: float
+    truth: Truth
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.height_m.shape[0]), int(self.height_m.shape[1]))
+
+
+@dataclass
+class _Shot:
+    """Intermediate state of one shot, shared by :func:`fire` and :func:`fired_surface`."""
+
+    z: np.ndarray  # float32 heights, metres (true surface)
+    rng: np.random.Generator  # positioned after the true surface's draws
+    fp_in: np.ndarray  # inside the firing-pin impression
+    rho: np.ndarray  # normalised firing-pin radial coordinate
+    truth: Truth
+    n: int
+    spacing_m: float
+
+
+def _shoot(
     firearm: Firearm,
     *,
     shot_seed: int,
-    spacing_m: float = 6.25e-6,
-    fov_factor: float = 1.2,
-    max_offset_frac: float = 0.06,
-    dropout_frac: float = 0.02,
-    spike_frac: float = 3e-4,
-    contact_min: float = 0.3,
-    casing_id: str | None = None,
-) -> tuple[Scan, Truth]:
-    """Fire one synthetic shot and scan the case head around the primer.
-
-    Parameters
-    ----------
-    firearm : Firearm
-    shot_seed : int
-        Seed of everything that varies from shot to shot.
-    spacing_m : float
-        Pixel spacing (square), metres.
-    fov_factor : float
-        Field of view side as a multiple of the primer diameter.
-    max_offset_frac : float
-        Largest offset (per axis) of the primer centre from the field-of-view centre, as a
-        fraction of the field of view.
-    dropout_frac : float
-        Approximate fraction of NaN dropout blobs (plus steep-wall dropouts in the firing-pin
-        impression).
-    spike_frac : float
-        Fraction of pixels replaced by spikes (outliers of 5-30 um).
-    contact_min : float
-        Smallest breech-face transfer weight of the tilted contact plane (1 = full contact).
-    casing_id : str, optional
-        Defaults to ``f"{firearm.id}-{shot_seed}"``.
-
-    Returns
-    -------
-    scan : Scan
-        ``kind="topography"``, heights in metres, NaN where ``mask`` is False.
-    truth : Truth
-    """
+    spacing_m: float,
+    fov_factor: float,
+    max_offset_frac: float,
+    contact_min: float,
+    casing_id: str | None,
+) -> _Shot:
+    """Build the true surface of one shot; the generator is left where the scanner starts."""
     if not (0.5e-6 <= spacing_m <= 50e-6):
         raise ValueError(f"spacing_m must be between 0.5 and 50 um; got {spacing_m!r}")
     gp = _gun_params(firearm)
@@ -540,20 +559,11 @@ def fire(
         z = np.where(band, z + amp * prof[idx].astype(f32) * fade + f32(2e-6) * fade, z)
         shear_img = (math.degrees(gp.shear_angle) + theta) % 360.0
 
-    # --- per-shot nuisance ---------------------------------------------------------------
+    # --- per-shot nuisance of the casing (primer roughness, tilt on the stage) ----------
     rough = f32(rng.uniform(0.2e-6, 0.4e-6)) * _smooth_noise(rng, (n, n), 15e-6 / s)
     z = np.where(inside, z + rough, z)
     tilt = rng.normal(0.0, 1e-3, 2)
     z += f32(tilt[0]) * ys + f32(tilt[1]) * xs
-    z += f32(rng.uniform(0.03e-6, 0.08e-6)) * rng.standard_normal((n, n), dtype=np.float32)
-    zz = z.astype(np.float64)
-    drop = _blobs(rng, (n, n), dropout_frac, 60e-6 / s)
-    wall = fp_in & (rho > 0.93) & (_smooth_noise(rng, (n, n), 20e-6 / s) > 0.0)
-    zz[drop | wall] = np.nan
-    k = int(spike_frac * n * n)
-    if k:
-        ii = rng.integers(0, n * n, k)
-        zz.flat[ii] = zz.flat[ii] + rng.choice([-1.0, 1.0], k) * rng.uniform(5e-6, 30e-6, k)
 
     fpx = pc_col + (ct * -pg[0] - st * -pg[1]) / s
     fpy = pc_row + (st * -pg[0] + ct * -pg[1]) / s
@@ -574,9 +584,117 @@ def fire(
         offset_m=(float(off[0]), float(off[1])),
         shear_angle_deg=shear_img,
     )
+    return _Shot(z=z, rng=rng, fp_in=fp_in, rho=rho, truth=truth, n=n, spacing_m=s)
+
+
+def fired_surface(
+    firearm: Firearm,
+    *,
+    shot_seed: int,
+    spacing_m: float = 6.25e-6,
+    fov_factor: float = 1.2,
+    max_offset_frac: float = 0.06,
+    contact_min: float = 0.3,
+    casing_id: str | None = None,
+) -> FiredSurface:
+    """The true surface of one shot, for an instrument model to measure.
+
+    Same geometry, marks and casing nuisance as :func:`fire` with the same arguments (the
+    two share every draw up to the scanner), without scanner noise, dropouts or spikes.
+
+    Parameters
+    ----------
+    firearm, shot_seed, spacing_m, fov_factor, max_offset_frac, contact_min, casing_id
+        As for :func:`fire`.
+
+    Returns
+    -------
+    FiredSurface
+    """
+    shot = _shoot(
+        firearm,
+        shot_seed=shot_seed,
+        spacing_m=spacing_m,
+        fov_factor=fov_factor,
+        max_offset_frac=max_offset_frac,
+        contact_min=contact_min,
+        casing_id=casing_id,
+    )
+    return FiredSurface(shot.z.astype(np.float64), shot.spacing_m, shot.truth)
+
+
+def fire(
+    firearm: Firearm,
+    *,
+    shot_seed: int,
+    spacing_m: float = 6.25e-6,
+    fov_factor: float = 1.2,
+    max_offset_frac: float = 0.06,
+    dropout_frac: float = 0.02,
+    spike_frac: float = 3e-4,
+    contact_min: float = 0.3,
+    casing_id: str | None = None,
+) -> tuple[Scan, Truth]:
+    """Fire one synthetic shot and scan the case head around the primer.
+
+    The scanner here is the project's original generic one (white height noise, NaN
+    dropout blobs, steep-wall dropouts in the pin, spikes); :mod:`ballistics.instruments`
+    models specific instruments on :func:`fired_surface` instead.
+
+    Parameters
+    ----------
+    firearm : Firearm
+    shot_seed : int
+        Seed of everything that varies from shot to shot.
+    spacing_m : float
+        Pixel spacing (square), metres.
+    fov_factor : float
+        Field of view side as a multiple of the primer diameter.
+    max_offset_frac : float
+        Largest offset (per axis) of the primer centre from the field-of-view centre, as a
+        fraction of the field of view.
+    dropout_frac : float
+        Approximate fraction of NaN dropout blobs (plus steep-wall dropouts in the firing-pin
+        impression).
+    spike_frac : float
+        Fraction of pixels replaced by spikes (outliers of 5-30 um).
+    contact_min : float
+        Smallest breech-face transfer weight of the tilted contact plane (1 = full contact).
+    casing_id : str, optional
+        Defaults to ``f"{firearm.id}-{shot_seed}"``.
+
+    Returns
+    -------
+    scan : Scan
+        ``kind="topography"``, heights in metres, NaN where ``mask`` is False.
+    truth : Truth
+    """
+    shot = _shoot(
+        firearm,
+        shot_seed=shot_seed,
+        spacing_m=spacing_m,
+        fov_factor=fov_factor,
+        max_offset_frac=max_offset_frac,
+        contact_min=contact_min,
+        casing_id=casing_id,
+    )
+    rng, n, s, z = shot.rng, shot.n, shot.spacing_m, shot.z
+    z = z + np.float32(rng.uniform(0.03e-6, 0.08e-6)) * rng.standard_normal(
+        (n, n), dtype=np.float32
+    )
+    zz = z.astype(np.float64)
+    drop = _blobs(rng, (n, n), dropout_frac, 60e-6 / s)
+    wall = shot.fp_in & (shot.rho > 0.93) & (_smooth_noise(rng, (n, n), 20e-6 / s) > 0.0)
+    zz[drop | wall] = np.nan
+    k = int(spike_frac * n * n)
+    if k:
+        ii = rng.integers(0, n * n, k)
+        zz.flat[ii] = zz.flat[ii] + rng.choice([-1.0, 1.0], k) * rng.uniform(5e-6, 30e-6, k)
+
+    truth = shot.truth
     params = {
         "firearm_id": firearm.id,
-        "casing_id": cid,
+        "casing_id": truth.casing_id,
         "shot_seed": int(shot_seed),
         "spacing_um": s * 1e6,
         "fov_factor": fov_factor,
@@ -642,6 +760,8 @@ MANIFEST_COLUMNS = (
     "fp_shape",
     "group",
     "rotation_deg",
+    "instrument",
+    "light_azimuth_deg",
 )
 
 
@@ -675,9 +795,10 @@ def write_corpus(
     shots: int,
     seed: int = 0,
     png: bool = False,
-    spacing_choices: Sequence[tuple[float, float]] = ((6.25e-6, 0.8), (3.125e-6, 0.2)),
+    spacing_choices: Sequence[tuple[float, float]] | None = None,
+    instrument: str | None = None,
 ) -> Path:
-    """Write a seeded synthetic corpus: X3P scans, optional ring-light PNG renders, manifest.
+    """Write a seeded synthetic corpus: scans, optional ring-light PNG renders, manifest.
 
     Parameters
     ----------
@@ -688,10 +809,16 @@ def write_corpus(
     seed : int
         Master seed; the same seed writes the same corpus.
     png : bool
-        Also write each scan's ring-light render (low-angle light from all sides, as in
-        2-D breech-face acquisition) as a 16-bit PNG with a pHYs chunk.
-    spacing_choices : sequence of (spacing_m, probability)
-        Scan spacings to draw from (default 80 % at 6.25 um, 20 % at 3.125 um).
+        Also write each 3-D scan's ring-light render (low-angle light from all sides, as in
+        2-D breech-face acquisition, :func:`ballistics.render.render_ring_light`) as a 16-bit
+        PNG with a pHYs chunk. Ignored for a 2-D ``instrument``, whose images are the PNGs.
+    spacing_choices : sequence of (spacing_m, probability), optional
+        Scan spacings to draw from. Default: 80 % at 6.25 um and 20 % at 3.125 um for the
+        generic scanner; the instrument's own pixel sizes (``INSTRUMENTS[name].pixels_um``,
+        equally likely) with an ``instrument``.
+    instrument : str, optional
+        Record every shot with this model of :data:`ballistics.instruments.INSTRUMENTS`
+        (3-D models write X3P, 2-D models 16-bit PNG). None: :func:`fire`'s generic scanner.
 
     Returns
     -------
@@ -701,6 +828,21 @@ def write_corpus(
     from .render import render_ring_light
     from .x3p import write_x3p
 
+    inst = None
+    if instrument is not None:
+        from .errors import BallisticsError
+        from .instruments import INSTRUMENTS
+
+        if instrument not in INSTRUMENTS:
+            raise BallisticsError(
+                f"unknown instrument {instrument!r}; choose one of {', '.join(INSTRUMENTS)}"
+            )
+        inst = INSTRUMENTS[instrument]
+    if spacing_choices is None:
+        if inst is None:
+            spacing_choices = ((6.25e-6, 0.8), (3.125e-6, 0.2))
+        else:
+            spacing_choices = tuple((p * 1e-6, 1.0) for p in inst.pixels_um)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -709,7 +851,7 @@ def write_corpus(
     ):
         k = shot_seed - seed * 1000003
         cid = f"{fa.id}-{k + 1:02d}"
-        scan, tr = fire(fa, shot_seed=shot_seed, spacing_m=sp, casing_id=cid)
+        scan, tr = _record_shot(fa, shot_seed, sp, cid, instrument)
         base = {
             "firearm_id": tr.firearm_id,
             "casing_id": tr.casing_id,
@@ -723,16 +865,21 @@ def write_corpus(
             "fp_shape": tr.fp_shape,
             "group": tr.group or "",
             "rotation_deg": f"{tr.rotation_deg:.4f}",
+            "instrument": tr.instrument or "",
+            "light_azimuth_deg": (
+                "" if tr.light_azimuth_deg is None else f"{tr.light_azimuth_deg:.4f}"
+            ),
         }
+        if scan.kind == "image":
+            _write_png(out / f"{cid}.png", scan)
+            rows.append({"file": f"{cid}.png", **base})
+            continue
         name = f"{cid}.x3p"
         write_x3p(out / name, scan)
         rows.append({"file": name, **base})
         if png:
-            img = render_ring_light(scan)
-            arr = np.clip(np.nan_to_num(img.masked(), nan=0.0), 0, 1)
-            q = np.round(arr * 65535).astype(np.uint16)
             pname = f"{cid}.png"
-            (out / pname).write_bytes(png16_with_phys(q, img.spacing_m))
+            _write_png(out / pname, render_ring_light(scan))
             rows.append({"file": pname, **base})
     manifest = out / "manifest.csv"
     with manifest.open("w", newline="") as fh:
@@ -740,3 +887,22 @@ def write_corpus(
         w.writeheader()
         w.writerows(rows)
     return manifest
+
+
+def _record_shot(
+    fa: Firearm, shot_seed: int, spacing_m: float, casing_id: str, instrument: str | None
+) -> tuple[Scan, Truth]:
+    """One corpus shot: :func:`fire`, or the true surface recorded by a named instrument."""
+    if instrument is None:
+        return fire(fa, shot_seed=shot_seed, spacing_m=spacing_m, casing_id=casing_id)
+    from .instruments import instrument_rng, record
+
+    surface = fired_surface(fa, shot_seed=shot_seed, spacing_m=spacing_m, casing_id=casing_id)
+    return record(surface, instrument, rng=instrument_rng(fa.seed, shot_seed, instrument))
+
+
+def _write_png(path: Path, img: Scan) -> None:
+    """A 0..1 image scan as a 16-bit PNG with its pixel size (invalid pixels black)."""
+    arr = np.clip(np.nan_to_num(img.masked(), nan=0.0), 0, 1)
+    q = np.round(arr * 65535).astype(np.uint16)
+    path.write_bytes(png16_with_phys(q, img.spacing_m))

@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=int, required=True, help="casings fired per firearm")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same corpus)")
     p.add_argument("--png", action="store_true", help="also write 2-D oblique-light renders")
+    p.add_argument(
+        "--instrument",
+        metavar="NAME",
+        help="record with an instrument model of ballistics.instruments (confocal, "
+        "focus_variation, photometric_stereo, ring_low, ring_high, side_light, coaxial); "
+        "default: the generic scanner",
+    )
 
     p = command(
         "describe",

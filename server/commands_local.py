@@ -230,7 +230,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    """``ballistics synth OUT_DIR --guns N --shots K [--seed S] [--png]``."""
+    """``ballistics synth OUT_DIR --guns N --shots K [--seed S] [--png] [--instrument NAME]``."""
     from ballistics.synth import write_corpus
 
     if args.guns < 1 or args.shots < 1:
@@ -242,13 +242,23 @@ def cmd_synth(args: argparse.Namespace) -> int:
         return _fail(f"{out}: exists and is not a folder")
     try:
         manifest = write_corpus(
-            out, guns=args.guns, shots=args.shots, seed=args.seed, png=bool(args.png)
+            out,
+            guns=args.guns,
+            shots=args.shots,
+            seed=args.seed,
+            png=bool(args.png),
+            instrument=getattr(args, "instrument", None),
         )
     except (BallisticsError, OSError) as exc:
         return _fail(f"{out}: {_one_line(str(exc))}")
     with manifest.open(newline="") as fh:
         n = sum(1 for _ in csv.DictReader(fh))
     kinds = "X3P + PNG" if args.png else "X3P"
+    if getattr(args, "instrument", None):
+        from ballistics.instruments import INSTRUMENTS
+
+        inst = INSTRUMENTS[args.instrument]
+        kinds = f"{'PNG' if inst.kind == 'image' else kinds}, instrument {inst.name}"
     print(
         f"wrote {n} files ({kinds}; {args.guns} firearms x {args.shots} shots, seed {args.seed})"
         f" to {out}; manifest {manifest}"
