@@ -80,12 +80,9 @@ DIRECTIONAL_THRESHOLD = 0.11
 #: Integration length of :func:`pseudo_height`: wavelengths longer than this are not
 #: integrated (their shading carries illumination gradients more than marks).
 INTEGRATION_CUTOFF_UM = 250.0
-#: Visibility regulariser: a wavevector at angle psi to the light is recovered with weight
-#: cos^2 psi / (cos^2 psi + EPS).
-VISIBILITY_EPS = 0.05
-#: A relative rotation is comparable when at least this fraction of each image's texture
-#: energy is visible under the other image's light.
-MIN_COMMON = 0.35
+#: A relative rotation is comparable when at least this share of the texture each image
+#: shows is shown by the other image's light too (:func:`common_texture`).
+MIN_COMMON = 0.15
 #: A non-matching pair is flagged when fewer than this fraction of relative rotations are
 #: comparable.
 MIN_COMPARABLE_FRACTION = 0.9
@@ -326,38 +323,49 @@ def texture_directions(
     return hist / total if total > 0 else np.full(_ANGLE_BINS, 1.0 / _ANGLE_BINS)
 
 
-def _visibility(psi_deg: np.ndarray, eps: float) -> np.ndarray:
-    c2 = np.cos(np.radians(psi_deg)) ** 2
-    return c2 / (c2 + eps)
-
-
 def common_texture(
     dirs_a: np.ndarray,
     light_a_deg: float,
     dirs_b: np.ndarray,
     light_b_deg: float,
     rotation_deg: np.ndarray | float,
-    *,
-    eps: float = VISIBILITY_EPS,
 ) -> np.ndarray:
     """Share of the texture both lights show, at relative rotation(s) ``rotation_deg``.
 
-    For each image, the fraction of its texture energy (:func:`texture_directions`) that the
-    *other* image's light also shows, with visibility ``cos^2 psi / (cos^2 psi + eps)`` at
-    angle ``psi`` between a wavevector and the light; the smaller of the two.
+    A side light shows a wavevector at angle ``psi`` to it with energy weight ``cos^2 psi``.
+    For image a: of the texture energy a's own light shows (``dirs_a`` weighted by
+    ``cos^2`` to ``light_a``), the share that b's light, turned into a's frame
+    (``light_b - rotation``), shows too; likewise for b; the smaller of the two. An isotropic
+    texture gives 0.75 with both lights parallel or opposite and 0.25 at right angles;
+    parallel marks lit along their wavevector give ~0 against a light along the marks.
+
+    Parameters
+    ----------
+    dirs_a, dirs_b : ndarray of shape (36,)
+        :func:`texture_directions` of each image's pseudo-height (image frames).
+    light_a_deg, light_b_deg : float
+        Light azimuths in each image's frame, degrees.
+    rotation_deg : float or ndarray
+        Rotation(s) mapping b onto a (``Comparison.pose.rotation_deg``), degrees.
 
     Returns
     -------
-    ndarray of the broadcast shape of ``rotation_deg``, values in [0, 1].
+    ndarray of shape (R,), values in [0, 1] (R = number of rotations).
     """
-    rot = np.atleast_1d(np.asarray(rotation_deg, dtype=np.float64))
-    phi = (np.arange(_ANGLE_BINS) + 0.5) * (180.0 / _ANGLE_BINS)
-    lb_in_a = light_b_deg - rot  # b's light in a's image frame
-    la_in_b = light_a_deg + rot
-    k_ab = (dirs_a[None, :] * _visibility(phi[None, :] - lb_in_a[:, None], eps)).sum(axis=1)
-    k_ba = (dirs_b[None, :] * _visibility(phi[None, :] - la_in_b[:, None], eps)).sum(axis=1)
-    out: np.ndarray = np.minimum(k_ab, k_ba)
-    return out
+    rot = np.atleast_1d(np.asarray(rotation_deg, dtype=np.float64))[:, None]
+    phi = np.radians((np.arange(_ANGLE_BINS) + 0.5) * (180.0 / _ANGLE_BINS))[None, :]
+
+    def share(d: np.ndarray, own: float, other: np.ndarray) -> np.ndarray:
+        seen = d[None, :] * np.cos(phi - math.radians(own)) ** 2
+        both = seen * np.cos(phi - np.radians(other)) ** 2
+        out: np.ndarray = both.sum(axis=1) / np.maximum(seen.sum(axis=1), 1e-12)
+        return out
+
+    # b's light in a's frame is light_b - rotation; a's light in b's frame light_a + rotation.
+    return np.minimum(
+        share(dirs_a, light_a_deg, light_b_deg - rot),
+        share(dirs_b, light_b_deg, light_a_deg + rot),
+    )
 
 
 def comparable_fraction(
@@ -367,13 +375,12 @@ def comparable_fraction(
     light_b_deg: float,
     *,
     min_common: float = MIN_COMMON,
-    eps: float = VISIBILITY_EPS,
 ) -> float:
     """Fraction of relative rotations (1-degree grid) at which the two lights leave at least
     ``min_common`` common texture (:func:`common_texture`). 1.0: a low score excludes a match
     at every rotation; small: most rotations would hide the marks from one of the lights."""
     rot = np.arange(0.0, 360.0, 1.0)
-    c = common_texture(dirs_a, light_a_deg, dirs_b, light_b_deg, rot, eps=eps)
+    c = common_texture(dirs_a, light_a_deg, dirs_b, light_b_deg, rot)
     return float(np.mean(c >= min_common))
 
 
