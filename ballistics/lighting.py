@@ -41,7 +41,7 @@ seen in ``a``'s image frame, comes from ``light_b - rotation_deg``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,9 @@ __all__ = [
     "comparable_fraction",
     "compare_images",
     "compare_lit",
+    "dent_mask",
     "detect_light",
+    "exclude_dent",
     "prepare_image",
     "pseudo_height",
     "render_ring",
@@ -225,6 +227,107 @@ def _as_light(light: LightEstimate | float | str | None) -> LightEstimate | None
 
 # --------------------------------------------------------------------------------------
 # pseudo-height and texture directions
+
+
+def dent_mask(
+    scan: Scan,
+    segmentation: dict[str, Any],
+    *,
+    smooth_um: float = 40.0,
+    threshold: float = 4.0,
+    margin_um: float = 30.0,
+) -> np.ndarray:
+    """The firing-pin dent of a side-lit image, found by its shading rather than its outline.
+
+    Under a side light the dent is a large bright/dark pair whose outline segmentation often
+    misplaces (it follows the bright half), so dent walls leak into the breech face and,
+    being far brighter and darker than the marks, dominate the comparison. Here the image,
+    smoothed over ``smooth_um``, is compared with the breech face's median: pixels more than
+    ``threshold`` robust standard deviations away, in blobs reaching the central 55 % of the
+    primer radius, holes filled, grown by ``margin_um``, plus the segmented pin outline.
+
+    Parameters
+    ----------
+    scan : Scan
+        ``kind="image"``.
+    segmentation : dict
+        ``Segmentation.as_dict()`` of ``scan``.
+    smooth_um, threshold, margin_um : float
+        Smoothing (micrometres), anomaly threshold (robust sigmas) and growth (micrometres).
+
+    Returns
+    -------
+    ndarray of shape scan.shape, bool
+        True on the dent (to be excluded from the breech face).
+    """
+    sp = math.sqrt(scan.spacing_m[0] * scan.spacing_m[1])
+    qr, qc = segmentation["primer_center"]
+    rp = float(segmentation["primer_radius"])
+    rows, cols = np.indices(scan.shape, dtype=np.float64)
+    rr = np.hypot(rows - qr, cols - qc)
+    disc = scan.mask & (rr < 0.9 * rp)
+    if int(disc.sum()) < 100:
+        return np.zeros(scan.shape, bool)
+    med = float(np.median(scan.data[disc]))
+    low = ndimage.gaussian_filter(np.where(scan.mask, scan.data, med), smooth_um * 1e-6 / sp)
+    centre = float(np.median(low[disc]))
+    sigma = 1.4826 * float(np.median(np.abs(low[disc] - centre))) + 1e-12
+    odd = (np.abs(low - centre) > threshold * sigma) & (rr < 0.9 * rp)
+    labels, _ = ndimage.label(odd)
+    near = np.unique(labels[(rr < 0.55 * rp) & odd])
+    keep = np.isin(labels, near[near > 0])
+    pr, pc = segmentation["firing_pin_center"]
+    major, minor = segmentation["firing_pin_axes"]
+    ang = math.radians(segmentation["firing_pin_angle_deg"])
+    du = math.cos(ang) * (cols - pc) + math.sin(ang) * (rows - pr)
+    dv = -math.sin(ang) * (cols - pc) + math.cos(ang) * (rows - pr)
+    keep |= np.hypot(du / max(major, 1.0), dv / max(minor, 1.0)) < 1.05
+    keep = ndimage.binary_fill_holes(keep)
+    grow = max(1, round(margin_um * 1e-6 / sp))
+    out: np.ndarray = ndimage.binary_dilation(keep, iterations=grow)
+    return out
+
+
+def exclude_dent(scan: Scan, plain: PreparedCasing, **kwargs: Any) -> PreparedCasing:
+    """``plain`` with the :func:`dent_mask` of ``scan`` removed from its breech face.
+
+    The canvas of :func:`ballistics.pipeline.prepare` is the image cropped around the primer
+    centre and resampled (never rotated): canvas pixel ``q`` shows image pixel
+    ``primer_center + (q - (S - 1) / 2) * canvas_spacing / image_spacing``.
+
+    Parameters
+    ----------
+    scan : Scan
+        The image ``plain`` was prepared from.
+    plain : PreparedCasing
+    **kwargs
+        Passed to :func:`dent_mask`.
+
+    Returns
+    -------
+    PreparedCasing
+    """
+    dent = dent_mask(scan, plain.segmentation, **kwargs)
+    s = plain.surface
+    size = s.shape[0]
+    qr, qc = plain.segmentation["primer_center"]
+    idx = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    r = np.rint(qr + idx * s.spacing_m[0] / scan.spacing_m[0]).astype(int)
+    c = np.rint(qc + idx * s.spacing_m[1] / scan.spacing_m[1]).astype(int)
+    rin = (r >= 0) & (r < scan.shape[0])
+    cin = (c >= 0) & (c < scan.shape[1])
+    hit = np.zeros((size, size), bool)
+    sub = dent[np.clip(r, 0, scan.shape[0] - 1)][:, np.clip(c, 0, scan.shape[1] - 1)]
+    hit[np.ix_(rin, cin)] = sub[np.ix_(rin, cin)]
+    mask = s.mask & ~hit
+    surface = s.evolve(
+        "exclude_dent",
+        dict(kwargs),
+        {"excluded_points": int((s.mask & hit).sum()), "valid_points": int(mask.sum())},
+        data=np.where(mask, s.data, np.nan),
+        mask=mask,
+    )
+    return PreparedCasing(surface, plain.segmentation, plain.aperture_profile)
 
 
 def _wavevectors(n: int, spacing_m: float) -> tuple[np.ndarray, np.ndarray]:
@@ -464,7 +567,9 @@ def attach_light(
     est = _as_light(light) or detect_light(scan, plain.segmentation, threshold=threshold)
     if est.kind == "ring" or est.azimuth_deg is None:
         return LitCasing(plain, est)
-    height = pseudo_height(plain, est.azimuth_deg, integration_cutoff_um=integration_cutoff_um)
+    # Side light: segmentation misplaces the dent; drop it by its shading before integrating.
+    face = exclude_dent(scan, plain)
+    height = pseudo_height(face, est.azimuth_deg, integration_cutoff_um=integration_cutoff_um)
     return LitCasing(plain, est, height, texture_directions(height))
 
 
@@ -526,6 +631,7 @@ def compare_lit(
     b: LitCasing,
     *,
     params: CompareParams | None = None,
+    full_sweep: bool = True,
     decisive_score: float = DECISIVE_SCORE,
     min_comparable_fraction: float = MIN_COMPARABLE_FRACTION,
     min_common: float = MIN_COMMON,
@@ -544,6 +650,11 @@ def compare_lit(
         From :func:`prepare_image`.
     params : CompareParams, optional
         Passed to :func:`ballistics.compare.compare`.
+    full_sweep : bool
+        Sweep the full circle of rotations (``rotation_hints=0``). The spectrum screen's
+        rotation hints were chosen on 3-D topographies; the spectra of images (and above all
+        of pseudo-heights, filtered along each image's own light) turn differently, and on
+        the tuning set the hints lost the true rotation of 1 in 4 side-lit matches.
     decisive_score : float
         Score at or above which a pair is a match and never flagged.
     min_comparable_fraction, min_common : float
@@ -553,6 +664,9 @@ def compare_lit(
     -------
     ImageComparison
     """
+    params = params or CompareParams()
+    if full_sweep:
+        params = replace(params, rotation_hints=0)
     if a.height is None or b.height is None:
         comp = compare(a.plain, b.plain, params=params)
         kinds = (FLAG_KINDS_DIFFER,) if (a.height is None) != (b.height is None) else ()

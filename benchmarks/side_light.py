@@ -140,8 +140,8 @@ REPORT_MODELS = (
 )
 
 SETS = {
-    "tune": {"models": TUNE_MODELS, "seed": 11, "guns": 10, "shots": 3},
-    "report": {"models": REPORT_MODELS, "seed": 23, "guns": 16, "shots": 3},
+    "tune": {"models": TUNE_MODELS, "seed": 11, "guns": 9, "shots": 3},
+    "report": {"models": REPORT_MODELS, "seed": 23, "guns": 14, "shots": 3},
 }
 
 
@@ -177,14 +177,7 @@ def run_model(
     for i, j in itertools.combinations(range(n), 2):
         pc = compare(lit[i].plain, lit[j].plain)
         p = pc.score
-        if lit[i].height is None or lit[j].height is None:
-            # A ring light on either side: the light-aware comparison is the plain one
-            # (compare_lit would recompute it; the flag is the same).
-            mixed = (lit[i].height is None) != (lit[j].height is None)
-            flags = (lighting.FLAG_KINDS_DIFFER,) if mixed else ()
-            res = lighting.ImageComparison(pc, flags, "plain", lit[i].light, lit[j].light)
-        else:
-            res = lighting.compare_lit(lit[i], lit[j])
+        res = lighting.compare_lit(lit[i], lit[j])
         plain_m[i, j] = plain_m[j, i] = p
         method_m[i, j] = method_m[j, i] = res.score
         pairs.append(
@@ -264,9 +257,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shots", type=int, help="override the set's shots per gun")
     ap.add_argument("--models", help="comma-separated subset of the set's model names")
     ap.add_argument("--md", action="store_true", help="write RESULTS-side-light.md")
+    ap.add_argument("--retune", action="store_true", help="flag-parameter grid on the tune set")
+    ap.add_argument("--apply-flags", metavar="SET", help="re-flag a stored run (see apply_flags)")
     args = ap.parse_args(argv)
     if args.md:
         write_md()
+        return 0
+    if args.apply_flags:
+        apply_flags(RESULTS / f"side-light-{args.apply_flags}.json")
+        return 0
+    if args.retune:
+        rows = retune(RESULTS / "side-light-tune.json")
+        (RESULTS / "side-light-retune.json").write_text(json.dumps(rows, indent=1))
+        for r in rows:
+            print(r)
         return 0
     if not args.set:
         ap.error("give --set or --md")
@@ -317,8 +321,210 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_md() -> None:  # filled in below
-    raise NotImplementedError
+def reflag(
+    res: dict[str, Any], *, min_common: float, min_fraction: float, decisive: float
+) -> dict[str, Any]:
+    """Re-derive the flags of one model's stored pairs under other flag parameters (the
+    comparable fraction depends only on the lights and texture directions, stored per casing).
+    """
+    lights = res["casing_lights"]
+    frac: dict[tuple[str, str], float] = {}
+    pos, neg, flagged, flagged_match, missed = [], [], 0, 0, 0
+    for q in res["pair_scores"]:
+        if q["method_name"] != "pseudo_height":
+            continue
+        la, lb = lights[q["a"]], lights[q["b"]]
+        key = (q["a"], q["b"])
+        frac[key] = lighting.comparable_fraction(
+            np.asarray(la["directions"]),
+            la["light"]["azimuth_deg"],
+            np.asarray(lb["directions"]),
+            lb["light"]["azimuth_deg"],
+            min_common=min_common,
+        )
+        flag = q["method"] < decisive and frac[key] < min_fraction
+        flagged += flag
+        flagged_match += flag and q["same_gun"]
+        missed += (not flag) and q["same_gun"] and q["method"] < decisive
+        if not flag:
+            (pos if q["same_gun"] else neg).append(q["method"])
+    return {
+        "min_common": min_common,
+        "min_fraction": min_fraction,
+        "decisive": decisive,
+        "flagged": flagged,
+        "flagged_match": flagged_match,
+        "missed_unflagged_matches": missed,
+        "auc_unflagged": round(auc(pos, neg), 4),
+    }
+
+
+def apply_flags(path: Path) -> None:
+    """Rewrite the flags of a stored run with the current ``ballistics.lighting`` constants
+    (after they were chosen on the tuning set; the scores do not depend on them)."""
+    data = json.loads(path.read_text())
+    p = {
+        "min_common": lighting.MIN_COMMON,
+        "min_fraction": lighting.MIN_COMPARABLE_FRACTION,
+        "decisive": lighting.DECISIVE_SCORE,
+    }
+    for r in data["models"]:
+        lights = r["casing_lights"]
+        for q in r["pair_scores"]:
+            if q["method_name"] != "pseudo_height":
+                continue
+            la, lb = lights[q["a"]], lights[q["b"]]
+            q["comparable_fraction"] = lighting.comparable_fraction(
+                np.asarray(la["directions"]),
+                la["light"]["azimuth_deg"],
+                np.asarray(lb["directions"]),
+                lb["light"]["azimuth_deg"],
+                min_common=p["min_common"],
+            )
+            flag = q["method"] < p["decisive"] and q["comparable_fraction"] < p["min_fraction"]
+            q["flags"] = [lighting.FLAG_INCOMPATIBLE] if flag else []
+        pairs = r["pair_scores"]
+        un = [q for q in pairs if not q["flags"]]
+        r["flagged_pairs"] = [q for q in pairs if q["flags"]]
+        r["flagged"] = len(r["flagged_pairs"])
+        r["flagged_match"] = sum(q["same_gun"] for q in r["flagged_pairs"])
+        r["auc_method_unflagged"] = round(
+            auc(
+                [q["method"] for q in un if q["same_gun"]],
+                [q["method"] for q in un if not q["same_gun"]],
+            ),
+            4,
+        )
+    data["parameters"].update(
+        MIN_COMMON=p["min_common"],
+        MIN_COMPARABLE_FRACTION=p["min_fraction"],
+        DECISIVE_SCORE=p["decisive"],
+    )
+    data["flags_reapplied"] = True
+    path.write_text(json.dumps(data, indent=1))
+
+
+def retune(path: Path) -> list[dict[str, Any]]:
+    """Grid of flag parameters on a stored run (use on the tuning set only)."""
+    data = json.loads(path.read_text())
+    rows = []
+    for mc in (0.1, 0.15, 0.2, 0.25):
+        for mf in (0.8, 0.9, 0.95, 1.0):
+            for dec in (0.4, 0.6, 0.8):
+                per = [
+                    reflag(r, min_common=mc, min_fraction=mf, decisive=dec)
+                    for r in data["models"]
+                    if r["kind"] == "side"
+                ]
+                rows.append(
+                    {
+                        "min_common": mc,
+                        "min_fraction": mf,
+                        "decisive": dec,
+                        "flagged": sum(p["flagged"] for p in per),
+                        "flagged_match": sum(p["flagged_match"] for p in per),
+                        "missed_unflagged_matches": sum(p["missed_unflagged_matches"] for p in per),
+                        "auc_unflagged_min": min(p["auc_unflagged"] for p in per),
+                    }
+                )
+    return rows
+
+
+def _table(rows: list[list[Any]], head: list[str]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def write_md() -> None:
+    """RESULTS-side-light.md from the stored JSON of both sets."""
+    parts = [
+        "# 2-D images that know their light (issue 9, item 5)",
+        "",
+        "Script `benchmarks/side_light.py`; raw output `benchmarks/results/side-light-*.json`"
+        " (every number below is copied from them by `python benchmarks/side_light.py --md`).",
+        "",
+    ]
+    for name in ("tune", "report", "report-metadata"):
+        path = RESULTS / f"side-light-{name}.json"
+        if not path.exists():
+            continue
+        d = json.loads(path.read_text())
+        m = d["machine"]
+        parts += [
+            f"## Set `{name}`: seed {d['seed']}, {d['guns']} guns x {d['shots']} shots",
+            "",
+            f"Command: `{d['command']}`; machine: {m['cpu']}, {m['cores']} cores, Python "
+            f"{m['python']}, one process; {d['seconds_total']} s in all. Parameters: "
+            + ", ".join(f"`{k}={v}`" for k, v in d["parameters"].items())
+            + ".",
+            "",
+        ]
+        rows = []
+        for r in d["models"]:
+            det = r["detection"]
+            az = (
+                f"{det['azimuth_error_deg_median']} / {det['azimuth_error_deg_max']}"
+                if det["azimuth_error_deg_max"] is not None
+                else "-"
+            )
+            rows.append(
+                [
+                    f"`{r['model']}` ({r['description']})",
+                    r["kind"],
+                    f"{r['pairs']} ({r['match_pairs']})",
+                    r["auc_plain"],
+                    f"**{r['auc_method']}**",
+                    f"{r['flagged']} ({r['flagged_match']})",
+                    r["auc_method_unflagged"],
+                    f"{r['retrieval_plain']['top10_rate']} / {r['retrieval_method']['top10_rate']}",
+                    f"{r['retrieval_plain']['top1_rate']} / {r['retrieval_method']['top1_rate']}",
+                    f"{det['kind_correct']}/{det['of']}",
+                    az,
+                ]
+            )
+        parts += [
+            _table(
+                rows,
+                [
+                    "light model",
+                    "kind",
+                    "pairs (same gun)",
+                    "AUC plain",
+                    "AUC light-aware",
+                    "flagged (same gun)",
+                    "AUC unflagged",
+                    "top-10 plain / aware",
+                    "top-1 plain / aware",
+                    "light kind right",
+                    "azimuth error median / max deg",
+                ],
+            ),
+            "",
+        ]
+        flagged = [(r["model"], q) for r in d["models"] for q in r["flagged_pairs"]]
+        if flagged:
+            parts += [f"Flagged pairs of set `{name}`:", ""]
+            parts.append(
+                _table(
+                    [
+                        [
+                            mdl,
+                            q["a"],
+                            q["b"],
+                            "yes" if q["same_gun"] else "no",
+                            q["plain"],
+                            q["method"],
+                            round(q["comparable_fraction"], 3),
+                            ", ".join(q["flags"]),
+                        ]
+                        for mdl, q in flagged
+                    ],
+                    ["model", "a", "b", "same gun", "plain", "light-aware", "comparable", "flags"],
+                )
+            )
+            parts.append("")
+    (ROOT / "benchmarks" / "RESULTS-side-light.md").write_text("\n".join(parts) + "\n")
 
 
 if __name__ == "__main__":
