@@ -140,8 +140,8 @@ REPORT_MODELS = (
 )
 
 SETS = {
-    "tune": {"models": TUNE_MODELS, "seed": 11, "guns": 9, "shots": 3},
-    "report": {"models": REPORT_MODELS, "seed": 23, "guns": 14, "shots": 3},
+    "tune": {"models": TUNE_MODELS, "seed": 11, "guns": 6, "shots": 3},
+    "report": {"models": REPORT_MODELS, "seed": 23, "guns": 6, "shots": 3},
 }
 
 
@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--guns", type=int, help="override the set's number of guns")
     ap.add_argument("--shots", type=int, help="override the set's shots per gun")
     ap.add_argument("--models", help="comma-separated subset of the set's model names")
+    ap.add_argument("--suffix", default="", help="appended to the JSON file name")
     ap.add_argument("--md", action="store_true", help="write RESULTS-side-light.md")
     ap.add_argument("--retune", action="store_true", help="flag-parameter grid on the tune set")
     ap.add_argument("--apply-flags", metavar="SET", help="re-flag a stored run (see apply_flags)")
@@ -312,11 +313,12 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         out["models"].append(res)
-    out["seconds_total"] = round(time.perf_counter() - t0, 1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.lights == "detected" else "-metadata"
-    path = RESULTS / f"side-light-{args.set}{suffix}.json"
-    path.write_text(json.dumps(out, indent=1))
+        # Written after every model, so an interrupted run keeps what it measured.
+        out["seconds_total"] = round(time.perf_counter() - t0, 1)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        suffix = ("" if args.lights == "detected" else "-metadata") + args.suffix
+        path = RESULTS / f"side-light-{args.set}{suffix}.json"
+        path.write_text(json.dumps(out, indent=1))
     print("wrote", path)
     return 0
 
