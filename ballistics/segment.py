@@ -85,7 +85,7 @@ MIN_FOV_M = 1.5e-3
 MAX_SPACING_M = 60e-6
 """Coarsest pixel spacing at which a primer is still resolved, metres."""
 
-MIN_STEP_M = 5e-6
+MIN_STEP_M = 2e-6
 """Smallest median height step across the primer edge, metres."""
 
 MIN_PIN_DEPTH_M = 15e-6
@@ -337,7 +337,12 @@ def _find_primer_step(
     """
     gy, gx = np.gradient(z, sp_lo)
     slope = np.hypot(gx, gy)
-    visible = ndimage.binary_erosion(vlo, iterations=1, border_value=1)
+    # Uncropped, the holes (dropouts, often on the steep edge wall itself) are filled from
+    # their neighbours as before: counting only measured pixels would hide the edge.
+    if cropped:
+        visible = ndimage.binary_erosion(vlo, iterations=1, border_value=1)
+    else:
+        visible = np.ones_like(vlo, dtype=bool)
     if not np.isfinite(slope).all() or float(np.max(np.where(visible, slope, 0.0))) < 0.05:
         return None, "no height step at all (the surface is flat)"
     edge = (slope > 0.12) & visible
