@@ -84,7 +84,9 @@ class CompareParams:
         and theta + 180 deg) is kept as an extra hypothesis. The sweep always covers the full
         circle: hints add hypotheses, they never remove any. 0: no extra hypotheses.
     refine_peaks : int
-        Hypotheses (best cell evidence first) refined and scored on the cell level.
+        Hypotheses (best cell evidence first) refined and scored on the cell level (after the
+        first, only those with at least ``accept_cmc`` congruent cells, both directions
+        together, on the refinement level).
     refine_factor : int
         Downsampling for the cell evidence and the refinement (4 -> 25 um).
     refine_step_deg : float
@@ -124,7 +126,7 @@ class CompareParams:
     coarse_factor: int = 8
     coarse_step_deg: float = 4.0
     coarse_peaks: int = 5
-    rotation_hints: int = 3
+    rotation_hints: int = 1
     refine_peaks: int = 2
     refine_factor: int = 4
     refine_step_deg: float = 1.0
@@ -433,8 +435,24 @@ def cell_evidence(
     for h in hyps:
         f = _congruence(_cells(ra, rb, h.pose, pe, spacing, "a->b"), pe)
         r = _congruence(_cells(rb, ra, h.pose.inverse(), pe, spacing, "b->a"), pe)
-        out.append(replace(h, cells_forward=_count(f), cells_backward=_count(r)))
-    return sorted(out, key=lambda h: (h.evidence, h.ncc), reverse=True)
+        # Congruent cells agree with each other, not necessarily with the hypothesis: a pose
+        # 100-200 um off still collects them (each cell searches +-cell_search_um). Move the
+        # pose to where the cells say, so such near-duplicates merge instead of competing.
+        pose = h.pose
+        c = _consensus(f)
+        if c is not None:
+            pose = Pose(pose.rotation_deg, pose.dy_m - c[1], pose.dx_m - c[2])
+        out.append(replace(h, pose=pose, cells_forward=_count(f), cells_backward=_count(r)))
+    out.sort(key=lambda h: (h.evidence, h.ncc), reverse=True)
+    tol = params.translation_tol_um * 1e-6 / 2.0
+    kept: list[Hypothesis] = []
+    for h in out:
+        if all(
+            h.pose.distance(k.pose)[0] > params.coarse_step_deg or h.pose.distance(k.pose)[1] > tol
+            for k in kept
+        ):
+            kept.append(h)
+    return kept
 
 
 def refine_hypotheses(
@@ -561,9 +579,8 @@ def _cells(
                 region = db[sy0:sy1, sx0:sx1]
                 if not mb[sy0:sy1, sx0:sx1].any():
                     continue
+                # OpenCV scores a flat window (0/0) as 0, never NaN.
                 res = cv2.matchTemplate(region, tmpl.astype(np.float32), method)
-                # A flat window has no defined correlation (0/0): it cannot match.
-                res = np.nan_to_num(res, nan=-1.0, posinf=-1.0, neginf=-1.0)
                 _, val, _, loc = cv2.minMaxLoc(res)
                 if val > best[0]:
                     # loc = (x, y) of the template's top-left in the region.
@@ -722,6 +739,10 @@ def compare_traced(
     best: tuple[float, Pose, float, list[CellResult], list[CellResult], int] | None = None
     best_n = 0
     for n, h in enumerate(refined):
+        if n > 0 and h.evidence < params.accept_cmc:
+            # Too little cell evidence on the refinement level to beat the first on the
+            # finest (the first is always scored): skip the most expensive step.
+            continue
         pose, corr = _refine_translation(la, lb, h.pose, spacing)
         fwd = _congruence(_cells(la, lb, pose, params, spacing, "a->b"), params)
         bwd = _congruence(_cells(lb, la, pose.inverse(), params, spacing, "b->a"), params)
