@@ -413,6 +413,8 @@ def summarise(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
         vals = [r["steps"][st] for r in same if st in r.get("steps", {})]
         if vals:
             out[st] = round(sum(vals) / len(vals), 3)
+    if same:
+        out["match_any_pose"] = round(sum(r["cmc"] >= MATCH_CMC for r in same) / len(same), 3)
     if same and diff:
         out["auc"] = round(auc([r["score"] for r in same], [r["score"] for r in diff]), 4)
     for name in ("directions_disagree", "weak_registration"):
@@ -420,6 +422,39 @@ def summarise(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
             out[f"flag_{name}_same"] = sum(name in r.get("flags", []) for r in same)
             out[f"flag_{name}_diff"] = sum(name in r.get("flags", []) for r in diff)
     return out
+
+
+def table(res: dict[str, Any]) -> str:
+    """Markdown table of one result file: survival per step, CMC matches, AUC, flags, time."""
+    head = (
+        "| condition | method | coarse | screened | refined | final pose | final + CMC>=6 "
+        "| CMC>=6 (any pose) | AUC | flags same / diff | median ms |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for cond, ms in res["summary"].items():
+        for m in ("before", "after", "after_nohints", "exhaustive"):
+            if m not in ms:
+                continue
+            v = ms[m]
+            fl = "-"
+            if "flag_directions_disagree_same" in v:
+                fl = (
+                    f"dd {v['flag_directions_disagree_same']}/{v['flag_directions_disagree_diff']},"
+                    f" weak {v['flag_weak_registration_same']}/{v['flag_weak_registration_diff']}"
+                )
+            cells = [v.get(k, "-") for k in STEPS]
+            lines.append(
+                f"| {cond} | {m} | "
+                + " | ".join(str(c) for c in cells)
+                + f" | {v.get('match_any_pose', '-')} | {v.get('auc', '-')} | {fl} | {v['median_ms']} |"
+            )
+        lines.append(
+            f"| {cond} | after = exhaustive pose (known matches) | "
+            f"{ms['after_equals_exhaustive']} (where exhaustive is right: "
+            f"{ms['after_equals_exhaustive_where_exhaustive_right']}) | | | | | | | | |"
+        )
+    return head + "\n".join(lines) + "\n"
 
 
 def main() -> int:
