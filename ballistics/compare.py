@@ -1,17 +1,31 @@
 """Registration-based comparison of two prepared casings (breech face, and aperture-shear
 striations where both have them).
 
-Three stages, coarse to fine, the way an examiner first orients the casings and then checks the
-detail:
+Coarse to fine, the way an examiner first orients the casings and then checks the detail, but
+without committing to one pose before the detail has been seen:
 
 1. **Coarse**: every rotation over 360 deg at ``coarse_step_deg`` on a heavily downsampled
-   surface, masked NCC over all translations for each rotation in one batched FFT.
-2. **Refine**: the best few rotations are refined at finer rotation steps on a finer level.
-3. **Congruent Matching Cells** (Song 2013; cmcR): the reference is cut into a grid of cells;
-   each cell is registered in the other surface near the refined pose over a small rotation sweep;
-   a cell is *congruent* when its correlation is at least ``ccf_threshold`` and its rotation and
-   translation agree with the consensus within ``angle_tol_deg`` and ``translation_tol_um``.
-   Run in both directions.
+   surface, masked NCC over all translations up to ``max_offset_um`` for each rotation in one
+   batched FFT. The ``coarse_peaks`` best distinct peaks in (rotation, translation) become pose
+   *hypotheses*; the best peak near each of the spectrum screen's ``rotation_hints`` rotations
+   is kept as well (the hints add hypotheses, they never remove any).
+2. **Cell evidence**: every hypothesis is scored by Congruent Matching Cells on the
+   refinement level, in both directions; hypotheses are ranked by congruent cells, then NCC.
+3. **Refine**: the ``refine_peaks`` best hypotheses are refined at finer rotation steps and
+   within a small translation window on a finer level.
+4. **Congruent Matching Cells** (Song 2013; cmcR) on the finest level: the reference is cut
+   into a grid of cells; each cell is registered in the other surface near the refined pose
+   over a small rotation sweep; a cell is *congruent* when its correlation is at least
+   ``ccf_threshold`` and its rotation and translation agree with the consensus within
+   ``angle_tol_deg`` and ``translation_tol_um``. Run in both directions, for the refined
+   hypotheses in rank order until one has ``accept_cmc`` congruent cells both ways; the best
+   scoring one is the result.
+
+Cells are correlated with per-cell zero mean (``cell_normalise``) and the surfaces can be
+divided by their local RMS (``contrast_sigma_um``) so that faint but consistent texture counts.
+A comparison carries :data:`FLAGS` when its pose is not trustworthy (the two directions prefer
+different poses, or no pose stands out), so a low score is not read as "different gun" when the
+registration failed.
 
 The score combines the congruent-cell counts with the correlation at the registered pose, so it
 ranks continuously rather than in integer steps.
@@ -20,16 +34,34 @@ ranks continuously rather than in integer steps.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from .errors import BallisticsError
 from .pipeline import PreparedCasing
-from .register import Reference, ncc_maps, reference, rotate
+from .register import local_contrast, ncc_maps, reference, rotate
 from .screen import rotation_candidates, signature
+
+#: What each entry of :attr:`Comparison.flags` means.
+FLAGS: dict[str, str] = {
+    "directions_disagree": (
+        "the A->B and B->A cell passes prefer different poses: the registration is not "
+        "reliable, so the score is not evidence that the casings differ"
+    ),
+    "weak_registration": (
+        "no pose stands out: fewer than accept_cmc congruent cells and the runner-up pose "
+        "hypothesis correlates almost as well as the chosen one; a low score may mean the "
+        "registration failed, not that the guns differ"
+    ),
+}
+#: A direction needs this many congruent cells before its preferred pose counts as a vote.
+_MIN_VOTE_CELLS = 3
+#: weak_registration: runner-up NCC at least this fraction of the chosen hypothesis's NCC.
+_WEAK_NCC_RATIO = 0.9
 
 
 @dataclass(frozen=True)
@@ -43,15 +75,22 @@ class CompareParams:
     coarse_step_deg : float
         Rotation step of the full sweep.
     coarse_peaks : int
-        Rotations kept from the sweep for refinement.
+        Distinct (rotation, translation) peaks of the sweep kept as pose hypotheses; two peaks
+        are distinct when they differ by at least 1.5 coarse steps in rotation or
+        ``translation_tol_um`` in translation.
     rotation_hints : int
-        When > 0, the sweep covers only the coarse angles within one step of the best
-        ``rotation_hints`` rotations of the spectrum screen (:mod:`ballistics.screen`; each
-        taken as both theta and theta + 180 deg) instead of the full circle. 0: full circle.
+        The best sweep peak within one coarse step of each of the best ``rotation_hints``
+        rotations of the spectrum screen (:mod:`ballistics.screen`; each taken as both theta
+        and theta + 180 deg) is kept as an extra hypothesis. The sweep always covers the full
+        circle: hints add hypotheses, they never remove any. 0: no extra hypotheses.
+    refine_peaks : int
+        Hypotheses (best cell evidence first) refined and scored on the cell level (after the
+        first, only those with at least ``accept_cmc`` congruent cells, both directions
+        together, on the refinement level).
     refine_factor : int
-        Downsampling for the refinement (4 -> 25 um).
+        Downsampling for the cell evidence and the refinement (4 -> 25 um).
     refine_step_deg : float
-        Final rotation step of the refinement: each coarse peak is searched +-coarse_step_deg
+        Final rotation step of the refinement: each hypothesis is searched +-coarse_step_deg
         in steps of twice this, then the best angle's neighbours at this step.
     max_offset_um : float
         Largest translation between the two primer centres that is searched.
@@ -65,39 +104,68 @@ class CompareParams:
         Per-cell rotation sweep around the refined pose.
     cell_search_um : float
         Per-cell translation search radius around the refined pose.
+    cell_normalise : bool
+        Correlate each cell with its mean removed (and that of the window it is compared
+        with), so a cell's offset or residual form does not swamp faint texture. False: plain
+        normalised cross-product (no mean removal).
+    contrast_sigma_um : float or None
+        Divide both surfaces by their local RMS (Gaussian window of this standard deviation)
+        before registration and cells, so faint regions weigh as much as strong ones. None:
+        global unit RMS only.
     ccf_threshold : float
         Minimum per-cell correlation for a congruent cell (cmcR: 0.5).
     angle_tol_deg : float
         Congruence tolerance on rotation (cmcR: 6).
     translation_tol_um : float
         Congruence tolerance on translation (cmcR: 20 px at 6.25 um = 125 um).
+    accept_cmc : int
+        A refined hypothesis with at least this many congruent cells in both directions ends
+        the search (NIST's C >= 6 match threshold); below it the next hypothesis is scored too.
     """
 
     coarse_factor: int = 8
     coarse_step_deg: float = 4.0
-    coarse_peaks: int = 3
-    rotation_hints: int = 3
+    coarse_peaks: int = 5
+    rotation_hints: int = 1
+    refine_peaks: int = 2
     refine_factor: int = 4
     refine_step_deg: float = 1.0
-    max_offset_um: float = 500.0
+    max_offset_um: float = 1000.0
     cell_factor: int = 2
     grid: int = 8
     min_cell_valid: float = 0.15
     cell_angles_deg: tuple[float, ...] = (-3.0, 0.0, 3.0)
     cell_search_um: float = 250.0
+    cell_normalise: bool = True
+    contrast_sigma_um: float | None = None
     ccf_threshold: float = 0.5
     angle_tol_deg: float = 6.0
     translation_tol_um: float = 125.0
+    accept_cmc: int = 6
 
     def __post_init__(self) -> None:
-        for name in ("coarse_factor", "refine_factor", "cell_factor", "grid", "coarse_peaks"):
+        for name in (
+            "coarse_factor",
+            "refine_factor",
+            "cell_factor",
+            "grid",
+            "coarse_peaks",
+            "refine_peaks",
+        ):
             if int(getattr(self, name)) < 1:
                 raise BallisticsError(f"CompareParams.{name} must be >= 1")
         if int(self.rotation_hints) < 0:
-            raise BallisticsError("CompareParams.rotation_hints must be >= 0 (0: full circle)")
+            raise BallisticsError("CompareParams.rotation_hints must be >= 0 (0: no hints)")
+        if int(self.accept_cmc) < 0:
+            raise BallisticsError("CompareParams.accept_cmc must be >= 0")
         for name in ("coarse_step_deg", "refine_step_deg", "max_offset_um", "cell_search_um"):
             if not float(getattr(self, name)) > 0:
                 raise BallisticsError(f"CompareParams.{name} must be > 0")
+        if self.contrast_sigma_um is not None and not float(self.contrast_sigma_um) > 0:
+            raise BallisticsError(
+                "CompareParams.contrast_sigma_um must be > 0 micrometres, or None to switch "
+                "local contrast normalisation off"
+            )
         if not 0 <= self.min_cell_valid <= 1:
             raise BallisticsError("CompareParams.min_cell_valid must be in [0, 1]")
 
@@ -117,6 +185,52 @@ class Pose:
         # x_b = R(-a)(x_a - t); in (x, y) with rows down, cv2's R(a) = [[c, s], [-s, c]].
         tx, ty = self.dx_m, self.dy_m
         return Pose(-self.rotation_deg, -(s * tx + c * ty), -(c * tx - s * ty))
+
+    def distance(self, other: Pose) -> tuple[float, float]:
+        """(rotation difference in degrees, 0-180; translation difference in metres)."""
+        da = abs((self.rotation_deg - other.rotation_deg + 180.0) % 360.0 - 180.0)
+        return da, math.hypot(self.dy_m - other.dy_m, self.dx_m - other.dx_m)
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A candidate pose of the second surface onto the first, with its evidence so far.
+
+    Attributes
+    ----------
+    pose : Pose
+    ncc : float
+        Masked NCC at the level that produced or last refined the pose.
+    hinted : bool
+        Kept because it lies near a rotation of the spectrum screen.
+    cells_forward, cells_backward : int
+        Congruent cells A->B and B->A at the last level the hypothesis was scored on
+        (-1: not scored yet).
+    """
+
+    pose: Pose
+    ncc: float
+    hinted: bool = False
+    cells_forward: int = -1
+    cells_backward: int = -1
+
+    @property
+    def evidence(self) -> int:
+        return max(0, self.cells_forward) + max(0, self.cells_backward)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """The pose hypotheses at each step of one comparison (for benchmarks and diagnosis).
+
+    ``coarse``: from the sweep, best NCC first; ``screened``: the same with cell evidence on
+    the refinement level, best evidence first; ``refined``: the ones refined; ``final``: those
+    scored on the cell level (``cells_*`` = CMC counts), in the order scored."""
+
+    coarse: tuple[Hypothesis, ...]
+    screened: tuple[Hypothesis, ...]
+    refined: tuple[Hypothesis, ...]
+    final: tuple[Hypothesis, ...]
 
 
 @dataclass(frozen=True)
@@ -140,7 +254,10 @@ class CellResult:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Result of :func:`compare`. ``score``: higher is more similar."""
+    """Result of :func:`compare`. ``score``: higher is more similar.
+
+    ``flags`` lists reasons (keys of :data:`FLAGS`) not to trust the pose, and with it a low
+    score; empty when the registration is sound."""
 
     score: float
     cmc: int
@@ -204,13 +321,19 @@ def _same_canvas(
     return pad(a), pad(b)
 
 
-def _best(maps: np.ndarray) -> tuple[int, int, int, float]:
-    k, i, j = np.unravel_index(int(np.argmax(maps)), maps.shape)
-    return int(k), int(i), int(j), float(maps[k, i, j])
+def _levels(
+    a: PreparedCasing, b: PreparedCasing, factor: int, params: CompareParams
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Both surfaces at one pyramid level on a common canvas, contrast-normalised if asked."""
+    la, lb = _same_canvas(a.level(factor), b.level(factor))
+    if params.contrast_sigma_um is None:
+        return la, lb
+    sigma = params.contrast_sigma_um * 1e-6 / (a.surface.spacing_m[0] * factor)
+    return (local_contrast(*la, sigma), la[1]), (local_contrast(*lb, sigma), lb[1])
 
 
 def _sweep(
-    ref: Reference,
+    ref: Any,
     moving: tuple[np.ndarray, np.ndarray],
     angles: np.ndarray,
     max_shift: int,
@@ -223,60 +346,166 @@ def _sweep(
     return ncc_maps(ref, d, m, max_shift)
 
 
-def _coarse_angles(a: PreparedCasing, b: PreparedCasing, params: CompareParams) -> np.ndarray:
-    """The rotations of the coarse sweep: the full circle, or the grid angles near the
-    screen's best rotations (both theta and theta + 180: the spectrum cannot tell them apart)."""
-    step = params.coarse_step_deg
-    full = np.arange(0.0, 360.0, step)
+def _angle_diff(x: float, y: float) -> float:
+    return abs((x - y + 180.0) % 360.0 - 180.0)
+
+
+def _hint_groups(
+    a: PreparedCasing, b: PreparedCasing, params: CompareParams, angles: np.ndarray
+) -> list[set[int]]:
+    """Indices of the sweep angles within one step of each screen rotation (theta and
+    theta + 180: the spectrum cannot tell them apart), one set per such rotation."""
     if params.rotation_hints <= 0:
-        return full
-    hints = rotation_candidates(signature(a), signature(b), params.rotation_hints)
-    keep: set[int] = set()
-    for h in hints:
+        return []
+    n, step = len(angles), params.coarse_step_deg
+    groups = []
+    for h in rotation_candidates(signature(a), signature(b), params.rotation_hints):
         for base in (h, h + 180.0):
             k = round(base / step)
-            keep.update((k + d) % len(full) for d in (-1, 0, 1))
-    return full[sorted(keep)] if keep else full
+            groups.append({(k + d) % n for d in (-1, 0, 1)})
+    return groups
+
+
+def coarse_hypotheses(
+    a: PreparedCasing, b: PreparedCasing, params: CompareParams
+) -> list[Hypothesis]:
+    """Pose hypotheses from the full-rotation sweep on the coarse level: the ``coarse_peaks``
+    best distinct local maxima over (rotation, translation), then the best peak near each
+    screen rotation when it is not among them. Best NCC first, hinted ones last."""
+    spacing = a.surface.spacing_m[0] * params.coarse_factor
+    fa, fb = _levels(a, b, params.coarse_factor, params)
+    s = max(1, round(params.max_offset_um * 1e-6 / spacing))
+    angles = np.arange(0.0, 360.0, params.coarse_step_deg)
+    maps = _sweep(reference(*fa, s), fb, angles, s)
+    # Local maxima over rotation (circular) and translation; the rest cannot be a peak.
+    top = ndimage.maximum_filter(maps, size=3, mode=("wrap", "nearest", "nearest"))
+    flat = maps.ravel()
+    cand = np.flatnonzero((flat >= top.ravel()) & (flat > -1.0))
+    cand = cand[np.argsort(-flat[cand], kind="stable")][:2000]
+    ks, is_, js = np.unravel_index(cand, maps.shape)
+    sep_deg = 1.5 * params.coarse_step_deg
+    sep_px = params.translation_tol_um * 1e-6 / spacing
+    kept: list[tuple[int, int, int]] = []
+
+    def distinct(k: int, i: int, j: int) -> bool:
+        return all(
+            _angle_diff(angles[k], angles[k2]) >= sep_deg or math.hypot(i - i2, j - j2) >= sep_px
+            for k2, i2, j2 in kept
+        )
+
+    for k, i, j in zip(ks.tolist(), is_.tolist(), js.tolist(), strict=True):
+        if len(kept) >= params.coarse_peaks:
+            break
+        if distinct(k, i, j):
+            kept.append((k, i, j))
+    groups = _hint_groups(a, b, params, angles)
+    hinted = {k for g in groups for k in g}
+    main = len(kept)
+    for g in groups:
+        for k, i, j in zip(ks.tolist(), is_.tolist(), js.tolist(), strict=True):
+            if k in g:
+                if distinct(k, i, j):
+                    kept.append((k, i, j))
+                break
+    return [
+        Hypothesis(
+            Pose(float(angles[k]), (i - s) * spacing, (j - s) * spacing),
+            float(maps[k, i, j]),
+            hinted=n >= main or k in hinted,
+        )
+        for n, (k, i, j) in enumerate(kept)
+    ]
+
+
+def _count(cells: list[CellResult]) -> int:
+    return sum(c.congruent for c in cells)
+
+
+def cell_evidence(
+    a: PreparedCasing, b: PreparedCasing, hyps: list[Hypothesis], params: CompareParams
+) -> list[Hypothesis]:
+    """Score each hypothesis by congruent cells in both directions on the refinement level;
+    best evidence (then NCC) first."""
+    spacing = a.surface.spacing_m[0] * params.refine_factor
+    ra, rb = _levels(a, b, params.refine_factor, params)
+    # One cell rotation: a coarse pose is within half a coarse step (2 deg), which moves a
+    # 25-um cell by less than a pixel; three rotations tripled the cost for no change in rank.
+    pe = replace(params, cell_angles_deg=(0.0,))
+    out = []
+    for h in hyps:
+        f = _congruence(_cells(ra, rb, h.pose, pe, spacing, "a->b"), pe)
+        r = _congruence(_cells(rb, ra, h.pose.inverse(), pe, spacing, "b->a"), pe)
+        # Congruent cells agree with each other, not necessarily with the hypothesis: a pose
+        # 100-200 um off still collects them (each cell searches +-cell_search_um). Move the
+        # pose to where the cells say, so such near-duplicates merge instead of competing.
+        pose = h.pose
+        c = _consensus(f)
+        if c is not None:
+            pose = Pose(pose.rotation_deg, pose.dy_m - c[1], pose.dx_m - c[2])
+        out.append(replace(h, pose=pose, cells_forward=_count(f), cells_backward=_count(r)))
+    out.sort(key=lambda h: (h.evidence, h.ncc), reverse=True)
+    tol = params.translation_tol_um * 1e-6 / 2.0
+    kept: list[Hypothesis] = []
+    for h in out:
+        if all(
+            h.pose.distance(k.pose)[0] > params.coarse_step_deg or h.pose.distance(k.pose)[1] > tol
+            for k in kept
+        ):
+            kept.append(h)
+    return kept
+
+
+def refine_hypotheses(
+    a: PreparedCasing, b: PreparedCasing, hyps: list[Hypothesis], params: CompareParams
+) -> list[Hypothesis]:
+    """Refine each hypothesis on the refinement level: rotations +-coarse_step_deg in double
+    steps, then the best angle's neighbours in single steps, each within a small translation
+    window around the hypothesis (so distinct hypotheses stay distinct)."""
+    if not hyps:
+        return []
+    spacing = a.surface.spacing_m[0] * params.refine_factor
+    ra, rb = _levels(a, b, params.refine_factor, params)
+    # Coarse pixels are coarse_factor / refine_factor refinement pixels: search a little more.
+    win = max(2, math.ceil(1.5 * params.coarse_factor / params.refine_factor))
+    s = max(1, round(params.max_offset_um * 1e-6 / spacing)) + win
+    ref = reference(*ra, s)
+
+    def best_near(maps: np.ndarray, pose: Pose) -> tuple[int, int, int, float]:
+        cy = min(max(round(pose.dy_m / spacing), -s), s)
+        cx = min(max(round(pose.dx_m / spacing), -s), s)
+        y0, y1 = max(0, s + cy - win), min(2 * s + 1, s + cy + win + 1)
+        x0, x1 = max(0, s + cx - win), min(2 * s + 1, s + cx + win + 1)
+        sub = maps[:, y0:y1, x0:x1]
+        k, i, j = np.unravel_index(int(np.argmax(sub)), sub.shape)
+        return int(k), int(y0 + i), int(x0 + j), float(sub[k, i, j])
+
+    span = params.coarse_step_deg
+    steps = np.arange(-span, span + 1e-9, 2.0 * params.refine_step_deg)
+    maps = _sweep(ref, rb, np.concatenate([h.pose.rotation_deg + steps for h in hyps]), s)
+    first = []
+    for n, h in enumerate(hyps):
+        k, i, j, v = best_near(maps[n * len(steps) : (n + 1) * len(steps)], h.pose)
+        first.append((h.pose.rotation_deg + float(steps[k]), i, j, v))
+    near = np.array([-params.refine_step_deg, params.refine_step_deg])
+    maps2 = _sweep(ref, rb, np.concatenate([f[0] + near for f in first]), s)
+    out = []
+    for n, (h, (ang, i, j, v)) in enumerate(zip(hyps, first, strict=True)):
+        start = Pose(ang, (i - s) * spacing, (j - s) * spacing)
+        k2, i2, j2, v2 = best_near(maps2[2 * n : 2 * n + 2], start)
+        if v2 > v:
+            ang, i, j, v = ang + float(near[k2]), i2, j2, v2
+        pose = Pose(ang % 360.0, (i - s) * spacing, (j - s) * spacing)
+        out.append(replace(h, pose=pose, ncc=v))
+    return out
 
 
 def register(a: PreparedCasing, b: PreparedCasing, params: CompareParams) -> tuple[Pose, float]:
-    """Coarse-to-fine rigid registration of ``b`` onto ``a``; returns the pose and its NCC
-    at the refinement level."""
-    spacing = a.surface.spacing_m[0]
-    # Coarse: full circle.
-    fa, fb = _same_canvas(a.level(params.coarse_factor), b.level(params.coarse_factor))
-    s_c = max(1, round(params.max_offset_um * 1e-6 / (spacing * params.coarse_factor)))
-    angles = _coarse_angles(a, b, params)
-    maps = _sweep(reference(*fa, s_c), fb, angles, s_c)
-    peak = maps.reshape(len(angles), -1).max(axis=1)
-    order = np.argsort(-peak)
-    chosen: list[float] = []
-    sep = 1.5 * params.coarse_step_deg
-    for k in order:
-        ang = float(angles[k])
-        if all(abs((ang - c + 180) % 360 - 180) >= sep for c in chosen):
-            chosen.append(ang)
-        if len(chosen) == params.coarse_peaks:
-            break
-    # Refine: finer rotation steps around each kept peak, on a finer level.
-    ra, rb = _same_canvas(a.level(params.refine_factor), b.level(params.refine_factor))
-    s_r = max(1, round(params.max_offset_um * 1e-6 / (spacing * params.refine_factor)))
-    ref = reference(*ra, s_r)
-    # The coarse peak can sit anywhere on a plateau one coarse step wide (arc patterns), so
-    # search +-coarse_step_deg around each peak in double steps, then the neighbours of the
-    # best angle in single steps.
-    span = params.coarse_step_deg
-    steps = np.arange(-span, span + 1e-9, 2.0 * params.refine_step_deg)
-    fine = np.concatenate([c + steps for c in chosen])
-    maps = _sweep(ref, rb, fine, s_r)
-    k, i, j, value = _best(maps)
-    near = float(fine[k]) + np.array([-params.refine_step_deg, params.refine_step_deg])
-    maps2 = _sweep(ref, rb, near, s_r)
-    k2, i2, j2, value2 = _best(maps2)
-    if value2 > value:
-        fine, k, i, j, value = near, k2, i2, j2, value2
-    step_m = spacing * params.refine_factor
-    return Pose(float(fine[k]) % 360.0, (i - s_r) * step_m, (j - s_r) * step_m), value
+    """Coarse-to-fine rigid registration of ``b`` onto ``a``: the hypothesis with the best cell
+    evidence on the refinement level, refined; returns the pose and its NCC at that level.
+    (:func:`compare` scores several refined hypotheses on the cell level instead.)"""
+    screened = cell_evidence(a, b, coarse_hypotheses(a, b, params), params)
+    best = refine_hypotheses(a, b, screened[:1], params)[0]
+    return best.pose, best.ncc
 
 
 def _refine_translation(
@@ -329,6 +558,7 @@ def _cells(
     moved = [rotate(b[0], b[1], pose.rotation_deg + d, shift_px) for d in params.cell_angles_deg]
     out: list[CellResult] = []
     f = params.cell_factor
+    method = cv2.TM_CCOEFF_NORMED if params.cell_normalise else cv2.TM_CCORR_NORMED
     for gi in range(params.grid):
         for gj in range(params.grid):
             y0, y1, x0, x1 = edges_r[gi], edges_r[gi + 1], edges_c[gj], edges_c[gj + 1]
@@ -339,6 +569,9 @@ def _cells(
             tmpl = da[y0:y1, x0:x1]
             if float(np.abs(tmpl).sum()) == 0.0:
                 continue
+            if params.cell_normalise:
+                # Invalid points at the cell's own mean vanish once the mean is removed.
+                tmpl = np.where(cm, tmpl, float(tmpl[cm].mean()))
             sy0, sy1 = max(0, y0 - search), min(size, y1 + search)
             sx0, sx1 = max(0, x0 - search), min(size, x1 + search)
             best = (-2.0, 0.0, 0, 0)
@@ -346,7 +579,8 @@ def _cells(
                 region = db[sy0:sy1, sx0:sx1]
                 if not mb[sy0:sy1, sx0:sx1].any():
                     continue
-                res = cv2.matchTemplate(region, tmpl.astype(np.float32), cv2.TM_CCORR_NORMED)
+                # OpenCV scores a flat window (0/0) as 0, never NaN.
+                res = cv2.matchTemplate(region, tmpl.astype(np.float32), method)
                 _, val, _, loc = cv2.minMaxLoc(res)
                 if val > best[0]:
                     # loc = (x, y) of the template's top-left in the region.
@@ -408,6 +642,145 @@ def striation_correlation(p: np.ndarray | None, q: np.ndarray | None) -> float |
     return best
 
 
+def _consensus(cells: list[CellResult]) -> tuple[float, float, float] | None:
+    """Median (rotation, dy, dx) offset of the congruent cells from the pose, or None."""
+    good = [c for c in cells if c.congruent]
+    if len(good) < 2:
+        return None
+    return (
+        float(np.median([c.rotation_deg for c in good])),
+        float(np.median([c.dy_m for c in good])),
+        float(np.median([c.dx_m for c in good])),
+    )
+
+
+def _directions_disagree(
+    screened: list[Hypothesis],
+    final: list[Hypothesis],
+    pose: Pose,
+    fwd: list[CellResult],
+    bwd: list[CellResult],
+    params: CompareParams,
+) -> bool:
+    """Whether A->B and B->A prefer different poses: on the cell evidence of the hypotheses,
+    on the final cell scores, or in the consensus offsets of the chosen pose's cells."""
+    tol = params.translation_tol_um * 1e-6
+
+    def apart(p: Pose, q: Pose) -> bool:
+        da, dt = p.distance(q)
+        return da > params.angle_tol_deg or dt > tol
+
+    for hs in (screened, final):
+        if len(hs) < 2:
+            continue
+        f = max(hs, key=lambda h: (h.cells_forward, h.ncc))
+        r = max(hs, key=lambda h: (h.cells_backward, h.ncc))
+        if (
+            apart(f.pose, r.pose)
+            and min(f.cells_forward, r.cells_backward) >= _MIN_VOTE_CELLS
+            and f.cells_forward > r.cells_forward
+            and r.cells_backward > f.cells_backward
+        ):
+            return True
+    cf, cb = _consensus(fwd), _consensus(bwd)
+    if cf is None or cb is None:
+        return False
+    # A cell of A found at offset d in B (moved) means B should move by -d; likewise backward.
+    pf = Pose(pose.rotation_deg - cf[0], pose.dy_m - cf[1], pose.dx_m - cf[2])
+    inv = pose.inverse()
+    pb = Pose(inv.rotation_deg - cb[0], inv.dy_m - cb[1], inv.dx_m - cb[2]).inverse()
+    return apart(pf, pb)
+
+
+def _cmc_low(cf: int, cb: int, params: CompareParams) -> bool:
+    return min(cf, cb) < params.accept_cmc
+
+
+def _not_distinct(screened: list[Hypothesis], refined: list[Hypothesis], chosen: int) -> bool:
+    """Whether the runner-up hypothesis correlates almost as well as the chosen one (refined
+    NCC when several were refined, else the coarse NCC)."""
+    if len(refined) > 1:
+        mine = refined[chosen].ncc
+        other = max(h.ncc for k, h in enumerate(refined) if k != chosen)
+    elif len(screened) > 1:
+        mine, other = screened[0].ncc, max(h.ncc for h in screened[1:])
+    else:
+        return False
+    return mine <= 0 or other >= _WEAK_NCC_RATIO * mine
+
+
+def _score(fwd: list[CellResult], bwd: list[CellResult], corr: float) -> tuple[float, int]:
+    """(score, cells considered): mean congruent fraction of both directions + correlation."""
+    considered = max(1, (len(fwd) + len(bwd)) // 2)
+    return (_count(fwd) + _count(bwd)) / 2.0 / considered + max(0.0, corr), considered
+
+
+def compare_traced(
+    a: PreparedCasing, b: PreparedCasing, *, params: CompareParams | None = None
+) -> tuple[Comparison, Trace]:
+    """:func:`compare`, also returning the pose hypotheses at each step."""
+    params = params or CompareParams()
+    if a.kind != b.kind:
+        raise BallisticsError(
+            f"cannot compare a {a.kind} scan with a {b.kind} scan: 2-D images and 3-D "
+            "topographies show different quantities; compare like with like"
+        )
+    if not math.isclose(a.surface.spacing_m[0], b.surface.spacing_m[0], rel_tol=1e-6):
+        raise BallisticsError(
+            "the two casings were prepared at different spacings "
+            f"({a.surface.spacing_m[0]} m vs {b.surface.spacing_m[0]} m); prepare both alike"
+        )
+    coarse = coarse_hypotheses(a, b, params)
+    screened = cell_evidence(a, b, coarse, params)
+    refined = refine_hypotheses(a, b, screened[: params.refine_peaks], params)
+    spacing = a.surface.spacing_m[0] * params.cell_factor
+    la, lb = _levels(a, b, params.cell_factor, params)
+    final: list[Hypothesis] = []
+    best: tuple[float, Pose, float, list[CellResult], list[CellResult], int] | None = None
+    best_n = 0
+    for n, h in enumerate(refined):
+        if n > 0 and h.evidence < params.accept_cmc:
+            # Too little cell evidence on the refinement level to beat the first on the
+            # finest (the first is always scored): skip the most expensive step.
+            continue
+        pose, corr = _refine_translation(la, lb, h.pose, spacing)
+        fwd = _congruence(_cells(la, lb, pose, params, spacing, "a->b"), params)
+        bwd = _congruence(_cells(lb, la, pose.inverse(), params, spacing, "b->a"), params)
+        score, considered = _score(fwd, bwd, corr)
+        final.append(replace(h, pose=pose, cells_forward=_count(fwd), cells_backward=_count(bwd)))
+        if best is None or score > best[0]:
+            best, best_n = (score, pose, corr, fwd, bwd, considered), n
+        if min(_count(fwd), _count(bwd)) >= params.accept_cmc:
+            break
+    assert best is not None  # refine_peaks >= 1 and the sweep always yields a peak
+    score, pose, corr, fwd, bwd, considered = best
+    cf, cb = _count(fwd), _count(bwd)
+    flags = []
+    if _directions_disagree(screened, final, pose, fwd, bwd, params):
+        flags.append("directions_disagree")
+    if _cmc_low(cf, cb, params) and _not_distinct(screened, refined, best_n):
+        flags.append("weak_registration")
+    regions = {"breech_face": score}
+    stri = striation_correlation(a.aperture_profile, b.aperture_profile)
+    if stri is not None:
+        regions["aperture_shear"] = stri
+    comp = Comparison(
+        score=score,
+        cmc=min(cf, cb),
+        cmc_forward=cf,
+        cmc_backward=cb,
+        cells_considered=considered,
+        correlation=corr,
+        pose=pose,
+        regions=regions,
+        cells=tuple(fwd + bwd),
+        striation_correlation=stri,
+        params=params,
+        flags=tuple(flags),
+    )
+    return comp, Trace(tuple(coarse), tuple(screened), tuple(refined), tuple(final))
+
+
 def compare(
     a: PreparedCasing, b: PreparedCasing, *, params: CompareParams | None = None
 ) -> Comparison:
@@ -423,45 +796,7 @@ def compare(
     -------
     Comparison
         ``score`` = mean congruent-cell count of both directions, normalised by the cells
-        considered, plus the registered correlation; ``pose`` maps ``b`` onto ``a``.
+        considered, plus the registered correlation; ``pose`` maps ``b`` onto ``a``;
+        ``flags`` say when that pose is not trustworthy (:data:`FLAGS`).
     """
-    params = params or CompareParams()
-    if a.kind != b.kind:
-        raise BallisticsError(
-            f"cannot compare a {a.kind} scan with a {b.kind} scan: 2-D images and 3-D "
-            "topographies show different quantities; compare like with like"
-        )
-    if not math.isclose(a.surface.spacing_m[0], b.surface.spacing_m[0], rel_tol=1e-6):
-        raise BallisticsError(
-            "the two casings were prepared at different spacings "
-            f"({a.surface.spacing_m[0]} m vs {b.surface.spacing_m[0]} m); prepare both alike"
-        )
-    pose, _ = register(a, b, params)
-    spacing = a.surface.spacing_m[0] * params.cell_factor
-    la, lb = _same_canvas(a.level(params.cell_factor), b.level(params.cell_factor))
-    pose, corr = _refine_translation(la, lb, pose, spacing)
-    fwd = _congruence(_cells(la, lb, pose, params, spacing, "a->b"), params)
-    bwd = _congruence(_cells(lb, la, pose.inverse(), params, spacing, "b->a"), params)
-    cf = sum(c.congruent for c in fwd)
-    cb = sum(c.congruent for c in bwd)
-    considered = max(1, (len(fwd) + len(bwd)) // 2)
-    cmc = min(cf, cb)
-    bf = (cf + cb) / 2.0 / considered
-    score = bf + max(0.0, corr)
-    regions = {"breech_face": score}
-    stri = striation_correlation(a.aperture_profile, b.aperture_profile)
-    if stri is not None:
-        regions["aperture_shear"] = stri
-    return Comparison(
-        score=score,
-        cmc=cmc,
-        cmc_forward=cf,
-        cmc_backward=cb,
-        cells_considered=considered,
-        correlation=corr,
-        pose=pose,
-        regions=regions,
-        cells=tuple(fwd + bwd),
-        striation_correlation=stri,
-        params=params,
-    )
+    return compare_traced(a, b, params=params)[0]

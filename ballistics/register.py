@@ -139,3 +139,38 @@ def ncc_maps(
     small = min(ref.valid, int(moving_mask[0].sum()) or 1)
     ncc[(cnt < min_overlap * small) | ~np.isfinite(ncc)] = -1.0
     return ncc.astype(np.float64)
+
+
+def local_contrast(
+    data: np.ndarray, mask: np.ndarray, sigma_px: float, floor: float = 0.1
+) -> np.ndarray:
+    """Divide a surface by its local RMS, so faint but consistent texture weighs as much in a
+    correlation as strong texture elsewhere (uneven breech-face contact, worn areas).
+
+    Parameters
+    ----------
+    data, mask : ndarray of shape (M, N)
+        Values (zero where invalid, about unit RMS overall) and validity.
+    sigma_px : float
+        Standard deviation of the Gaussian window of the local RMS, in pixels.
+    floor : float
+        The local mean square is floored at ``floor`` times the global one, so flat or empty
+        regions (noise only) are not blown up without bound.
+
+    Returns
+    -------
+    ndarray of shape (M, N), float32
+        Zero where invalid, unit RMS over the valid points.
+    """
+    m = mask.astype(np.float32)
+    d = np.where(mask, data, 0.0).astype(np.float32)
+    if not mask.any():
+        return d
+    k = (0, 0)
+    e2 = cv2.GaussianBlur(d * d, k, sigma_px, borderType=cv2.BORDER_CONSTANT)
+    w = cv2.GaussianBlur(m, k, sigma_px, borderType=cv2.BORDER_CONSTANT)
+    glob = float(np.mean(d[mask] ** 2)) or 1.0
+    local = np.where(w > 1e-3, e2 / np.maximum(w, 1e-3), glob)
+    out = np.where(mask, d / np.sqrt(np.maximum(local, floor * glob)), 0.0)
+    rms = float(np.sqrt(np.mean(out[mask] ** 2))) or 1.0
+    return (out / rms).astype(np.float32)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ballistics import BallisticsError, Scan
-from ballistics.compare import CompareParams, Pose, compare
+from ballistics.compare import FLAGS, CompareParams, Pose, compare, compare_traced
 from ballistics.pipeline import PreparedCasing, prepare
 from ballistics.synth import fire, make_firearms
 
@@ -92,6 +92,7 @@ CHANGED = {
     "coarse_step_deg": 45.0,
     "coarse_peaks": 12,
     "rotation_hints": 0,
+    "refine_peaks": 1,
     "refine_factor": 8,
     "refine_step_deg": 2.0,
     "max_offset_um": 60.0,
@@ -100,9 +101,12 @@ CHANGED = {
     "min_cell_valid": 0.9,
     "cell_angles_deg": (0.0,),
     "cell_search_um": 40.0,
+    "cell_normalise": False,
+    "contrast_sigma_um": 100.0,
     "ccf_threshold": 0.9,
     "angle_tol_deg": 0.0,
     "translation_tol_um": 1.0,
+    "accept_cmc": 0,
 }
 
 
@@ -129,7 +133,21 @@ def test_congruence_tolerances_change_the_count(name: str) -> None:
     assert base == 5 and other == 3
 
 
-@pytest.mark.parametrize("name", sorted(set(CHANGED) - TOLERANCES))
+# Hints only add hypotheses; shown on the hypotheses themselves below.
+HINTS = {"rotation_hints"}
+
+
+def test_rotation_hints_add_hypotheses(casings) -> None:
+    keys = list(casings)
+    a, c = casings[keys[0]][1], casings[keys[2]][1]
+    few = CompareParams(coarse_peaks=1, rotation_hints=0)
+    _, plain = compare_traced(a, c, params=few)
+    _, hinted = compare_traced(a, c, params=dataclasses.replace(few, rotation_hints=3))
+    assert len(plain.coarse) == 1 and not plain.coarse[0].hinted
+    assert len(hinted.coarse) > 1 and all(h.hinted for h in hinted.coarse[1:])
+
+
+@pytest.mark.parametrize("name", sorted(set(CHANGED) - TOLERANCES - HINTS))
 def test_each_parameter_changes_the_outcome(casings, name: str) -> None:
     keys = list(casings)
     a, b = casings[keys[0]][1], casings[keys[1]][1]  # same gun, different shots
@@ -165,3 +183,125 @@ def test_fadul_hard_pairs_regression(fadul_paths) -> None:
         s = compare(prep[x], prep[y]).score
         (km if slide[x] == slide[y] else knm).append((s, x, y))
     assert min(km)[0] > max(knm)[0], (min(km), max(knm))
+
+
+# ---------------------------------------------------------------------------------------
+# Registration that does not lose the pose (issue 9)
+
+
+def _shifted(p: PreparedCasing, dy_m: float, dx_m: float) -> PreparedCasing:
+    """The same breech face moved by (dy, dx) on a canvas padded to hold it: what a primer
+    centre found ``(dy, dx)`` away from the true one does to the comparison."""
+    from ballistics.register import rotate
+
+    s = p.surface
+    sp = s.spacing_m[0]
+    pad = int(np.ceil(max(abs(dy_m), abs(dx_m)) / sp / 8)) * 8 + 8
+    d, m = rotate(
+        np.pad(np.where(s.mask, s.data, 0.0), pad), np.pad(s.mask, pad), 0.0, (dy_m / sp, dx_m / sp)
+    )
+    return PreparedCasing(Scan(np.where(m, d, np.nan), m, s.spacing_m, s.kind), p.segmentation)
+
+
+def test_match_found_with_primer_centres_900_um_apart(casings) -> None:
+    """Failed before issue 9: translations beyond 500 um were not searched (CMC 0)."""
+    keys = list(casings)
+    a, b = casings[keys[0]][1], casings[keys[1]][1]
+    ref = compare(a, b)
+    moved = compare(a, _shifted(b, -500e-6, 750e-6))
+    assert moved.cmc >= 0.8 * ref.cmc and moved.cmc >= 10, (moved.cmc, ref.cmc)
+    assert abs((moved.rotation_deg - ref.rotation_deg + 180) % 360 - 180) < 2.0
+    # Moving b by s before the pose's rotation R changes its translation by -R s.
+    c, s = np.cos(np.radians(ref.rotation_deg)), np.sin(np.radians(ref.rotation_deg))
+    sx, sy = 750e-6, -500e-6
+    assert moved.dx_m == pytest.approx(ref.dx_m - (c * sx + s * sy), abs=40e-6)
+    assert moved.dy_m == pytest.approx(ref.dy_m - (-s * sx + c * sy), abs=40e-6)
+
+
+def test_wrong_rotation_hints_never_cost_a_match(casings, monkeypatch) -> None:
+    """Failed before issue 9: the sweep covered only the hinted rotations, so hints that miss
+    the true rotation lost the match. Hints now add hypotheses and never remove any."""
+    import ballistics.compare as cm
+
+    keys = list(casings)
+    a, b = casings[keys[0]][1], casings[keys[1]][1]
+    truth = compare(a, b, params=CompareParams(rotation_hints=0))
+    assert truth.cmc >= 10
+    wrong = [(truth.rotation_deg + d) % 180.0 for d in (50.0, 70.0, 90.0)]
+    monkeypatch.setattr(cm, "rotation_candidates", lambda *_args: wrong)
+    hinted = compare(a, b)
+    assert hinted.cmc == truth.cmc
+    assert abs((hinted.rotation_deg - truth.rotation_deg + 180) % 360 - 180) < 1.0
+
+
+def test_several_hypotheses_survive_to_the_cell_level(casings) -> None:
+    keys = list(casings)
+    c, tr = compare_traced(casings[keys[0]][1], casings[keys[1]][1])
+    assert len(tr.coarse) >= CompareParams().coarse_peaks
+    assert len(tr.refined) == CompareParams().refine_peaks
+    # The known match ends the search after the first refined hypothesis.
+    assert len(tr.final) == 1 and c.cmc >= CompareParams().accept_cmc
+    assert tr.screened[0].evidence >= max(h.evidence for h in tr.screened)
+
+
+def test_flags_are_documented_and_serialised(casings) -> None:
+    keys = list(casings)
+    same = compare(casings[keys[0]][1], casings[keys[1]][1])
+    assert same.flags == () and same.as_dict()["flags"] == []
+    other = compare(casings[keys[0]][1], casings[keys[2]][1])
+    assert set(other.flags) <= set(FLAGS)
+    assert other.as_dict()["flags"] == list(other.flags)
+
+
+def test_directions_that_prefer_different_poses_are_flagged() -> None:
+    from ballistics.compare import Hypothesis, _directions_disagree
+
+    p, q = Pose(10.0, 0.0, 0.0), Pose(100.0, 0.0, 0.0)
+    agree = [Hypothesis(p, 0.5, cells_forward=8, cells_backward=7), Hypothesis(q, 0.4, 0, 1, 2)]
+    split = [Hypothesis(p, 0.5, cells_forward=8, cells_backward=1), Hypothesis(q, 0.4, 0, 1, 6)]
+    params = CompareParams()
+    assert not _directions_disagree(agree, [], p, [], [], params)
+    assert _directions_disagree(split, [], p, [], [], params)
+
+
+def test_weak_registration_when_no_hypothesis_stands_out() -> None:
+    from ballistics.compare import Hypothesis, _not_distinct
+
+    p, q = Pose(10.0, 0.0, 0.0), Pose(100.0, 0.0, 0.0)
+    flat = [Hypothesis(p, 0.21), Hypothesis(q, 0.20)]
+    peaked = [Hypothesis(p, 0.60), Hypothesis(q, 0.20)]
+    assert _not_distinct(flat, flat, 0)
+    assert not _not_distinct(peaked, peaked, 0)
+
+
+def test_cell_normalisation_keeps_faint_texture_congruent(casings) -> None:
+    """Texture riding on offsets that change from patch to patch (stitched fields of view,
+    an instrument's low-frequency residue), as large as the texture itself: with each cell's
+    mean removed the cells still match."""
+    keys = list(casings)
+    a, b = casings[keys[0]][1], casings[keys[1]][1]
+    s = b.surface
+    n = s.shape[0]
+    rms = float(np.sqrt(np.mean(s.data[s.mask] ** 2)))
+    steps = np.random.default_rng(0).standard_normal((n // 80 + 1, n // 80 + 1))
+    form = rms * np.kron(steps, np.ones((80, 80)))[:n, :n]
+    stepped = PreparedCasing(
+        Scan(np.where(s.mask, s.data + form, np.nan), s.mask, s.spacing_m, s.kind),
+        b.segmentation,
+    )
+    on = compare(a, stepped)
+    off = compare(a, stepped, params=CompareParams(cell_normalise=False))
+    assert on.cmc > off.cmc + 5, (on.cmc, off.cmc)
+
+
+def test_local_contrast_equalises_faint_regions() -> None:
+    from ballistics.register import local_contrast
+
+    rng = np.random.default_rng(3)
+    d = rng.standard_normal((128, 128)).astype(np.float32)
+    d[:, 64:] *= 0.2
+    m = np.ones_like(d, bool)
+    out = local_contrast(d, m, 4.0)
+    left, right = np.sqrt(np.mean(out[:, 8:56] ** 2)), np.sqrt(np.mean(out[:, 72:120] ** 2))
+    assert right / left > 0.7  # was 0.2
+    assert np.sqrt(np.mean(out**2)) == pytest.approx(1.0, rel=1e-3)

@@ -125,9 +125,7 @@ def test_segmentation_confidence_is_read_when_present(scans: dict[str, Scan]) ->
     crop = scans["good"]  # any unfiltered scan of the casing serves for the noise estimate
     seg = {k: v for k, v in p.segmentation.items() if k != "confidence"}
     without = quality_record(p.surface, crop, seg, short_cutoff_um=16.0)
-    with_conf = quality_record(
-        p.surface, crop, {**seg, "confidence": 0.3}, short_cutoff_um=16.0
-    )
+    with_conf = quality_record(p.surface, crop, {**seg, "confidence": 0.3}, short_cutoff_um=16.0)
     assert without["segmentation_confidence"] is None and not without["low_confidence"]
     assert with_conf["segmentation_confidence"] == 0.3 and with_conf["low_confidence"]
 
