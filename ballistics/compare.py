@@ -93,7 +93,10 @@ class CompareParams:
         Final rotation step of the refinement: each hypothesis is searched +-coarse_step_deg
         in steps of twice this, then the best angle's neighbours at this step.
     max_offset_um : float
-        Largest translation between the two primer centres that is searched.
+        Largest translation between the two primer centres that is searched. 1000 finds
+        pairs whose primer centres are up to 1 mm apart, but at the 4-deg coarse step the
+        wider search lets false peaks crowd out the true pose of some pairs (an exact copy
+        rotated by 90 deg, tests/test_picture.py), so the default stays at 500.
     cell_factor : int
         Downsampling for the cells (2 -> 12.5 um).
     grid : int
@@ -130,7 +133,7 @@ class CompareParams:
     refine_peaks: int = 2
     refine_factor: int = 4
     refine_step_deg: float = 1.0
-    max_offset_um: float = 1000.0
+    max_offset_um: float = 500.0
     cell_factor: int = 2
     grid: int = 8
     min_cell_valid: float = 0.15

@@ -92,7 +92,7 @@ CHANGED = {
     "coarse_step_deg": 45.0,
     "coarse_peaks": 12,
     "rotation_hints": 0,
-    "refine_peaks": 1,
+    "refine_peaks": 5,
     "refine_factor": 8,
     "refine_step_deg": 2.0,
     "max_offset_um": 60.0,
@@ -154,6 +154,11 @@ def test_each_parameter_changes_the_outcome(casings, name: str) -> None:
     # Other guns: their pose is not pinned down by a true match, so search settings show.
     c, d = casings[keys[2]][1], casings[keys[4]][1]
     params = CompareParams(**{name: CHANGED[name]})
+    if name == "refine_peaks":  # a match's pose rarely depends on it: check what it refines
+        _, t0 = compare_traced(a, c)
+        _, t1 = compare_traced(a, c, params=params)
+        assert len(t0.refined) != len(t1.refined)
+        return
     changed = [
         compare(x, y).as_dict(cells=True) != compare(x, y, params=params).as_dict(cells=True)
         for x, y in ((a, b), (a, c), (b, d), (c, d))
@@ -204,11 +209,13 @@ def _shifted(p: PreparedCasing, dy_m: float, dx_m: float) -> PreparedCasing:
 
 
 def test_match_found_with_primer_centres_900_um_apart(casings) -> None:
-    """Failed before issue 9: translations beyond 500 um were not searched (CMC 0)."""
+    """Failed before issue 9: translations beyond 500 um could not be searched (CMC 0); with
+    ``max_offset_um=1000`` they are (the default stays 500, see CompareParams)."""
     keys = list(casings)
     a, b = casings[keys[0]][1], casings[keys[1]][1]
-    ref = compare(a, b)
-    moved = compare(a, _shifted(b, -500e-6, 750e-6))
+    wide = CompareParams(max_offset_um=1000.0)
+    ref = compare(a, b, params=wide)
+    moved = compare(a, _shifted(b, -500e-6, 750e-6), params=wide)
     assert moved.cmc >= 0.8 * ref.cmc and moved.cmc >= 10, (moved.cmc, ref.cmc)
     assert abs((moved.rotation_deg - ref.rotation_deg + 180) % 360 - 180) < 2.0
     # Moving b by s before the pose's rotation R changes its translation by -R s.
