@@ -106,7 +106,7 @@ CHANGED = {
     "ccf_threshold": 0.9,
     "angle_tol_deg": 0.0,
     "translation_tol_um": 1.0,
-    "accept_cmc": 0,
+    "accept_cmc": 100,  # above any CMC: every hypothesis is scored, a match is "weak"
 }
 
 
@@ -271,14 +271,22 @@ def test_directions_that_prefer_different_poses_are_flagged() -> None:
     assert _directions_disagree(split, [], p, [], [], params)
 
 
-def test_weak_registration_when_no_hypothesis_stands_out() -> None:
-    from ballistics.compare import Hypothesis, _not_distinct
+def test_weak_registration_needs_partial_agreement_on_a_pose() -> None:
+    """A pair short of a CMC match is flagged only when some pose found partial agreement;
+    a pair where no cells agree anywhere (what different guns give) is not."""
+    from ballistics.compare import Hypothesis, _weak
 
     p, q = Pose(10.0, 0.0, 0.0), Pose(100.0, 0.0, 0.0)
-    flat = [Hypothesis(p, 0.21), Hypothesis(q, 0.20)]
-    peaked = [Hypothesis(p, 0.60), Hypothesis(q, 0.20)]
-    assert _not_distinct(flat, flat, 0)
-    assert not _not_distinct(peaked, peaked, 0)
+    params = CompareParams()
+    nothing = [Hypothesis(p, 0.21, cells_forward=1, cells_backward=0), Hypothesis(q, 0.2, 0, 0, 1)]
+    partial = [Hypothesis(p, 0.21, cells_forward=1, cells_backward=0), Hypothesis(q, 0.2, 0, 5, 4)]
+    assert not _weak(nothing, 1, 0, params)
+    assert _weak(partial, 1, 0, params)
+    # Consecutively made slides share a few cells (Fadul non-matches: up to 3 both ways).
+    few = [Hypothesis(q, 0.2, 0, 3, 3)]
+    assert not _weak(few, 3, 3, params)
+    match = [Hypothesis(p, 0.5, cells_forward=9, cells_backward=8)]
+    assert not _weak(match, 9, 8, params)
 
 
 def test_cell_normalisation_keeps_faint_texture_congruent(casings) -> None:
