@@ -1,4 +1,4 @@
-"""Bulk ingest of scan files into a :class:`~index.service.Catalog`, and re-extraction.
+"""Bulk ingest of scan files into a :class:`~index.service.Catalog`.
 
 * Resumable: every file whose casing is committed is appended (and fsync'ed) to
   ``<data_dir>/ingest-done.tsv`` keyed by absolute path, size, mtime and the run's agency
@@ -390,39 +390,3 @@ def _ingest_one(
     done.add(key)
     bar.update()
     return None
-
-
-def reextract(catalog: Catalog, *, rebuild: bool = True, batch: int = 64) -> int:
-    """Recompute descriptors of every live casing lacking ``catalog.extractor_version`` (after
-    the descriptor code changed), from the stored prepared surface - or, when none is stored,
-    from the original file. Old-version descriptors are dropped when all are done; then the
-    indexes are rebuilt. Returns how many casings were re-described."""
-    store = catalog.store
-    eng = catalog.engine
-    version = catalog.extractor_version
-    todo = store.casings_missing_version(version)
-    pending: dict[int, dict[str, Any]] = {}
-    n = 0
-    for rowid in todo:
-        surface = store.load_surface(rowid)
-        if surface is not None:
-            descs = eng.describe(eng.load(surface))
-        else:
-            rec = store.get_casing(rowid)
-            proc = eng.process(store.read_object(rec.sha256), rec.filename, rec.spacing_m)
-            store.put_surface(rowid, proc.surface)
-            if getattr(proc, "quality", None) is not None:
-                store.put_quality(rowid, proc.quality)
-            descs = proc.descriptors
-        pending[rowid] = descs
-        n += 1
-        if len(pending) >= batch:
-            store.replace_descriptors(pending, version)
-            pending = {}
-    if pending:
-        store.replace_descriptors(pending, version)
-    if n:
-        store.drop_other_versions(version)
-    if rebuild:
-        catalog.rebuild()
-    return n

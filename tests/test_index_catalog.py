@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.ingest import ingest_paths, reextract
-from index.service import Catalog, CatalogConfig
+from index.ingest import ingest_paths
+from index.service import Catalog, CatalogConfig, reextract
 from index.store import Filters
 from index.testing import FakeEngine
 
