@@ -25,8 +25,7 @@ from ballistics.limits import MemoryBudget
 
 from .audit import AuditLog, load_key, reconcile_stored
 from .auth import AuthConfigError, Authenticator, TlsConfig, check_tls_auth
-from .gate import RefusalAuditor
-from .guards import HEALTH_THREADS, ServerGuard
+from .interceptors import HEALTH_THREADS, RefusalAuditor, ServerGuard
 from .policy import SharingPolicy
 from .proto_gen import matching_pb2, matching_pb2_grpc
 from .service import (
@@ -67,8 +66,9 @@ class Server:
     health: health.HealthServicer
     port: int
     address: str
-    budget: MemoryBudget | None = None  # the server-wide working-memory budget (server.guards)
+    budget: MemoryBudget | None = None  # the server-wide working-memory budget
     refusals: RefusalAuditor | None = None
+    guard: ServerGuard | None = None  # the limits (server.interceptors)
 
     def start(self) -> None:
         self.grpc_server.start()
@@ -107,7 +107,8 @@ def create_server(
     limits = limits or ServiceLimits()
     # Matching calls hold at most max_workers threads (as many again may wait briefly); the
     # executor keeps HEALTH_THREADS more so health checks answer when every worker is busy.
-    guard = ServerGuard(limits, workers=max_workers, max_waiting=max_workers)
+    refusals = RefusalAuditor(audit)  # audits refusals made before or outside a handler
+    guard = ServerGuard(limits, workers=max_workers, max_waiting=max_workers, refusals=refusals)
     try:
         check_tls_auth(tls, auth)
     except AuthConfigError as e:
@@ -119,7 +120,6 @@ def create_server(
         ("grpc.max_receive_message_length", max_msg),
         ("grpc.max_send_message_length", max_msg),
     ]
-    refusals = RefusalAuditor(audit)  # audits what gRPC refuses before any handler runs
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=2 * max_workers + HEALTH_THREADS, thread_name_prefix="rpc"
@@ -164,7 +164,7 @@ def create_server(
         )
     host = address.rsplit(":", 1)[0]
     return (
-        Server(server, health_servicer, port, f"{host}:{port}", guard.budget, refusals),
+        Server(server, health_servicer, port, f"{host}:{port}", guard.budget, refusals, guard),
         port,
     )
 
