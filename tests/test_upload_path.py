@@ -15,9 +15,7 @@ import pytest
 
 from index.service import Catalog
 from index.testing import FakeEngine
-from server.app import CatalogBackend
-from server.service import ServiceLimits
-from tests.test_server_support import Running, running_server
+from tests.test_server_support import Running, catalog_server
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -55,16 +53,8 @@ class HashCounter:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Running, Catalog, FakeEngine]]:
     engine = FakeEngine()
-    catalog = Catalog.open(tmp_path / "data", engine=engine)
-    try:
-        with running_server(
-            CatalogBackend(catalog),
-            tmp_path / "data",
-            limits=ServiceLimits(spool_dir=str(tmp_path)),
-        ) as srv:
-            yield srv, catalog, engine
-    finally:
-        catalog.close()
+    with catalog_server(tmp_path, engine) as (srv, catalog):
+        yield srv, catalog, engine
 
 
 def test_submit_hashes_once_reads_the_spool_and_reports_ingest_segmentation(
