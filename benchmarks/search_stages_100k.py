@@ -26,8 +26,8 @@ thread; run it under ``nice`` (``--build-only``) on a shared machine.
 Timing (``--queries`` stored casings, seeded choice), per filter setting (none; agencies ~30 %;
 calibre 9 mm ~46 %; calibre .38 Special ~5 %; agencies ~30 % and 9 mm), two ways per query:
 
-1. the stages of ``index.search.Searcher.search`` replayed call by call (the same store and
-   index calls, in the same order): ``query`` (``Catalog.make_query`` of a casing id:
+1. the stage functions of ``index.search`` that ``Searcher.search`` chains, called one by one
+   and timed: ``query`` (``Catalog.make_query`` of a casing id:
    record, descriptors, surface lookup), ``filter_ids`` (SQL for the filter), ``faiss``
    (``FaissIndex.search`` top ``rerank_k`` + 1), ``records`` (``Store.get_many`` of the
    candidates), ``signatures`` (``Store.vectors_of`` under ``SCREEN_KEY``) and ``screen``
@@ -395,8 +395,16 @@ def settings() -> dict[str, Any]:
 
 
 def replay(cat: Any, casing_id: str, filters: Any, rerank_k: int, keep: int, top: int) -> dict:
-    """Stages 1-2 of ``Searcher.search`` call by call (as ``Catalog.search`` sets them up)."""
-    from index.search import SCREEN_KEY, indexed
+    """Stages 1-2 of ``Searcher.search``: its stage functions called one by one (as
+    ``Catalog.search`` sets them up), each timed."""
+    from index.search import (
+        SCREEN_KEY,
+        Screen,
+        allowed_ids,
+        coarse_candidates,
+        live_candidates,
+        screen_candidates,
+    )
 
     store = cat.store
     ms: dict[str, float] = {}
@@ -405,61 +413,40 @@ def replay(cat: Any, casing_id: str, filters: Any, rerank_k: int, keep: int, top
     ms["query"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    allowed = None
-    if filters is not None and not filters.is_empty():
-        allowed = store.filter_ids(filters)
-    if allowed is not None and q.rowid is not None:
-        allowed = allowed[allowed != q.rowid]
+    allowed = allowed_ids(store, filters, q.rowid)
     ms["filter_ids"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    coarse: dict[str, list[tuple[int, float]]] = {}
-    plans = {}
-    for region, vec in indexed(q.descriptors).items():
-        idx = cat.indexes.get(region)
-        if idx is None or idx.count() == 0:
-            continue
-        extra = 1 if (allowed is None and q.rowid is not None) else 0
-        scores, ids = idx.search(vec, rerank_k + extra, allowed)
-        plans[region] = idx.plan(None if allowed is None else len(allowed))
-        hits = [
-            (int(i), float(s))
-            for i, s in zip(ids[0], scores[0], strict=True)
-            if i >= 0 and int(i) != q.rowid
-        ]
-        coarse[region] = hits[:rerank_k]
-    best: dict[int, float] = {}
-    for hits in coarse.values():
-        for i, s in hits:
-            best[i] = max(best.get(i, -np.inf), s)
-    order = sorted(best, key=lambda i: -best[i])
+    coarse = coarse_candidates(cat.indexes, q, allowed, rerank_k)
     ms["faiss"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    records = store.get_many(order)
-    order = [i for i in order if i in records and not records[i].deleted]
+    live = live_candidates(store, coarse, q.sha256)
     ms["records"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    sigs = store.vectors_of(order, SCREEN_KEY, cat.extractor_version)
-    ms["signatures"] = time.perf_counter() - t
+    sigs: dict[int, Any] = {}
+    ms["signatures"] = 0.0
+
+    def load_signatures(ids: list[int]) -> dict[int, Any]:  # timed apart from the scoring
+        t_sig = time.perf_counter()
+        sigs.update(store.vectors_of(ids, SCREEN_KEY, cat.extractor_version))
+        ms["signatures"] = time.perf_counter() - t_sig
+        return sigs
 
     t = time.perf_counter()
-    have = [i for i in order if i in sigs]
-    values = cat.engine.screen(q.descriptors[SCREEN_KEY], np.stack([sigs[i] for i in have]))
-    screened = {i: float(v) for i, v in zip(have, values, strict=True)}
-    kept = set(sorted(order, key=lambda i: -screened.get(i, np.inf))[:keep])
-    ms["screen"] = time.perf_counter() - t
+    screen = Screen(cat.engine.screen, load_signatures, keep)
+    screened, kept = screen_candidates(screen, q, live.order)
+    ms["screen"] = time.perf_counter() - t - ms["signatures"]
 
-    ranking = sorted(order, key=lambda i: (-screened[i], -best[i]))[:top]
+    ranking = sorted(live.order, key=lambda i: (-screened[i], -coarse.best[i]))[:top]
     return {
         "ms": {k: 1e3 * v for k, v in ms.items()},
         "allowed": None if allowed is None else len(allowed),
-        "plan": plans.get("breech_face"),
-        "n_candidates": len(order),
-        "n_signatures": len(have),
+        "plan": coarse.plans.get("breech_face"),
+        "n_candidates": len(live.order),
+        "n_signatures": len(sigs),
         "n_kept": len(kept),
-        "top": [records[i].casing_id for i in ranking],
+        "top": [live.records[i].casing_id for i in ranking],
     }
 
 
@@ -641,7 +628,7 @@ def compose(res: dict[str, Any]) -> dict[str, Any] | None:
         "e2e_compare_k_40_p90_s": s40["p90_s"],
     }
     for mode in ("warm", "cold"):
-        if mode not in res:
+        if not isinstance(res.get(mode), dict):  # not run (--no-cold: a note instead)
             continue
         for name in ("none", "agencies_30pct"):
             m = res[mode]["settings"][name]["catalog_search"]["median_ms"] / 1e3

@@ -1,30 +1,25 @@
 """The pipeline functions the index needs, behind one small object so tests can inject fakes.
 
-:class:`BallisticsEngine` (the default) calls the real pipeline lazily, so importing ``index``
-does not import OpenCV. An engine provides:
-
-* ``extractor_version`` - the descriptor version the index is built for;
-* ``process(data, filename, spacing_m, *, length_unit="m") -> Processed`` - read, prepare and
-  describe one file (``length_unit``: of an X3P's lengths, "m" or "um"; callers pass it only
-  when it is not "m", so engines without the keyword keep working);
-* ``describe(prepared) -> dict[str, ndarray]`` - descriptors of a prepared casing, plus the
-  screening signature under :data:`index.search.SCREEN_KEY` (stored, versioned and
-  re-extracted like a descriptor, but never put in a vector index);
-* ``screen(query_signature, signatures) -> ndarray`` - screening scores, (D,) x (N, D) -> (N,);
-* ``load(surface_bytes) -> prepared`` - inverse of ``PreparedCasing.to_bytes``;
-* ``score(a, b)`` - the registration comparison (object with ``.score``, ``.cmc``, ``.regions``);
-* ``non_match_frequency(score, region) -> float | None``.
+:class:`Engine` is the interface (a :class:`typing.Protocol`, checked by mypy);
+:class:`BallisticsEngine` (the default) implements it with the real pipeline, imported lazily so
+importing ``index`` does not import OpenCV; :class:`index.testing.FakeEngine` implements it
+without image processing. Bad input raises :class:`ballistics.errors.BallisticsError`.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from .search import SCREEN_KEY
+
+#: Screening scores: query signature (D,) x stored signatures (N, D) -> scores (N,).
+ScreenFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -39,6 +34,74 @@ class Processed:
     spacing_m: float | None
     quality: dict[str, Any] | None = None
     """The scan's quality record (``ballistics.quality``); None if the engine has none."""
+    segmentation: dict[str, Any] | None = None
+    """What segmentation found (``PreparedCasing.segmentation``: primer and firing-pin centres
+    and radii in pixels, ...); None if the engine has none. Reported as computed, so a caller
+    never decodes the stored surface again to learn it."""
+
+
+class Comparison(Protocol):
+    """What an engine's ``score`` returns (``ballistics.compare.Comparison``)."""
+
+    @property
+    def score(self) -> float: ...
+
+    @property
+    def cmc(self) -> float: ...
+
+    @property
+    def regions(self) -> Mapping[str, float]: ...
+
+
+class Engine(Protocol):
+    """The pipeline as the index uses it (:class:`BallisticsEngine`, ``FakeEngine``)."""
+
+    @property
+    def extractor_version(self) -> str:
+        """The descriptor version the index is built for."""
+        ...
+
+    @property
+    def screen(self) -> ScreenFn | None:
+        """The screening comparison of stored signatures (None: the engine has none)."""
+        ...
+
+    def process(
+        self,
+        source: bytes | Path,
+        filename: str | None,
+        spacing_m: float | None,
+        *,
+        length_unit: str = "m",
+    ) -> Processed:
+        """Read (from the content or a file path), prepare and describe one scan.
+        ``length_unit``: of an X3P's lengths, "m" or "um" (callers pass it only when it is
+        not "m", so engines written without the keyword keep working)."""
+        ...
+
+    def describe(self, prepared: Any) -> dict[str, np.ndarray]:
+        """Descriptors of a prepared casing, plus the screening signature under
+        :data:`index.search.SCREEN_KEY` (stored, versioned and re-extracted like a
+        descriptor, never put in a vector index)."""
+        ...
+
+    def load(self, surface: bytes) -> Any:
+        """The prepared casing from its stored bytes (inverse of ``Processed.surface``)."""
+        ...
+
+    def score(self, a: Any, b: Any) -> Comparison:
+        """The registration comparison of two prepared casings."""
+        ...
+
+    def picture(self, a: Any, b: Any, comparison: Any) -> bytes:
+        """The examiner's comparison picture (PNG bytes)."""
+        ...
+
+    def non_match_frequency(
+        self, score: float, region: str, kind: str = "topography"
+    ) -> float | None:
+        """How often known non-matches of this kind of scan score this high (None: unknown)."""
+        ...
 
 
 class BallisticsEngine:
@@ -60,18 +123,21 @@ class BallisticsEngine:
 
     def process(
         self,
-        data: bytes,
+        source: bytes | Path,
         filename: str | None,
         spacing_m: float | None,
         *,
         length_unit: str = "m",
     ) -> Processed:
+        """See :meth:`Engine.process`. A path is read by the reader itself (one copy in
+        memory, the reader's), named ``filename`` in messages (never the path)."""
         io = importlib.import_module("ballistics.io")
         pipeline = importlib.import_module("ballistics.pipeline")
 
         kwargs = {} if self.limits is None else {"limits": self.limits}
+        name = filename if filename or isinstance(source, bytes) else "upload"
         scan = io.read_scan(
-            data, name=filename, spacing_m=spacing_m, length_unit=length_unit, **kwargs
+            source, name=name, spacing_m=spacing_m, length_unit=length_unit, **kwargs
         )
         prep = pipeline.prepare(scan)
         return Processed(
@@ -79,9 +145,10 @@ class BallisticsEngine:
             surface=prep.to_bytes(),
             prepared=prep,
             firing_pin_shape=prep.segmentation.get("firing_pin_shape"),
-            format=io.sniff_format(data) or "unknown",
+            format=io.sniff_format(_head(source)) or "unknown",
             spacing_m=float(scan.spacing_m[1]),
             quality=getattr(prep, "quality", None),
+            segmentation=dict(prep.segmentation),
         )
 
     def describe(self, prepared: Any) -> dict[str, np.ndarray]:
@@ -92,7 +159,12 @@ class BallisticsEngine:
         out[SCREEN_KEY] = screen.signature(prepared).ravel()
         return out
 
-    def screen(self, query: np.ndarray, signatures: np.ndarray) -> np.ndarray:
+    @property
+    def screen(self) -> ScreenFn:
+        return self._screen
+
+    @staticmethod
+    def _screen(query: np.ndarray, signatures: np.ndarray) -> np.ndarray:
         screen = importlib.import_module("ballistics.screen")
 
         shape = screen.SIGNATURE_SHAPE
@@ -104,7 +176,7 @@ class BallisticsEngine:
         pipeline = importlib.import_module("ballistics.pipeline")
         return pipeline.PreparedCasing.from_bytes(surface)
 
-    def score(self, a: Any, b: Any) -> Any:
+    def score(self, a: Any, b: Any) -> Comparison:
         compare = importlib.import_module("ballistics.compare")
 
         return compare.compare(a, b)
@@ -126,3 +198,11 @@ class BallisticsEngine:
             return float(calibration.non_match_frequency(score, region, kind))
         except (ValueError, KeyError):
             return None
+
+
+def _head(source: bytes | Path, n: int = 16) -> bytes:
+    """The first ``n`` bytes of the content or of the file (enough to sniff the format)."""
+    if isinstance(source, bytes):
+        return source[:n]
+    with open(source, "rb") as f:
+        return f.read(n)

@@ -1,9 +1,11 @@
-"""Bulk ingest of scan files into a :class:`~index.service.Catalog`, and re-extraction.
+"""Bulk ingest of scan files into a :class:`~index.service.Catalog`.
 
 * Resumable: every file whose casing is committed is appended (and fsync'ed) to
-  ``<data_dir>/ingest-done.tsv`` keyed by absolute path, size and mtime; a rerun skips those
-  files without reading them. (Ingest is also idempotent on content + agency, so a file
-  committed just before a crash but not yet in the done-list is not duplicated.)
+  ``<data_dir>/ingest-done.tsv`` keyed by absolute path, size, mtime and the run's agency
+  (``agency``, default the catalog's); a rerun for the same agency skips those files without
+  reading them, and another agency ingesting the same folder gets its own casings. (Ingest is
+  also idempotent on content + agency, so a file committed just before a crash but not yet in
+  the done-list is not duplicated.)
 * A bad file is reported on one line and skipped; it never aborts the batch, and because each
   casing is one SQLite transaction it cannot leave a half-written record.
 * Metadata manifest (:func:`read_manifest`): CSV or TSV (or ``;``-separated) with a header
@@ -29,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     from .service import Catalog
@@ -260,9 +263,11 @@ def _row_metadata(
     return md, extra
 
 
-def _done_key(p: Path) -> str:
+def _done_key(p: Path, agency: str) -> str:
+    """The done-list key of a file for an agency: path, size, mtime and the agency (quoted, so
+    a tab in it cannot shift the columns)."""
     st = p.stat()
-    return f"{p.resolve()}\t{st.st_size}\t{st.st_mtime_ns}"
+    return f"{p.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\t{quote(agency, safe='')}"
 
 
 def _load_done(path: Path) -> set[str]:
@@ -271,8 +276,11 @@ def _load_done(path: Path) -> set[str]:
     keys = set()
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         parts = line.split("\t")
-        if len(parts) >= 4:  # path, size, mtime, casing id (a torn last line is ignored)
-            keys.add("\t".join(parts[:3]))
+        # path, size, mtime, agency, casing id. A torn last line is ignored, and so are the
+        # agency-less lines of older versions: those files are read again, and found stored
+        # (ingest is idempotent on content + agency).
+        if len(parts) >= 5:
+            keys.add("\t".join(parts[:4]))
     return keys
 
 
@@ -355,13 +363,15 @@ def _ingest_one(
         bar.message(f"ingest: skipped {f}: {msg}")
         bar.update()
 
-    try:
-        key = _done_key(f)
-    except OSError as e:
-        return failed(e.strerror or str(e))
     row = (man.row_for(f) if man is not None else None) or {}
     if row:
         used.add(id(row))
+    try:
+        # keyed by the run's agency, not the row's: a re-run of the same command without the
+        # manifest still resumes instead of storing the files again under the default agency
+        key = _done_key(f, defaults["agency"] or catalog.config.default_agency)
+    except OSError as e:
+        return failed(e.strerror or str(e))
     if key in done:
         report.skipped_done += 1
         bar.update()
@@ -380,39 +390,3 @@ def _ingest_one(
     done.add(key)
     bar.update()
     return None
-
-
-def reextract(catalog: Catalog, *, rebuild: bool = True, batch: int = 64) -> int:
-    """Recompute descriptors of every live casing lacking ``catalog.extractor_version`` (after
-    the descriptor code changed), from the stored prepared surface - or, when none is stored,
-    from the original file. Old-version descriptors are dropped when all are done; then the
-    indexes are rebuilt. Returns how many casings were re-described."""
-    store = catalog.store
-    eng = catalog.engine
-    version = catalog.extractor_version
-    todo = store.casings_missing_version(version)
-    pending: dict[int, dict[str, Any]] = {}
-    n = 0
-    for rowid in todo:
-        surface = store.load_surface(rowid)
-        if surface is not None:
-            descs = eng.describe(eng.load(surface))
-        else:
-            rec = store.get_casing(rowid)
-            proc = eng.process(store.read_object(rec.sha256), rec.filename, rec.spacing_m)
-            store.put_surface(rowid, proc.surface)
-            if getattr(proc, "quality", None) is not None:
-                store.put_quality(rowid, proc.quality)
-            descs = proc.descriptors
-        pending[rowid] = descs
-        n += 1
-        if len(pending) >= batch:
-            store.replace_descriptors(pending, version)
-            pending = {}
-    if pending:
-        store.replace_descriptors(pending, version)
-    if n:
-        store.drop_other_versions(version)
-    if rebuild:
-        catalog.rebuild()
-    return n

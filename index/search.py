@@ -17,6 +17,11 @@ surfaces (MBs each) need no pickling; the pool can share the store's per-thread 
 connections; and the gRPC server that calls this is multi-threaded, where fork()-based process
 pools are unsafe. A pure-Python ``score_fn`` would serialise on the GIL - that is the trade.
 
+Each stage is a function (:func:`allowed_ids`, :func:`coarse_candidates`, :func:`live_candidates`,
+:func:`screen_candidates`, :func:`compare_candidates` with :func:`compare_one`,
+:func:`rank_candidates`); :meth:`Searcher.search` chains them, and the benchmarks call them one
+by one to time each.
+
 Deadline: ``deadline_s`` bounds the wall time. Candidates not re-scored by then keep their
 coarse score with ``score=None`` / ``rescored=False`` and the result is ``partial=True``
 (comparisons already running finish in the background; their results are discarded).
@@ -29,6 +34,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -152,6 +158,242 @@ def _no_nmf(score: float, region: str) -> float | None:
     return None
 
 
+@dataclass
+class Coarse:
+    """Stage 1's candidates: per region the (row id, coarse score) hits, best first; each
+    candidate's best score over the regions; the candidates by that score, best first; and the
+    index's plan per region (``FaissIndex.plan``)."""
+
+    hits: dict[str, list[tuple[int, float]]]
+    best: dict[int, float]
+    order: list[int]
+    plans: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Live:
+    """Stage 1's candidates that are stored and live (``order``, best first), their records,
+    and those holding the query's very file (``same_file``: reported apart, not compared)."""
+
+    order: list[int]
+    records: dict[int, Any]
+    same_file: list[int]
+    hits: dict[str, list[tuple[int, float]]]
+
+
+@dataclass
+class Compared:
+    """Stage 3's results: comparisons by row id, how many failed, and whether the deadline
+    cut some off."""
+
+    results: dict[int, Any]
+    n_errors: int = 0
+    partial: bool = False
+
+
+def allowed_ids(
+    store: Store, filters: Filters | None, query_rowid: int | None
+) -> np.ndarray | None:
+    """The row ids the filter allows, without the query's own (None: no filter)."""
+    allowed: np.ndarray | None = None
+    if filters is not None and not filters.is_empty():
+        allowed = store.filter_ids(filters)
+    if allowed is not None and query_rowid is not None:
+        allowed = allowed[allowed != query_rowid]
+    return allowed
+
+
+def coarse_candidates(
+    indexes: Mapping[str, VectorIndex],
+    query: Query,
+    allowed: np.ndarray | None,
+    rerank_k: int,
+) -> Coarse:
+    """Stage 1: the top ``rerank_k`` of each region's vector index inside ``allowed``."""
+    hits: dict[str, list[tuple[int, float]]] = {}
+    plans: dict[str, str] = {}
+    for region, vec in indexed(query.descriptors).items():
+        idx = indexes.get(region)
+        if idx is None or idx.count() == 0:
+            continue
+        extra = 1 if (allowed is None and query.rowid is not None) else 0
+        scores, ids = idx.search(vec, rerank_k + extra, allowed)
+        plan = getattr(idx, "plan", None)
+        if callable(plan):
+            plans[region] = str(plan(None if allowed is None else len(allowed)))
+        found = [
+            (int(i), float(s))
+            for i, s in zip(ids[0], scores[0], strict=True)
+            if i >= 0 and int(i) != query.rowid
+        ]
+        hits[region] = found[:rerank_k]
+    best: dict[int, float] = {}
+    for found in hits.values():
+        for i, s in found:
+            best[i] = max(best.get(i, -np.inf), s)
+    order = sorted(best, key=lambda i: -best[i])
+    return Coarse(hits, best, order, plans)
+
+
+def live_candidates(store: Store, coarse: Coarse, query_sha256: str | None) -> Live:
+    """Stage 1's candidates that are stored and not deleted. The query's own file stored again
+    (same SHA-256) is no match to rank: it would top every list with a perfect score, so it is
+    set apart (``same_file``) and not compared."""
+    records = store.get_many(coarse.order)
+    order = [i for i in coarse.order if i in records and not records[i].deleted]
+    same_file = [i for i in order if query_sha256 and records[i].sha256 == query_sha256]
+    hits = coarse.hits
+    if same_file:
+        skip = set(same_file)
+        order = [i for i in order if i not in skip]
+        hits = {r: [h for h in found if h[0] not in skip] for r, found in hits.items()}
+    return Live(order, records, same_file, hits)
+
+
+def screen_candidates(
+    screen: Screen | None, query: Query, order: list[int]
+) -> tuple[dict[int, float], list[int]]:
+    """Stage 2: (screen score by row id, the candidates kept for the comparison). Best screen
+    score first, so a deadline cuts the least promising; a candidate without a stored
+    signature goes first (it costs time, never a match). No screen: every candidate is kept."""
+    query_sig = query.descriptors.get(SCREEN_KEY)
+    if screen is None or query_sig is None or not order:
+        return {}, order
+    sigs = screen.load_fn(order)
+    have = [i for i in order if i in sigs]
+    screened: dict[int, float] = {}
+    if have:
+        values = screen.score_fn(query_sig, np.stack([sigs[i] for i in have]))
+        screened = {i: float(v) for i, v in zip(have, values, strict=True)}
+    kept = sorted(order, key=lambda i: -screened.get(i, np.inf))[: screen.keep]
+    return screened, kept
+
+
+def compare_one(store: Store, query: Query, rowid: int, score_fn: ScoreFn, load_fn: LoadFn) -> Any:
+    """Stage 3 for one candidate: its stored surface, loaded and compared with the query's."""
+    surface = store.load_surface(rowid)
+    if surface is None:
+        raise LookupError(f"no stored surface for casing {rowid}")
+    return score_fn(query.prepared, load_fn(surface))
+
+
+def compare_candidates(
+    pool: cf.Executor,
+    rowids: list[int],
+    compare: Callable[[int], Any],
+    timeout_s: float | None,
+) -> Compared:
+    """Stage 3: ``compare(rowid)`` for every candidate on ``pool``, until ``timeout_s``.
+    Comparisons not done by then are cancelled (``partial``); failures are counted."""
+    futures = {pool.submit(compare, i): i for i in rowids}
+    done, not_done = cf.wait(futures, timeout=timeout_s)
+    for f in not_done:
+        f.cancel()
+    out = Compared({}, partial=bool(not_done))
+    for f in done:
+        if f.cancelled():
+            continue
+        err = f.exception()
+        if err is None:
+            out.results[futures[f]] = f.result()
+        else:
+            out.n_errors += 1
+    return out
+
+
+@dataclass
+class _Evidence:
+    """What a candidate's entry is made of (the stages' outputs for one search)."""
+
+    records: dict[int, Any]
+    results: dict[int, Any]
+    screened: dict[int, float]
+    qualities: Mapping[int, dict[str, Any]]
+    query_quality: Any
+    nmf: NmfFn
+
+    def entry(self, rowid: int, region: str, coarse_score: float) -> Candidate:
+        rec = self.records[rowid]
+        comp = self.results.get(rowid)
+        quality = self.qualities.get(rowid)
+        flags = [str(f) for f in (getattr(comp, "flags", None) or ())]
+        low, reasons = _low_confidence(self.query_quality, quality, flags)
+        score = cmc = nmf_v = None
+        if comp is not None:
+            regs = getattr(comp, "regions", None) or {}
+            raw = regs.get(region, comp.score) if region != "combined" else comp.score
+            score = None if raw is None else float(raw)
+            c = getattr(comp, "cmc", None)
+            cmc = None if c is None else float(c)
+            nmf_v = None if score is None else self.nmf(score, region)
+        return Candidate(
+            casing_id=rec.casing_id,
+            region=region,
+            rank=0,
+            coarse_score=float(coarse_score),
+            score=score,
+            cmc=cmc,
+            non_match_frequency=nmf_v,
+            incident=rec.incident,
+            agency=rec.agency,
+            caliber=rec.caliber,
+            rescored=comp is not None,
+            screen_score=self.screened.get(rowid),
+            quality=quality,
+            low_confidence=low,
+            low_confidence_reasons=reasons,
+            flags=flags,
+        )
+
+
+def _ranked(entries: list[Candidate], top: int) -> list[Candidate]:
+    """Compared first by score, then by screen score, then by coarse score; ranks 1..top."""
+    entries.sort(
+        key=lambda c: (
+            c.score is None,
+            -(c.score if c.score is not None else 0.0),
+            -(c.screen_score if c.screen_score is not None else -np.inf),
+            -c.coarse_score,
+        )
+    )
+    out = entries[:top]
+    for r, c in enumerate(out, 1):
+        c.rank = r
+    return out
+
+
+def rank_candidates(
+    store: Store,
+    query: Query,
+    coarse: Coarse,
+    live: Live,
+    screened: dict[int, float],
+    compared: Compared,
+    *,
+    top: int,
+    nmf_fn: NmfFn | None = None,
+) -> tuple[dict[str, list[Candidate]], list[Candidate], list[Candidate]]:
+    """The ranked lists: (per region, combined, identical files), each candidate with its
+    scores, quality and low-confidence reasons."""
+    ev = _Evidence(
+        records=live.records,
+        results=compared.results,
+        screened=screened,
+        qualities=store.qualities_of(live.order),
+        query_quality=getattr(query.prepared, "quality", None),
+        nmf=nmf_fn or _no_nmf,
+    )
+    per_region = {
+        region: _ranked([ev.entry(i, region, s) for i, s in hits if i in live.records], top)
+        for region, hits in live.hits.items()
+    }
+    combined = _ranked([ev.entry(i, "combined", coarse.best[i]) for i in live.order], top)
+    identical = [ev.entry(i, "combined", coarse.best[i]) for i in live.same_file]
+    for c in identical:
+        c.identical_file = True
+    return per_region, combined, identical
+
+
 class Searcher:
     """Holds the re-ranking thread pool (reused across searches; thread-safe)."""
 
@@ -177,194 +419,37 @@ class Searcher:
         nmf_fn: NmfFn | None = None,
         screen: Screen | None = None,
     ) -> SearchResult:
+        """The stages in order (see the module doc)."""
         t0 = time.monotonic()
         if top <= 0 or rerank_k <= 0:
             raise ValueError("top and rerank_k must be positive")
         rerank_k = max(rerank_k, top)
-        nmf = nmf_fn or _no_nmf
-        allowed: np.ndarray | None = None
-        if filters is not None and not filters.is_empty():
-            allowed = store.filter_ids(filters)
-        if allowed is not None and query.rowid is not None:
-            allowed = allowed[allowed != query.rowid]
-
-        # -- stage 1: coarse search per region ----------------------------------------------
-        coarse: dict[str, list[tuple[int, float]]] = {}
-        plans: dict[str, str] = {}
-        for region, vec in indexed(query.descriptors).items():
-            idx = indexes.get(region)
-            if idx is None or idx.count() == 0:
-                continue
-            extra = 1 if (allowed is None and query.rowid is not None) else 0
-            scores, ids = idx.search(vec, rerank_k + extra, allowed)
-            plan = getattr(idx, "plan", None)
-            if callable(plan):
-                plans[region] = str(plan(None if allowed is None else len(allowed)))
-            hits = [
-                (int(i), float(s))
-                for i, s in zip(ids[0], scores[0], strict=True)
-                if i >= 0 and int(i) != query.rowid
-            ]
-            coarse[region] = hits[:rerank_k]
-        best: dict[int, float] = {}
-        for hits in coarse.values():
-            for i, s in hits:
-                best[i] = max(best.get(i, -np.inf), s)
-        order = sorted(best, key=lambda i: -best[i])
-        records = store.get_many(order)
-        order = [i for i in order if i in records and not records[i].deleted]
-        # The query's own file stored again (same SHA-256) is no match to rank: it would top
-        # every list with a perfect score. It is reported apart and not compared.
-        same_file = [i for i in order if query.sha256 and records[i].sha256 == query.sha256]
-        if same_file:
-            skip = set(same_file)
-            order = [i for i in order if i not in skip]
-            coarse = {r: [h for h in hits if h[0] not in skip] for r, hits in coarse.items()}
-        qualities = store.qualities_of(order)
-        query_quality = getattr(query.prepared, "quality", None)
-
-        # -- stage 2: screen ---------------------------------------------------------------
-        screened: dict[int, float] = {}
-        to_compare = order
-        query_sig = query.descriptors.get(SCREEN_KEY)
-        if screen is not None and query_sig is not None and order:
-            sigs = screen.load_fn(order)
-            have = [i for i in order if i in sigs]
-            if have:
-                values = screen.score_fn(query_sig, np.stack([sigs[i] for i in have]))
-                screened = {i: float(v) for i, v in zip(have, values, strict=True)}
-            # Best screen score first, so a deadline cuts the least promising; a candidate
-            # without a stored signature goes first (it costs time, never a match).
-            to_compare = sorted(order, key=lambda i: -screened.get(i, np.inf))[: screen.keep]
-
-        # -- stage 3: re-rank with the registration comparison ------------------------------
-        def work(rowid: int) -> Any:
-            surface = store.load_surface(rowid)
-            if surface is None:
-                raise LookupError(f"no stored surface for casing {rowid}")
-            return score_fn(query.prepared, load_fn(surface))
-
-        futures = {self._pool.submit(work, i): i for i in to_compare}
+        allowed = allowed_ids(store, filters, query.rowid)
+        coarse = coarse_candidates(indexes, query, allowed, rerank_k)
+        live = live_candidates(store, coarse, query.sha256)
+        screened, to_compare = screen_candidates(screen, query, live.order)
         timeout = None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - t0))
-        done, not_done = cf.wait(futures, timeout=timeout)
-        for f in not_done:
-            f.cancel()
-        results: dict[int, Any] = {}
-        n_errors = 0
-        for f in done:
-            if f.cancelled():
-                continue
-            err = f.exception()
-            if err is None:
-                results[futures[f]] = f.result()
-            else:
-                n_errors += 1
-
-        def entry(rowid: int, region: str, coarse_score: float) -> Candidate:
-            rec = records[rowid]
-            comp = results.get(rowid)
-            quality = qualities.get(rowid)
-            flags = [str(f) for f in (getattr(comp, "flags", None) or ())]
-            low, reasons = _low_confidence(query_quality, quality, flags)
-            score = cmc = nmf_v = None
-            if comp is not None:
-                regs = getattr(comp, "regions", None) or {}
-                raw = regs.get(region, comp.score) if region != "combined" else comp.score
-                score = None if raw is None else float(raw)
-                c = getattr(comp, "cmc", None)
-                cmc = None if c is None else float(c)
-                nmf_v = None if score is None else nmf(score, region)
-            return Candidate(
-                casing_id=rec.casing_id,
-                region=region,
-                rank=0,
-                coarse_score=float(coarse_score),
-                score=score,
-                cmc=cmc,
-                non_match_frequency=nmf_v,
-                incident=rec.incident,
-                agency=rec.agency,
-                caliber=rec.caliber,
-                rescored=comp is not None,
-                screen_score=screened.get(rowid),
-                quality=quality,
-                low_confidence=low,
-                low_confidence_reasons=reasons,
-                flags=flags,
-            )
-
-        def ranked(entries: list[Candidate]) -> list[Candidate]:
-            entries.sort(
-                key=lambda c: (
-                    c.score is None,
-                    -(c.score if c.score is not None else 0.0),
-                    -(c.screen_score if c.screen_score is not None else -np.inf),
-                    -c.coarse_score,
-                )
-            )
-            out = entries[:top]
-            for r, c in enumerate(out, 1):
-                c.rank = r
-            return out
-
-        per_region = {
-            region: ranked([entry(i, region, s) for i, s in hits if i in records])
-            for region, hits in coarse.items()
-        }
-        combined = ranked([entry(i, "combined", best[i]) for i in order])
-        identical = [entry(i, "combined", best[i]) for i in same_file]
-        for c in identical:
-            c.identical_file = True
+        compared = compare_candidates(
+            self._pool,
+            to_compare,
+            partial(compare_one, store, query, score_fn=score_fn, load_fn=load_fn),
+            timeout,
+        )
+        per_region, combined, identical = rank_candidates(
+            store, query, coarse, live, screened, compared, top=top, nmf_fn=nmf_fn
+        )
+        query_quality = getattr(query.prepared, "quality", None)
         return SearchResult(
             query_casing_id=query.casing_id,
             combined=combined,
             regions=per_region,
-            partial=bool(not_done),
-            n_candidates=len(order),
-            n_screened_out=len(order) - len(to_compare),
-            n_rescored=len(results),
-            n_errors=n_errors,
+            partial=compared.partial,
+            n_candidates=len(live.order),
+            n_screened_out=len(live.order) - len(to_compare),
+            n_rescored=len(compared.results),
+            n_errors=compared.n_errors,
             elapsed_s=time.monotonic() - t0,
-            plans=plans,
+            plans=coarse.plans,
             identical=identical,
             query_quality=query_quality if isinstance(query_quality, dict) else None,
         )
-
-
-def search(
-    store: Store,
-    indexes: Mapping[str, VectorIndex],
-    query: Query,
-    *,
-    top: int = 10,
-    rerank_k: int = 200,
-    filters: Filters | None = None,
-    deadline_s: float | None = None,
-    workers: int | None = None,
-    score_fn: ScoreFn | None = None,
-    load_fn: LoadFn | None = None,
-    nmf_fn: NmfFn | None = None,
-    screen: Screen | None = None,
-) -> SearchResult:
-    """One-shot two-stage search (a :class:`Searcher` with its own pool). Defaults: the real
-    ``ballistics`` comparison, surface loader and calibration."""
-    from .engine import BallisticsEngine
-
-    eng = BallisticsEngine()
-    s = Searcher(workers)
-    try:
-        return s.search(
-            store,
-            indexes,
-            query,
-            top=top,
-            rerank_k=rerank_k,
-            filters=filters,
-            deadline_s=deadline_s,
-            score_fn=score_fn or eng.score,
-            load_fn=load_fn or eng.load,
-            nmf_fn=nmf_fn or (eng.non_match_frequency if score_fn is None else None),
-            screen=screen,
-        )
-    finally:
-        s.close()

@@ -28,7 +28,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .engine import BallisticsEngine
+from .engine import BallisticsEngine, Engine, Processed
 from .errors import CatalogLockedError, NotFoundError
 from .search import SCREEN_KEY, Query, Screen, Searcher, SearchResult, indexed
 from .store import CasingRecord, Decision, Filters, Store
@@ -77,10 +77,28 @@ def _unit_kw(length_unit: Any) -> dict[str, str]:
     return {} if unit == "m" else {"length_unit": unit}
 
 
+@dataclass
+class Ingested:
+    """What one ingest did: the stored record and, when this call stored it, what the
+    pipeline computed (``processed``; None for a casing found already stored)."""
+
+    record: CasingRecord
+    processed: Processed | None = None
+
+    @property
+    def segmentation(self) -> dict[str, Any] | None:
+        """What segmentation found (None: not computed by this call, or no segmentation)."""
+        return None if self.processed is None else self.processed.segmentation
+
+    @property
+    def quality(self) -> dict[str, Any] | None:
+        return None if self.processed is None else self.processed.quality
+
+
 class Catalog:
     """Store + per-region indexes. Create with :meth:`open`; close with :meth:`close`."""
 
-    def __init__(self, data_dir: Path, config: CatalogConfig, engine: Any, store: Store) -> None:
+    def __init__(self, data_dir: Path, config: CatalogConfig, engine: Engine, store: Store) -> None:
         self.data_dir = data_dir
         self.config = config
         self.engine = engine
@@ -103,7 +121,7 @@ class Catalog:
         data_dir: str | os.PathLike[str],
         config: CatalogConfig | Mapping[str, Any] | None = None,
         *,
-        engine: Any = None,
+        engine: Engine | None = None,
     ) -> Catalog:
         cfg = config if isinstance(config, CatalogConfig) else CatalogConfig.from_mapping(config)
         d = Path(data_dir)
@@ -132,8 +150,6 @@ class Catalog:
         with self._write_lock:
             if self.config.auto_reextract and not self.config.read_only:
                 if self.store.casings_missing_version(self.extractor_version):
-                    from .ingest import reextract
-
                     reextract(self, rebuild=False)
             self.applied_seq = self.store.seq()
             regions = set(indexed(dict.fromkeys(self.store.regions(self.extractor_version))))
@@ -301,27 +317,53 @@ class Catalog:
         Idempotent: the same bytes from the same agency return the existing record
         (``created=False``). Bad input raises ``ValueError`` (``BallisticsError``).
         """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ValueError("empty upload")
+        data = bytes(data)
+        sha = hashlib.sha256(data).hexdigest()
+        return self._ingest(data, len(data), sha, filename, metadata).record
+
+    def ingest_file(
+        self,
+        path: Path,
+        filename: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        sha256: str,
+    ) -> Ingested:
+        """:meth:`ingest_bytes` for a file the caller has written and hashed (an upload spooled
+        to disk): the content is not hashed again, the reader reads it from the file, and the
+        original is copied into the store block by block. ``sha256``: the file's digest (hex).
+        Returns the record with the segmentation and quality the pipeline computed."""
+        return self._ingest(path, path.stat().st_size, sha256, filename, metadata)
+
+    def _ingest(
+        self,
+        source: bytes | Path,
+        size: int,
+        sha: str,
+        filename: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> Ingested:
+        """Hashed content (bytes or a file) -> stored casing; the one ingest path."""
         if self.config.read_only:
             raise PermissionError("catalog is open read-only")
         md = dict(metadata or {})
-        if not isinstance(data, bytes | bytearray | memoryview) or len(data) == 0:
+        if size == 0:
             raise ValueError("empty upload")
-        data = bytes(data)
-        if len(data) > self.config.max_file_bytes:
-            raise ValueError(
-                f"file is {len(data)} bytes; the limit is {self.config.max_file_bytes}"
-            )
+        if size > self.config.max_file_bytes:
+            raise ValueError(f"file is {size} bytes; the limit is {self.config.max_file_bytes}")
         agency = str(md.get("agency") or self.config.default_agency)
-        sha = hashlib.sha256(data).hexdigest()
         existing = self.store.find_by_sha(sha, agency)
         if existing is not None:
-            return existing
+            return Ingested(existing)
         spacing_um = md.get("spacing_um")
         spacing_m = None if spacing_um in (None, "") else float(spacing_um) * 1e-6
-        proc = self.engine.process(data, filename, spacing_m, **_unit_kw(md.get("length_unit")))
+        proc = self.engine.process(source, filename, spacing_m, **_unit_kw(md.get("length_unit")))
         with self._write_lock:
             rec, seq = self.store.add_casing(
-                original=data,
+                original=source,
+                sha256=sha,
                 agency=agency,
                 descriptors=proc.descriptors,
                 extractor_version=self.extractor_version,
@@ -337,13 +379,13 @@ class Catalog:
                 filename=filename,
                 format=proc.format,
                 spacing_m=proc.spacing_m,
-                quality=getattr(proc, "quality", None),
+                quality=proc.quality,
             )
             if rec.created:
                 self._apply_add(rec.id, proc.descriptors)
                 self.applied_seq = seq
                 self._after_change()
-        return rec
+        return Ingested(rec, proc if rec.created else None)
 
     def _apply_add(self, rowid: int, descriptors: Mapping[str, np.ndarray]) -> None:
         for region, v in indexed(descriptors).items():
@@ -414,9 +456,6 @@ class Catalog:
             raise NotFoundError(f"no stored surface for casing {casing_id}")
         return self.engine.load(surface)
 
-    def original(self, casing_id: str) -> bytes:
-        return self.store.read_object(self.get(casing_id).sha256)
-
     def stats(self) -> dict[str, Any]:
         return {
             "casings": self.store.count_live(),
@@ -475,9 +514,9 @@ class Catalog:
         if keep < 0:
             raise ValueError(f"compare_k must be >= 0 (0: compare every candidate); got {keep}")
         q = self.make_query(query, spacing_um=spacing_um, length_unit=length_unit)
-        screen_fn = getattr(self.engine, "screen", None)
+        screen_fn = self.engine.screen
         screen = None
-        if keep and callable(screen_fn):
+        if keep and screen_fn is not None:
             version = self.extractor_version
             screen = Screen(
                 score_fn=screen_fn,
@@ -501,11 +540,6 @@ class Catalog:
             screen=screen,
         )
 
-    def ingest_paths(self, paths: builtins.list[str], **kwargs: Any) -> Any:
-        from .ingest import ingest_paths
-
-        return ingest_paths(self, paths, **kwargs)
-
     def check(self, out: IO[str] = sys.stderr) -> bool:
         """True when every index holds exactly the store's live ids for its region."""
         ok = True
@@ -515,3 +549,39 @@ class Catalog:
                 print(f"index {region}: {idx.count()} rows, store {len(expect)}", file=out)
                 ok = False
         return ok
+
+
+def reextract(catalog: Catalog, *, rebuild: bool = True, batch: int = 64) -> int:
+    """Recompute descriptors of every live casing lacking ``catalog.extractor_version`` (after
+    the descriptor code changed), from the stored prepared surface - or, when none is stored,
+    from the original file. Old-version descriptors are dropped when all are done; then the
+    indexes are rebuilt. Returns how many casings were re-described."""
+    store = catalog.store
+    eng = catalog.engine
+    version = catalog.extractor_version
+    todo = store.casings_missing_version(version)
+    pending: dict[int, dict[str, Any]] = {}
+    n = 0
+    for rowid in todo:
+        surface = store.load_surface(rowid)
+        if surface is not None:
+            descs = eng.describe(eng.load(surface))
+        else:
+            rec = store.get_casing(rowid)
+            proc = eng.process(store.read_object(rec.sha256), rec.filename, rec.spacing_m)
+            store.put_surface(rowid, proc.surface)
+            if proc.quality is not None:
+                store.put_quality(rowid, proc.quality)
+            descs = proc.descriptors
+        pending[rowid] = descs
+        n += 1
+        if len(pending) >= batch:
+            store.replace_descriptors(pending, version)
+            pending = {}
+    if pending:
+        store.replace_descriptors(pending, version)
+    if n:
+        store.drop_other_versions(version)
+    if rebuild:
+        catalog.rebuild()
+    return n

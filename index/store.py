@@ -29,6 +29,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import uuid
@@ -160,13 +161,18 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync directory."""
+def atomic_write(path: Path, data: bytes | Path) -> None:
+    """Write ``data`` (bytes, or the content of a file, copied in 4 MiB blocks) to ``path``
+    atomically: temp file, fsync, rename, fsync directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            if isinstance(data, Path):
+                with open(data, "rb") as src:
+                    shutil.copyfileobj(src, f, 1 << 22)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -350,11 +356,18 @@ class Store:
     def object_path(self, sha256: str) -> Path:
         return self.objects_dir / sha256[:2] / sha256[2:]
 
-    def put_object(self, data: bytes) -> str:
-        """Store an original file content-addressed; returns its SHA-256 (hex)."""
-        sha = hashlib.sha256(data).hexdigest()
+    def put_object(self, data: bytes | Path, sha256: str | None = None) -> str:
+        """Store an original file (its bytes, or a file copied block by block)
+        content-addressed; returns its SHA-256 (hex). ``sha256``: the content's digest when the
+        caller computed it already (trusted, not recomputed; required for a path)."""
+        if sha256 is None:
+            if isinstance(data, Path):
+                raise ValueError("put_object: give the sha256 of a file to store")
+            sha256 = hashlib.sha256(data).hexdigest()
+        sha = sha256
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
         path = self.object_path(sha)
-        if path.exists() and path.stat().st_size == len(data):
+        if path.exists() and path.stat().st_size == size:
             return sha
         atomic_write(path, data)
         fsync_dir(path.parent.parent)
@@ -365,15 +378,6 @@ class Store:
         if hashlib.sha256(data).hexdigest() != sha256:
             raise ValueError(f"original {sha256} is corrupt (checksum mismatch)")
         return data
-
-    # -- meta --------------------------------------------------------------------------------
-    def get_meta(self, key: str) -> str | None:
-        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self._tx() as con:
-            con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     # -- casings -----------------------------------------------------------------------------
     def find_by_sha(self, sha256: str, agency: str) -> CasingRecord | None:
@@ -391,7 +395,7 @@ class Store:
     def add_casing(
         self,
         *,
-        original: bytes | None,
+        original: bytes | Path | None,
         agency: str,
         descriptors: Mapping[str, np.ndarray],
         extractor_version: str,
@@ -414,7 +418,9 @@ class Store:
 
         Idempotent on (sha256, agency) among live casings: a second add returns the existing
         record (``created=False``) and the current seq without writing anything.
-        ``original`` (the file as received) is stored content-addressed before the commit.
+        ``original`` (the file as received: its bytes, or the path of a file holding them) is
+        stored content-addressed before the commit. ``sha256``: its digest, when the caller
+        has computed it (trusted, so each upload is hashed once; required with a path).
         """
         if not agency:
             raise ValueError("agency is required")
@@ -427,17 +433,15 @@ class Store:
             if a.size == 0 or not np.all(np.isfinite(a)):
                 raise ValueError(f"descriptor {region!r} is empty or not finite")
             vecs[region] = a
-        if original is not None:
-            sha = hashlib.sha256(original).hexdigest()
-            if sha256 is not None and sha256 != sha:
-                raise ValueError("sha256 does not match the original bytes")
-            sha256 = sha
-        assert sha256 is not None
+        if sha256 is None:
+            if not isinstance(original, bytes):
+                raise ValueError("the sha256 of an original given as a file is required")
+            sha256 = hashlib.sha256(original).hexdigest()
         existing = self.find_by_sha(sha256, agency)
         if existing is not None:
             return existing, self.seq()
         if original is not None:
-            self.put_object(original)
+            self.put_object(original, sha256)
         cid = casing_id or uuid.uuid4().hex[:16]
         now = _now()
         with self._tx() as con:

@@ -2,7 +2,9 @@
 
 File contents ``b"FAKE:<gun>:<shot>[:<pad>]"`` become descriptors near a per-gun centre (so
 casings fired by the same virtual gun find each other); any other content gets a random
-vector seeded by its hash; content starting with ``b"BAD"`` is rejected like a corrupt scan.
+vector seeded by its hash; content starting with ``b"BAD"`` is rejected like a corrupt scan
+(:class:`~ballistics.errors.ScanFormatError`, as the real engine). It implements
+:class:`index.engine.Engine`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .engine import Processed
+from ballistics.errors import BallisticsError, ScanFormatError
+
+from .engine import Engine, Processed, ScreenFn
 from .search import SCREEN_KEY
 
 
@@ -42,7 +47,7 @@ class FakeEngine:
         self.score_delay_s = 0.0
         # with_screen: describe() adds a screening signature (a copy of the first region's
         # vector) and screen() scores by inner product, like the real engine's stage 2.
-        self.screen = self._screen if with_screen else None
+        self.screen: ScreenFn | None = self._screen if with_screen else None
 
     def _screen(self, query: np.ndarray, signatures: np.ndarray) -> np.ndarray:
         return np.asarray(signatures, np.float64) @ np.asarray(query, np.float64)
@@ -60,24 +65,32 @@ class FakeEngine:
 
     def process(
         self,
-        data: bytes,
+        source: bytes | Path,
         filename: str | None,
         spacing_m: float | None,
         *,
         length_unit: str = "m",
     ) -> Processed:
         if length_unit not in ("m", "um"):
-            raise ValueError(f"unknown length unit {length_unit!r} (fake)")
+            raise BallisticsError(
+                f"unknown length unit {length_unit!r} (fake engine); use 'm' or 'um'"
+            )
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
         if data.startswith(b"BAD"):
-            raise ValueError("not a readable scan (fake)")
+            raise ScanFormatError(
+                f"{filename or 'upload'}: not a readable scan (fake engine: content starts"
+                " with b'BAD')"
+            )
         descs = {r: self._vec(data, r) for r in self.regions}
+        shape = "elongated" if data[-1:] in (b"e",) else "round"
         return Processed(
             descriptors=self._with_signature(descs),
             surface=self.surface_of(descs),
             prepared=descs,
-            firing_pin_shape="elongated" if data[-1:] in (b"e",) else "round",
+            firing_pin_shape=shape,
             format="fake",
             spacing_m=6.25e-6,
+            segmentation={"firing_pin_shape": shape, "fake": True},
         )
 
     def surface_of(self, descs: dict[str, np.ndarray]) -> bytes:
@@ -128,3 +141,8 @@ class FakeEngineV2(FakeEngine):
 
     def __init__(self) -> None:
         super().__init__(extractor_version="fake-2")
+
+
+if TYPE_CHECKING:  # mypy proves the fakes implement the interface the catalog is typed with
+    _fake: Engine = FakeEngine()
+    _fake_v2: Engine = FakeEngineV2()

@@ -16,7 +16,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,8 +25,7 @@ from ballistics.limits import MemoryBudget
 
 from .audit import AuditLog, load_key, reconcile_stored
 from .auth import AuthConfigError, Authenticator, TlsConfig, check_tls_auth
-from .gate import RefusalAuditor
-from .guards import HEALTH_THREADS, ServerGuard
+from .interceptors import HEALTH_THREADS, RefusalAuditor, ServerGuard
 from .policy import SharingPolicy
 from .proto_gen import matching_pb2, matching_pb2_grpc
 from .service import (
@@ -44,6 +43,10 @@ from .service import (
     ServiceLimits,
     SubmitMeta,
 )
+
+if TYPE_CHECKING:  # the index (FAISS, the pipeline) is imported when a backend is opened
+    from index.engine import Engine
+    from index.service import Catalog
 
 log = logging.getLogger("ballistics.server")
 
@@ -63,8 +66,9 @@ class Server:
     health: health.HealthServicer
     port: int
     address: str
-    budget: MemoryBudget | None = None  # the server-wide working-memory budget (server.guards)
+    budget: MemoryBudget | None = None  # the server-wide working-memory budget
     refusals: RefusalAuditor | None = None
+    guard: ServerGuard | None = None  # the limits (server.interceptors)
 
     def start(self) -> None:
         self.grpc_server.start()
@@ -103,7 +107,8 @@ def create_server(
     limits = limits or ServiceLimits()
     # Matching calls hold at most max_workers threads (as many again may wait briefly); the
     # executor keeps HEALTH_THREADS more so health checks answer when every worker is busy.
-    guard = ServerGuard(limits, workers=max_workers, max_waiting=max_workers)
+    refusals = RefusalAuditor(audit)  # audits refusals made before or outside a handler
+    guard = ServerGuard(limits, workers=max_workers, max_waiting=max_workers, refusals=refusals)
     try:
         check_tls_auth(tls, auth)
     except AuthConfigError as e:
@@ -115,7 +120,6 @@ def create_server(
         ("grpc.max_receive_message_length", max_msg),
         ("grpc.max_send_message_length", max_msg),
     ]
-    refusals = RefusalAuditor(audit)  # audits what gRPC refuses before any handler runs
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=2 * max_workers + HEALTH_THREADS, thread_name_prefix="rpc"
@@ -160,7 +164,7 @@ def create_server(
         )
     host = address.rsplit(":", 1)[0]
     return (
-        Server(server, health_servicer, port, f"{host}:{port}", guard.budget, refusals),
+        Server(server, health_servicer, port, f"{host}:{port}", guard.budget, refusals, guard),
         port,
     )
 
@@ -187,7 +191,7 @@ def serve_until_signalled(server: Server, *, grace: float = 30.0) -> None:
 # ------------------------------------------------------------------------- the real store
 
 
-def limited_engine(limits: ServiceLimits) -> Any:
+def limited_engine(limits: ServiceLimits) -> Engine:
     """The index's pipeline engine, reading every scan with the service's byte and pixel caps."""
     from ballistics.limits import Limits
     from index.engine import BallisticsEngine
@@ -232,7 +236,7 @@ def _check_format(head: bytes, name: str) -> None:
 class CatalogBackend:
     """:class:`server.service.Backend` over the embedded ``index.Catalog``."""
 
-    def __init__(self, catalog: Any) -> None:
+    def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
 
     # -- conversions ----------------------------------------------------------------------
@@ -308,8 +312,13 @@ class CatalogBackend:
             md["spacing_um"] = meta.pixel_spacing_m * 1e6
         if meta.length_unit != "m":
             md["length_unit"] = meta.length_unit
-        rec = self.catalog.ingest_bytes(upload.read_bytes(), meta.file_name or None, md)
-        out = self._casing(rec, self._segmentation(rec.casing_id), self._quality(rec.id))
+        # the spooled file as it is: hashed once while spooled, read by the scan reader
+        done = self.catalog.ingest_file(upload, meta.file_name or None, md, sha256=sha256)
+        rec = done.record
+        if done.processed is not None:  # what this ingest computed, not decoded again
+            out = self._casing(rec, done.segmentation, done.quality)
+        else:  # the same file stored before by this agency: nothing was computed now
+            out = self._casing(rec, self._segmentation(rec.casing_id), self._quality(rec.id))
         out.size_bytes = size
         out.submitted_by = user
         return out

@@ -452,3 +452,12 @@ def reconcile_stored(audit: AuditLog, stored: Iterable[tuple[str, str, str]]) ->
         )
         missing.append(casing_id)
     return missing
+
+
+def peer_of(context: Any) -> str:
+    """The client's address as gRPC reports it (``ipv4:127.0.0.1:53412``), or '' - for the
+    ``peer`` field of a record."""
+    try:
+        return str(context.peer() or "")[:200]
+    except Exception:  # a test double without peer(): the record just lacks the address
+        return ""

@@ -58,7 +58,7 @@ def _example(*lines: str) -> str:
 
 
 def add_serve_limit_options(p: argparse.ArgumentParser) -> None:
-    from .guards import add_serve_limit_options as add
+    from .interceptors import add_serve_limit_options as add
 
     add(p)
 

@@ -12,7 +12,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from index.errors import CatalogLockedError, NotFoundError
 from index.ingest import read_manifest
@@ -20,14 +20,18 @@ from index.store import Filters
 
 from .output import candidate_from_local
 
+if TYPE_CHECKING:
+    from index.engine import Engine
+
 
 def _fail(msg: str, code: int = 2) -> int:
     print(f"ballistics: {msg}", file=sys.stderr)
     return code
 
 
-def _engine() -> Any:
-    """The pipeline engine; ``BALLISTICS_INDEX_ENGINE=module:Class`` swaps it (tests)."""
+def _engine() -> Engine | None:
+    """The pipeline engine (None: the catalog's default, the real pipeline);
+    ``BALLISTICS_INDEX_ENGINE=module:Class`` swaps it (tests)."""
     spec = os.environ.get("BALLISTICS_INDEX_ENGINE")
     if not spec:
         return None

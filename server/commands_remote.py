@@ -168,7 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.auth:
         _err("refusing to start without --auth (a tokens file); see server/auth.py")
         return 2
-    from .guards import limits_from_args
+    from .interceptors import limits_from_args
 
     try:
         limits = limits_from_args(args)

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,20 +28,30 @@ from google.protobuf.message import Message
 
 from ballistics.errors import BallisticsError, ScanTooLargeError
 
-from .audit import AuditLog
+from .audit import AuditLog, peer_of
 from .auth import Authenticator, AuthError, Identity, Permission
-from .guard import id_problem, peer_of
 from .policy import SharingPolicy
 from .proto_gen import matching_pb2 as pb
 from .proto_gen import matching_pb2_grpc as pb_grpc
-from .validation import check_decodable, check_spacing_m, truncate_detail, validate_message
+from .validation import (
+    VERDICTS,
+    InvalidRequest,
+    check_date,
+    check_decodable,
+    check_firing_pin_class,
+    check_ids,
+    check_non_negative,
+    length_unit,
+    spacing_or_none,
+    truncate_detail,
+    validate_message,
+    verdict_name,
+)
 
 log = logging.getLogger("ballistics.server")
 
 MiB = 1024 * 1024
-VERDICTS = {pb.HIT: "hit", pb.EXCLUDED: "excluded", pb.INCONCLUSIVE: "inconclusive"}
 VERDICT_CODES = {v: k for k, v in VERDICTS.items()}
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 # ------------------------------------------------------------------------- domain types
@@ -245,7 +254,7 @@ class ServiceLimits:
     ``max_pixels``: largest scan decoded per request (default 16 million, 4000 x 4000, about
     1.2 GB of working memory at ``ballistics.limits.Limits.working_bytes_per_pixel``).
     ``memory_budget_bytes``: working memory shared by all concurrent requests; each reserves
-    its scan's declared size before decoding (server.guards). ``upload_idle_timeout_s``,
+    its scan's declared size before decoding (server.interceptors). ``upload_idle_timeout_s``,
     ``upload_min_rate_bytes_s`` (average, checked after ``upload_rate_grace_s``) and
     ``max_concurrent_uploads`` keep slow or stalled uploads from holding the workers.
     """
@@ -265,7 +274,8 @@ class ServiceLimits:
 
 
 class ServiceError(Exception):
-    """A refusal decided in the service layer, with its status."""
+    """A refusal decided in the service layer, with its status (not for bad input: that is
+    :class:`server.validation.InvalidRequest`, ``INVALID_ARGUMENT``)."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
@@ -276,8 +286,9 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status for an exception raised while handling a call (never UNKNOWN), with a
     bounded message.
 
-    Only input errors (:class:`BallisticsError`, including ``server.validation``'s) are
-    ``INVALID_ARGUMENT``; a built-in ``ValueError`` from elsewhere is a bug: ``INTERNAL``.
+    Only input errors (:class:`BallisticsError`, including
+    :class:`server.validation.InvalidRequest`) are ``INVALID_ARGUMENT``; a built-in
+    ``ValueError`` from elsewhere is a bug: ``INTERNAL``.
     """
     code, message = _status_for(exc)
     return code, truncate_detail(message)
@@ -329,16 +340,14 @@ def _rpc(
         def wrapper(self: MatchingService, request: Any, context: grpc.ServicerContext) -> _R:
             call = Call(method, peer=peer_of(context))
             try:
-                problem = id_problem(request)
-                if problem:
-                    raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, problem)
+                check_ids(request)  # before anything else: a 70 KB id is never audited
                 call.identity = self.auth.authenticate(context)
                 if not call.identity.can(permission):
                     raise AuthError(
                         grpc.StatusCode.PERMISSION_DENIED,
                         f"role {call.identity.role!r} may not {permission.value}",
                     )
-                check_decodable(request)  # streams: checked per message by server.guards
+                check_decodable(request)  # streams: per message by server.interceptors
                 if isinstance(request, Message):
                     validate_message(request)
                 result = fn(self, request, context, call)
@@ -408,7 +417,7 @@ class MatchingService(pb_grpc.MatchingServicer):
         Unknown and not-visible answer alike (NOT_FOUND, same message): no existence oracle.
         """
         if not casing_id:
-            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "casing id is required")
+            raise InvalidRequest("casing id is required")
         try:
             rec: CasingRecord | None = self.backend.get(casing_id)
         except LookupError:
@@ -425,8 +434,7 @@ class MatchingService(pb_grpc.MatchingServicer):
         return time.monotonic() + budget
 
     def _top(self, requested: int) -> int:
-        if requested < 0:
-            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "max_results must be >= 0")
+        check_non_negative("max_results", requested)
         return min(requested or self.limits.default_results, self.limits.max_results)
 
     def _spool(self, chunks: Iterator[pb.SubmitRequest]) -> tuple[Path, int, str]:
@@ -444,10 +452,7 @@ class MatchingService(pb_grpc.MatchingServicer):
             with os.fdopen(fd, "wb") as out:
                 for msg in chunks:
                     if msg.WhichOneof("part") != "chunk":
-                        raise ServiceError(
-                            grpc.StatusCode.INVALID_ARGUMENT,
-                            "metadata may only be sent once, as the first message",
-                        )
+                        raise InvalidRequest("metadata may only be sent once, as the first message")
                     size += len(msg.chunk)
                     if size > cap:
                         raise ServiceError(
@@ -472,18 +477,14 @@ class MatchingService(pb_grpc.MatchingServicer):
     ) -> pb.SubmitResponse:
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("part") != "metadata":
-            raise ServiceError(
-                grpc.StatusCode.INVALID_ARGUMENT, "the first message must carry the metadata"
-            )
-        problem = id_problem(first.metadata)
-        if problem:
-            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            raise InvalidRequest("the first message must carry the metadata")
+        check_ids(first.metadata)
         meta = submit_meta_from_proto(first.metadata)
         call.targets.append(f"incident:{meta.incident_id}" if meta.incident_id else "")
         path, size, sha = self._spool(request_iterator)
         try:
             if size == 0:
-                raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "the upload is empty")
+                raise InvalidRequest("the upload is empty")
             call.targets.append(f"sha256:{sha}")
             self._begin(call)  # a casing killed in flight is still named (by sha256) in the log
             rec = self.backend.submit(
@@ -512,8 +513,8 @@ class MatchingService(pb_grpc.MatchingServicer):
         self, request: pb.SearchRequest, context: grpc.ServicerContext, call: Call
     ) -> pb.SearchResponse:
         f = request.filters
-        for name, value in (("date_from", f.date_from), ("date_to", f.date_to)):
-            _check_date(name, value)
+        check_date("date_from", f.date_from)
+        check_date("date_to", f.date_to)
         kind = request.WhichOneof("query")
         if kind == "casing_id":
             call.targets.append(request.casing_id)
@@ -522,15 +523,13 @@ class MatchingService(pb_grpc.MatchingServicer):
             if len(request.file) > self.limits.max_upload_bytes:
                 raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, "search file too large")
         else:
-            raise ServiceError(
-                grpc.StatusCode.INVALID_ARGUMENT, "give a casing_id or the file to search with"
-            )
+            raise InvalidRequest("give a casing_id or the file to search with")
         query = SearchQuery(
             casing_id=request.casing_id if kind == "casing_id" else None,
             file=request.file if kind == "file" else None,
             file_name=request.file_name,
-            pixel_spacing_m=_spacing(request.pixel_spacing_m),
-            length_unit=_length_unit(request.length_unit),
+            pixel_spacing_m=spacing_or_none("pixel_spacing_m", request.pixel_spacing_m),
+            length_unit=length_unit("length_unit", request.length_unit),
             calibre=f.calibre,
             date_from=f.date_from,
             date_to=f.date_to,
@@ -564,21 +563,16 @@ class MatchingService(pb_grpc.MatchingServicer):
         self, request: pb.DecideRequest, context: grpc.ServicerContext, call: Call
     ) -> pb.Decision:
         call.targets += [request.casing_id, request.candidate_id]
-        if request.verdict not in VERDICTS:
-            raise ServiceError(
-                grpc.StatusCode.INVALID_ARGUMENT, "verdict must be HIT, EXCLUDED or INCONCLUSIVE"
-            )
+        verdict = verdict_name(request.verdict)
         if request.casing_id == request.candidate_id:
-            raise ServiceError(
-                grpc.StatusCode.INVALID_ARGUMENT, "a casing cannot be compared with itself"
-            )
+            raise InvalidRequest("a casing cannot be compared with itself")
         self._visible(call, request.casing_id)
         self._visible(call, request.candidate_id)
         self._begin(call)
         d = self.backend.decide(
             request.casing_id,
             request.candidate_id,
-            VERDICTS[request.verdict],
+            verdict,
             request.comment,
             examiner=call.who.user,
             agency=call.who.agency,
@@ -605,7 +599,7 @@ class MatchingService(pb_grpc.MatchingServicer):
                 casing_id=None, incident_id=request.incident_id, viewer=viewer, visible=visible
             )
         else:
-            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "give a casing_id or incident_id")
+            raise InvalidRequest("give a casing_id or incident_id")
         return self._graph_to_proto(call, graph)
 
     @_rpc("GetCasing", Permission.READ)
@@ -619,8 +613,8 @@ class MatchingService(pb_grpc.MatchingServicer):
     def ListCasings(
         self, request: pb.ListCasingsRequest, context: grpc.ServicerContext, call: Call
     ) -> pb.ListCasingsResponse:
-        if request.limit < 0 or request.offset < 0:
-            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "limit and offset must be >= 0")
+        check_non_negative("limit", request.limit)
+        check_non_negative("offset", request.offset)
         recs = self.backend.list(
             agencies=self.policy.allowed_agencies(call.who.agency),
             incident_id=request.incident_id,
@@ -636,7 +630,7 @@ class MatchingService(pb_grpc.MatchingServicer):
     ) -> pb.DeleteCasingResponse:
         call.targets.append(request.casing_id)
         if not request.reason.strip():
-            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "a reason is required to delete")
+            raise InvalidRequest("a reason is required to delete")
         rec = self._visible(call, request.casing_id)
         if rec.agency != call.who.agency:
             raise ServiceError(
@@ -685,34 +679,10 @@ def _fields(obj: Any) -> dict[str, Any]:
     return dict(obj.__dict__)
 
 
-def _spacing(value: float) -> float | None:
-    check_spacing_m("pixel_spacing_m", value)
-    return None if value == 0 else value
-
-
-def _length_unit(value: str) -> str:
-    """``"m"`` or ``"um"`` from a request's ``length_unit`` ("" = metres)."""
-    from ballistics.x3p import check_length_unit
-
-    try:
-        return check_length_unit(value)
-    except BallisticsError as exc:
-        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"length_unit: {exc}") from None
-
-
-def _check_date(name: str, value: str) -> None:
-    if value and not _DATE.match(value):
-        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be YYYY-MM-DD")
-
-
 def submit_meta_from_proto(m: pb.SubmitMetadata) -> SubmitMeta:
-    _check_date("acquisition_date", m.acquisition_date)
-    if m.firing_pin_class not in ("", "round", "elongated"):
-        raise ServiceError(
-            grpc.StatusCode.INVALID_ARGUMENT, "firing_pin_class must be 'round' or 'elongated'"
-        )
-    if m.max_results < 0:
-        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "max_results must be >= 0")
+    check_date("acquisition_date", m.acquisition_date)
+    check_firing_pin_class(m.firing_pin_class)
+    check_non_negative("max_results", m.max_results)
     return SubmitMeta(
         agency_case_number=m.agency_case_number,
         incident_id=m.incident_id,
@@ -722,10 +692,10 @@ def submit_meta_from_proto(m: pb.SubmitMetadata) -> SubmitMeta:
         place=m.place,
         file_name=Path(m.file_name).name if m.file_name else "",
         format=m.format.lower(),
-        pixel_spacing_m=_spacing(m.pixel_spacing_m),
+        pixel_spacing_m=spacing_or_none("pixel_spacing_m", m.pixel_spacing_m),
         search_after_submit=m.search_after_submit if m.HasField("search_after_submit") else True,
         max_results=m.max_results,
-        length_unit=_length_unit(m.length_unit),
+        length_unit=length_unit("length_unit", m.length_unit),
     )
 
 

@@ -1,14 +1,20 @@
 """One place that checks every field of every request before the service acts on it.
 
-Each string field has a length limit (characters; :data:`FIELD_LIMITS`, else
-:data:`DEFAULT_MAX_CHARS`, so a field added to the proto later is bounded too) and one
-control-character policy: no C0/C1 control characters, no Unicode bidirectional overrides or
-isolates (they make a listing display something other than what is stored), and no newline or
-tab except in the free-text fields of :data:`MULTILINE_FIELDS`. Dates must be real calendar
-dates, spacings must lie in the plausible range, counts must be >= 0.
+Ids are checked first (:func:`check_ids`, before the caller is even authenticated, so a 70 KB
+id never reaches the audit log): over :data:`MAX_ID_CHARS` a request is refused with the id's
+length only, never echoed back. Then each string field has a length limit (characters;
+:data:`FIELD_LIMITS`, else :data:`DEFAULT_MAX_CHARS`, so a field added to the proto later is
+bounded too) and one control-character policy: no C0/C1 control characters, no Unicode
+bidirectional overrides or isolates (they make a listing display something other than what is
+stored), and no newline or tab except in the free-text fields of :data:`MULTILINE_FIELDS`.
+Dates must be real calendar dates, spacings must lie in the plausible range, counts must be
+>= 0. The handlers' own checks use the same functions: verdicts (:func:`verdict_name`),
+firing-pin classes (:func:`check_firing_pin_class`), spacings (:func:`spacing_or_none`),
+length units (:func:`length_unit`).
 
-A refusal raises :class:`InvalidRequest` (a :class:`~ballistics.errors.BallisticsError`, so the
-service answers ``INVALID_ARGUMENT``). Messages never echo input unbounded: :func:`shown`.
+A refusal raises :class:`InvalidRequest` (a :class:`~ballistics.errors.BallisticsError`), the
+one client-error type: the service maps it, once, to ``INVALID_ARGUMENT``. Messages never echo
+input unbounded: :func:`shown`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from typing import Any
 from google.protobuf.message import DecodeError, Message
 
 from ballistics.errors import BallisticsError
+
+from .proto_gen import matching_pb2 as pb
 
 #: Plausible pixel spacing of a request, metres (0.1 um to 100 um); 0 means "from the file".
 MIN_SPACING_M = 1e-7
@@ -51,11 +59,22 @@ FIELD_LIMITS: dict[str, int] = {
     "comment": 4000,
     "reason": 1000,
 }
+#: The id fields checked before authentication, and their limit (characters).
+ID_FIELDS = ("casing_id", "casing_a", "casing_b", "candidate_id", "incident_id")
+MAX_ID_CHARS = 128
 MULTILINE_FIELDS = frozenset({"comment", "reason"})
 DATE_FIELDS = frozenset({"acquisition_date", "date_from", "date_to"})
 SPACING_FIELDS = frozenset({"pixel_spacing_m"})
 NON_NEGATIVE_FIELDS = frozenset({"max_results", "limit", "offset"})
 MAX_REPEATED = 32  # entries of a repeated string field (jurisdictions)
+
+#: Verdict enum values and their names in the store.
+VERDICTS: dict[int, str] = {
+    pb.HIT: "hit",
+    pb.EXCLUDED: "excluded",
+    pb.INCONCLUSIVE: "inconclusive",
+}
+FIRING_PIN_CLASSES = ("", "round", "elongated")
 
 # Bidirectional embeddings, overrides, isolates and marks (Trojan Source, CVE-2021-42574).
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -94,6 +113,56 @@ def check_decodable(request: Any) -> None:
             "the request could not be decoded as the expected protobuf message "
             f"({request.error}); is the client built from proto/ballistics/v1/matching.proto?",
         )
+
+
+def check_ids(message: Any) -> None:
+    """Refuse a request whose id fields are longer than :data:`MAX_ID_CHARS` (by length only,
+    never echoing the id). Non-messages pass (streams are checked per message)."""
+    descriptor = getattr(message, "DESCRIPTOR", None)
+    if descriptor is None:
+        return
+    for name in ID_FIELDS:
+        if name not in descriptor.fields_by_name:
+            continue
+        value = getattr(message, name)
+        if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+            raise InvalidRequest(
+                f"{name} is {len(value):,} characters long; ids are at most {MAX_ID_CHARS}"
+                " characters"
+            )
+
+
+def verdict_name(value: int) -> str:
+    """The store's name of a verdict enum value; InvalidRequest for an unset or unknown one."""
+    if value not in VERDICTS:
+        raise InvalidRequest("verdict must be HIT, EXCLUDED or INCONCLUSIVE")
+    return VERDICTS[value]
+
+
+def check_firing_pin_class(value: str) -> None:
+    if value not in FIRING_PIN_CLASSES:
+        raise InvalidRequest("firing_pin_class must be 'round' or 'elongated'")
+
+
+def spacing_or_none(field: str, value: float) -> float | None:
+    """A request's pixel spacing in metres, None for 0 ("from the file")."""
+    check_spacing_m(field, value)
+    return None if value == 0 else value
+
+
+def length_unit(field: str, value: str) -> str:
+    """``"m"`` or ``"um"`` from a request's length unit ("" = metres)."""
+    from ballistics.x3p import check_length_unit
+
+    try:
+        return check_length_unit(value)
+    except BallisticsError as exc:
+        raise InvalidRequest(f"{field}: {exc}") from None
+
+
+def check_non_negative(field: str, value: int) -> None:
+    if value < 0:
+        raise InvalidRequest(f"{field} must be >= 0; got {value}")
 
 
 def shown(value: str, limit: int = 40) -> str:
@@ -184,5 +253,4 @@ def validate_message(msg: Message, prefix: str = "") -> None:
             elif isinstance(v, float) and name in SPACING_FIELDS:
                 check_spacing_m(name, v)
             elif isinstance(v, int) and not isinstance(v, bool) and name in NON_NEGATIVE_FIELDS:
-                if v < 0:
-                    raise InvalidRequest(f"{name} must be >= 0; got {v}")
+                check_non_negative(name, v)

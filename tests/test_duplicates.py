@@ -13,9 +13,7 @@ import pytest
 from index.service import Catalog
 from index.store import Filters
 from index.testing import FakeEngine
-from server.app import CatalogBackend
-from server.service import ServiceLimits
-from tests.test_server_support import Running, running_server
+from tests.test_server_support import Running, catalog_server
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -63,16 +61,8 @@ def test_search_lists_a_byte_identical_file_apart_and_never_itself(tmp_path: Pat
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Running]:
-    catalog = Catalog.open(tmp_path / "data", engine=FakeEngine())
-    try:
-        with running_server(
-            CatalogBackend(catalog),
-            tmp_path / "data",
-            limits=ServiceLimits(spool_dir=str(tmp_path)),
-        ) as srv:
-            yield srv
-    finally:
-        catalog.close()
+    with catalog_server(tmp_path) as (srv, _):
+        yield srv
 
 
 def test_service_duplicates_across_agencies(served: Running) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.ingest import ingest_paths, reextract
-from index.service import Catalog, CatalogConfig
+from index.ingest import ingest_paths
+from index.service import Catalog, CatalogConfig, reextract
 from index.store import Filters
 from index.testing import FakeEngine
 
@@ -249,3 +249,21 @@ def test_cli_search_after_a_descriptor_change_re_describes_once(tmp_path):
     assert len(rows) == 4 and rows[0]["rank"] == 1 and rows[-1]["identical_file"]
     p = _cli(args, v2)  # once only
     assert p.returncode == 0 and "re-describing" not in p.stderr
+
+
+def test_ingest_resume_is_per_agency(tmp_path):
+    """A second agency ingesting the same folder into the same store gets its own casings: the
+    resume list of the first agency's run must not make it skip the files."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for s in range(3):
+        (src / f"g0s{s}.x3p").write_bytes(f"FAKE:0:{s}".encode())
+    with Catalog.open(tmp_path / "data", engine=FakeEngine()) as cat:
+        first = ingest_paths(cat, [src], agency="PD1", progress=False)
+        second = ingest_paths(cat, [src], agency="PD2", progress=False)
+        again = ingest_paths(cat, [src], agency="PD2", progress=False)
+        assert len(first.added) == 3
+        assert len(second.added) == 3 and second.skipped_done == 0
+        assert again.skipped_done == 3 and not again.added
+        agencies = sorted(r.agency for r in cat.list(limit=10))
+        assert agencies == ["PD1"] * 3 + ["PD2"] * 3

@@ -554,7 +554,7 @@ def test_cancelled_upload_is_not_stored_and_audited_as_cancelled(tmp_path: Path)
 def test_stream_that_ends_on_a_cancelled_call_is_not_treated_as_complete() -> None:
     """The race of issue 10 item 8: the request stream ends (no more messages) but the call was
     cancelled, not half-closed; the upload must be refused, not parsed as complete."""
-    from server.guards import guarded_upload
+    from server.interceptors import guarded_upload
     from server.proto_gen import matching_pb2 as pb
     from server.service import ServiceError
 
@@ -812,7 +812,7 @@ def test_serve_limit_flags_reach_the_service(tmp_path: Path) -> None:
     from ballistics.limits import MiB
     from server.app import limited_engine
     from server.cli import build_parser
-    from server.guards import limits_from_args
+    from server.interceptors import limits_from_args
 
     default = limits_from_args(build_parser().parse_args(["serve", "--data-dir", "d"]))
     assert default == ServiceLimits()

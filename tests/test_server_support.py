@@ -113,6 +113,27 @@ def running_server(
         audit.close()
 
 
+@contextmanager
+def catalog_server(tmp_path: Path, engine: Any = None) -> Iterator[tuple[Running, Any]]:
+    """The server over the real store (``index.Catalog``: SQLite + FAISS) in
+    ``tmp_path/data``, with ``engine`` (default ``index.testing.FakeEngine``); yields
+    (server, catalog)."""
+    from index.service import Catalog
+    from index.testing import FakeEngine
+    from server.app import CatalogBackend
+
+    catalog = Catalog.open(tmp_path / "data", engine=engine or FakeEngine())
+    try:
+        with running_server(
+            CatalogBackend(catalog),
+            tmp_path / "data",
+            limits=ServiceLimits(spool_dir=str(tmp_path)),
+        ) as srv:
+            yield srv, catalog
+    finally:
+        catalog.close()
+
+
 def test_search_response_says_which_candidates_were_not_compared() -> None:
     from server.commands_remote import _fmt_candidates
     from server.service import CandidateRec, SearchResult, search_to_proto

@@ -1,5 +1,7 @@
-"""What keeps one client from taking the server down: worker and upload slots, a memory budget,
-idle and slow upload streams, requests that cannot be decoded.
+"""The server's interceptors: one enforces the limits, one records what is refused outside
+the servicer. (The servicer, :mod:`server.service`, audits every call it handles itself.)
+
+:class:`ServerGuard` - what keeps one client from taking the server down:
 
 - Matching calls run in at most ``workers`` threads (``max_waiting`` more may wait up to
   ``busy_wait_s`` for one); the executor has :data:`HEALTH_THREADS` more, so the health service
@@ -11,14 +13,36 @@ idle and slow upload streams, requests that cannot be decoded.
   ``DEADLINE_EXCEEDED``; a stream cut by a cancellation is never taken as complete.
 - Every call runs inside :meth:`ballistics.limits.MemoryBudget.request`: the scans it decodes
   reserve their declared working memory first, and a file carried in the request reserves its
-  size.
-- A request (or stream message) that does not parse reaches the handler as :class:`Undecodable`
-  and is refused with ``INVALID_ARGUMENT`` (and audited), not ``INTERNAL`` from the gRPC layer.
+  size (over the budget: ``RESOURCE_EXHAUSTED``).
+- A request (or stream message) that does not parse reaches the handler as
+  :class:`~server.validation.Undecodable` and is refused with ``INVALID_ARGUMENT`` (and
+  audited by the servicer), not ``INTERNAL`` from the gRPC layer.
+
+Every refusal the guard makes itself (busy workers, upload slots, the budget) is recorded by
+the :class:`RefusalAuditor`, with the caller's address.
+
+:class:`RefusalAuditor` - records refusals that happen before or outside any handler:
+``RESOURCE_EXHAUSTED`` when gRPC's ``maximum_concurrent_rpcs`` calls are already active, a
+request message that does not decode (methods the guard does not cover, e.g. health), and the
+guard's refusals. Interceptors run on gRPC's polling thread, under the server's lock; a
+synchronous fsync there would stall every call. Records are therefore queued and written by one
+background thread (bounded queue; a burst beyond it is counted and the count written with the
+next record).
+
+The concurrency refusal is predicted from the server's own counters (:func:`grpc_concurrency`),
+read the way gRPC itself decides (``active_rpc_count >= maximum_concurrent_rpcs`` in
+``grpc._server``). No public grpcio API tells an interceptor that gRPC is about to refuse the
+call (the refusal happens after the interceptors ran, without a handler), and counting calls in
+a handler wrapper instead would need a worker thread per refused call - which is what the limit
+is there to save. The private read is isolated in :func:`grpc_concurrency`, and
+``tests/test_interceptors.py`` fails if a grpcio upgrade renames the counters; at run time the
+probe then says "not refused" and logs once: refusals go unrecorded, calls are unaffected.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import queue
 import threading
 import time
@@ -28,10 +52,13 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from ballistics.limits import MemoryBudget, MiB, reserve_working_memory
+from ballistics.limits import MemoryBudget, MemoryBudgetExceeded, MiB, reserve_working_memory
 
+from .audit import AuditLog, peer_of
 from .service import ServiceError, ServiceLimits
 from .validation import check_decodable, tolerant, validate_message
+
+log = logging.getLogger("ballistics.server")
 
 #: Executor threads kept for the health service beyond the Matching workers.
 HEALTH_THREADS = 2
@@ -39,7 +66,12 @@ HEALTH_THREADS = 2
 CANCEL_GRACE_S = 0.05
 MATCHING_PREFIX = "/ballistics.v1.Matching/"
 UPLOAD_METHODS = frozenset({MATCHING_PREFIX + "SubmitCasing"})
+#: Refusal records queued for the writer thread at most (a burst beyond it is counted).
+QUEUE_SIZE = 1000
 _END = object()
+
+
+# ------------------------------------------------------------------------- the guard
 
 
 class WorkerGate:
@@ -174,7 +206,7 @@ def _stalled(
 
 class ServerGuard(grpc.ServerInterceptor):
     """Wraps every Matching handler with the slots, the budget, the upload stream guard and the
-    tolerant deserializer (see the module docstring)."""
+    tolerant deserializer; its refusals go to ``refusals`` (see the module docstring)."""
 
     def __init__(
         self,
@@ -183,12 +215,14 @@ class ServerGuard(grpc.ServerInterceptor):
         workers: int,
         max_waiting: int,
         busy_wait_s: float = 2.0,
+        refusals: RefusalAuditor | None = None,
     ) -> None:
         self.limits = limits
         self.budget = MemoryBudget(limits.memory_budget_bytes)
         self.workers = WorkerGate(workers, max_waiting)
         self.uploads = WorkerGate(max(1, limits.max_concurrent_uploads))
         self.busy_wait_s = busy_wait_s
+        self.refusals = refusals
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: Any
@@ -198,29 +232,44 @@ class ServerGuard(grpc.ServerInterceptor):
         if handler is None or not method.startswith(MATCHING_PREFIX):
             return handler
         upload = method in UPLOAD_METHODS
+        name = _method_name(handler_call_details)
         if handler.unary_unary is not None:
             return handler._replace(
-                unary_unary=self._wrap(handler.unary_unary, upload=False),
+                unary_unary=self._wrap(handler.unary_unary, name, upload=False),
                 request_deserializer=tolerant(handler.request_deserializer),
             )
         if handler.stream_unary is not None:
             return handler._replace(
-                stream_unary=self._wrap(handler.stream_unary, upload=upload),
+                stream_unary=self._wrap(handler.stream_unary, name, upload=upload),
                 request_deserializer=tolerant(handler.request_deserializer),
             )
         return handler
 
-    def _wrap(self, behaviour: Callable[[Any, Any], Any], *, upload: bool) -> Callable:
+    def _refuse(
+        self, context: grpc.ServicerContext, method: str, code: grpc.StatusCode, message: str
+    ) -> None:
+        """Record the refusal, then end the call with it (``context.abort`` raises)."""
+        if self.refusals is not None:
+            self.refusals.record(method, code.name, message, peer_of(context))
+        context.abort(code, message)
+
+    def _wrap(self, behaviour: Callable[[Any, Any], Any], method: str, *, upload: bool) -> Callable:
+        busy = grpc.StatusCode.RESOURCE_EXHAUSTED
+
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             if not self.workers.enter(self.busy_wait_s):
-                context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                self._refuse(
+                    context,
+                    method,
+                    busy,
                     f"server busy: all {self.workers.workers} workers are in use; retry shortly",
                 )
             try:
                 if upload and not self.uploads.enter(0.0):
-                    context.abort(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    self._refuse(
+                        context,
+                        method,
+                        busy,
                         f"server busy: {self.uploads.workers} uploads are in progress (serve "
                         "--max-uploads); retry shortly",
                     )
@@ -232,7 +281,10 @@ class ServerGuard(grpc.ServerInterceptor):
                             # a file carried in the request is held while it is processed
                             size = request.ByteSize()
                             if size > MiB:
-                                reserve_working_memory(2 * size, "the request")
+                                try:
+                                    reserve_working_memory(2 * size, "the request")
+                                except MemoryBudgetExceeded as exc:
+                                    self._refuse(context, method, busy, str(exc))
                         return behaviour(request, context)
                 finally:
                     if upload:
@@ -241,6 +293,148 @@ class ServerGuard(grpc.ServerInterceptor):
                 self.workers.leave()
 
         return guarded
+
+
+# ------------------------------------------------------------------------- refusal auditor
+
+
+def grpc_concurrency(server: Any) -> tuple[int, int | None]:
+    """(active calls, ``maximum_concurrent_rpcs``) of a ``grpc.Server``, read from its private
+    ``_state`` (see the module docstring for why). AttributeError when grpcio changed them."""
+    state = server._state
+    limit = state.maximum_concurrent_rpcs
+    return int(state.active_rpc_count), None if limit is None else int(limit)
+
+
+class RefusalAuditor(grpc.ServerInterceptor):
+    """Records refusals made outside the servicer in the audit log (asynchronously)."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+        self._server: Any = None
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(QUEUE_SIZE)
+        self._dropped = 0
+        self._dropped_lock = threading.Lock()
+        self._warned = False
+        self._thread = threading.Thread(target=self._writer, name="audit-refusals", daemon=True)
+        self._thread.start()
+
+    def attach(self, server: grpc.Server) -> None:
+        """Let the probe read the server's concurrency counters (see the module docstring)."""
+        self._server = server
+
+    def _over_limit(self) -> bool:
+        if self._server is None:
+            return False
+        try:
+            active, limit = grpc_concurrency(self._server)
+        except AttributeError:
+            if not self._warned:
+                self._warned = True
+                log.warning("audit: cannot read grpc's concurrency counters; refusals unrecorded")
+            return False
+        return limit is not None and active >= limit
+
+    # -- grpc.ServerInterceptor --------------------------------------------------------------
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        method = _method_name(handler_call_details)
+        if handler is None:
+            return None
+        if self._over_limit():
+            self.record(
+                method,
+                "RESOURCE_EXHAUSTED",
+                "refused by the server's concurrent-call limit before any handler ran",
+            )
+        deserializer = handler.request_deserializer
+        if deserializer is None:
+            return handler
+        return _with_deserializer(handler, self._checked(deserializer, method))
+
+    def _checked(self, deserializer: Callable[[bytes], Any], method: str) -> Callable[[bytes], Any]:
+        def deserialize(data: bytes) -> Any:
+            try:
+                return deserializer(data)
+            except Exception as exc:
+                self.record(
+                    method,
+                    "UNDECODABLE",
+                    f"request of {len(data):,} bytes does not decode ({type(exc).__name__});"
+                    " refused before any handler ran",
+                )
+                raise
+
+        return deserialize
+
+    # -- the writer --------------------------------------------------------------------------
+    def record(self, method: str, outcome: str, detail: str, peer: str = "") -> None:
+        """Queue one refusal record (never blocks; see the module docstring)."""
+        rec = {"method": method, "outcome": outcome, "detail": detail, "peer": peer}
+        try:
+            self._queue.put_nowait(rec)
+        except queue.Full:
+            with self._dropped_lock:
+                self._dropped += 1
+
+    def _writer(self) -> None:
+        while True:
+            rec = self._queue.get()
+            if rec is None:
+                return
+            with self._dropped_lock:
+                dropped, self._dropped = self._dropped, 0
+            if dropped:
+                rec["detail"] += f" ({dropped} more refusals in a burst, not recorded one by one)"
+            try:
+                self.audit.append(user="", agency="", targets=(), **rec)
+            except Exception:
+                log.exception("audit: could not record a gRPC-layer refusal")
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until queued records are written (tests; shutdown)."""
+        done = threading.Event()
+
+        def wait() -> None:
+            self._queue.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        done.wait(timeout)
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join(5.0)
+
+
+def _method_name(details: Any) -> str:
+    """``SubmitCasing`` from ``/ballistics.v1.Matching/SubmitCasing``."""
+    return str(getattr(details, "method", "") or "").rsplit("/", 1)[-1]
+
+
+def _with_deserializer(
+    handler: grpc.RpcMethodHandler, deserializer: Callable[[bytes], Any]
+) -> grpc.RpcMethodHandler:
+    """The same handler with another request deserializer."""
+    kinds = {
+        (False, False): (grpc.unary_unary_rpc_method_handler, handler.unary_unary),
+        (False, True): (grpc.unary_stream_rpc_method_handler, handler.unary_stream),
+        (True, False): (grpc.stream_unary_rpc_method_handler, handler.stream_unary),
+        (True, True): (grpc.stream_stream_rpc_method_handler, handler.stream_stream),
+    }
+    make, behavior = kinds[(handler.request_streaming, handler.response_streaming)]
+    return make(
+        behavior,
+        request_deserializer=deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 # ------------------------------------------------------------------------- serve options
