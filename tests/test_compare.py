@@ -54,6 +54,23 @@ def test_rotated_and_shifted_casing_scores_as_itself(casings) -> None:
     assert abs(err) < 2.0, c.rotation_deg
 
 
+def test_coarse_blur_keeps_a_pose_between_sampled_rotations(casings) -> None:
+    """An exact copy turned by 90 deg (halfway between two 4-deg sweep angles) and shifted:
+    with the 1-mm search, the unblurred coarse sweep lets false peaks outrank the true pose;
+    the blurred one keeps it and the copy matches itself."""
+    from ballistics.register import rotate
+
+    a = casings[next(iter(casings))][1]
+    s = a.surface
+    d, m = rotate(np.where(s.mask, s.data, 0.0), s.mask, 90.0, (8.0, -12.0))
+    b = PreparedCasing(Scan(np.where(m, d.astype(float), np.nan), m, s.spacing_m, s.kind), {})
+    found = compare(a, b)
+    assert found.cmc >= 30 and abs(found.rotation_deg - 270.0) < 2.0, found.pose
+    plain = compare_traced(a, b, params=CompareParams(coarse_blur_um=None))[1]
+    blurred = compare_traced(a, b)[1]
+    assert blurred.coarse[0].ncc > 2 * plain.coarse[0].ncc
+
+
 def test_symmetry(casings) -> None:
     (_, a), (_, b) = casings[next(iter(casings))], list(casings.values())[1]
     ab, ba = compare(a, b), compare(b, a)
@@ -96,6 +113,7 @@ CHANGED = {
     "refine_factor": 8,
     "refine_step_deg": 2.0,
     "max_offset_um": 60.0,
+    "coarse_blur_um": None,
     "cell_factor": 4,
     "grid": 5,
     "min_cell_valid": 0.9,
