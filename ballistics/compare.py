@@ -64,8 +64,9 @@ _MIN_VOTE_CELLS = 3
 #: the cell level had at least this many both ways. Chosen on synthetic seeds 5 and 9 and the
 #: odd-numbered Fadul slides as the rule catching most lost matches while firing on at most
 #: 5 % of non-matches (0/142; the earlier rule, "runner-up NCC >= 0.9 x the chosen", fired on
-#: 82/142); judged on seed 2 and the even-numbered slides: 0/99 non-matches
-#: (benchmarks/weak_registration.py, RESULTS-weak-registration.md).
+#: 82/142); judged on seed 2 and the even-numbered slides: 0/99 non-matches. Re-checked with
+#: the 1-mm search and coarse blur: 3/142 and 0/99 (benchmarks/weak_registration.py,
+#: RESULTS-weak-registration.md).
 _PARTIAL_CELLS = 4
 
 
