@@ -6,13 +6,16 @@ does not import OpenCV. An engine provides:
 * ``extractor_version`` - the descriptor version the index is built for;
 * ``process(data, filename, spacing_m, *, length_unit="m") -> Processed`` - read, prepare and
   describe one file (``length_unit``: of an X3P's lengths, "m" or "um"; callers pass it only
-  when it is not "m", so engines without the keyword keep working);
+  when it is not "m", so engines without the keyword keep working; likewise ``light``, a
+  ``ballistics.lighting.LightRequest`` for a 2-D image, passed only when one was given);
 * ``describe(prepared) -> dict[str, ndarray]`` - descriptors of a prepared casing, plus the
   screening signature under :data:`index.search.SCREEN_KEY` (stored, versioned and
   re-extracted like a descriptor, but never put in a vector index);
 * ``screen(query_signature, signatures) -> ndarray`` - screening scores, (D,) x (N, D) -> (N,);
-* ``load(surface_bytes) -> prepared`` - inverse of ``PreparedCasing.to_bytes``;
-* ``score(a, b)`` - the registration comparison (object with ``.score``, ``.cmc``, ``.regions``);
+* ``load(surface_bytes) -> prepared`` - inverse of ``PreparedCasing.to_bytes`` (a 2-D image
+  comes back with its recorded light, ``ballistics.lighting.load_prepared``);
+* ``score(a, b)`` - the registration comparison (object with ``.score``, ``.cmc``, ``.regions``,
+  ``.flags``), light-aware for 2-D images (``ballistics.lighting.compare_prepared``);
 * ``non_match_frequency(score, region) -> float | None``.
 """
 
@@ -39,6 +42,8 @@ class Processed:
     spacing_m: float | None
     quality: dict[str, Any] | None = None
     """The scan's quality record (``ballistics.quality``); None if the engine has none."""
+    light: dict[str, Any] | None = None
+    """The light a 2-D image was taken under (``LightEstimate.as_dict``); None for 3-D."""
 
 
 class BallisticsEngine:
@@ -65,15 +70,18 @@ class BallisticsEngine:
         spacing_m: float | None,
         *,
         length_unit: str = "m",
+        light: Any = None,
     ) -> Processed:
         io = importlib.import_module("ballistics.io")
-        pipeline = importlib.import_module("ballistics.pipeline")
+        lighting = importlib.import_module("ballistics.lighting")
 
         kwargs = {} if self.limits is None else {"limits": self.limits}
         scan = io.read_scan(
             data, name=filename, spacing_m=spacing_m, length_unit=length_unit, **kwargs
         )
-        prep = pipeline.prepare(scan)
+        # A 2-D image gets its light (given, else detected); a 3-D scan has none (ignored).
+        prep = lighting.prepare_scan(scan, light=light)
+        est = lighting.light_of(prep)
         return Processed(
             descriptors=self.describe(prep),
             surface=prep.to_bytes(),
@@ -82,6 +90,7 @@ class BallisticsEngine:
             format=io.sniff_format(data) or "unknown",
             spacing_m=float(scan.spacing_m[1]),
             quality=getattr(prep, "quality", None),
+            light=None if est is None else est.as_dict(),
         )
 
     def describe(self, prepared: Any) -> dict[str, np.ndarray]:
@@ -101,18 +110,20 @@ class BallisticsEngine:
         return np.asarray(screen.screen(q, c)[0], np.float64)
 
     def load(self, surface: bytes) -> Any:
-        pipeline = importlib.import_module("ballistics.pipeline")
-        return pipeline.PreparedCasing.from_bytes(surface)
+        lighting = importlib.import_module("ballistics.lighting")
+        return lighting.load_prepared(surface)
 
     def score(self, a: Any, b: Any) -> Any:
-        compare = importlib.import_module("ballistics.compare")
+        lighting = importlib.import_module("ballistics.lighting")
 
-        return compare.compare(a, b)
+        return lighting.compare_prepared(a, b)
 
     def picture(self, a: Any, b: Any, comparison: Any) -> bytes:
-        """The examiner's comparison picture (PNG bytes)."""
+        """The examiner's comparison picture (PNG bytes; pseudo-heights for side-lit pairs)."""
         picture = importlib.import_module("ballistics.picture")
-        return bytes(picture.comparison_png(a, b, comparison))
+        lighting = importlib.import_module("ballistics.lighting")
+        pa, pb = lighting.picture_surfaces(a, b, comparison)
+        return bytes(picture.comparison_png(pa, pb, comparison))
 
     def non_match_frequency(
         self, score: float, region: str, kind: str = "topography"

@@ -215,6 +215,13 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     return dict(getattr(obj, "__dict__", {}))
 
 
+def _light_request(kind: str, azimuth_deg: float | None) -> Any:
+    """A ``ballistics.lighting.LightRequest`` from checked request fields."""
+    from ballistics.lighting import LightRequest
+
+    return LightRequest(kind or "auto", azimuth_deg)
+
+
 def _check_format(head: bytes, name: str) -> None:
     """Refuse content no reader accepts, from its first bytes (cheap, before any decoding)."""
     from ballistics.errors import ScanFormatError
@@ -308,6 +315,7 @@ class CatalogBackend:
             md["spacing_um"] = meta.pixel_spacing_m * 1e6
         if meta.length_unit != "m":
             md["length_unit"] = meta.length_unit
+        md["light"] = _light_request(meta.light, meta.light_azimuth_deg)
         rec = self.catalog.ingest_bytes(upload.read_bytes(), meta.file_name or None, md)
         out = self._casing(rec, self._segmentation(rec.casing_id), self._quality(rec.id))
         out.size_bytes = size
@@ -340,6 +348,7 @@ class CatalogBackend:
             deadline_s=budget,
             spacing_um=spacing_um,
             length_unit=query.length_unit,
+            light=_light_request(query.light, query.light_azimuth_deg),
         )
         return SearchResult(
             query_casing_id=_opt(r.query_casing_id),

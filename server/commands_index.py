@@ -56,6 +56,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if um is not None and not (math.isfinite(um) and um > 0):
         return _fail(f"--spacing-um must be a positive number of micrometres; got {um}")
     try:
+        light = _light_request(args)
+    except ValueError as e:
+        return _fail(str(e))
+    try:
         manifest = read_manifest(args.manifest) if args.manifest else None
         with Catalog.open(args.data_dir, engine=_engine()) as cat:
             rep = ingest_paths(
@@ -67,6 +71,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 spacing_um=um,
                 progress=not getattr(args, "json", False),
                 length_unit=getattr(args, "length_unit", None) or "m",
+                light=light,
             )
     except CatalogLockedError as e:
         return _fail(str(e))
@@ -90,6 +95,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             f"skipped (done before) {rep.skipped_done}, failed {len(rep.failed)}"
         )
     return 0 if not rep.failed or rep.added or rep.existing or rep.skipped_done else 2
+
+
+def _light_request(args: argparse.Namespace) -> Any:
+    """``--light`` / ``--light-azimuth-deg`` as a ``LightRequest`` (ValueError when they
+    contradict each other, e.g. a ring light with an azimuth)."""
+    from ballistics.lighting import LightRequest
+
+    kind, az = getattr(args, "light", None), getattr(args, "light_azimuth_deg", None)
+    try:
+        return LightRequest(kind or "auto", az)
+    except ValueError as e:
+        raise ValueError(f"--light {kind or 'auto'} --light-azimuth-deg {az}: {e}") from None
 
 
 def _reextract_if_needed(data_dir: str) -> bool:
@@ -135,6 +152,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _fail("--compare must be >= 0 (0: compare every candidate)")
     if not args.file and (getattr(args, "length_unit", None) or "m") != "m":
         return _fail("--length-unit applies to --file; a stored casing was read when ingested")
+    try:
+        light = _light_request(args)
+    except ValueError as e:
+        return _fail(str(e))
+    if not args.file and not light.is_auto:
+        return _fail("--light applies to --file; a stored casing's light was recorded at ingest")
     if not (Path(args.data_dir) / "store.sqlite").is_file():
         return _fail(f"no store in {args.data_dir} (run 'ballistics ingest' first)")
     from index.store import Store
@@ -168,6 +191,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 compare_k=args.compare,
                 filters=Filters(caliber=args.caliber) if args.caliber else None,
                 length_unit=getattr(args, "length_unit", None) or "m",
+                light=light,
             )
     except NotFoundError as e:
         return _fail(str(e).strip("'\""))

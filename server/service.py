@@ -62,6 +62,10 @@ class SubmitMeta:
     search_after_submit: bool = True
     max_results: int = 0
     length_unit: str = "m"
+    light: str = "auto"
+    """Light of a 2-D image: auto (detected), ring, side, coaxial (ignored for 3-D scans)."""
+    light_azimuth_deg: float | None = None
+    """A side light's image-frame azimuth (degrees); None: not given."""
 
 
 @dataclass
@@ -185,6 +189,8 @@ class SearchQuery:
     date_to: str = ""
     top: int = 10
     length_unit: str = "m"
+    light: str = "auto"
+    light_azimuth_deg: float | None = None
 
 
 class Backend(Protocol):
@@ -531,6 +537,7 @@ class MatchingService(pb_grpc.MatchingServicer):
             file_name=request.file_name,
             pixel_spacing_m=_spacing(request.pixel_spacing_m),
             length_unit=_length_unit(request.length_unit),
+            **_light(request),
             calibre=f.calibre,
             date_from=f.date_from,
             date_to=f.date_to,
@@ -700,6 +707,19 @@ def _length_unit(value: str) -> str:
         raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"length_unit: {exc}") from None
 
 
+def _light(m: pb.SubmitMetadata | pb.SearchRequest) -> dict[str, Any]:
+    """``light`` and ``light_azimuth_deg`` of a request, checked (INVALID_ARGUMENT when
+    unknown or contradictory, e.g. a ring light with an azimuth)."""
+    from ballistics.lighting import LightRequest
+
+    az = m.light_azimuth_deg if m.HasField("light_azimuth_deg") else None
+    try:
+        req = LightRequest(m.light or "auto", az)
+    except BallisticsError as exc:
+        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"light: {exc}") from None
+    return {"light": req.kind, "light_azimuth_deg": req.azimuth_deg}
+
+
 def _check_date(name: str, value: str) -> None:
     if value and not _DATE.match(value):
         raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be YYYY-MM-DD")
@@ -726,6 +746,7 @@ def submit_meta_from_proto(m: pb.SubmitMetadata) -> SubmitMeta:
         search_after_submit=m.search_after_submit if m.HasField("search_after_submit") else True,
         max_results=m.max_results,
         length_unit=_length_unit(m.length_unit),
+        **_light(m),
     )
 
 
@@ -834,6 +855,7 @@ def comparison_to_proto(a: str, b: str, c: ComparisonResult) -> pb.CompareRespon
         low_confidence=bool(c.low_confidence),
         low_confidence_reasons=list(c.low_confidence_reasons),
         flags=list(c.flags),
+        light_json=json.dumps(c.detail["light"], sort_keys=True) if c.detail.get("light") else "",
     )
     for cell in c.cells:
         resp.cells.add(
