@@ -389,6 +389,7 @@ def _comparison_record(
     from ballistics.quality import combine
 
     rec: dict[str, Any] = comp.as_dict()
+    rec.setdefault("light", None)  # 3-D: no light (one vocabulary: server/output.py)
     qa = None if a is None else a.quality
     qb = None if b is None else b.quality
     rec["quality"] = {"a": qa, "b": qb}
