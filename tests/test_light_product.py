@@ -234,10 +234,41 @@ def test_light_given_for_a_3d_scan_is_ignored_with_a_warning(files, capsys) -> N
             ["ingest", "{a}", "--data-dir", "{dir}", "--light", "ring", "--light-azimuth-deg", "1"],
             "no azimuth",
         ),
+        # Remote: refused before any connection (nothing listens on port 9).
+        (
+            ["compare", "A", "B", "--server", "127.0.0.1:9", "--token=t", "--light", "side"],
+            "casing ids",
+        ),
+        (
+            [
+                "search",
+                "--casing-id",
+                "A",
+                "--server",
+                "127.0.0.1:9",
+                "--token=t",
+                "--light",
+                "side",
+            ],
+            "--file",
+        ),
+        (
+            [
+                "submit",
+                "{a}",
+                "--server",
+                "127.0.0.1:9",
+                "--light",
+                "ring",
+                "--light-azimuth-deg",
+                "3",
+            ],
+            "no azimuth",
+        ),
     ],
 )
 def test_contradictory_light_options_are_refused(files, tmp_path, capsys, argv, message) -> None:
-    if argv[0] == "search":  # a store to search in
+    if argv[0] == "search" and "--data-dir" in argv:  # a store to search in
         assert main(["ingest", str(files["c"]), "--data-dir", str(tmp_path), "--json"]) == 0
         capsys.readouterr()
     args = [x.format(a=files["a"], dir=tmp_path) for x in argv]

@@ -1,0 +1,229 @@
+"""2-D side and ring lights through the product: files, ``ballistics ingest``, ``ballistics
+search``.
+
+Usage::
+
+    python benchmarks/side_light_product.py --set report                 # lights detected
+    python benchmarks/side_light_product.py --set report --lights metadata
+
+The casings, light models, light azimuths and camera seeds are those of
+``benchmarks/side_light.py`` (same set, same seed: the same images), but nothing is called
+directly: each image is written as a 16-bit PNG with its pixel size (as a lab's camera
+would), the folder is stored with ``ballistics ingest --manifest`` (``--lights metadata``:
+the manifest's ``light`` / ``light_azimuth_deg`` columns carry the true light; default: the
+columns are empty and the light is detected), and every casing is searched with
+``ballistics search --casing-id ID --json`` (default ``--rerank`` and ``--compare``: with 18
+casings every candidate is fully compared). Reported per light model: pair AUC of the scores
+the searches return (pair i < j: the score in casing i's search), top-1 / top-10 retrieval,
+the flagged pairs (``light_directions_incompatible``, ``light_kinds_differ``) and the pairs
+marked ``low_confidence`` for any reason.
+
+Writes ``benchmarks/results/side-light-product-<set>[-metadata].json``; stores go to
+``benchmarks/_data/side-light-product/`` (ignored by git).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ballistics import lighting
+from ballistics.scan import Scan
+from ballistics.synth import fire, make_firearms, png16_with_phys
+from benchmarks._common import ROOT, auc, machine, rank_metrics
+from benchmarks.side_light import SETS, LightModel
+from server.cli import main as cli
+
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = ROOT / "benchmarks" / "_data" / "side-light-product"
+
+
+def _png(path: Path, img: Scan) -> None:
+    q = np.round(np.clip(np.where(img.mask, img.data, 0.0), 0.0, 1.0) * 65535).astype(np.uint16)
+    path.write_bytes(png16_with_phys(q, img.spacing_m))
+
+
+def _cli_json(argv: list[str]) -> list[dict[str, Any]]:
+    """Run ``ballistics ARGV`` in this process; its JSON lines (exit status must be 0)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = cli(argv)
+    if status != 0:
+        raise RuntimeError(f"ballistics {' '.join(argv)}: exit status {status}")
+    return [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+
+
+def run_model(
+    model: LightModel, casings: list[tuple[Scan, Any]], seed: int, lights: str, work: Path
+) -> dict[str, Any]:
+    """Write, ingest and search every casing under one light model."""
+    shutil.rmtree(work, ignore_errors=True)
+    scans = work / "scans"
+    scans.mkdir(parents=True)
+    # The azimuths and camera seeds of benchmarks/side_light.py's run_model, in its order.
+    rng = np.random.default_rng([seed, 0x11647])
+    rows = []
+    t0 = time.perf_counter()
+    for k, (scan, truth) in enumerate(casings):
+        az = float(rng.uniform(0.0, 360.0))
+        name = f"{truth.casing_id}.png"
+        _png(scans / name, model.render(scan, az, seed * 1000 + k))
+        light, light_az = "", ""
+        if lights == "metadata":
+            light, light_az = ("", f"{az:.4f}") if model.kind == "side" else ("ring", "")
+        rows.append([name, truth.casing_id, truth.firearm_id, light, light_az])
+    with open(scans / "manifest.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "casing_id", "firearm_id", "light", "light_azimuth_deg"])
+        w.writerows(rows)
+    t_write = time.perf_counter() - t0
+    store = work / "store"
+    t1 = time.perf_counter()
+    (report,) = _cli_json(
+        ["ingest", str(scans), "--data-dir", str(store), "--manifest", str(scans / "manifest.csv"), "--json"]
+    )  # fmt: skip
+    t_ingest = time.perf_counter() - t1
+    ids = [r[1] for r in rows]
+    labels = [r[2] for r in rows]
+    n = len(ids)
+    scores = np.full((n, n), -np.inf)
+    results: dict[tuple[int, int], dict[str, Any]] = {}
+    t2 = time.perf_counter()
+    for i, cid in enumerate(ids):
+        for c in _cli_json(["search", "--casing-id", cid, "--data-dir", str(store), "--top", str(n), "--json"]):  # fmt: skip
+            if c["rank"] is None or c["score"] is None:
+                continue
+            j = ids.index(c["casing_id"])
+            scores[i, j] = c["score"]
+            results[(i, j)] = c
+    t_search = time.perf_counter() - t2
+    pairs = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            c = results.get((i, j))
+            pairs.append(
+                {
+                    "a": ids[i],
+                    "b": ids[j],
+                    "same_gun": labels[i] == labels[j],
+                    "score": None if c is None else c["score"],
+                    "flags": [] if c is None else c["flags"],
+                    "low_confidence": None if c is None else c["low_confidence"],
+                }
+            )
+    scored = [q for q in pairs if q["score"] is not None]
+    light_flagged = [q for q in scored if set(q["flags"]) & set(lighting.LIGHT_FLAGS)]
+    low = [q for q in scored if q["low_confidence"]]
+    unflagged = [q for q in scored if q not in light_flagged]
+
+    def pair_auc(qs: list[dict[str, Any]]) -> float:
+        return round(
+            auc([q["score"] for q in qs if q["same_gun"]], [q["score"] for q in qs if not q["same_gun"]]),
+            4,
+        )  # fmt: skip
+
+    # The light each stored casing got (from its inspect-equivalent: the stored surface).
+    from index.store import Store
+
+    st = Store(store)
+    try:
+        stored = {
+            r.casing_id: lighting.light_of(lighting.load_prepared(st.load_surface(r.id) or b""))
+            for r in st.list_casings(None)
+        }
+    finally:
+        st.close()
+    kinds_ok = sum(
+        1 for e in stored.values() if e is not None and e.directional == (model.kind == "side")
+    )
+    return {
+        "model": model.name,
+        "kind": model.kind,
+        "description": model.description,
+        "lights": lights,
+        "casings": n,
+        "ingest": {k: (len(v) if isinstance(v, list) else v) for k, v in report.items()},
+        "pairs": len(pairs),
+        "pairs_scored": len(scored),
+        "match_pairs": sum(q["same_gun"] for q in pairs),
+        "auc": pair_auc(scored),
+        "auc_unflagged": pair_auc(unflagged),
+        "light_flagged": len(light_flagged),
+        "light_flagged_match": sum(q["same_gun"] for q in light_flagged),
+        "low_confidence": len(low),
+        "low_confidence_match": sum(q["same_gun"] for q in low),
+        "matches_below_0.6_not_low_confidence": sum(
+            q["same_gun"] and q["score"] < lighting.DECISIVE_SCORE and not q["low_confidence"]
+            for q in scored
+        ),
+        "retrieval": rank_metrics(scores, labels, top=10),
+        "light_kind_right": kinds_ok,
+        "stored_lights": {k: None if e is None else e.as_dict() for k, e in stored.items()},
+        "seconds": {
+            "write": round(t_write, 1),
+            "ingest": round(t_ingest, 1),
+            "search_all": round(t_search, 1),
+            "search_median": round(t_search / n, 2),
+        },
+        "pair_scores": pairs,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--set", choices=sorted(SETS), required=True)
+    ap.add_argument("--lights", choices=("detected", "metadata"), default="detected")
+    ap.add_argument("--models", help="comma-separated subset of the set's model names")
+    args = ap.parse_args(argv)
+    cfg = SETS[args.set]
+    seed = cfg["seed"]
+    models = [m for m in cfg["models"] if not args.models or m.name in args.models.split(",")]
+    casings = [
+        fire(g, shot_seed=seed * 100 + k)
+        for g in make_firearms(cfg["guns"], seed=seed)
+        for k in range(cfg["shots"])
+    ]
+    suffix = "" if args.lights == "detected" else "-metadata"
+    path = RESULTS / f"side-light-product-{args.set}{suffix}.json"
+    out: dict[str, Any] = {
+        "command": "python benchmarks/side_light_product.py " + " ".join(argv or sys.argv[1:]),
+        "set": args.set,
+        "seed": seed,
+        "guns": cfg["guns"],
+        "shots": cfg["shots"],
+        "machine": machine(),
+        "models": [],
+    }
+    t0 = time.perf_counter()
+    for m in models:
+        res = run_model(m, casings, seed, args.lights, WORK / f"{args.set}{suffix}" / m.name)
+        print(
+            f"{m.name}: AUC {res['auc']} unflagged {res['auc_unflagged']} light-flagged "
+            f"{res['light_flagged']} ({res['light_flagged_match']} same-gun) low-confidence "
+            f"{res['low_confidence']} top1 {res['retrieval']['top1_rate']} top10 "
+            f"{res['retrieval']['top10_rate']} kinds {res['light_kind_right']}/{res['casings']} "
+            f"{res['seconds']}",
+            flush=True,
+        )
+        out["models"].append(res)
+        out["seconds_total"] = round(time.perf_counter() - t0, 1)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=1))
+    print("wrote", path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
