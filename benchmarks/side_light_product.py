@@ -7,9 +7,11 @@ Usage::
     python benchmarks/side_light_product.py --set report --lights metadata
 
 The casings, light models, light azimuths and camera seeds are those of
-``benchmarks/side_light.py`` (same set, same seed: the same images), but nothing is called
-directly: each image is written as a 16-bit PNG with its pixel size (as a lab's camera
-would), the folder is stored with ``ballistics ingest --manifest`` (``--lights metadata``:
+``benchmarks/side_light.py`` (same set, same seed), but nothing is called directly: each image
+is written as a file with its pixel size (``--format tiff``, the default: float32 with NaN
+where the topography had scanner dropouts, the very images of side_light.py; ``--format png``:
+16-bit PNG as a lab's camera writes it, rendered from the surface with its dropouts filled,
+since a PNG cannot mark pixels invalid and a camera has no scanner dropouts), the folder is stored with ``ballistics ingest --manifest`` (``--lights metadata``:
 the manifest's ``light`` / ``light_azimuth_deg`` columns carry the true light; default: the
 columns are empty and the light is detected), and every casing is searched with
 ``ballistics search --casing-id ID --json`` (default ``--rerank`` and ``--compare``: with 18
@@ -51,8 +53,32 @@ WORK = ROOT / "benchmarks" / "_data" / "side-light-product"
 
 
 def _png(path: Path, img: Scan) -> None:
-    q = np.round(np.clip(np.where(img.mask, img.data, 0.0), 0.0, 1.0) * 65535).astype(np.uint16)
+    """16-bit PNG with the pixel size; the image must be valid everywhere (a PNG has no
+    "invalid": a NaN would become a black pixel that the comparison reads as shading)."""
+    if not img.mask.all():
+        raise ValueError("a PNG cannot say which pixels are invalid; render a filled surface")
+    q = np.round(np.clip(img.data, 0.0, 1.0) * 65535).astype(np.uint16)
     path.write_bytes(png16_with_phys(q, img.spacing_m))
+
+
+def _tif(path: Path, img: Scan) -> None:
+    """float32 TIFF, NaN where the image is invalid, resolution in pixels per centimetre."""
+    import tifffile
+
+    ppcm = 0.01 / img.spacing_m[0]
+    data = np.where(img.mask, img.data, np.nan).astype(np.float32)
+    tifffile.imwrite(path, data, resolution=(ppcm, ppcm), resolutionunit="CENTIMETER")
+
+
+def _filled(scan: Scan) -> Scan:
+    """The topography with its dropouts filled by the nearest valid height and every pixel
+    valid: what a camera sees (a 2-D image has no scanner dropouts)."""
+    from scipy import ndimage
+
+    idx = ndimage.distance_transform_edt(~scan.mask, return_distances=False, return_indices=True)
+    return scan.evolve(
+        "fill_dropouts", {}, data=scan.data[tuple(idx)], mask=np.ones(scan.shape, bool)
+    )
 
 
 def _cli_json(argv: list[str]) -> list[dict[str, Any]]:
@@ -66,7 +92,12 @@ def _cli_json(argv: list[str]) -> list[dict[str, Any]]:
 
 
 def run_model(
-    model: LightModel, casings: list[tuple[Scan, Any]], seed: int, lights: str, work: Path
+    model: LightModel,
+    casings: list[tuple[Scan, Any]],
+    seed: int,
+    lights: str,
+    work: Path,
+    fmt: str = "tiff",
 ) -> dict[str, Any]:
     """Write, ingest and search every casing under one light model."""
     shutil.rmtree(work, ignore_errors=True)
@@ -78,8 +109,11 @@ def run_model(
     t0 = time.perf_counter()
     for k, (scan, truth) in enumerate(casings):
         az = float(rng.uniform(0.0, 360.0))
-        name = f"{truth.casing_id}.png"
-        _png(scans / name, model.render(scan, az, seed * 1000 + k))
+        name = f"{truth.casing_id}.{'tif' if fmt == 'tiff' else 'png'}"
+        if fmt == "tiff":  # the very images of benchmarks/side_light.py
+            _tif(scans / name, model.render(scan, az, seed * 1000 + k))
+        else:
+            _png(scans / name, model.render(_filled(scan), az, seed * 1000 + k))
         light, light_az = "", ""
         if lights == "metadata":
             light, light_az = ("", f"{az:.4f}") if model.kind == "side" else ("ring", "")
@@ -186,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", choices=sorted(SETS), required=True)
     ap.add_argument("--lights", choices=("detected", "metadata"), default="detected")
     ap.add_argument("--models", help="comma-separated subset of the set's model names")
+    ap.add_argument(
+        "--format",
+        choices=("tiff", "png"),
+        default="tiff",
+        help="tiff: float32 with NaN where the scan had dropouts (the images of side_light.py);"
+        " png: 16-bit, rendered from the surface with its dropouts filled",
+    )
     args = ap.parse_args(argv)
     cfg = SETS[args.set]
     seed = cfg["seed"]
@@ -195,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         for g in make_firearms(cfg["guns"], seed=seed)
         for k in range(cfg["shots"])
     ]
-    suffix = "" if args.lights == "detected" else "-metadata"
+    suffix = ("" if args.lights == "detected" else "-metadata") + (
+        "" if args.format == "tiff" else "-png"
+    )
     path = RESULTS / f"side-light-product-{args.set}{suffix}.json"
     out: dict[str, Any] = {
         "command": "python benchmarks/side_light_product.py " + " ".join(argv or sys.argv[1:]),
@@ -208,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     t0 = time.perf_counter()
     for m in models:
-        res = run_model(m, casings, seed, args.lights, WORK / f"{args.set}{suffix}" / m.name)
+        res = run_model(
+            m, casings, seed, args.lights, WORK / f"{args.set}{suffix}" / m.name, args.format
+        )
+        res["format"] = args.format
         print(
             f"{m.name}: AUC {res['auc']} unflagged {res['auc_unflagged']} light-flagged "
             f"{res['light_flagged']} ({res['light_flagged_match']} same-gun) low-confidence "

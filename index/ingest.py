@@ -263,7 +263,7 @@ def _row_metadata(
         "light": light,
     }
     if row.get("light") or row.get("light_azimuth_deg"):
-        from ballistics.lighting import LightRequest
+        from ballistics.light import LightRequest
 
         md["light"] = LightRequest.parse(row.get("light"), row.get("light_azimuth_deg"))
     extra = {k: v for k, v in row.items() if k not in MANIFEST_COLUMNS and v}

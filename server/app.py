@@ -217,7 +217,7 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 
 def _light_request(kind: str, azimuth_deg: float | None) -> Any:
     """A ``ballistics.lighting.LightRequest`` from checked request fields."""
-    from ballistics.lighting import LightRequest
+    from ballistics.light import LightRequest
 
     return LightRequest(kind or "auto", azimuth_deg)
 

@@ -100,7 +100,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def _light_request(args: argparse.Namespace) -> Any:
     """``--light`` / ``--light-azimuth-deg`` as a ``LightRequest`` (ValueError when they
     contradict each other, e.g. a ring light with an azimuth)."""
-    from ballistics.lighting import LightRequest
+    from ballistics.light import LightRequest
 
     kind, az = getattr(args, "light", None), getattr(args, "light_azimuth_deg", None)
     try:

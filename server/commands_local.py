@@ -80,7 +80,7 @@ def _light_requests(args: argparse.Namespace, n: int = 1) -> list[Any]:
     _BadInput
         More values than files, or a contradiction (a ring light with an azimuth).
     """
-    from ballistics.lighting import LightRequest
+    from ballistics.light import LightRequest
 
     def values(name: str) -> list[Any]:
         v = getattr(args, name, None)

@@ -100,7 +100,7 @@ def _light(args: argparse.Namespace) -> dict[str, Any]:
     """``--light`` / ``--light-azimuth-deg`` as request fields (``light``, and
     ``light_azimuth_deg`` only when given); {} when neither was given."""
     from ballistics.errors import BallisticsError
-    from ballistics.lighting import LightRequest
+    from ballistics.light import LightRequest
 
     kind, az = getattr(args, "light", None), getattr(args, "light_azimuth_deg", None)
     if isinstance(kind, list) or isinstance(az, list):  # compare's A/B form: casing ids here

@@ -710,7 +710,7 @@ def _length_unit(value: str) -> str:
 def _light(m: pb.SubmitMetadata | pb.SearchRequest) -> dict[str, Any]:
     """``light`` and ``light_azimuth_deg`` of a request, checked (INVALID_ARGUMENT when
     unknown or contradictory, e.g. a ring light with an azimuth)."""
-    from ballistics.lighting import LightRequest
+    from ballistics.light import LightRequest
 
     az = m.light_azimuth_deg if m.HasField("light_azimuth_deg") else None
     try:
