@@ -505,7 +505,10 @@ def write_md() -> None:
         "",
         SUMMARY,
     ]
-    for name in ("tune", "report", "report-ring-rerun", "report-metadata"):
+    from benchmarks.side_light_product import markdown as product_markdown
+
+    parts.append(product_markdown())
+    for name in ("tune", "report", "report-ring-rerun", "report-rerun", "report-metadata"):
         path = RESULTS / f"side-light-{name}.json"
         if not path.exists():
             continue
