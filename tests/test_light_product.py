@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ballistics import lighting
+from ballistics import BallisticsError, lighting
 from ballistics.compare import compare
 from ballistics.io import read_scan, sniff_format
 from ballistics.pipeline import PreparedCasing, prepare
@@ -479,3 +479,58 @@ def test_service_submits_with_light_and_flags_travel_to_the_proto(files, tmp_pat
 
 def pb_round_trip(msg: Any) -> Any:
     return type(msg).FromString(msg.SerializeToString())
+
+
+# --- storage, pictures, pairs ----------------------------------------------------------------
+
+
+def test_lit_casing_blob_round_trip_and_old_readers(files) -> None:
+    lit = lighting.prepare_scan(
+        read_scan(str(files["a"])), light=lighting.LightRequest("side", 40.0)
+    )
+    assert isinstance(lit, lighting.LitCasing) and lit.height is not None
+    blob = lit.to_bytes()
+    back = lighting.load_prepared(blob)
+    assert isinstance(back, lighting.LitCasing) and back.height is not None
+    assert back.light == lit.light
+    np.testing.assert_allclose(back.directions, lit.directions)
+    h0, h1 = lit.height.surface, back.height.surface
+    np.testing.assert_array_equal(h0.mask, h1.mask)
+    np.testing.assert_allclose(h1.data[h1.mask], h0.data[h0.mask], rtol=1e-6, atol=1e-6)
+    assert [s.name for s in h1.provenance] == [s.name for s in h0.provenance]
+    # A reader that knows nothing of lights reads the flattened image as before.
+    plain = PreparedCasing.from_bytes(blob)
+    assert type(plain) is PreparedCasing
+    np.testing.assert_array_equal(plain.surface.mask, lit.surface.mask)
+    assert plain.quality == lit.quality
+    # A ring-lit image stores its light and no height.
+    ring = lighting.load_prepared(
+        lighting.prepare_scan(read_scan(str(files["a"])), light="ring").to_bytes()
+    )
+    assert isinstance(ring, lighting.LitCasing) and ring.height is None
+    assert ring.light is not None and ring.light.kind == "ring"
+    with pytest.raises(BallisticsError, match="unreadable"):
+        lighting.load_prepared(b"not a blob")
+
+
+def test_picture_shows_the_heights_of_a_side_lit_pair(files) -> None:
+    a = lighting.prepare_scan(read_scan(str(files["a"])))
+    b = lighting.prepare_scan(read_scan(str(files["c"])), light="ring")
+    assert isinstance(a, lighting.LitCasing)
+    heights = lighting.picture_surfaces(a, a, type("C", (), {"light": {"method": "pseudo_height"}}))
+    assert heights == (a.height, a.height)
+    assert lighting.picture_surfaces(a, b, type("C", (), {"light": {"method": "plain"}})) == (a, b)
+
+
+def test_compare_pairs_takes_the_light_for_every_file(files, tmp_path, capsys) -> None:
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"a,b\n{files['a']},{files['b']}\n")
+    assert (
+        main(["compare", "--pairs", str(pairs), "--workers", "1", "--json", "--light", "ring"]) == 0
+    )
+    (rec,) = _json(capsys)
+    assert rec["light"]["method"] == "plain"
+    assert rec["light"]["a"]["kind"] == rec["light"]["b"]["kind"] == "ring"
+    assert main(["compare", "--pairs", str(pairs), "--workers", "1", "--json"]) == 0
+    (auto,) = _json(capsys)
+    assert auto["light"]["method"] == "pseudo_height" and auto["score"] > rec["score"] + 0.5
