@@ -534,3 +534,44 @@ def test_compare_pairs_takes_the_light_for_every_file(files, tmp_path, capsys) -
     assert main(["compare", "--pairs", str(pairs), "--workers", "1", "--json"]) == 0
     (auto,) = _json(capsys)
     assert auto["light"]["method"] == "pseudo_height" and auto["score"] > rec["score"] + 0.5
+
+
+def test_light_fields_over_the_wire(tmp_path) -> None:
+    """The service reads SubmitMetadata / SearchRequest light fields and refuses bad ones
+    with INVALID_ARGUMENT (a fake backend records what reached it)."""
+    import grpc
+
+    from tests.test_server_machinery import FakeBackend
+    from tests.test_server_support import running_server
+
+    class Recording(FakeBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.metas: list[Any] = []
+            self.queries: list[Any] = []
+
+        def submit(self, upload, meta, **kw):  # type: ignore[no-untyped-def]
+            self.metas.append(meta)
+            return super().submit(upload, meta, **kw)
+
+        def search(self, query, **kw):  # type: ignore[no-untyped-def]
+            self.queries.append(query)
+            return super().search(query, **kw)
+
+    backend = Recording()
+    with running_server(backend, tmp_path / "data") as srv, srv.client("north_sub") as c:
+        c.submit(b"SCAN1", search=False, light="side", light_azimuth_deg=-45.0)
+        c.submit(b"SCAN2", search=False)
+        c.search(file=b"SCAN3", light="coaxial")
+        with pytest.raises(grpc.RpcError) as err:
+            c.submit(b"SCAN4", search=False, light="ring", light_azimuth_deg=10.0)
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "no azimuth" in (err.value.details() or "")
+        with pytest.raises(grpc.RpcError) as err:
+            c.search(file=b"SCAN5", light="sideways")
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert [(m.light, m.light_azimuth_deg) for m in backend.metas] == [
+        ("side", 315.0),
+        ("auto", None),
+    ]
+    assert (backend.queries[0].light, backend.queries[0].light_azimuth_deg) == ("coaxial", None)
