@@ -187,6 +187,17 @@ class LightRequest:
                 ) from None
         return cls(kind or "auto", az)
 
+    @classmethod
+    def from_options(cls, kind: str | None, azimuth_deg: float | None) -> LightRequest:
+        """From the command line's ``--light`` / ``--light-azimuth-deg`` (None: not given);
+        a contradiction names both options."""
+        try:
+            return cls(kind or "auto", azimuth_deg)
+        except BallisticsError as exc:
+            raise BallisticsError(
+                f"--light {kind or 'auto'} --light-azimuth-deg {azimuth_deg}: {exc}"
+            ) from None
+
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "azimuth_deg": self.azimuth_deg}
 

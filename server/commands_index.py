@@ -55,8 +55,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     um = getattr(args, "spacing_um", None)
     if um is not None and not (math.isfinite(um) and um > 0):
         return _fail(f"--spacing-um must be a positive number of micrometres; got {um}")
+    from ballistics.light import LightRequest
+
     try:
-        light = _light_request(args)
+        light = LightRequest.from_options(args.light, args.light_azimuth_deg)
     except ValueError as e:
         return _fail(str(e))
     try:
@@ -95,18 +97,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             f"skipped (done before) {rep.skipped_done}, failed {len(rep.failed)}"
         )
     return 0 if not rep.failed or rep.added or rep.existing or rep.skipped_done else 2
-
-
-def _light_request(args: argparse.Namespace) -> Any:
-    """``--light`` / ``--light-azimuth-deg`` as a ``LightRequest`` (ValueError when they
-    contradict each other, e.g. a ring light with an azimuth)."""
-    from ballistics.light import LightRequest
-
-    kind, az = getattr(args, "light", None), getattr(args, "light_azimuth_deg", None)
-    try:
-        return LightRequest(kind or "auto", az)
-    except ValueError as e:
-        raise ValueError(f"--light {kind or 'auto'} --light-azimuth-deg {az}: {e}") from None
 
 
 def _reextract_if_needed(data_dir: str) -> bool:
@@ -152,8 +142,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _fail("--compare must be >= 0 (0: compare every candidate)")
     if not args.file and (getattr(args, "length_unit", None) or "m") != "m":
         return _fail("--length-unit applies to --file; a stored casing was read when ingested")
+    from ballistics.light import LightRequest
+
     try:
-        light = _light_request(args)
+        light = LightRequest.from_options(args.light, args.light_azimuth_deg)
     except ValueError as e:
         return _fail(str(e))
     if not args.file and not light.is_auto:
