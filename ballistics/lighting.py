@@ -16,7 +16,7 @@ What
 * :func:`detect_light` tells a ring light from a side light by the shading of the primer's
   rounded edge (bright on the side facing a side light, dark on the far side; even all round
   under a ring light) and estimates the side light's azimuth. Metadata
-  (``light=<azimuth in degrees>``) overrides detection.
+  (:class:`LightRequest`) overrides detection.
 * :func:`pseudo_height` integrates the flattened shading along the light direction with a
   leaky (regularised) inverse of the directional derivative. The result estimates the
   band-passed height for every wavevector not perpendicular to the light, and does not depend
@@ -28,6 +28,13 @@ What
   (``light_directions_incompatible``) instead of being reported as a non-match.
 * :func:`prepare_image` / :func:`compare_lit` (and the one-shot :func:`compare_images`) wrap
   :func:`ballistics.pipeline.prepare` and :func:`ballistics.compare.compare`.
+* The product path (CLI, store, search, service): :func:`prepare_scan` prepares any scan
+  (a :class:`LitCasing` for a 2-D image: a PreparedCasing that carries its light and, for a
+  side light, its pseudo-height; stored by ``LitCasing.to_bytes``, read back by
+  :func:`load_prepared`), and :func:`compare_prepared` compares two of them (a
+  :class:`LitComparison`: the comparison plus the light's flags and record). What a lab
+  says about the light is a :class:`LightRequest` (``--light``, ``--light-azimuth-deg``);
+  metadata overrides detection (:func:`resolve_light`).
 * :func:`render_side_light` and :func:`render_ring` are small shading models (Lambertian plus
   a specular lobe, gamma, exposure, camera noise) used by the tests and
   ``benchmarks/side_light.py``.
@@ -40,8 +47,10 @@ seen in ``a``'s image frame, comes from ``light_b - rotation_deg``.
 
 from __future__ import annotations
 
+import io
+import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -49,6 +58,16 @@ from scipy import ndimage
 
 from .compare import CompareParams, Comparison, compare
 from .errors import BallisticsError
+from .light import (
+    FLAG_INCOMPATIBLE,
+    FLAG_KINDS_DIFFER,
+    FLAG_NOT_RECORDED,
+    LIGHT_FLAGS,
+    LIGHT_KINDS,
+    LightEstimate,
+    LightRequest,
+)
+from .light import as_light as _as_light
 from .pipeline import PreparedCasing, prepare
 from .scan import Scan
 from .segment import segment
@@ -56,21 +75,32 @@ from .segment import segment
 __all__ = [
     "FLAG_INCOMPATIBLE",
     "FLAG_KINDS_DIFFER",
+    "FLAG_NOT_RECORDED",
+    "LIGHT_FLAGS",
+    "LIGHT_KINDS",
     "ImageComparison",
     "LightEstimate",
+    "LightRequest",
     "LitCasing",
+    "LitComparison",
     "attach_light",
     "common_texture",
     "comparable_fraction",
     "compare_images",
     "compare_lit",
+    "compare_prepared",
     "dent_mask",
     "detect_light",
     "exclude_dent",
+    "light_of",
+    "load_prepared",
+    "picture_surfaces",
     "prepare_image",
+    "prepare_scan",
     "pseudo_height",
     "render_ring",
     "render_side_light",
+    "resolve_light",
     "texture_directions",
 ]
 
@@ -93,54 +123,11 @@ MIN_COMPARABLE_FRACTION = 0.9
 #: Scores at or above this are treated as a match (no flag); the comparison's own scale.
 DECISIVE_SCORE = 0.6
 
-FLAG_INCOMPATIBLE = "light_directions_incompatible"
-FLAG_KINDS_DIFFER = "light_kinds_differ"
-
 _ANGLE_BINS = 36  # texture-direction histogram over [0, 180): 5-degree bins
 
 
 # --------------------------------------------------------------------------------------
 # light detection
-
-
-@dataclass(frozen=True)
-class LightEstimate:
-    """How a 2-D image was lit.
-
-    Attributes
-    ----------
-    kind : {"ring", "directional"}
-    azimuth_deg : float or None
-        Direction the light comes from (directional only), degrees counter-clockwise from
-        +col in (x = col, y = row), in [0, 360).
-    strength : float or None
-        Detection statistic: first angular harmonic of the primer edge's brightness relative
-        to the breech face's brightness spread (None when given as metadata).
-    source : {"metadata", "detected"}
-    """
-
-    kind: str
-    azimuth_deg: float | None = None
-    strength: float | None = None
-    source: str = "detected"
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("ring", "directional"):
-            raise BallisticsError(f"light kind must be 'ring' or 'directional'; got {self.kind!r}")
-        if self.kind == "directional" and self.azimuth_deg is None:
-            raise BallisticsError("a directional light needs azimuth_deg (degrees)")
-        if self.azimuth_deg is not None:
-            if not math.isfinite(self.azimuth_deg):
-                raise BallisticsError(f"light azimuth must be finite; got {self.azimuth_deg}")
-            object.__setattr__(self, "azimuth_deg", float(self.azimuth_deg) % 360.0)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "azimuth_deg": None if self.azimuth_deg is None else round(self.azimuth_deg, 3),
-            "strength": None if self.strength is None else round(self.strength, 4),
-            "source": self.source,
-        }
 
 
 def _harmonic(
@@ -208,23 +195,46 @@ def detect_light(
     if strength < threshold:
         return LightEstimate("ring", None, strength, "detected")
     bright = math.degrees(math.atan2(vec[1], vec[0]))
-    return LightEstimate("directional", bright % 360.0, strength, "detected")
+    return LightEstimate("side", bright % 360.0, strength, "detected")
 
 
-def _as_light(light: LightEstimate | float | str | None) -> LightEstimate | None:
-    """Metadata -> LightEstimate: a number is a side light's azimuth, "ring" a ring light."""
-    if light is None or isinstance(light, LightEstimate):
-        return light
-    if isinstance(light, str):
-        if light.strip().lower() == "ring":
-            return LightEstimate("ring", None, None, "metadata")
-        try:
-            light = float(light)
-        except ValueError:
-            raise BallisticsError(
-                f"light must be 'ring' or a side light's azimuth in degrees; got {light!r}"
-            ) from None
-    return LightEstimate("directional", float(light), None, "metadata")
+def resolve_light(
+    scan: Scan,
+    segmentation: dict[str, Any] | None = None,
+    light: LightRequest | LightEstimate | float | str | None = None,
+    *,
+    threshold: float = DIRECTIONAL_THRESHOLD,
+) -> LightEstimate:
+    """The light of a 2-D image: metadata where given, detection for the rest.
+
+    Parameters
+    ----------
+    scan : Scan
+        ``kind="image"``.
+    segmentation : dict, optional
+        ``Segmentation.as_dict()`` of ``scan`` (computed when needed and omitted).
+    light : LightRequest, LightEstimate, float, str or None
+        See :class:`LightRequest` (a float is a side light's azimuth); None detects.
+    threshold : float
+        Passed to :func:`detect_light` (``auto`` only).
+
+    Returns
+    -------
+    LightEstimate
+        ``source`` says whether the kind was given or detected, ``azimuth_source`` the same
+        for a side light's azimuth.
+    """
+    req = _as_light(light)
+    if isinstance(req, LightEstimate):
+        return req
+    if req.kind in ("ring", "coaxial"):
+        return LightEstimate(req.kind, None, None, "metadata")
+    if req.kind == "side" and req.azimuth_deg is not None:
+        return LightEstimate("side", req.azimuth_deg, None, "metadata")
+    if req.kind == "side":  # the kind is given: only the azimuth is detected
+        det = detect_light(scan, segmentation, threshold=0.0)
+        return LightEstimate("side", det.azimuth_deg, det.strength, "metadata", "detected")
+    return detect_light(scan, segmentation, threshold=threshold)
 
 
 # --------------------------------------------------------------------------------------
@@ -492,32 +502,128 @@ def comparable_fraction(
 # --------------------------------------------------------------------------------------
 # preparing and comparing
 
+#: Version of the light arrays a :class:`LitCasing` adds to the stored surface blob.
+LIGHT_BLOB_VERSION = "light-1"
+
 
 @dataclass(eq=False)
-class LitCasing:
-    """A prepared 2-D image with its light.
+class LitCasing(PreparedCasing):
+    """A prepared 2-D image with its light: a :class:`PreparedCasing` (the flattened image, so
+    descriptors, the screen, quality and pictures use it unchanged) plus what the light-aware
+    comparison needs.
 
     Attributes
     ----------
-    plain : PreparedCasing
-        :func:`ballistics.pipeline.prepare` of the image (flattened shading).
     light : LightEstimate
+        Required (keyword).
     height : PreparedCasing or None
-        :func:`pseudo_height` of ``plain`` for a directional light, else None.
+        :func:`pseudo_height` of the image (dent excluded) for a side light, else None.
     directions : ndarray of shape (36,) or None
-        :func:`texture_directions` of ``height`` (directional light only).
+        :func:`texture_directions` of ``height`` (side light only).
     """
 
-    plain: PreparedCasing
-    light: LightEstimate
+    light: LightEstimate | None = None
     height: PreparedCasing | None = None
     directions: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.light is None:
+            raise BallisticsError("LitCasing needs its light (a LightEstimate)")
+        if self.light.directional and (self.height is None or self.directions is None):
+            raise BallisticsError("a side-lit LitCasing needs its pseudo-height and directions")
+
+    @property
+    def plain(self) -> PreparedCasing:
+        """The flattened image (this object: a LitCasing is a PreparedCasing)."""
+        return self
+
+    def to_bytes(self) -> bytes:
+        """:meth:`PreparedCasing.to_bytes` plus the light (``light_meta``) and, for a side
+        light, the pseudo-height and texture directions. Readers that know nothing of lights
+        (``PreparedCasing.from_bytes``) read the flattened image as before."""
+        with np.load(io.BytesIO(super().to_bytes()), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        assert self.light is not None
+        meta: dict[str, Any] = {"version": LIGHT_BLOB_VERSION, "light": self.light.as_dict()}
+        # Full precision: as_dict rounds for display.
+        meta["light"]["azimuth_deg"] = self.light.azimuth_deg
+        meta["light"]["strength"] = self.light.strength
+        if self.height is not None and self.directions is not None:
+            h = self.height.surface
+            meta["height"] = {"spacing_m": list(h.spacing_m), "provenance": h.provenance_dicts()}
+            arrays["light_height"] = np.where(h.mask, h.data, 0.0).astype(np.float32)
+            arrays["light_height_mask"] = np.packbits(h.mask)
+            arrays["light_directions"] = np.asarray(self.directions, np.float64)
+        arrays["light_meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> PreparedCasing:
+        """:func:`load_prepared` (a plain PreparedCasing when no light was stored)."""
+        return load_prepared(raw)
+
+
+def load_prepared(raw: bytes) -> PreparedCasing:
+    """A stored surface blob: a :class:`LitCasing` when it carries a light, else the plain
+    :class:`PreparedCasing` (topographies, and 2-D images stored before lights were recorded).
+
+    Raises
+    ------
+    BallisticsError
+        The blob is not a prepared surface, or its light arrays are unreadable.
+    """
+    from .scan import Step
+
+    plain = PreparedCasing.from_bytes(raw)
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            if "light_meta" not in z.files:
+                return plain
+            meta = json.loads(bytes(z["light_meta"]).decode())
+            height_raw = z["light_height"] if "light_height" in z.files else None
+            hmask_raw = z["light_height_mask"] if "light_height_mask" in z.files else None
+            dirs = z["light_directions"] if "light_directions" in z.files else None
+        light = LightEstimate.from_dict(meta["light"])
+        height = None
+        if height_raw is not None and hmask_raw is not None and "height" in meta:
+            data = height_raw.astype(np.float64)
+            mask = np.unpackbits(hmask_raw)[: data.size].reshape(data.shape).astype(bool)
+            steps = tuple(
+                Step(p["name"], p["params"], p["stats"]) for p in meta["height"]["provenance"]
+            )
+            surface = Scan(
+                np.where(mask, data, np.nan), mask, tuple(meta["height"]["spacing_m"]), "image",
+                steps,
+            )  # fmt: skip
+            height = PreparedCasing(surface, plain.segmentation, None)
+    except BallisticsError:
+        raise
+    except Exception as exc:  # a blob with light arrays we cannot read is not ours
+        raise BallisticsError(f"stored light record is unreadable: {exc}") from exc
+    return LitCasing(
+        plain.surface,
+        plain.segmentation,
+        plain.aperture_profile,
+        plain.quality,
+        light=light,
+        height=height,
+        directions=None if dirs is None else np.asarray(dirs, np.float64),
+    )
+
+
+def light_of(prepared: Any) -> LightEstimate | None:
+    """The light recorded with a prepared casing; None for topographies and for images
+    prepared (or stored) without one."""
+    light = getattr(prepared, "light", None)
+    return light if isinstance(light, LightEstimate) else None
 
 
 def prepare_image(
     scan: Scan,
     *,
-    light: LightEstimate | float | str | None = None,
+    light: LightRequest | LightEstimate | float | str | None = None,
     threshold: float = DIRECTIONAL_THRESHOLD,
     integration_cutoff_um: float = INTEGRATION_CUTOFF_UM,
     **prepare_kwargs: Any,
@@ -528,9 +634,9 @@ def prepare_image(
     ----------
     scan : Scan
         ``kind="image"``.
-    light : LightEstimate, float, "ring" or None
-        Metadata: a side light's azimuth in degrees (image frame), or ``"ring"``. None detects
-        it (:func:`detect_light`).
+    light : LightRequest, LightEstimate, float, str or None
+        Metadata (:class:`LightRequest`; a float is a side light's azimuth in degrees, image
+        frame; ``"ring"``, ``"side"``, ``"coaxial"``). None detects it (:func:`detect_light`).
     threshold : float
         Passed to :func:`detect_light`.
     integration_cutoff_um : float
@@ -556,23 +662,64 @@ def prepare_image(
     )
 
 
+def prepare_scan(
+    scan: Scan,
+    *,
+    light: LightRequest | LightEstimate | float | str | None = None,
+    **prepare_kwargs: Any,
+) -> PreparedCasing:
+    """What the product prepares: a :class:`LitCasing` for a 2-D image (light detected, or
+    taken from ``light``), the plain :func:`ballistics.pipeline.prepare` for a topography
+    (a 3-D scan has no light: ``light`` is ignored)."""
+    if scan.kind != "image":
+        return prepare(scan, **prepare_kwargs)
+    return prepare_image(scan, light=light, **prepare_kwargs)
+
+
 def attach_light(
     scan: Scan,
     plain: PreparedCasing,
     *,
-    light: LightEstimate | float | str | None = None,
+    light: LightRequest | LightEstimate | float | str | None = None,
     threshold: float = DIRECTIONAL_THRESHOLD,
     integration_cutoff_um: float = INTEGRATION_CUTOFF_UM,
 ) -> LitCasing:
-    """:func:`prepare_image` for an image already prepared (``plain = prepare(scan)``), e.g.
-    a stored casing: detect (or take) the light and add the pseudo-height."""
-    est = _as_light(light) or detect_light(scan, plain.segmentation, threshold=threshold)
-    if est.kind == "ring" or est.azimuth_deg is None:
-        return LitCasing(plain, est)
+    """:func:`prepare_image` for an image already prepared (``plain = prepare(scan)``):
+    resolve the light (:func:`resolve_light`) and, for a side light, add the pseudo-height."""
+    est = resolve_light(scan, plain.segmentation, light, threshold=threshold)
+    base = (plain.surface, plain.segmentation, plain.aperture_profile, plain.quality)
+    if not est.directional or est.azimuth_deg is None:
+        return LitCasing(*base, light=est)
     # Side light: segmentation misplaces the dent; drop it by its shading before integrating.
     face = exclude_dent(scan, plain)
     height = pseudo_height(face, est.azimuth_deg, integration_cutoff_um=integration_cutoff_um)
-    return LitCasing(plain, est, height, texture_directions(height))
+    return LitCasing(*base, light=est, height=height, directions=texture_directions(height))
+
+
+@dataclass(frozen=True)
+class LitComparison(Comparison):
+    """A :class:`ballistics.compare.Comparison` of two 2-D images that knows their lights.
+
+    ``flags`` holds the comparison's own flags and the light's (:data:`LIGHT_FLAGS`);
+    ``light`` says how the pair was compared: ``method`` ("plain" or "pseudo_height"), the
+    two lights (``a``, ``b``: :meth:`LightEstimate.as_dict`, None when not recorded),
+    ``relative_light_deg``, ``common_at_pose`` and ``comparable_fraction`` (side-lit pairs).
+    """
+
+    light: dict[str, Any] | None = None
+
+    def as_dict(self, *, cells: bool = False) -> dict[str, Any]:
+        out = super().as_dict(cells=cells)
+        out["light"] = self.light
+        return out
+
+
+def _lit_comparison(
+    comp: Comparison, flags: tuple[str, ...], light: dict[str, Any]
+) -> LitComparison:
+    values = {f.name: getattr(comp, f.name) for f in fields(Comparison) if f.init}
+    values["flags"] = tuple(dict.fromkeys((*comp.flags, *flags)))
+    return LitComparison(**values, light=light)
 
 
 @dataclass(frozen=True)
@@ -585,10 +732,10 @@ class ImageComparison:
         The comparison that counts (of the pseudo-heights for two side-lit images, else of
         the flattened images).
     flags : tuple of str
-        ``"light_directions_incompatible"``: not a match, but the two lights hide the marks
-        at too many relative rotations for a low score to mean "different gun".
-        ``"light_kinds_differ"``: a ring-lit image against a side-lit one (different
-        quantities; scored on the flattened images, not trustworthy either way).
+        The light's flags (:data:`LIGHT_FLAGS`). ``"light_directions_incompatible"``: not a
+        match, but the two lights hide the marks at too many relative rotations for a low
+        score to mean "different gun". ``"light_kinds_differ"``: images under different kinds
+        of light (scored on the flattened images, not trustworthy either way).
     method : {"plain", "pseudo_height"}
     light_a, light_b : LightEstimate
     relative_light_deg : float or None
@@ -612,19 +759,36 @@ class ImageComparison:
     def score(self) -> float:
         return self.comparison.score
 
-    def as_dict(self) -> dict[str, Any]:
+    def light_record(self) -> dict[str, Any]:
+        """How the lights were used (the ``light`` of :class:`LitComparison`)."""
+
         def r(x: float | None) -> float | None:
             return None if x is None else round(x, 4)
 
         return {
-            **self.comparison.as_dict(),
-            "flags": list(self.flags),
             "method": self.method,
-            "light_a": self.light_a.as_dict(),
-            "light_b": self.light_b.as_dict(),
+            "a": self.light_a.as_dict(),
+            "b": self.light_b.as_dict(),
             "relative_light_deg": r(self.relative_light_deg),
             "common_at_pose": r(self.common_at_pose),
             "comparable_fraction": r(self.comparable_fraction),
+        }
+
+    def as_comparison(self) -> LitComparison:
+        """The product's view: the comparison with the light's flags added and its record."""
+        return _lit_comparison(self.comparison, self.flags, self.light_record())
+
+    def as_dict(self) -> dict[str, Any]:
+        rec = self.light_record()
+        return {
+            **self.comparison.as_dict(),
+            "flags": list(self.flags),
+            "method": self.method,
+            "light_a": rec["a"],
+            "light_b": rec["b"],
+            "relative_light_deg": rec["relative_light_deg"],
+            "common_at_pose": rec["common_at_pose"],
+            "comparable_fraction": rec["comparable_fraction"],
         }
 
 
@@ -640,11 +804,11 @@ def compare_lit(
 ) -> ImageComparison:
     """Compare two prepared 2-D images, accounting for their lights.
 
-    Two ring-lit images: the plain comparison (the image turns with the casing). Two side-lit
-    images: the comparison of their pseudo-heights; a pair scoring below ``decisive_score``
-    is flagged ``light_directions_incompatible`` when fewer than ``min_comparable_fraction``
-    of the relative rotations leave ``min_common`` common texture. Ring against side: the
-    plain comparison, flagged ``light_kinds_differ``.
+    Two ring-lit (or two coaxial) images: the plain comparison (the image turns with the
+    casing). Two side-lit images: the comparison of their pseudo-heights; a pair scoring below
+    ``decisive_score`` is flagged ``light_directions_incompatible`` when fewer than
+    ``min_comparable_fraction`` of the relative rotations leave ``min_common`` common texture.
+    Different kinds of light: the plain comparison, flagged ``light_kinds_differ``.
 
     Parameters
     ----------
@@ -668,9 +832,10 @@ def compare_lit(
     ImageComparison
     """
     params = params or CompareParams()
+    assert a.light is not None and b.light is not None
     if a.height is None or b.height is None:
-        comp = compare(a.plain, b.plain, params=params)
-        kinds = (FLAG_KINDS_DIFFER,) if (a.height is None) != (b.height is None) else ()
+        comp = compare(a, b, params=params)
+        kinds = (FLAG_KINDS_DIFFER,) if a.light.kind != b.light.kind else ()
         return ImageComparison(comp, kinds, "plain", a.light, b.light)
     assert a.light.azimuth_deg is not None and b.light.azimuth_deg is not None
     assert a.directions is not None and b.directions is not None
@@ -687,18 +852,71 @@ def compare_lit(
     return ImageComparison(comp, flags, "pseudo_height", a.light, b.light, rel, at_pose, frac)
 
 
+def compare_prepared(
+    a: PreparedCasing, b: PreparedCasing, *, params: CompareParams | None = None
+) -> Comparison:
+    """The product's comparison of two prepared casings (CLI, search, service).
+
+    Topographies: :func:`ballistics.compare.compare`, unchanged. Two images with recorded
+    lights (:class:`LitCasing`): :func:`compare_lit`, returned as a :class:`LitComparison`
+    whose ``flags`` carry the light's flags. An image without a recorded light (stored before
+    lights were): the plain comparison, flagged ``light_not_recorded`` when the other image is
+    side-lit (a low score then says nothing).
+
+    Returns
+    -------
+    Comparison
+        A :class:`LitComparison` for two images.
+    """
+    if a.kind != "image" or b.kind != "image":
+        return compare(a, b, params=params)
+    la, lb = light_of(a), light_of(b)
+    if isinstance(a, LitCasing) and isinstance(b, LitCasing):
+        return compare_lit(a, b, params=params).as_comparison()
+    comp = compare(a, b, params=params)
+    side = any(x is not None and x.directional for x in (la, lb))
+    record = {
+        "method": "plain",
+        "a": None if la is None else la.as_dict(),
+        "b": None if lb is None else lb.as_dict(),
+        "relative_light_deg": None,
+        "common_at_pose": None,
+        "comparable_fraction": None,
+    }
+    return _lit_comparison(comp, (FLAG_NOT_RECORDED,) if side else (), record)
+
+
+def picture_surfaces(
+    a: PreparedCasing, b: PreparedCasing, comparison: Any
+) -> tuple[PreparedCasing, PreparedCasing]:
+    """The two surfaces a comparison picture should show: the pseudo-heights when the pair
+    was compared on them (the flattened side-lit images would show the light, not the marks),
+    else ``a`` and ``b``."""
+    light = getattr(comparison, "light", None)
+    if (
+        isinstance(light, dict)
+        and light.get("method") == "pseudo_height"
+        and isinstance(a, LitCasing)
+        and isinstance(b, LitCasing)
+        and a.height is not None
+        and b.height is not None
+    ):
+        return a.height, b.height
+    return a, b
+
+
 def compare_images(
     a: Scan,
     b: Scan,
     *,
-    light_a: LightEstimate | float | str | None = None,
-    light_b: LightEstimate | float | str | None = None,
+    light_a: LightRequest | LightEstimate | float | str | None = None,
+    light_b: LightRequest | LightEstimate | float | str | None = None,
     params: CompareParams | None = None,
 ) -> ImageComparison:
     """One-shot :func:`prepare_image` of both images, then :func:`compare_lit`.
 
-    ``light_a``/``light_b``: metadata (a side light's azimuth in degrees, image frame, or
-    ``"ring"``), or None to detect it from the image.
+    ``light_a``/``light_b``: metadata (:class:`LightRequest`, a side light's azimuth in
+    degrees, image frame, or a kind), or None to detect it from the image.
     """
     return compare_lit(
         prepare_image(a, light=light_a), prepare_image(b, light=light_b), params=params

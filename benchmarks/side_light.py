@@ -199,7 +199,7 @@ def run_model(
     diff = [q for q in pairs if not q["same_gun"]]
     unflagged = [q for q in pairs if not q["flags"]]
     flagged = [q for q in pairs if q["flags"]]
-    kinds_ok = sum((d.kind == "directional") == (model.kind == "side") for d in detections)
+    kinds_ok = sum(d.directional == (model.kind == "side") for d in detections)
     az_err = [
         _angle_err(d.azimuth_deg, a)
         for d, a in zip(detections, truth_az, strict=True)
@@ -505,7 +505,10 @@ def write_md() -> None:
         "",
         SUMMARY,
     ]
-    for name in ("tune", "report", "report-ring-rerun", "report-metadata"):
+    from benchmarks.side_light_product import markdown as product_markdown
+
+    parts.append(product_markdown())
+    for name in ("tune", "report", "report-ring-rerun", "report-rerun", "report-metadata"):
         path = RESULTS / f"side-light-{name}.json"
         if not path.exists():
             continue

@@ -38,6 +38,8 @@ class Processed:
     """What segmentation found (``PreparedCasing.segmentation``: primer and firing-pin centres
     and radii in pixels, ...); None if the engine has none. Reported as computed, so a caller
     never decodes the stored surface again to learn it."""
+    light: dict[str, Any] | None = None
+    """The light a 2-D image was taken under (``LightEstimate.as_dict``); None for 3-D."""
 
 
 class Comparison(Protocol):
@@ -76,7 +78,9 @@ class Engine(Protocol):
     ) -> Processed:
         """Read (from the content or a file path), prepare and describe one scan.
         ``length_unit``: of an X3P's lengths, "m" or "um" (callers pass it only when it is
-        not "m", so engines written without the keyword keep working)."""
+        not "m", so engines written without the keyword keep working). Engines that know
+        lights also take ``light`` (a ``ballistics.light.LightRequest`` for a 2-D image),
+        passed only when one was given."""
         ...
 
     def describe(self, prepared: Any) -> dict[str, np.ndarray]:
@@ -86,11 +90,12 @@ class Engine(Protocol):
         ...
 
     def load(self, surface: bytes) -> Any:
-        """The prepared casing from its stored bytes (inverse of ``Processed.surface``)."""
+        """The prepared casing from its stored bytes (inverse of ``Processed.surface``; a 2-D
+        image comes back with its recorded light)."""
         ...
 
     def score(self, a: Any, b: Any) -> Comparison:
-        """The registration comparison of two prepared casings."""
+        """The registration comparison of two prepared casings (light-aware for 2-D)."""
         ...
 
     def picture(self, a: Any, b: Any, comparison: Any) -> bytes:
@@ -128,18 +133,22 @@ class BallisticsEngine:
         spacing_m: float | None,
         *,
         length_unit: str = "m",
+        light: Any = None,
     ) -> Processed:
         """See :meth:`Engine.process`. A path is read by the reader itself (one copy in
-        memory, the reader's), named ``filename`` in messages (never the path)."""
+        memory, the reader's), named ``filename`` in messages (never the path). A 2-D image
+        gets its light (``light``, else detected; ``ballistics.lighting.prepare_scan``); a 3-D
+        scan has none (``light`` ignored)."""
         io = importlib.import_module("ballistics.io")
-        pipeline = importlib.import_module("ballistics.pipeline")
+        lighting = importlib.import_module("ballistics.lighting")
 
         kwargs = {} if self.limits is None else {"limits": self.limits}
         name = filename if filename or isinstance(source, bytes) else "upload"
         scan = io.read_scan(
             source, name=name, spacing_m=spacing_m, length_unit=length_unit, **kwargs
         )
-        prep = pipeline.prepare(scan)
+        prep = lighting.prepare_scan(scan, light=light)
+        est = lighting.light_of(prep)
         return Processed(
             descriptors=self.describe(prep),
             surface=prep.to_bytes(),
@@ -149,6 +158,7 @@ class BallisticsEngine:
             spacing_m=float(scan.spacing_m[1]),
             quality=getattr(prep, "quality", None),
             segmentation=dict(prep.segmentation),
+            light=None if est is None else est.as_dict(),
         )
 
     def describe(self, prepared: Any) -> dict[str, np.ndarray]:
@@ -173,18 +183,20 @@ class BallisticsEngine:
         return np.asarray(screen.screen(q, c)[0], np.float64)
 
     def load(self, surface: bytes) -> Any:
-        pipeline = importlib.import_module("ballistics.pipeline")
-        return pipeline.PreparedCasing.from_bytes(surface)
+        lighting = importlib.import_module("ballistics.lighting")
+        return lighting.load_prepared(surface)
 
     def score(self, a: Any, b: Any) -> Comparison:
-        compare = importlib.import_module("ballistics.compare")
+        lighting = importlib.import_module("ballistics.lighting")
 
-        return compare.compare(a, b)
+        return lighting.compare_prepared(a, b)
 
     def picture(self, a: Any, b: Any, comparison: Any) -> bytes:
-        """The examiner's comparison picture (PNG bytes)."""
+        """The examiner's comparison picture (PNG bytes; pseudo-heights for side-lit pairs)."""
         picture = importlib.import_module("ballistics.picture")
-        return bytes(picture.comparison_png(a, b, comparison))
+        lighting = importlib.import_module("ballistics.lighting")
+        pa, pb = lighting.picture_surfaces(a, b, comparison)
+        return bytes(picture.comparison_png(pa, pb, comparison))
 
     def non_match_frequency(
         self, score: float, region: str, kind: str = "topography"

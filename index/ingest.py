@@ -11,8 +11,9 @@
 * Metadata manifest (:func:`read_manifest`): CSV or TSV (or ``;``-separated) with a header
   row naming a ``file`` column; ``file`` is resolved relative to the manifest's folder and
   matched by path, else by name. Columns that name casing fields (``casing_id, exhibit_id,
-  incident_id, case_number, place, caliber, agency, date, spacing_um`` or ``spacing_m``, and
-  the spellings in ``MANIFEST_ALIASES``) fill them; every other non-empty cell is kept as
+  incident_id, case_number, place, caliber, agency, date, spacing_um`` or ``spacing_m``,
+  ``light`` (auto, ring, side, coaxial) and ``light_azimuth_deg`` of a 2-D image, and the
+  spellings in ``MANIFEST_ALIASES``) fill them; every other non-empty cell is kept as
   free-form metadata of the casing (``Store.metadata_of``), e.g. ``firearm_id``, the ground
   truth of a validation run. Columns other than those and ``firearm_id`` get one warning.
 * Ctrl-C: :class:`IngestInterrupted` (a ``KeyboardInterrupt``) carries the report of what was
@@ -50,6 +51,8 @@ MANIFEST_COLUMNS = (
     "date",
     "spacing_um",
     "spacing_m",
+    "light",
+    "light_azimuth_deg",
 )
 #: Other spellings of those columns (header names are matched case-insensitively, with spaces
 #: and dashes read as underscores).
@@ -241,8 +244,10 @@ def _row_metadata(
     caliber: str | None,
     spacing_um: float | None,
     length_unit: str = "m",
+    light: Any = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """(casing fields for ``ingest_bytes``, extra metadata) of one manifest row (or {})."""
+    """(casing fields for ``ingest_bytes``, extra metadata) of one manifest row (or {}).
+    A row naming a ``light`` or ``light_azimuth_deg`` replaces the default ``light``."""
     um = _positive_um(row.get("spacing_um"), "manifest spacing_um")
     if um is None:
         m = _positive_um(row.get("spacing_m"), "manifest spacing_m")
@@ -258,7 +263,12 @@ def _row_metadata(
         "date": row.get("date") or None,
         "spacing_um": um if um is not None else spacing_um,
         "length_unit": length_unit,
+        "light": light,
     }
+    if row.get("light") or row.get("light_azimuth_deg"):
+        from ballistics.light import LightRequest
+
+        md["light"] = LightRequest.parse(row.get("light"), row.get("light_azimuth_deg"))
     extra = {k: v for k, v in row.items() if k not in MANIFEST_COLUMNS and v}
     return md, extra
 
@@ -295,11 +305,13 @@ def ingest_paths(
     progress: bool = True,
     stream: IO[str] | None = None,
     length_unit: str = "m",
+    light: Any = None,
 ) -> IngestReport:
     """Ingest files and folders; see the module doc. Returns what happened per file.
 
-    ``agency``, ``caliber`` and ``spacing_um`` (pixel spacing in micrometres, for images
-    without resolution tags) apply to every file whose manifest row does not say otherwise.
+    ``agency``, ``caliber``, ``spacing_um`` (pixel spacing in micrometres, for images
+    without resolution tags) and ``light`` (``ballistics.lighting.LightRequest`` of 2-D
+    images; None: detected) apply to every file whose manifest row does not say otherwise.
 
     Raises
     ------
@@ -330,7 +342,7 @@ def ingest_paths(
                 _ingest_one(
                     catalog, f, man, used, done, done_f, report, bar,
                     agency=agency, caliber=caliber, spacing_um=spacing_um,
-                    length_unit=length_unit,
+                    length_unit=length_unit, light=light,
                 )  # fmt: skip
     except KeyboardInterrupt:
         with contextlib.suppress(Exception):

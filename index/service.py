@@ -77,6 +77,14 @@ def _unit_kw(length_unit: Any) -> dict[str, str]:
     return {} if unit == "m" else {"length_unit": unit}
 
 
+def _light_kw(light: Any) -> dict[str, Any]:
+    """``{"light": request}`` for an engine's ``process`` when a light was given (anything but
+    None / "auto"), else ``{}`` so engines without the keyword keep working."""
+    if light is None or getattr(light, "is_auto", False):
+        return {}
+    return {"light": light}
+
+
 @dataclass
 class Ingested:
     """What one ingest did: the stored record and, when this call stored it, what the
@@ -359,7 +367,13 @@ class Catalog:
             return Ingested(existing)
         spacing_um = md.get("spacing_um")
         spacing_m = None if spacing_um in (None, "") else float(spacing_um) * 1e-6
-        proc = self.engine.process(source, filename, spacing_m, **_unit_kw(md.get("length_unit")))
+        proc = self.engine.process(
+            source,
+            filename,
+            spacing_m,
+            **_unit_kw(md.get("length_unit")),
+            **_light_kw(md.get("light")),
+        )
         with self._write_lock:
             rec, seq = self.store.add_casing(
                 original=source,
@@ -474,9 +488,10 @@ class Catalog:
         *,
         spacing_um: float | None = None,
         length_unit: str = "m",
+        light: Any = None,
     ) -> Query:
         """Resolve a casing id (str), scan file bytes, a prepared casing or a Query.
-        ``spacing_um`` and ``length_unit`` apply to file bytes only."""
+        ``spacing_um``, ``length_unit`` and ``light`` apply to file bytes only."""
         if isinstance(query, Query):
             return query
         if isinstance(query, str):
@@ -487,7 +502,9 @@ class Catalog:
             return Query(descs, prepared, rowid=rec.id, casing_id=rec.casing_id, sha256=rec.sha256)
         if isinstance(query, bytes | bytearray):
             sp = None if spacing_um is None else spacing_um * 1e-6
-            proc = self.engine.process(bytes(query), None, sp, **_unit_kw(length_unit))
+            proc = self.engine.process(
+                bytes(query), None, sp, **_unit_kw(length_unit), **_light_kw(light)
+            )
             return Query(proc.descriptors, proc.prepared, sha256=hashlib.sha256(query).hexdigest())
         return Query(self.engine.describe(query), query)
 
@@ -502,6 +519,7 @@ class Catalog:
         deadline_s: float | None = None,
         spacing_um: float | None = None,
         length_unit: str = "m",
+        light: Any = None,
     ) -> SearchResult:
         """Staged search (see :mod:`index.search`). ``query``: stored casing id (excluded
         from its own results), scan file bytes (not stored), or a prepared casing. Visible
@@ -509,11 +527,12 @@ class Catalog:
         ``SearchResult.identical``.
         ``rerank_k``: descriptor candidates per region; ``compare_k``: how many of them the
         screen keeps for the full comparison (0: all; None: the configured value);
-        ``length_unit``: of an X3P query file ("m" or "um")."""
+        ``length_unit``: of an X3P query file ("m" or "um"); ``light``: of a 2-D query file
+        (``ballistics.light.LightRequest``; None: detected)."""
         keep = self.config.compare_k if compare_k is None else int(compare_k)
         if keep < 0:
             raise ValueError(f"compare_k must be >= 0 (0: compare every candidate); got {keep}")
-        q = self.make_query(query, spacing_um=spacing_um, length_unit=length_unit)
+        q = self.make_query(query, spacing_um=spacing_um, length_unit=length_unit, light=light)
         screen_fn = self.engine.screen
         screen = None
         if keep and screen_fn is not None:

@@ -219,6 +219,13 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     return dict(getattr(obj, "__dict__", {}))
 
 
+def _light_request(kind: str, azimuth_deg: float | None) -> Any:
+    """A ``ballistics.light.LightRequest`` from checked request fields."""
+    from ballistics.light import LightRequest
+
+    return LightRequest(kind or "auto", azimuth_deg)
+
+
 def _check_format(head: bytes, name: str) -> None:
     """Refuse content no reader accepts, from its first bytes (cheap, before any decoding)."""
     from ballistics.errors import ScanFormatError
@@ -312,6 +319,7 @@ class CatalogBackend:
             md["spacing_um"] = meta.pixel_spacing_m * 1e6
         if meta.length_unit != "m":
             md["length_unit"] = meta.length_unit
+        md["light"] = _light_request(meta.light, meta.light_azimuth_deg)
         # the spooled file as it is: hashed once while spooled, read by the scan reader
         done = self.catalog.ingest_file(upload, meta.file_name or None, md, sha256=sha256)
         rec = done.record
@@ -349,6 +357,7 @@ class CatalogBackend:
             deadline_s=budget,
             spacing_um=spacing_um,
             length_unit=query.length_unit,
+            light=_light_request(query.light, query.light_azimuth_deg),
         )
         return SearchResult(
             query_casing_id=_opt(r.query_casing_id),

@@ -93,6 +93,34 @@ def _length_unit_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: ``--light`` choices (ballistics.lighting.LIGHT_KINDS plus auto; repeated here so the parser
+#: does not import the pipeline).
+LIGHTS = ("auto", "ring", "side", "coaxial")
+
+
+def _light_options(p: argparse.ArgumentParser, *, pair: bool = False) -> None:
+    """``--light`` and ``--light-azimuth-deg`` of 2-D images (ignored, with a warning, for 3-D
+    scans). ``pair``: each may be given twice, for A then B (once: both)."""
+    both = " (give it twice for A then B; once: both)" if pair else ""
+    action = "append" if pair else "store"
+    p.add_argument(
+        "--light",
+        choices=LIGHTS,
+        action=action,
+        help="light of a 2-D image: auto (detect ring or side light, default), ring, side "
+        "(azimuth from --light-azimuth-deg, else detected) or coaxial; metadata overrides "
+        "detection" + both,
+    )
+    p.add_argument(
+        "--light-azimuth-deg",
+        type=float,
+        action=action,
+        metavar="DEG",
+        help="a side light's direction in the image: degrees counter-clockwise from the +column "
+        "axis (x = column, y = row), where the light comes from; implies --light side" + both,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="ballistics",
@@ -122,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line per file")
     p.add_argument("--spacing-um", type=float, help=_SPACING_HELP)
     _length_unit_option(p)
+    _light_options(p)
 
     p = command(
         "synth",
@@ -150,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.add_argument("--spacing-um", type=float, help=_SPACING_HELP)
     _length_unit_option(p)
+    _light_options(p)
 
     p = command(
         "compare",
@@ -166,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing-um", type=float, help=_SPACING_HELP)
     p.add_argument("--workers", type=int, default=0, help="processes for --pairs (0: all cores)")
     _length_unit_option(p)
+    _light_options(p, pair=True)
     _remote_options(p)
 
     p = command(
@@ -178,14 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--manifest",
         help="CSV or TSV with a header; columns file (required), casing_id, incident_id,"
-        " caliber, agency, date, spacing_um, ...; other columns (e.g. firearm_id) are kept as"
-        " metadata",
+        " caliber, agency, date, spacing_um, light, light_azimuth_deg, ...; other columns"
+        " (e.g. firearm_id) are kept as metadata",
     )
     p.add_argument("--agency", default="local", help="submitting agency")
     p.add_argument("--caliber", help="calibre for every file (e.g. 9mm)")
     p.add_argument("--spacing-um", type=float, help=_SPACING_HELP + " (every file)")
     p.add_argument("--json", action="store_true", help="one JSON report object")
     _length_unit_option(p)
+    _light_options(p)
 
     p = command(
         "search",
@@ -211,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="candidates the screen keeps for the full comparison (0: all; default 20)",
     )
     _length_unit_option(p)
+    _light_options(p)
     _remote_options(p)
 
     p = command(
@@ -255,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing-um", type=float, help=_SPACING_HELP)
     p.add_argument("--no-search", action="store_true", help="store only; do not search")
     _length_unit_option(p)
+    _light_options(p)
     p.add_argument("--json", action="store_true", help="one JSON object per file per line")
     _remote_options(p, required=True)
 

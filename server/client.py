@@ -162,6 +162,8 @@ class Client:
         file_name: str = "",
         pixel_spacing_m: float = 0.0,
         length_unit: str = "",
+        light: str = "",
+        light_azimuth_deg: float | None = None,
         calibre: str = "",
         date_from: str = "",
         date_to: str = "",
@@ -177,8 +179,10 @@ class Client:
             max_results=max_results,
         )
         req = pb.SearchRequest(
-            filters=filters, pixel_spacing_m=pixel_spacing_m, length_unit=length_unit
+            filters=filters, pixel_spacing_m=pixel_spacing_m, length_unit=length_unit, light=light
         )
+        if light_azimuth_deg is not None:
+            req.light_azimuth_deg = light_azimuth_deg
         if file is not None:
             if isinstance(file, bytes):
                 req.file = file

@@ -59,6 +59,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     um = getattr(args, "spacing_um", None)
     if um is not None and not (math.isfinite(um) and um > 0):
         return _fail(f"--spacing-um must be a positive number of micrometres; got {um}")
+    from ballistics.light import LightRequest
+
+    try:
+        light = LightRequest.from_options(args.light, args.light_azimuth_deg)
+    except ValueError as e:
+        return _fail(str(e))
     try:
         manifest = read_manifest(args.manifest) if args.manifest else None
         with Catalog.open(args.data_dir, engine=_engine()) as cat:
@@ -71,6 +77,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 spacing_um=um,
                 progress=not getattr(args, "json", False),
                 length_unit=getattr(args, "length_unit", None) or "m",
+                light=light,
             )
     except CatalogLockedError as e:
         return _fail(str(e))
@@ -139,6 +146,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _fail("--compare must be >= 0 (0: compare every candidate)")
     if not args.file and (getattr(args, "length_unit", None) or "m") != "m":
         return _fail("--length-unit applies to --file; a stored casing was read when ingested")
+    from ballistics.light import LightRequest
+
+    try:
+        light = LightRequest.from_options(args.light, args.light_azimuth_deg)
+    except ValueError as e:
+        return _fail(str(e))
+    if not args.file and not light.is_auto:
+        return _fail("--light applies to --file; a stored casing's light was recorded at ingest")
     if not (Path(args.data_dir) / "store.sqlite").is_file():
         return _fail(f"no store in {args.data_dir} (run 'ballistics ingest' first)")
     from index.store import Store
@@ -172,6 +187,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 compare_k=args.compare,
                 filters=Filters(caliber=args.caliber) if args.caliber else None,
                 length_unit=getattr(args, "length_unit", None) or "m",
+                light=light,
             )
     except NotFoundError as e:
         return _fail(str(e).strip("'\""))

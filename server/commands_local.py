@@ -71,6 +71,45 @@ def _length_unit(args: argparse.Namespace) -> str:
     return str(getattr(args, "length_unit", None) or "m")
 
 
+def _light_requests(args: argparse.Namespace, n: int = 1) -> list[Any]:
+    """``--light`` / ``--light-azimuth-deg`` as ``n`` ``LightRequest`` s (one per file; a
+    pair command may give each option twice, A then B, else once for both).
+
+    Raises
+    ------
+    _BadInput
+        More values than files, or a contradiction (a ring light with an azimuth).
+    """
+    from ballistics.light import LightRequest
+
+    def values(name: str) -> list[Any]:
+        v = getattr(args, name, None)
+        out = v if isinstance(v, list) else [v]
+        if len(out) > n:
+            flag = "--" + name.replace("_", "-")
+            raise _BadInput(f"{flag} was given {len(out)} times; give it once (or once per file)")
+        return out * n if len(out) == 1 else out
+
+    kinds, azimuths = values("light"), values("light_azimuth_deg")
+    out = []
+    for kind, az in zip(kinds, azimuths, strict=True):
+        try:
+            out.append(LightRequest(kind or "auto", az))
+        except BallisticsError as exc:
+            raise _BadInput(f"--light {kind or 'auto'} --light-azimuth-deg {az}: {exc}") from None
+    return out
+
+
+def _light_ignored(path: str, scan: Scan, light: Any, err: TextIO | None = None) -> None:
+    """A light given for a 3-D scan is ignored (a topography has no light): say so once."""
+    if scan.kind != "image" and light is not None and not light.is_auto:
+        _warn(
+            path,
+            [f"--light {light.kind} applies to 2-D images; this is a 3-D topography: ignored"],
+            err,
+        )
+
+
 def _read(path: str, spacing_m: float | None, length_unit: str = "m") -> tuple[Scan, list[str]]:
     """Read a scan; returns it and the reader's warnings as one-line strings.
 
@@ -96,33 +135,41 @@ def _warn(path: str, notes: Sequence[str], err: TextIO | None = None) -> None:
         print(f"ballistics: {path}: warning: {n}", file=err or sys.stderr)
 
 
-def _prepare_file(path: str, spacing_m: float | None, length_unit: str = "m") -> PreparedCasing:
-    from ballistics.pipeline import prepare
+def _prepare_file(
+    path: str, spacing_m: float | None, length_unit: str = "m", light: Any = None
+) -> PreparedCasing:
+    """Read and prepare one file; a 2-D image gets its light (``light``, else detected)."""
+    from ballistics.lighting import prepare_scan
 
     scan, notes = _read(path, spacing_m, length_unit)
     _warn(path, notes)
-    return prepare(scan)
+    _light_ignored(path, scan, light)
+    return prepare_scan(scan, light=light)
 
 
 # --------------------------------------------------------------------------------------
 # inspect
 
 
-def _inspect_record(path: str, scan: Scan) -> dict[str, Any]:
-    from ballistics.pipeline import prepare
+def _inspect_record(path: str, scan: Scan, light: Any = None) -> dict[str, Any]:
+    from ballistics.lighting import light_of, prepare_scan, resolve_light
     from ballistics.segment import segment
 
     # The quality record needs the prepared breech face; a scan that segments but cannot be
     # prepared is still inspected, with the reason instead of a record.
     quality: dict[str, Any] | None = None
     quality_error: str | None = None
+    est = None
     try:
-        prepared = prepare(scan)
+        prepared = prepare_scan(scan, light=light)
         summary = prepared.segmentation
         quality = prepared.quality
+        est = light_of(prepared)
     except BallisticsError as exc:
         summary = segment(scan).as_dict()
         quality_error = _one_line(str(exc))
+        if scan.kind == "image":
+            est = resolve_light(scan, summary, light)
     rows, cols = scan.shape
     rec: dict[str, Any] = {
         "file": path,
@@ -136,6 +183,8 @@ def _inspect_record(path: str, scan: Scan) -> dict[str, Any]:
         ),
         **summary,
         "quality": quality,
+        # the light of a 2-D image (given or detected); None for a 3-D scan
+        "light": None if est is None else est.as_dict(),
     }
     if quality_error is not None:
         rec["quality_error"] = quality_error
@@ -162,6 +211,17 @@ def _human_quality(q: dict[str, Any] | None, error: str | None = None) -> list[s
     return lines
 
 
+def _human_light(light: dict[str, Any] | None) -> str:
+    """``side light from 40.0 deg (given)`` and the like."""
+    if not light:
+        return "not recorded"
+    src = "given" if light.get("source") == "metadata" else "detected"
+    if light.get("azimuth_deg") is None:
+        return f"{light['kind']} ({src})"
+    az_src = "given" if light.get("azimuth_source") == "metadata" else "detected"
+    return f"{light['kind']} light from {light['azimuth_deg']:.1f} deg ({src}, azimuth {az_src})"
+
+
 def _human_inspect(rec: dict[str, Any]) -> str:
     sy, sx = (v * 1e6 for v in rec["spacing_m"])
     pc, fc = rec["primer_center"], rec.get("firing_pin_center")
@@ -186,6 +246,8 @@ def _human_inspect(rec: dict[str, Any]) -> str:
         f" pre-cropped: {'yes' if rec['precropped'] else 'no'}",
         *_human_quality(rec.get("quality"), rec.get("quality_error")),
     ]
+    if rec.get("light"):
+        lines.append(f"  light: {_human_light(rec['light'])}")
     if "style" in rec:
         lines.append(
             f"  style: {rec['style']}; confidence {rec.get('confidence', 0.0):.2f}"
@@ -198,6 +260,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     """``ballistics inspect FILE [FILE ...] [--json] [--spacing-um X]``."""
     try:
         spacing_m = _spacing(args)
+        (light,) = _light_requests(args)
     except _BadInput as exc:
         return _fail(str(exc))
     status = 0
@@ -205,7 +268,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         try:
             scan, notes = _read(path, spacing_m, _length_unit(args))
             _warn(path, notes)
-            rec = _inspect_record(path, scan)
+            _light_ignored(path, scan, light)
+            rec = _inspect_record(path, scan, light)
         except (BallisticsError, OSError) as exc:
             _fail(f"{path}: {_message(path, exc)}")
             status = max(status, 2)
@@ -273,10 +337,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_describe(args: argparse.Namespace) -> int:
     """``ballistics describe FILE [--json] [--spacing-um X]``."""
     from ballistics.descriptors import EXTRACTOR_VERSION, describe
+    from ballistics.lighting import light_of
 
     path = args.file
     try:
-        prepared = _prepare_file(path, _spacing(args), _length_unit(args))
+        (light,) = _light_requests(args)
+        prepared = _prepare_file(path, _spacing(args), _length_unit(args), light)
         vecs = describe(prepared)
     except _BadInput as exc:
         return _fail(str(exc))
@@ -286,6 +352,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
         return _fail(f"{path}: {_internal(exc)}", 1)
     descriptors = {k: [round(float(x), 8) for x in v] for k, v in vecs.items()}
     dims = {k: len(v) for k, v in descriptors.items()}
+    est = light_of(prepared)
+    light_rec = None if est is None else est.as_dict()
     if args.json:
         print(
             json.dumps(
@@ -294,12 +362,15 @@ def cmd_describe(args: argparse.Namespace) -> int:
                     "extractor_version": EXTRACTOR_VERSION,
                     "descriptors": descriptors,
                     "dims": dims,
+                    "light": light_rec,
                 }
             )
         )
         return 0
     print(path)
     print(f"extractor_version {EXTRACTOR_VERSION}")
+    if light_rec is not None:
+        print(f"light: {_human_light(light_rec)}")
     for region, vec in descriptors.items():
         print(f"{region} (dim {dims[region]}):")
         for i in range(0, len(vec), 8):
@@ -318,6 +389,7 @@ def _comparison_record(
     from ballistics.quality import combine
 
     rec: dict[str, Any] = comp.as_dict()
+    rec.setdefault("light", None)  # 3-D: no light (one vocabulary: server/output.py)
     qa = None if a is None else a.quality
     qb = None if b is None else b.quality
     rec["quality"] = {"a": qa, "b": qb}
@@ -347,6 +419,18 @@ def _human_compare(a: str, b: str, rec: dict[str, Any]) -> str:
     ]
     if rec.get("striation_correlation") is not None:
         lines.append(f"  aperture-shear striation correlation {rec['striation_correlation']:.3f}")
+    light = rec.get("light")
+    if light:
+        how = (
+            "compared on the heights recovered from the side-lit shading"
+            if light.get("method") == "pseudo_height"
+            else "compared on the flattened images"
+        )
+        rel = light.get("relative_light_deg")
+        lines.append(
+            f"  light: A {_human_light(light.get('a'))}; B {_human_light(light.get('b'))};"
+            f" {how}" + ("" if rel is None else f" (lights {rel:.0f} deg apart on the casing)")
+        )
     freq = rec.get("non_match_frequency")
     lines.append(
         f"  {rec['interpretation']}" + (f" (frequency {freq:.3g})" if freq is not None else "")
@@ -366,22 +450,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return _compare_pairs(args)
     if not args.a or not args.b:
         return _fail("compare needs two scan files A B (or --pairs PAIRS.csv)")
-    from ballistics.compare import compare
+    from ballistics.lighting import compare_prepared, picture_surfaces
 
     try:
         spacing_m = _spacing(args)
+        lights = _light_requests(args, 2)
     except _BadInput as exc:
         return _fail(str(exc))
     prepared: list[PreparedCasing] = []
-    for path in (args.a, args.b):
+    for path, light in zip((args.a, args.b), lights, strict=True):
         try:
-            prepared.append(_prepare_file(path, spacing_m, _length_unit(args)))
+            prepared.append(_prepare_file(path, spacing_m, _length_unit(args), light))
         except (BallisticsError, OSError) as exc:
             return _fail(f"{path}: {_message(path, exc)}")
         except Exception as exc:
             return _fail(f"{path}: {_internal(exc)}", 1)
     try:
-        comp = compare(prepared[0], prepared[1])
+        comp = compare_prepared(prepared[0], prepared[1])
     except BallisticsError as exc:
         return _fail(f"{args.a} vs {args.b}: {_one_line(str(exc))}")
     except Exception as exc:
@@ -392,7 +477,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         title = f"A: {Path(args.a).name}   B: {Path(args.b).name}"
         try:
-            write_comparison_png(args.png, prepared[0], prepared[1], comp, title=title)
+            pa, pb = picture_surfaces(prepared[0], prepared[1], comp)
+            write_comparison_png(args.png, pa, pb, comp, title=title)
         except OSError as exc:
             return _fail(f"{args.png}: cannot write the picture: {exc.strerror or exc}")
     if args.json:  # the keys of a remote compare (server/output.py), cells included
@@ -495,12 +581,12 @@ def _init_worker(casings: dict[str, PreparedCasing] | None = None) -> None:
 
 
 def _prepare_job(
-    job: tuple[str, float | None, str],
+    job: tuple[str, float | None, str, Any],
 ) -> tuple[str, PreparedCasing | None, str | None]:
     """Worker: (path, prepared or None, error message or None); warnings on stderr."""
-    path, spacing_m, length_unit = job
+    path, spacing_m, length_unit, light = job
     try:
-        return path, _prepare_file(path, spacing_m, length_unit), None
+        return path, _prepare_file(path, spacing_m, length_unit, light), None
     except (BallisticsError, OSError) as exc:
         return path, None, _message(path, exc)
     except MemoryError:
@@ -511,11 +597,11 @@ def _prepare_job(
 
 def _compare_job(keys: tuple[str, str]) -> tuple[dict[str, Any] | None, str | None, bool]:
     """Worker: (record, error, internal?) for one pair of prepared casings in ``_CASINGS``."""
-    from ballistics.compare import compare
+    from ballistics.lighting import compare_prepared
 
     try:
         a, b = _CASINGS[keys[0]], _CASINGS[keys[1]]
-        return _comparison_record(compare(a, b), a.kind, a, b), None, False
+        return _comparison_record(compare_prepared(a, b), a.kind, a, b), None, False
     except BallisticsError as exc:
         return None, _one_line(str(exc)), False
     except Exception as exc:
@@ -549,6 +635,7 @@ def _compare_pairs(args: argparse.Namespace) -> int:
         return _fail(f"--workers must be >= 0 (0: all cores); got {args.workers}")
     try:
         spacing_m = _spacing(args)
+        (light,) = _light_requests(args)  # --pairs: one light for every file
         pairs = _read_pairs(Path(args.pairs))
     except _BadInput as exc:
         return _fail(str(exc))
@@ -566,7 +653,7 @@ def _compare_pairs(args: argparse.Namespace) -> int:
     casings: dict[str, PreparedCasing] = {}
     errors: dict[str, str] = {}
     workers = _n_workers(args.workers, len(distinct))
-    jobs = [(label[k], spacing_m, _length_unit(args)) for k in distinct]
+    jobs = [(label[k], spacing_m, _length_unit(args), light) for k in distinct]
     progress("preparing scans", 0, len(jobs))
     for i, (k, (_, prepared, err)) in enumerate(
         zip(distinct, _run(_prepare_job, jobs, workers), strict=True), start=1

@@ -96,6 +96,30 @@ def _length_unit(args: argparse.Namespace) -> str:
     return "" if unit == "m" else str(unit)
 
 
+def _light(args: argparse.Namespace) -> dict[str, Any]:
+    """``--light`` / ``--light-azimuth-deg`` as request fields (``light``, and
+    ``light_azimuth_deg`` only when given); {} when neither was given."""
+    from ballistics.errors import BallisticsError
+    from ballistics.light import LightRequest
+
+    kind, az = getattr(args, "light", None), getattr(args, "light_azimuth_deg", None)
+    if isinstance(kind, list) or isinstance(az, list):  # compare's A/B form: casing ids here
+        raise UsageError(
+            "--light applies to files; with --server, compare takes stored casing ids whose "
+            "lights were recorded when they were submitted (give --light to submit instead)"
+        )
+    try:
+        req = LightRequest(kind or "auto", az)
+    except BallisticsError as e:
+        raise UsageError(f"--light {kind or 'auto'} --light-azimuth-deg {az}: {e}") from e
+    if req.is_auto:
+        return {}
+    out: dict[str, Any] = {"light": req.kind}
+    if req.azimuth_deg is not None:
+        out["light_azimuth_deg"] = req.azimuth_deg
+    return out
+
+
 # --------------------------------------------------------------------------- human output
 
 
@@ -287,6 +311,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "place": args.place or "",
         "pixel_spacing_m": _spacing_m(args),
         "length_unit": _length_unit(args),
+        **_light(args),
     }
     progress = _Progress(sum(f.stat().st_size for f in files), len(files), path.is_dir())
     failed = 0
@@ -331,11 +356,17 @@ def cmd_search(args: argparse.Namespace) -> int:
                 max_results=args.top,
                 pixel_spacing_m=_spacing_m(args),
                 length_unit=_length_unit(args),
+                **_light(args),
             )
         else:
             if _length_unit(args):
                 raise UsageError(
                     "--length-unit applies to --file; a stored casing was read when submitted"
+                )
+            if _light(args):
+                raise UsageError(
+                    "--light applies to --file; a stored casing's light was recorded when it "
+                    "was submitted"
                 )
             resp = client.search(args.casing_id, calibre=args.caliber or "", max_results=args.top)
     if args.json:  # one object per candidate per line, the keys of a local search
@@ -367,6 +398,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "--length-unit applies to files; with --server, compare takes stored casing ids "
             "(give --length-unit to submit instead)"
         )
+    if getattr(args, "light", None) or getattr(args, "light_azimuth_deg", None):
+        _light(args)  # refuses: casing ids carry the lights recorded at submission
     with _client(args) as client:
         resp = client.compare(args.a, args.b, picture=bool(args.png))
     if args.png:

@@ -38,7 +38,8 @@ CANDIDATE_KEYS = (
     "flags",
 )
 
-#: Keys of a comparison (local: two files; remote: two stored casings).
+#: Keys of a comparison (local: two files; remote: two stored casings). ``light``: how two 2-D
+#: images' lights were used (``ballistics.lighting.LitComparison.light``); null for 3-D.
 COMPARE_KEYS = (
     "a",
     "b",
@@ -59,6 +60,7 @@ COMPARE_KEYS = (
     "low_confidence",
     "low_confidence_reasons",
     "flags",
+    "light",
 )
 
 
@@ -161,6 +163,11 @@ def compare_from_proto(resp: Message) -> dict[str, Any]:
     out["low_confidence"] = bool(d.get("low_confidence"))
     out["low_confidence_reasons"] = list(d.get("low_confidence_reasons") or [])
     out["flags"] = list(d.get("flags") or detail.get("flags") or [])
+    if d.get("light_json"):
+        try:
+            out["light"] = dict(json.loads(d["light_json"]))
+        except (ValueError, TypeError):
+            pass
     out["cells"] = d.get("cells", [])
     return out
 

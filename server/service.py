@@ -42,6 +42,7 @@ from .validation import (
     check_ids,
     check_non_negative,
     length_unit,
+    light_fields,
     spacing_or_none,
     truncate_detail,
     validate_message,
@@ -71,6 +72,10 @@ class SubmitMeta:
     search_after_submit: bool = True
     max_results: int = 0
     length_unit: str = "m"
+    light: str = "auto"
+    """Light of a 2-D image: auto (detected), ring, side, coaxial (ignored for 3-D scans)."""
+    light_azimuth_deg: float | None = None
+    """A side light's image-frame azimuth (degrees); None: not given."""
 
 
 @dataclass
@@ -194,6 +199,10 @@ class SearchQuery:
     date_to: str = ""
     top: int = 10
     length_unit: str = "m"
+    light: str = "auto"
+    """Light of a 2-D image: auto (detected), ring, side, coaxial (ignored for 3-D scans)."""
+    light_azimuth_deg: float | None = None
+    """A side light's image-frame azimuth (degrees); None: not given."""
 
 
 class Backend(Protocol):
@@ -530,6 +539,7 @@ class MatchingService(pb_grpc.MatchingServicer):
             file_name=request.file_name,
             pixel_spacing_m=spacing_or_none("pixel_spacing_m", request.pixel_spacing_m),
             length_unit=length_unit("length_unit", request.length_unit),
+            **light_fields(request),
             calibre=f.calibre,
             date_from=f.date_from,
             date_to=f.date_to,
@@ -696,6 +706,7 @@ def submit_meta_from_proto(m: pb.SubmitMetadata) -> SubmitMeta:
         search_after_submit=m.search_after_submit if m.HasField("search_after_submit") else True,
         max_results=m.max_results,
         length_unit=length_unit("length_unit", m.length_unit),
+        **light_fields(m),
     )
 
 
@@ -804,6 +815,7 @@ def comparison_to_proto(a: str, b: str, c: ComparisonResult) -> pb.CompareRespon
         low_confidence=bool(c.low_confidence),
         low_confidence_reasons=list(c.low_confidence_reasons),
         flags=list(c.flags),
+        light_json=json.dumps(c.detail["light"], sort_keys=True) if c.detail.get("light") else "",
     )
     for cell in c.cells:
         resp.cells.add(

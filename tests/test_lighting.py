@@ -58,7 +58,7 @@ def test_detects_side_light_and_its_azimuth(pair, azimuth: float) -> None:
     scan, _ = pair[0]
     img = lighting.render_side_light(scan, azimuth, 30.0, noise=0.02, seed=3)
     est = lighting.detect_light(img)
-    assert est.kind == "directional"
+    assert est.kind == "side"
     assert est.source == "detected"
     err = abs((est.azimuth_deg - azimuth + 180.0) % 360.0 - 180.0)
     assert err < 5.0, (est.azimuth_deg, azimuth)
@@ -81,14 +81,14 @@ def test_detects_ring_light_as_ring(pair, render) -> None:
 def test_detection_threshold_changes_the_kind(pair) -> None:
     img = lighting.render_side_light(pair[0][0], 60.0)
     est = lighting.detect_light(img)
-    assert est.kind == "directional"
+    assert est.kind == "side"
     assert lighting.detect_light(img, threshold=est.strength + 0.01).kind == "ring"
 
 
 def test_metadata_overrides_detection(pair) -> None:
     img = render_ring_light(pair[0][0])
     side = lighting.prepare_image(img, light=123.0)
-    assert side.light.kind == "directional"
+    assert side.light.kind == "side"
     assert side.light.azimuth_deg == pytest.approx(123.0)
     assert side.light.source == "metadata"
     assert side.height is not None
@@ -105,7 +105,7 @@ def test_bad_light_metadata_and_kinds_are_refused(pair) -> None:
     with pytest.raises(BallisticsError, match="2-D image"):
         lighting.prepare_image(scan)
     with pytest.raises(BallisticsError, match="azimuth"):
-        lighting.LightEstimate("directional")
+        lighting.LightEstimate("side")
 
 
 # --- pseudo-height -----------------------------------------------------------------------

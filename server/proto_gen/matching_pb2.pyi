@@ -19,7 +19,7 @@ EXCLUDED: Verdict
 INCONCLUSIVE: Verdict
 
 class SubmitMetadata(_message.Message):
-    __slots__ = ("agency_case_number", "incident_id", "calibre", "firing_pin_class", "acquisition_date", "place", "file_name", "format", "pixel_spacing_m", "search_after_submit", "max_results", "length_unit")
+    __slots__ = ("agency_case_number", "incident_id", "calibre", "firing_pin_class", "acquisition_date", "place", "file_name", "format", "pixel_spacing_m", "search_after_submit", "max_results", "length_unit", "light", "light_azimuth_deg")
     AGENCY_CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
     CALIBRE_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,8 @@ class SubmitMetadata(_message.Message):
     SEARCH_AFTER_SUBMIT_FIELD_NUMBER: _ClassVar[int]
     MAX_RESULTS_FIELD_NUMBER: _ClassVar[int]
     LENGTH_UNIT_FIELD_NUMBER: _ClassVar[int]
+    LIGHT_FIELD_NUMBER: _ClassVar[int]
+    LIGHT_AZIMUTH_DEG_FIELD_NUMBER: _ClassVar[int]
     agency_case_number: str
     incident_id: str
     calibre: str
@@ -44,7 +46,9 @@ class SubmitMetadata(_message.Message):
     search_after_submit: bool
     max_results: int
     length_unit: str
-    def __init__(self, agency_case_number: _Optional[str] = ..., incident_id: _Optional[str] = ..., calibre: _Optional[str] = ..., firing_pin_class: _Optional[str] = ..., acquisition_date: _Optional[str] = ..., place: _Optional[str] = ..., file_name: _Optional[str] = ..., format: _Optional[str] = ..., pixel_spacing_m: _Optional[float] = ..., search_after_submit: _Optional[bool] = ..., max_results: _Optional[int] = ..., length_unit: _Optional[str] = ...) -> None: ...
+    light: str
+    light_azimuth_deg: float
+    def __init__(self, agency_case_number: _Optional[str] = ..., incident_id: _Optional[str] = ..., calibre: _Optional[str] = ..., firing_pin_class: _Optional[str] = ..., acquisition_date: _Optional[str] = ..., place: _Optional[str] = ..., file_name: _Optional[str] = ..., format: _Optional[str] = ..., pixel_spacing_m: _Optional[float] = ..., search_after_submit: _Optional[bool] = ..., max_results: _Optional[int] = ..., length_unit: _Optional[str] = ..., light: _Optional[str] = ..., light_azimuth_deg: _Optional[float] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("metadata", "chunk")
@@ -105,20 +109,24 @@ class SearchFilters(_message.Message):
     def __init__(self, calibre: _Optional[str] = ..., date_from: _Optional[str] = ..., date_to: _Optional[str] = ..., jurisdictions: _Optional[_Iterable[str]] = ..., max_results: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("casing_id", "file", "file_name", "pixel_spacing_m", "filters", "length_unit")
+    __slots__ = ("casing_id", "file", "file_name", "pixel_spacing_m", "filters", "length_unit", "light", "light_azimuth_deg")
     CASING_ID_FIELD_NUMBER: _ClassVar[int]
     FILE_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
     PIXEL_SPACING_M_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     LENGTH_UNIT_FIELD_NUMBER: _ClassVar[int]
+    LIGHT_FIELD_NUMBER: _ClassVar[int]
+    LIGHT_AZIMUTH_DEG_FIELD_NUMBER: _ClassVar[int]
     casing_id: str
     file: bytes
     file_name: str
     pixel_spacing_m: float
     filters: SearchFilters
     length_unit: str
-    def __init__(self, casing_id: _Optional[str] = ..., file: _Optional[bytes] = ..., file_name: _Optional[str] = ..., pixel_spacing_m: _Optional[float] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ..., length_unit: _Optional[str] = ...) -> None: ...
+    light: str
+    light_azimuth_deg: float
+    def __init__(self, casing_id: _Optional[str] = ..., file: _Optional[bytes] = ..., file_name: _Optional[str] = ..., pixel_spacing_m: _Optional[float] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ..., length_unit: _Optional[str] = ..., light: _Optional[str] = ..., light_azimuth_deg: _Optional[float] = ...) -> None: ...
 
 class Quality(_message.Message):
     __slots__ = ("valid_fraction", "texture_rms", "texture_unit", "noise_rms", "contact_coverage", "segmentation_confidence", "low_confidence", "reasons", "detail_json")
@@ -235,7 +243,7 @@ class Cell(_message.Message):
     def __init__(self, row: _Optional[int] = ..., col: _Optional[int] = ..., ccf: _Optional[float] = ..., rotation_deg: _Optional[float] = ..., dx_m: _Optional[float] = ..., dy_m: _Optional[float] = ..., congruent: _Optional[bool] = ...) -> None: ...
 
 class CompareResponse(_message.Message):
-    __slots__ = ("casing_a", "casing_b", "score", "cmc", "rotation_deg", "dx_m", "dy_m", "region_scores", "cells", "non_match_frequency", "png", "detail_json", "quality_a", "quality_b", "low_confidence", "low_confidence_reasons", "flags")
+    __slots__ = ("casing_a", "casing_b", "score", "cmc", "rotation_deg", "dx_m", "dy_m", "region_scores", "cells", "non_match_frequency", "png", "detail_json", "quality_a", "quality_b", "low_confidence", "low_confidence_reasons", "flags", "light_json")
     class RegionScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +268,7 @@ class CompareResponse(_message.Message):
     LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     LOW_CONFIDENCE_REASONS_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
+    LIGHT_JSON_FIELD_NUMBER: _ClassVar[int]
     casing_a: str
     casing_b: str
     score: float
@@ -277,7 +286,8 @@ class CompareResponse(_message.Message):
     low_confidence: bool
     low_confidence_reasons: _containers.RepeatedScalarFieldContainer[str]
     flags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, casing_a: _Optional[str] = ..., casing_b: _Optional[str] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., rotation_deg: _Optional[float] = ..., dx_m: _Optional[float] = ..., dy_m: _Optional[float] = ..., region_scores: _Optional[_Mapping[str, float]] = ..., cells: _Optional[_Iterable[_Union[Cell, _Mapping]]] = ..., non_match_frequency: _Optional[float] = ..., png: _Optional[bytes] = ..., detail_json: _Optional[str] = ..., quality_a: _Optional[_Union[Quality, _Mapping]] = ..., quality_b: _Optional[_Union[Quality, _Mapping]] = ..., low_confidence: _Optional[bool] = ..., low_confidence_reasons: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
+    light_json: str
+    def __init__(self, casing_a: _Optional[str] = ..., casing_b: _Optional[str] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., rotation_deg: _Optional[float] = ..., dx_m: _Optional[float] = ..., dy_m: _Optional[float] = ..., region_scores: _Optional[_Mapping[str, float]] = ..., cells: _Optional[_Iterable[_Union[Cell, _Mapping]]] = ..., non_match_frequency: _Optional[float] = ..., png: _Optional[bytes] = ..., detail_json: _Optional[str] = ..., quality_a: _Optional[_Union[Quality, _Mapping]] = ..., quality_b: _Optional[_Union[Quality, _Mapping]] = ..., low_confidence: _Optional[bool] = ..., low_confidence_reasons: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[str]] = ..., light_json: _Optional[str] = ...) -> None: ...
 
 class DecideRequest(_message.Message):
     __slots__ = ("casing_id", "candidate_id", "verdict", "comment")
