@@ -160,6 +160,19 @@ def length_unit(field: str, value: str) -> str:
         raise InvalidRequest(f"{field}: {exc}") from None
 
 
+def light_fields(message: Any) -> dict[str, Any]:
+    """``light`` and ``light_azimuth_deg`` of a SubmitMetadata / SearchRequest, checked
+    (unknown kind, or a ring / coaxial light with an azimuth: InvalidRequest)."""
+    from ballistics.light import LightRequest
+
+    az = message.light_azimuth_deg if message.HasField("light_azimuth_deg") else None
+    try:
+        req = LightRequest(message.light or "auto", az)
+    except BallisticsError as exc:
+        raise InvalidRequest(f"light: {exc}") from None
+    return {"light": req.kind, "light_azimuth_deg": req.azimuth_deg}
+
+
 def check_non_negative(field: str, value: int) -> None:
     if value < 0:
         raise InvalidRequest(f"{field} must be >= 0; got {value}")
