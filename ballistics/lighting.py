@@ -792,6 +792,11 @@ class ImageComparison:
         }
 
 
+#: ``CompareParams.coarse_blur_um`` for the comparison of two pseudo-heights (they are smooth
+#: already: integrated shading); see benchmarks/RESULTS-side-light.md for how it was chosen.
+HEIGHT_COARSE_BLUR_UM: float | None = None
+
+
 def compare_lit(
     a: LitCasing,
     b: LitCasing,
@@ -842,6 +847,7 @@ def compare_lit(
     la, lb = a.light.azimuth_deg, b.light.azimuth_deg
     if full_sweep:
         params = replace(params, rotation_hints=0)
+    params = replace(params, coarse_blur_um=HEIGHT_COARSE_BLUR_UM)
     comp = compare(a.height, b.height, params=params)
     rel = abs((lb - comp.rotation_deg - la + 180.0) % 360.0 - 180.0)
     at_pose = float(common_texture(a.directions, la, b.directions, lb, comp.rotation_deg)[0])

@@ -343,6 +343,12 @@ class Catalog:
         to disk): the content is not hashed again, the reader reads it from the file, and the
         original is copied into the store block by block. ``sha256``: the file's digest (hex).
         Returns the record with the segmentation and quality the pipeline computed."""
+        if not _is_sha256(sha256):
+            # Content addressing trusts this digest: a wrong one would file the scan under
+            # another scan's address (and find that scan as "already stored").
+            raise ValueError(
+                f"ingest_file: sha256 must be the file's 64-hex-digit SHA-256, got {sha256!r}"
+            )
         return self._ingest(path, path.stat().st_size, sha256, filename, metadata)
 
     def _ingest(
@@ -604,3 +610,7 @@ def reextract(catalog: Catalog, *, rebuild: bool = True, batch: int = 64) -> int
     if rebuild:
         catalog.rebuild()
     return n
+
+
+def _is_sha256(s: str) -> bool:
+    return len(s) == 64 and all(c in "0123456789abcdef" for c in s)

@@ -9,6 +9,7 @@ the light-aware comparison was wired in (test_cli_compare_side_lit_pair_scores_a
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -455,7 +456,12 @@ def test_service_submits_with_light_and_flags_travel_to_the_proto(files, tmp_pat
         ):
             raw = files[k].read_bytes()
             recs[k] = backend.submit(
-                files[k], meta, agency="lab", user="u", size=len(raw), sha256=""
+                files[k],
+                meta,
+                agency="lab",
+                user="u",
+                size=len(raw),
+                sha256=hashlib.sha256(raw).hexdigest(),
             )
         assert lighting.light_of(cat.prepared(recs["a"].casing_id)).source == "metadata"
         res = backend.search(

@@ -111,3 +111,18 @@ def test_duplicate_submit_is_not_processed_again(
         again = c.submit(upload, search=False)
     assert again.casing_id == first.casing_id and again.sha256 == first.sha256
     assert len(calls) == 1
+
+
+def test_ingest_file_refuses_a_digest_that_is_not_a_sha256(tmp_path: Path) -> None:
+    """The digest is trusted for content addressing: a blank or malformed one would file a
+    second scan under the first one's address and return the first as already stored."""
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    first.write_bytes(PNG_MAGIC + b"a" * 64)
+    second.write_bytes(PNG_MAGIC + b"b" * 64)
+    with Catalog.open(tmp_path / "store", engine=FakeEngine()) as cat:
+        good = hashlib.sha256(first.read_bytes()).hexdigest()
+        rec = cat.ingest_file(first, "a.png", sha256=good).record
+        for bad in ("", "x" * 64, good.upper(), good[:-1]):
+            with pytest.raises(ValueError, match="64-hex-digit"):
+                cat.ingest_file(second, "b.png", sha256=bad)
+        assert cat.ingest_file(first, "a.png", sha256=good).record.casing_id == rec.casing_id
