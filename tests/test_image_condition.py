@@ -1,0 +1,133 @@
+"""2-D image conditioning: each step is pure, records itself, and its parameters matter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ballistics import BallisticsError, Scan
+from ballistics import image_condition as IC
+from ballistics.pipeline import image_conditioning_for, prepare
+
+SP = 5e-6
+
+
+def _image(seed: int = 0, n: int = 160, holes: bool = True) -> Scan:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:n, 0:n] * SP
+    img = 0.4 + 0.05 * rng.standard_normal((n, n)) + 200.0 * xx  # texture + shading ramp
+    img = np.clip(img, 0.0, 1.0)
+    mask = np.ones((n, n), bool)
+    if holes:
+        mask[50:70, 60:90] = False
+    return Scan(np.where(mask, img, np.nan), mask, (SP, SP), "image")
+
+
+def test_equalise_ignores_any_monotone_camera_response() -> None:
+    s = _image()
+    gamma = Scan(s.data**0.45, s.mask, s.spacing_m, "image")
+    exposed = Scan(np.minimum(3.0 * s.data, 10.0), s.mask, s.spacing_m, "image")
+    a, b, c = IC.equalise(s), IC.equalise(gamma), IC.equalise(exposed)
+    np.testing.assert_allclose(a.data[a.mask], b.data[b.mask], atol=1e-12)
+    np.testing.assert_allclose(a.data[a.mask], c.data[c.mask], atol=1e-12)
+    assert np.all(np.isnan(a.data[~a.mask]))
+    assert abs(float(np.mean(a.data[a.mask]))) < 1e-6  # normal scores
+    assert a.provenance[-1].name == "equalise"
+    # without it, gamma changes the image
+    assert not np.allclose(s.data[s.mask], gamma.data[gamma.mask])
+
+
+def test_equalise_ties_share_a_score() -> None:
+    s = _image()
+    sat = Scan(np.minimum(s.data, 0.45), s.mask, s.spacing_m, "image")  # clipped glints tie
+    out = IC.equalise(sat)
+    tied = sat.mask & (sat.data >= 0.45)
+    assert tied.sum() > 10
+    assert np.ptp(out.data[tied]) == 0.0
+    assert out.provenance[-1].stats["largest_tie_fraction"] == pytest.approx(
+        tied.sum() / sat.mask.sum()
+    )
+
+
+def test_clip_robust_bounds_glints_and_sigma_matters() -> None:
+    s = _image(holes=False)
+    d = s.data.copy()
+    d[5, 5] = 50.0
+    s = Scan(d, s.mask, s.spacing_m, "image")
+    tight, loose = IC.clip_robust(s, sigma=2.0), IC.clip_robust(s, sigma=6.0)
+    assert tight.data.max() < loose.data.max() < 50.0
+    assert tight.provenance[-1].stats["clipped_fraction"] > loose.provenance[-1].stats[
+        "clipped_fraction"
+    ]
+    with pytest.raises(BallisticsError):
+        IC.clip_robust(s, sigma=0.0)
+
+
+def test_each_parameter_changes_the_conditioned_image() -> None:
+    s = _image(1)
+    base = IC.condition_image(s, IC.ImageConditioning())
+    variants = [
+        IC.ImageConditioning(short_cutoff_um=16.0),
+        IC.ImageConditioning(short_cutoff_um=None),
+        IC.ImageConditioning(long_cutoff_um=250.0),
+        IC.ImageConditioning(equalise=True),
+        IC.ImageConditioning(clip_sigma=1.5),
+    ]
+    for p in variants:
+        out = IC.condition_image(s, p)
+        both = base.mask & out.mask
+        assert not np.allclose(base.data[both], out.data[both]), p
+    names = [st.name for st in IC.condition_image(s, variants[3]).provenance]
+    assert names[-3:] == ["equalise", "flatten_illumination", "bandpass"]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"short_cutoff_um": 500.0, "long_cutoff_um": 400.0},
+        {"short_cutoff_um": 0.0},
+        {"long_cutoff_um": -1.0},
+        {"clip_sigma": -2.0},
+    ],
+)
+def test_invalid_conditioning_is_refused(kw: dict) -> None:
+    with pytest.raises(BallisticsError):
+        IC.ImageConditioning(**kw)
+
+
+def test_topography_is_refused_with_a_pointer() -> None:
+    s = _image()
+    topo = Scan(s.data * 1e-6, s.mask, s.spacing_m, "topography")
+    with pytest.raises(BallisticsError, match="ballistics.condition"):
+        IC.condition_image(topo)
+
+
+def test_prepare_uses_the_image_conditioning() -> None:
+    from ballistics.render import render_ring_light
+    from ballistics.synth import fire, make_firearms
+
+    scan, _ = fire(make_firearms(1, seed=5)[0], shot_seed=1)
+    img = render_ring_light(scan)
+    default = prepare(img)
+    steps = {st.name: st.params for st in default.surface.provenance}
+    assert steps["bandpass"]["short_cutoff_um"] == IC.DEFAULT_IMAGE_CONDITIONING.short_cutoff_um
+    assert "equalise" not in steps
+    eq = prepare(img, image_conditioning=IC.ImageConditioning(equalise=True))
+    assert "equalise" in {st.name for st in eq.surface.provenance}
+    old = prepare(img, short_cutoff_um=20.0, long_cutoff_um=300.0)
+    steps = {st.name: st.params for st in old.surface.provenance}
+    assert steps["bandpass"]["short_cutoff_um"] == 20.0
+    assert steps["flatten_illumination"]["long_cutoff_um"] == 300.0
+    # topographies ignore the image conditioning
+    t1 = prepare(scan)
+    t2 = prepare(scan, image_conditioning=IC.ImageConditioning(equalise=True))
+    np.testing.assert_array_equal(t1.surface.data, t2.surface.data)
+
+
+def test_image_conditioning_for_resolves_the_cutoffs() -> None:
+    assert image_conditioning_for(16.0, 250.0) is IC.DEFAULT_IMAGE_CONDITIONING
+    assert image_conditioning_for(30.0, None) == IC.ImageConditioning(
+        30.0, IC.DEFAULT_IMAGE_CONDITIONING.long_cutoff_um
+    )
+    mine = IC.ImageConditioning(equalise=True)
+    assert image_conditioning_for(30.0, 300.0, mine) is mine
