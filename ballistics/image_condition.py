@@ -13,8 +13,10 @@ impression), so
 * the grey levels are a monotone but unknown function of that response (exposure, gamma,
   saturated glints), different for every instrument.
 
-The chain here therefore (1) optionally replaces the grey levels by their normal scores
-within the breech face (``equalise``: any monotone camera response gives the same image),
+The chain here therefore (0) masks the firing-pin dent by its shading where segmentation left
+part of it (``dent_threshold``), (1) optionally replaces the grey levels by their normal
+scores within the breech face (``equalise``: any monotone camera response gives the same
+image),
 (2) removes the shading and equalises the local contrast at ``long_cutoff_um``
 (:func:`ballistics.condition.flatten_illumination`), (3) removes wavelengths shorter than
 ``short_cutoff_um`` and (4) optionally clips what is left at ``clip_sigma`` robust standard
@@ -27,9 +29,11 @@ see ``benchmarks/RESULTS-instruments.md``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from scipy.special import ndtri
 
 from . import condition
@@ -42,6 +46,7 @@ __all__ = [
     "clip_robust",
     "condition_image",
     "equalise",
+    "mask_dent",
 ]
 
 
@@ -63,12 +68,17 @@ class ImageConditioning:
     clip_sigma : float or None
         Clip the conditioned image at this many robust standard deviations
         (:func:`clip_robust`). None: no clipping.
+    dent_threshold : float or None
+        Mask the firing-pin dent by its shading (:func:`mask_dent`): smoothed pixels this
+        many robust standard deviations from the breech face's median, in blobs reaching the
+        centre. None: keep what segmentation left.
     """
 
     short_cutoff_um: float | None = 40.0
     long_cutoff_um: float = 400.0
     equalise: bool = False
     clip_sigma: float | None = None
+    dent_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not self.long_cutoff_um > 0:
@@ -82,6 +92,11 @@ class ImageConditioning:
             raise BallisticsError(
                 "ImageConditioning needs 0 < short_cutoff_um < long_cutoff_um (micrometres); "
                 f"got {self.short_cutoff_um!r}, {self.long_cutoff_um!r}"
+            )
+        if self.dent_threshold is not None and not self.dent_threshold > 0:
+            raise BallisticsError(
+                "ImageConditioning.dent_threshold must be > 0 robust sigmas or None; "
+                f"got {self.dent_threshold!r}"
             )
         if self.clip_sigma is not None and not self.clip_sigma > 0:
             raise BallisticsError(
@@ -142,6 +157,69 @@ def clip_robust(scan: Scan, *, sigma: float) -> Scan:
     return scan.evolve("clip_robust", {"sigma": sigma}, {"clipped_fraction": clipped}, data=out)
 
 
+def mask_dent(
+    scan: Scan,
+    *,
+    threshold: float = 4.0,
+    smooth_um: float = 40.0,
+    margin_um: float = 40.0,
+    centre_fraction: float = 0.55,
+) -> Scan:
+    """Invalidate the firing-pin dent of a breech-face image found by its shading.
+
+    The walls of a ~0.2 mm deep dent are far brighter or darker than any mark; when
+    segmentation misplaces the pin outline (an elongated striker, a dent lit unevenly) what it
+    leaves dominates every correlation. The scan is a crop centred on the primer (as
+    :func:`ballistics.pipeline.prepare` makes it): pixels whose ``smooth_um`` Gaussian
+    average lies more than ``threshold`` robust standard deviations from the median of the
+    valid disc, in blobs that reach within ``centre_fraction`` of the disc's radius of its
+    centre, together with the invalid pixels there (the pin outline segmentation removed),
+    holes filled and grown by ``margin_um``, are set invalid.
+
+    Returns
+    -------
+    Scan
+        Same data; mask without the dent (the number of pixels removed is recorded).
+    """
+    _require_image(scan, "mask_dent")
+    sp = math.sqrt(scan.spacing_m[0] * scan.spacing_m[1])
+    m, n = scan.shape
+    rows, cols = np.indices(scan.shape, dtype=np.float64)
+    rr = np.hypot(rows - (m - 1) / 2.0, cols - (n - 1) / 2.0)
+    radius = 0.5 * min(m, n)
+    valid = scan.mask
+    if int(valid.sum()) < 100:
+        return scan
+    med = float(np.median(scan.data[valid]))
+    w = ndimage.gaussian_filter(valid.astype(np.float64), smooth_um * 1e-6 / sp)
+    num = ndimage.gaussian_filter(np.where(valid, scan.data, 0.0), smooth_um * 1e-6 / sp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        low = np.where(w > 0.2, num / w, med)
+    centre = float(np.median(low[valid]))
+    sigma = 1.4826 * float(np.median(np.abs(low[valid] - centre))) + 1e-12
+    inner = rr < centre_fraction * radius
+    odd = valid & (np.abs(low - centre) > threshold * sigma)
+    odd |= ~valid & inner
+    labels, _ = ndimage.label(odd)
+    near = np.unique(labels[inner & odd])
+    dent = ndimage.binary_fill_holes(np.isin(labels, near[near > 0]))
+    grow = max(1, round(margin_um * 1e-6 / sp))
+    dent = ndimage.binary_dilation(dent, iterations=grow) & valid
+    mask = valid & ~dent
+    return scan.evolve(
+        "mask_dent",
+        {
+            "threshold": threshold,
+            "smooth_um": smooth_um,
+            "margin_um": margin_um,
+            "centre_fraction": centre_fraction,
+        },
+        {"removed_points": int(dent.sum()), "valid_points": int(mask.sum())},
+        data=np.where(mask, scan.data, np.nan),
+        mask=mask,
+    )
+
+
 def condition_image(scan: Scan, params: ImageConditioning = DEFAULT_IMAGE_CONDITIONING) -> Scan:
     """The conditioning chain for a cropped 2-D breech-face image (before resampling).
 
@@ -157,7 +235,10 @@ def condition_image(scan: Scan, params: ImageConditioning = DEFAULT_IMAGE_CONDIT
         Dimensionless, about unit local RMS; each step recorded in the provenance.
     """
     _require_image(scan, "condition_image")
-    s = equalise(scan) if params.equalise else scan
+    s = scan
+    if params.dent_threshold is not None:
+        s = mask_dent(s, threshold=params.dent_threshold)
+    s = equalise(s) if params.equalise else s
     s = condition.flatten_illumination(s, long_cutoff_um=params.long_cutoff_um)
     if params.short_cutoff_um is not None:
         s = condition.bandpass(s, short_cutoff_um=params.short_cutoff_um, long_cutoff_um=None)

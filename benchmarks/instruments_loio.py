@@ -2,25 +2,39 @@
 
 Usage::
 
-    python benchmarks/instruments_loio.py            # full run (~20 min on one shared core)
+    python benchmarks/instruments_loio.py            # full run (~25 min on one shared core)
     python benchmarks/instruments_loio.py --quick    # small corpora, a few minutes
+    python benchmarks/instruments_loio.py --light detect --candidates default,img_default
 
 For each instrument of :data:`ballistics.instruments.INSTRUMENTS` a seeded corpus (its own
 firearms: no two instruments share a gun, so a left-out instrument is new data, not new
-pictures of known guns; consecutive-manufacture groups included) is fired, recorded by the
-instrument at one of its pixel sizes, prepared with :func:`ballistics.pipeline.prepare` and
-compared pairwise with :func:`ballistics.compare.compare`, once per candidate setting of
-:data:`CANDIDATES`. Scans that fail to prepare are *refusals*: counted, listed with the
-message, and scored 0 against everything (so they count against AUC and retrieval; the
-AUC over scored pairs only is reported beside it).
+pictures of known guns; consecutive-manufacture groups included) is fired and recorded by the
+instrument at one of its pixel sizes (2.5-7.5 um over the instruments). The casings are cut in
+turn to the cropping styles of :mod:`ballistics.crop_styles` (3-D: case head, disc field of
+view wide and narrow, annulus with the pin invalid, breech face with the pin present and
+partly invalid; 2-D: case head, disc field of view), and every second 3-D scan goes through
+a micrometre-unit X3P file read back with ``length_unit="um"`` (the others through a metre
+file). Each scan is prepared with :func:`ballistics.pipeline.prepare` and all pairs are
+compared, once per candidate setting of its modality (:data:`CANDIDATES`): 3-D pairs with
+:func:`ballistics.compare.compare`, 2-D pairs as the service compares images
+(:func:`ballistics.lighting.attach_light` + :func:`ballistics.lighting.compare_lit`: the
+plain comparison for ring-lit images, pseudo-heights for side-lit ones, pairs whose lights
+leave too little to compare flagged ``light_directions_incompatible``). The light is the
+instrument's (``--light metadata``, default: what a lab knows of its own light) or detected
+from the image (``--light detect``); detection is recorded either way.
+
+Scans that fail to prepare are *refusals*: counted, listed with the message, and scored 0
+against everything (so they count against AUC and retrieval; the AUC over scored pairs only
+is reported beside it). Top-10 retrieval: each casing as the query against all others of its
+instrument, the fraction whose same-gun mate is among the 10 best.
 
 LOIO: within a modality (3-D instruments; 2-D instruments), for each instrument the
 candidate with the best mean pair AUC (refusals counted) on the *other* instruments of the
 modality is chosen (ties: mean top-10 retrieval, then the order of :data:`CANDIDATES`), and
 its result on the left-out instrument is reported next to the fixed default.
 
-Writes ``benchmarks/results/instruments_loio[-quick].json`` (command, machine, every score and
-refusal) and prints the tables of ``benchmarks/RESULTS-instruments.md``.
+Writes ``benchmarks/results/instruments_loio[-quick].json`` (command, machine, every score,
+flag and refusal) and prints the tables of ``benchmarks/RESULTS-instruments.md``.
 """
 
 from __future__ import annotations
@@ -88,12 +102,6 @@ CANDIDATES_3D: tuple[Candidate, ...] = (
         "prepare 16-250 um, CompareParams(rotation_hints=0): no screen hints",
         compare={"rotation_hints": 0},
     ),
-    Candidate(
-        "band_40_400",
-        "prepare 40-400 um band-pass (Song 2014 cut-offs), CompareParams()",
-        short_cutoff_um=40.0,
-        long_cutoff_um=400.0,
-    ),
 )
 #: 2-D candidates: the image conditioning (ballistics.image_condition); every 2-D pair is
 #: compared the way the service compares images (ballistics.lighting: light detected from
@@ -101,27 +109,21 @@ CANDIDATES_3D: tuple[Candidate, ...] = (
 CANDIDATES_2D: tuple[Candidate, ...] = (
     Candidate(
         "img_default",
-        "ImageConditioning() (the default: 40-400 um)",
+        "ImageConditioning(): the default (40-400 um)",
         modality="2-D",
         image={},
     ),
     Candidate(
-        "img_16_250",
-        "ImageConditioning(16, 250): the topography band (the image default before)",
-        modality="2-D",
-        image={"short_cutoff_um": 16.0, "long_cutoff_um": 250.0},
-    ),
-    Candidate(
-        "img_equalise",
-        "ImageConditioning(equalise=True): normal scores of the grey levels first",
-        modality="2-D",
-        image={"equalise": True},
-    ),
-    Candidate(
         "img_60_400",
-        "ImageConditioning(60, 400): longer short cut-off",
+        "ImageConditioning(short_cutoff_um=60): a longer short cut-off",
         modality="2-D",
         image={"short_cutoff_um": 60.0},
+    ),
+    Candidate(
+        "img_16_250",
+        "ImageConditioning(16, 250): the image chain before this change (topography band)",
+        modality="2-D",
+        image={"short_cutoff_um": 16.0, "long_cutoff_um": 250.0},
     ),
 )
 CANDIDATES: dict[str, tuple[Candidate, ...]] = {"3-D": CANDIDATES_3D, "2-D": CANDIDATES_2D}
@@ -219,11 +221,21 @@ def build_scans(
     return out
 
 
+def light_metadata(name: str, truth: Any) -> float | str:
+    """What a lab knows of its own light: "ring" for ring and coaxial lights (symmetric
+    about the optical axis), the image-frame azimuth for a side light."""
+    if name == "side_light":
+        return float(truth.light_azimuth_deg)
+    return "ring"
+
+
 def prepare_all(
-    scans: list[dict[str, Any]], cand: Candidate
+    scans: list[dict[str, Any]], cand: Candidate, *, name: str = "", light: str = "metadata"
 ) -> tuple[list[Any], list[dict[str, Any]], list[float]]:
     """Prepare every scan; refusals are kept as None and listed with the message. For 2-D
-    images the light is attached too (:func:`ballistics.lighting.attach_light`)."""
+    images the light is attached too (:func:`ballistics.lighting.attach_light`): from
+    :func:`light_metadata` (``light="metadata"``) or detected from the image
+    (``light="detect"``)."""
     from ballistics.errors import BallisticsError
     from ballistics.lighting import attach_light
     from ballistics.pipeline import prepare
@@ -235,7 +247,10 @@ def prepare_all(
         t = time.perf_counter()
         try:
             p = prepare(s["scan"], **cand.prepare_kwargs())
-            prepared.append(attach_light(s["scan"], p) if cand.modality == "2-D" else p)
+            if cand.modality == "2-D":
+                meta = light_metadata(name, s["truth"]) if light == "metadata" else None
+                p = attach_light(s["scan"], p, light=meta)
+            prepared.append(p)
         except BallisticsError as exc:
             prepared.append(None)
             refusals.append(
@@ -248,6 +263,32 @@ def prepare_all(
             )
         times.append(time.perf_counter() - t)
     return prepared, refusals, times
+
+
+def detected_lights(scans: list[dict[str, Any]]) -> dict[str, Any]:
+    """What :func:`ballistics.lighting.detect_light` says of each image (for the record; the
+    comparison uses it only with ``--light detect``)."""
+    from ballistics.errors import BallisticsError
+    from ballistics.lighting import detect_light
+    from ballistics.segment import segment
+
+    kinds: list[str | None] = []
+    strengths: list[float | None] = []
+    for s in scans:
+        try:
+            est = detect_light(s["scan"], segment(s["scan"]).as_dict())
+        except BallisticsError:
+            kinds.append(None)
+            strengths.append(None)
+            continue
+        kinds.append(est.kind)
+        strengths.append(None if est.strength is None else round(float(est.strength), 4))
+    return {
+        "kinds": kinds,
+        "strengths": strengths,
+        "directional": sum(k == "directional" for k in kinds),
+        "ring": sum(k == "ring" for k in kinds),
+    }
 
 
 def segmentation_errors(scans: list[dict[str, Any]], prepared: list[Any]) -> dict[str, Any]:
@@ -475,6 +516,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidates", help="comma-separated subset of the candidates (default: all)")
     ap.add_argument("--no-styles", action="store_true", help="raw case-head scans only")
     ap.add_argument("--no-um-files", action="store_true", help="no X3P round trips")
+    ap.add_argument(
+        "--light",
+        choices=("metadata", "detect"),
+        default="metadata",
+        help="2-D light: the instrument's (ring, or the side light's azimuth) or detected",
+    )
     ap.add_argument("--out", help="JSON output path")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -495,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "styles": not args.no_styles,
         "um_files": not args.no_um_files,
+        "light": args.light,
         "candidates": {m: [asdict(c) for c in cs] for m, cs in CANDIDATES.items()},
         "instruments": {},
     }
@@ -521,8 +569,10 @@ def main(argv: list[str] | None = None) -> int:
             "generate_s": round(time.time() - t_inst, 1),
             "candidates": {},
         }
+        if modality == "2-D":
+            entry["light_detected"] = detected_lights(scans)
         for cand in cands:
-            prepared, refusals, ptimes = prepare_all(scans, cand)
+            prepared, refusals, ptimes = prepare_all(scans, cand, name=name, light=args.light)
             refused = {i for i, p in enumerate(prepared) if p is None}
             t = time.time()
             score, cmc, ctimes, flags = score_matrix(prepared, cand)
