@@ -73,13 +73,15 @@ def test_each_parameter_changes_the_conditioned_image() -> None:
         IC.ImageConditioning(long_cutoff_um=250.0),
         IC.ImageConditioning(equalise=True),
         IC.ImageConditioning(clip_sigma=1.5),
+        IC.ImageConditioning(dent_threshold=1.0),  # a low threshold takes texture too
     ]
     for p in variants:
         out = IC.condition_image(s, p)
         both = base.mask & out.mask
         assert not np.allclose(base.data[both], out.data[both]), p
-    names = [st.name for st in IC.condition_image(s, variants[3]).provenance]
-    assert names[-4:] == ["mask_dent", "equalise", "flatten_illumination", "bandpass"]
+    full = IC.ImageConditioning(equalise=True, dent_threshold=4.0, clip_sigma=3.0)
+    names = [st.name for st in IC.condition_image(s, full).provenance]
+    assert names == ["mask_dent", "equalise", "flatten_illumination", "bandpass", "clip_robust"]
 
 
 @pytest.mark.parametrize(
