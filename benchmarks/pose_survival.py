@@ -266,16 +266,19 @@ def synth_maker(condition: str) -> Callable[[int, int, int], list[Case]]:
 
 
 INSTRUMENT_CONDITIONS: dict[str, dict[str, Any]] = {
-    "photometric_stereo": {"instrument": "photometric_stereo"},
+    "photometric_stereo": {"instrument": "photometric_stereo", "crop": "annulus_pin_invalid"},
     "photometric_stereo_faint": {
         "instrument": "photometric_stereo",
+        "crop": "annulus_pin_invalid",
         "amplitude_m": 0.7e-6,
         "contact_min": 0.1,
     },
 }
 """Conditions recorded by an instrument model of :mod:`ballistics.instruments` (the true
 surface of :func:`ballistics.synth.fired_surface` measured by the named model at one of its
-pixel sizes); ``*_faint`` adds weak marks and low contact."""
+pixel sizes) and cut to a style of :mod:`ballistics.crop_styles` (``annulus_pin_invalid``:
+processed breech faces, as the photometric-stereo scans of issue 9 were); ``*_faint`` adds
+weak marks and low contact."""
 
 
 def instrument_maker(condition: str) -> Callable[[int, int, int], list[Case]]:
@@ -285,6 +288,7 @@ def instrument_maker(condition: str) -> Callable[[int, int, int], list[Case]]:
     cfg = INSTRUMENT_CONDITIONS[condition]
 
     def make(seed: int, n_same: int, n_diff: int) -> list[Case]:
+        from ballistics.crop_styles import styled_variants
         from ballistics.instruments import INSTRUMENTS, instrument_rng, record
         from ballistics.synth import fired_surface, make_firearms
 
@@ -304,8 +308,12 @@ def instrument_maker(condition: str) -> Callable[[int, int, int], list[Case]]:
                 contact_min=cfg.get("contact_min", 0.3),
             )
             scan, tr = record(surf, name, rng=instrument_rng(g.seed, seed * 100 + k, name))
+            fp = tr.fp_center
+            if "crop" in cfg:
+                st = styled_variants(scan, tr, seed=seed * 100 + k, variants=(cfg["crop"],))[0]
+                scan, fp = st.scan, st.fp_center
             sp = tr.spacing_m
-            return scan, (tr.fp_center[0] * sp, tr.fp_center[1] * sp), tr.rotation_deg
+            return scan, (fp[0] * sp, fp[1] * sp), tr.rotation_deg
 
         cases = []
         for n in range(n_same + n_diff):
