@@ -3,7 +3,10 @@
 Usage::
 
     python benchmarks/pose_survival.py [--seed 2] [--same 8] [--diff 4] [--conditions ...]
-        [--maker module:function] [--out benchmarks/results/pose-survival-seed2.json]
+        [--maker module:function] [--no-before] [--no-exhaustive]
+        [--out benchmarks/results/pose-survival-seed2.json]
+    python benchmarks/pose_survival.py --conditions photometric_stereo photometric_stereo_faint \
+        --same 10 --diff 10 --no-before     # an instrument model against the exhaustive sweep
 
 For every pair the known pose (b onto a) is followed through each step of the comparison:
 
@@ -27,8 +30,10 @@ Pairs come from *makers*: a function ``maker(seed, n_same, n_diff)`` returning a
 ``Case`` (scan or prepared casing a, the same for b, a :class:`TruePose` or None for
 different-gun pairs, a label). The built-in conditions use :mod:`ballistics.synth` with hard
 variants (large offsets between primer centres, faint texture and low contact, noise, a
-low-frequency warp with smoothing as a stand-in for another instrument's transfer); another
-instrument model plugs in with ``--maker package.module:function``.
+low-frequency warp with smoothing as a stand-in for another instrument's transfer); the
+conditions of :data:`INSTRUMENT_CONDITIONS` record the true surface with an instrument model of
+:mod:`ballistics.instruments` (photometric stereo, processed breech faces); others plug in
+with ``--maker package.module:function``.
 """
 
 from __future__ import annotations
