@@ -15,6 +15,7 @@ import numpy as np
 
 from . import condition
 from .errors import BallisticsError, SegmentationError
+from .image_condition import DEFAULT_IMAGE_CONDITIONING, ImageConditioning, condition_image
 from .quality import quality_record
 from .register import downsample, rotate
 from .scan import Scan
@@ -23,7 +24,7 @@ from .segment import Segmentation, segment
 #: Spacing of the stored breech-face canvas, metres (cmcR and NFI compare at 6.25 um or coarser).
 CANVAS_SPACING_M = 6.25e-6
 #: Version of the preparation chain; part of the extractor version of every stored vector.
-PREPARE_VERSION = "prep-2"
+PREPARE_VERSION = "prep-3"  # prep-3: 2-D images conditioned by ballistics.image_condition
 _CANVAS_MULTIPLE = 16
 
 
@@ -180,22 +181,48 @@ def aperture_profile(scan: Scan, seg: Segmentation, spacing_m: float) -> np.ndar
     return prof
 
 
+def image_conditioning_for(
+    short_cutoff_um: float | None,
+    long_cutoff_um: float | None,
+    image_conditioning: ImageConditioning | None = None,
+) -> ImageConditioning:
+    """The :class:`ImageConditioning` :func:`prepare` applies to a 2-D image.
+
+    ``image_conditioning`` when given; else :data:`DEFAULT_IMAGE_CONDITIONING` when the
+    cut-offs are the topography defaults (16 and 250 um: not chosen for images); else the
+    given cut-offs (a long cut-off of None keeps the image default's).
+    """
+    if image_conditioning is not None:
+        return image_conditioning
+    if (short_cutoff_um, long_cutoff_um) == (
+        condition.DEFAULT_SHORT_CUTOFF_UM,
+        condition.DEFAULT_LONG_CUTOFF_UM,
+    ):
+        return DEFAULT_IMAGE_CONDITIONING
+    return ImageConditioning(
+        short_cutoff_um=short_cutoff_um,
+        long_cutoff_um=long_cutoff_um or DEFAULT_IMAGE_CONDITIONING.long_cutoff_um,
+    )
+
+
 def condition_breech_face(
     scan: Scan,
     *,
     short_cutoff_um: float | None = condition.DEFAULT_SHORT_CUTOFF_UM,
     long_cutoff_um: float | None = condition.DEFAULT_LONG_CUTOFF_UM,
     spacing_m: float = CANVAS_SPACING_M,
+    image_conditioning: ImageConditioning | None = None,
 ) -> Scan:
-    """The conditioning chain for a cropped breech face (topography or 2-D image)."""
+    """The conditioning chain for a cropped breech face (topography or 2-D image; for images
+    see :func:`image_conditioning_for`)."""
     if scan.kind == "topography":
         s = condition.level(scan, method="sphere")
         s = condition.remove_outliers(s)
         s = condition.bandpass(s, short_cutoff_um=short_cutoff_um, long_cutoff_um=long_cutoff_um)
     else:
-        s = condition.flatten_illumination(scan, long_cutoff_um=long_cutoff_um or 250.0)
-        if short_cutoff_um is not None:
-            s = condition.bandpass(s, short_cutoff_um=short_cutoff_um, long_cutoff_um=None)
+        s = condition_image(
+            scan, image_conditioning_for(short_cutoff_um, long_cutoff_um, image_conditioning)
+        )
     return condition.resample(s, spacing_m=spacing_m)
 
 
@@ -205,6 +232,7 @@ def prepare(
     spacing_m: float = CANVAS_SPACING_M,
     short_cutoff_um: float | None = condition.DEFAULT_SHORT_CUTOFF_UM,
     long_cutoff_um: float | None = condition.DEFAULT_LONG_CUTOFF_UM,
+    image_conditioning: ImageConditioning | None = None,
 ) -> PreparedCasing:
     """Segment, crop, condition and centre a scan for description and comparison.
 
@@ -215,7 +243,13 @@ def prepare(
     spacing_m : float
         Canvas spacing in metres (default 6.25e-6).
     short_cutoff_um, long_cutoff_um : float or None
-        Band-pass cut-offs in micrometres (see :func:`ballistics.condition.bandpass`).
+        Band-pass cut-offs in micrometres (see :func:`ballistics.condition.bandpass`) of a
+        topography. For a 2-D image, the defaults select
+        :data:`ballistics.image_condition.DEFAULT_IMAGE_CONDITIONING` (40-400 um) and other
+        values are used as the image's cut-offs (see :func:`image_conditioning_for`).
+    image_conditioning : ImageConditioning, optional
+        How a 2-D image is conditioned (:mod:`ballistics.image_condition`); overrides the
+        cut-offs for images. Ignored for topographies.
 
     Returns
     -------
@@ -226,7 +260,11 @@ def prepare(
     half = math.ceil(seg.primer_radius * 1.04) + 2
     crop = _crop_centred(scan, seg.breech_face_mask & scan.mask, seg.primer_center, half)
     cond = condition_breech_face(
-        crop, short_cutoff_um=short_cutoff_um, long_cutoff_um=long_cutoff_um, spacing_m=spacing_m
+        crop,
+        short_cutoff_um=short_cutoff_um,
+        long_cutoff_um=long_cutoff_um,
+        spacing_m=spacing_m,
+        image_conditioning=image_conditioning,
     )
     # Sub-pixel re-centring: the crop was centred on the rounded primer centre.
     scale = (sy / spacing_m, sx / spacing_m)
@@ -257,5 +295,10 @@ def prepare(
             "small, too noisy or not a cartridge-case head"
         )
     summary = seg.as_dict()
+    if scan.kind != "topography":
+        # the noise estimate's band gain follows the cut-off the image was filtered with
+        short_cutoff_um = image_conditioning_for(
+            short_cutoff_um, long_cutoff_um, image_conditioning
+        ).short_cutoff_um
     quality = quality_record(surface, crop, summary, short_cutoff_um=short_cutoff_um)
     return PreparedCasing(surface, summary, aperture_profile(scan, seg, spacing_m), quality)

@@ -2,25 +2,39 @@
 
 Usage::
 
-    python benchmarks/instruments_loio.py            # full run (~20 min on one shared core)
+    python benchmarks/instruments_loio.py            # full run (~25 min on one shared core)
     python benchmarks/instruments_loio.py --quick    # small corpora, a few minutes
+    python benchmarks/instruments_loio.py --light detect --candidates default,img_default
 
 For each instrument of :data:`ballistics.instruments.INSTRUMENTS` a seeded corpus (its own
 firearms: no two instruments share a gun, so a left-out instrument is new data, not new
-pictures of known guns; consecutive-manufacture groups included) is fired, recorded by the
-instrument at one of its pixel sizes, prepared with :func:`ballistics.pipeline.prepare` and
-compared pairwise with :func:`ballistics.compare.compare`, once per candidate setting of
-:data:`CANDIDATES`. Scans that fail to prepare are *refusals*: counted, listed with the
-message, and scored 0 against everything (so they count against AUC and retrieval; the
-AUC over scored pairs only is reported beside it).
+pictures of known guns; consecutive-manufacture groups included) is fired and recorded by the
+instrument at one of its pixel sizes (2.5-7.5 um over the instruments). The casings are cut in
+turn to the cropping styles of :mod:`ballistics.crop_styles` (3-D: case head, disc field of
+view wide and narrow, annulus with the pin invalid, breech face with the pin present and
+partly invalid; 2-D: case head, disc field of view), and every second 3-D scan goes through
+a micrometre-unit X3P file read back with ``length_unit="um"`` (the others through a metre
+file). Each scan is prepared with :func:`ballistics.pipeline.prepare` and all pairs are
+compared, once per candidate setting of its modality (:data:`CANDIDATES`): 3-D pairs with
+:func:`ballistics.compare.compare`, 2-D pairs as the service compares images
+(:func:`ballistics.lighting.attach_light` + :func:`ballistics.lighting.compare_lit`: the
+plain comparison for ring-lit images, pseudo-heights for side-lit ones, pairs whose lights
+leave too little to compare flagged ``light_directions_incompatible``). The light is the
+instrument's (``--light metadata``, default: what a lab knows of its own light) or detected
+from the image (``--light detect``); detection is recorded either way.
+
+Scans that fail to prepare are *refusals*: counted, listed with the message, and scored 0
+against everything (so they count against AUC and retrieval; the AUC over scored pairs only
+is reported beside it). Top-10 retrieval: each casing as the query against all others of its
+instrument, the fraction whose same-gun mate is among the 10 best.
 
 LOIO: within a modality (3-D instruments; 2-D instruments), for each instrument the
 candidate with the best mean pair AUC (refusals counted) on the *other* instruments of the
 modality is chosen (ties: mean top-10 retrieval, then the order of :data:`CANDIDATES`), and
 its result on the left-out instrument is reported next to the fixed default.
 
-Writes ``benchmarks/results/instruments_loio[-quick].json`` (command, machine, every score and
-refusal) and prints the tables of ``benchmarks/RESULTS-instruments.md``.
+Writes ``benchmarks/results/instruments_loio[-quick].json`` (command, machine, every score,
+flag and refusal) and prints the tables of ``benchmarks/RESULTS-instruments.md``.
 """
 
 from __future__ import annotations
@@ -46,39 +60,95 @@ from benchmarks._common import ROOT, auc, machine, quantiles
 
 @dataclass(frozen=True)
 class Candidate:
-    """One parameter setting the LOIO choice picks from."""
+    """One parameter setting the LOIO choice picks from (for one modality).
+
+    3-D candidates set the topography band-pass and :class:`CompareParams`; 2-D candidates
+    set the :class:`ballistics.image_condition.ImageConditioning` (``image``, keyword
+    arguments) and :class:`CompareParams`."""
 
     name: str
     description: str
+    modality: str = "3-D"
     short_cutoff_um: float = 16.0
     long_cutoff_um: float = 250.0
+    image: dict[str, Any] | None = None
     compare: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def prepare_key(self) -> tuple[float, float]:
-        return (self.short_cutoff_um, self.long_cutoff_um)
+    def prepare_key(self) -> tuple[Any, ...]:
+        return (
+            self.short_cutoff_um,
+            self.long_cutoff_um,
+            tuple(sorted((self.image or {}).items())),
+        )
+
+    def prepare_kwargs(self) -> dict[str, Any]:
+        from ballistics.image_condition import ImageConditioning
+
+        kw: dict[str, Any] = {
+            "short_cutoff_um": self.short_cutoff_um,
+            "long_cutoff_um": self.long_cutoff_um,
+        }
+        if self.image is not None:
+            kw["image_conditioning"] = ImageConditioning(**self.image)
+        return kw
 
 
-#: The documented candidate settings. "default" is what the service runs today.
-CANDIDATES: tuple[Candidate, ...] = (
-    Candidate("default", "prepare 16-250 um band-pass, CompareParams() (3 rotation hints)"),
+#: The documented candidate settings. "default" is what the service runs today (3-D).
+CANDIDATES_3D: tuple[Candidate, ...] = (
+    Candidate("default", "prepare 16-250 um band-pass, CompareParams()"),
     Candidate(
         "full_sweep",
-        "prepare 16-250 um, CompareParams(rotation_hints=0): full-circle coarse sweep",
+        "prepare 16-250 um, CompareParams(rotation_hints=0): no screen hints",
         compare={"rotation_hints": 0},
     ),
+)
+#: 2-D candidates: the image conditioning (ballistics.image_condition); every 2-D pair is
+#: compared the way the service compares images (ballistics.lighting: light detected from
+#: the image, side-lit pairs by pseudo-height, flags for incompatible lights).
+CANDIDATES_2D: tuple[Candidate, ...] = (
     Candidate(
-        "band_40_400",
-        "prepare 40-400 um band-pass (Song 2014 cut-offs), CompareParams()",
-        short_cutoff_um=40.0,
-        long_cutoff_um=400.0,
+        "img_default",
+        "ImageConditioning(): the default (40-400 um)",
+        modality="2-D",
+        image={},
+    ),
+    Candidate(
+        "img_60_400",
+        "ImageConditioning(short_cutoff_um=60): a longer short cut-off",
+        modality="2-D",
+        image={"short_cutoff_um": 60.0},
+    ),
+    Candidate(
+        "img_16_250",
+        "ImageConditioning(16, 250): the image chain before this change (topography band)",
+        modality="2-D",
+        image={"short_cutoff_um": 16.0, "long_cutoff_um": 250.0},
     ),
 )
+CANDIDATES: dict[str, tuple[Candidate, ...]] = {"3-D": CANDIDATES_3D, "2-D": CANDIDATES_2D}
 
 MODALITIES = {
     "3-D": ("confocal", "focus_variation", "photometric_stereo"),
     "2-D": ("ring_low", "ring_high", "coaxial", "side_light"),
 }
+RING_LIKE = ("ring_low", "ring_high", "coaxial")
+
+#: Cropping styles of ballistics.crop_styles, cycled over the casings of a corpus
+#: (3-D: every style; 2-D images: the field-of-view crops a camera gives).
+VARIANTS_3D: tuple[str, ...] = (
+    "case_head",
+    "disc_fov_wide",
+    "annulus_pin_invalid",
+    "breech_face_pin_present",
+    "disc_fov_narrow",
+    "breech_face_pin_present+pin_partly_invalid",
+)
+VARIANTS_2D: tuple[str, ...] = ("case_head", "disc_fov_wide")
+
+
+def modality_of(name: str) -> str:
+    return next(m for m, names in MODALITIES.items() if name in names)
 
 
 def _instrument_seed(seed: int, name: str) -> int:
@@ -86,8 +156,31 @@ def _instrument_seed(seed: int, name: str) -> int:
     return (seed * 7919 + zlib.crc32(name.encode())) % 100_000
 
 
-def build_scans(name: str, guns: int, shots: int, seed: int) -> list[dict[str, Any]]:
-    """Fire and record one instrument's corpus in memory: scans and their truth."""
+def _x3p_round_trip(scan: Any, length_unit: str) -> Any:
+    """Write ``scan`` as an X3P in ``length_unit`` (float32) and read it back with it."""
+    import tempfile
+
+    from ballistics.x3p import read_x3p, write_x3p
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "scan.x3p"
+        write_x3p(path, scan, dtype="F", length_unit=length_unit)
+        return read_x3p(path, length_unit=length_unit)
+
+
+def build_scans(
+    name: str, guns: int, shots: int, seed: int, *, styles: bool = True, um_files: bool = True
+) -> list[dict[str, Any]]:
+    """Fire and record one instrument's corpus in memory: scans and their truth.
+
+    With ``styles`` the casings are cropped in turn to the styles of :data:`VARIANTS_3D`
+    (:data:`VARIANTS_2D` for images; :mod:`ballistics.crop_styles`); with ``um_files`` every
+    second 3-D scan goes through a micrometre-unit X3P file read back with
+    ``length_unit="um"`` (the others through a metre file).
+    """
+    from dataclasses import replace
+
+    from ballistics.crop_styles import styled_variants
     from ballistics.instruments import INSTRUMENTS, instrument_rng, record
     from ballistics.synth import fired_surface, make_firearms
 
@@ -95,7 +188,8 @@ def build_scans(name: str, guns: int, shots: int, seed: int) -> list[dict[str, A
     iseed = _instrument_seed(seed, name)
     firearms = make_firearms(guns, seed=iseed, group_fraction=0.5)
     rng = np.random.default_rng([iseed, 0xC0])
-    out = []
+    variants = VARIANTS_3D if inst.kind == "topography" else VARIANTS_2D
+    out: list[dict[str, Any]] = []
     for fa in firearms:
         for k in range(shots):
             shot_seed = iseed * 1000 + k
@@ -104,15 +198,46 @@ def build_scans(name: str, guns: int, shots: int, seed: int) -> list[dict[str, A
                 fa, shot_seed=shot_seed, spacing_m=pixel * 1e-6, casing_id=f"{fa.id}-{k + 1:02d}"
             )
             scan, truth = record(surface, name, rng=instrument_rng(fa.seed, shot_seed, name))
-            out.append({"scan": scan, "truth": truth, "pixel_um": pixel})
+            variant = "case_head"
+            if styles:
+                st = styled_variants(
+                    scan, truth, seed=shot_seed, variants=(variants[len(out) % len(variants)],)
+                )[0]
+                scan, variant = st.scan, st.variant
+                truth = replace(truth, primer_center=st.primer_center, fp_center=st.fp_center)
+            unit = None
+            if um_files and inst.kind == "topography":
+                unit = "um" if len(out) % 2 else "m"
+                scan = _x3p_round_trip(scan, unit)
+            out.append(
+                {
+                    "scan": scan,
+                    "truth": truth,
+                    "pixel_um": pixel,
+                    "variant": variant,
+                    "length_unit": unit,
+                }
+            )
     return out
 
 
+def light_metadata(name: str, truth: Any) -> float | str:
+    """What a lab knows of its own light: "ring" for ring and coaxial lights (symmetric
+    about the optical axis), the image-frame azimuth for a side light."""
+    if name == "side_light":
+        return float(truth.light_azimuth_deg)
+    return "ring"
+
+
 def prepare_all(
-    scans: list[dict[str, Any]], key: tuple[float, float]
+    scans: list[dict[str, Any]], cand: Candidate, *, name: str = "", light: str = "metadata"
 ) -> tuple[list[Any], list[dict[str, Any]], list[float]]:
-    """Prepare every scan; refusals are kept as None and listed with the message."""
+    """Prepare every scan; refusals are kept as None and listed with the message. For 2-D
+    images the light is attached too (:func:`ballistics.lighting.attach_light`): from
+    :func:`light_metadata` (``light="metadata"``) or detected from the image
+    (``light="detect"``)."""
     from ballistics.errors import BallisticsError
+    from ballistics.lighting import attach_light
     from ballistics.pipeline import prepare
 
     prepared: list[Any] = []
@@ -121,12 +246,17 @@ def prepare_all(
     for s in scans:
         t = time.perf_counter()
         try:
-            prepared.append(prepare(s["scan"], short_cutoff_um=key[0], long_cutoff_um=key[1]))
+            p = prepare(s["scan"], **cand.prepare_kwargs())
+            if cand.modality == "2-D":
+                meta = light_metadata(name, s["truth"]) if light == "metadata" else None
+                p = attach_light(s["scan"], p, light=meta)
+            prepared.append(p)
         except BallisticsError as exc:
             prepared.append(None)
             refusals.append(
                 {
                     "casing_id": s["truth"].casing_id,
+                    "variant": s["variant"],
                     "error": type(exc).__name__,
                     "message": str(exc),
                 }
@@ -135,55 +265,127 @@ def prepare_all(
     return prepared, refusals, times
 
 
+def detected_lights(scans: list[dict[str, Any]]) -> dict[str, Any]:
+    """What :func:`ballistics.lighting.detect_light` says of each image (for the record; the
+    comparison uses it only with ``--light detect``)."""
+    from ballistics.errors import BallisticsError
+    from ballistics.lighting import detect_light
+    from ballistics.segment import segment
+
+    kinds: list[str | None] = []
+    strengths: list[float | None] = []
+    for s in scans:
+        try:
+            est = detect_light(s["scan"], segment(s["scan"]).as_dict())
+        except BallisticsError:
+            kinds.append(None)
+            strengths.append(None)
+            continue
+        kinds.append(est.kind)
+        strengths.append(None if est.strength is None else round(float(est.strength), 4))
+    return {
+        "kinds": kinds,
+        "strengths": strengths,
+        "directional": sum(k == "directional" for k in kinds),
+        "ring": sum(k == "ring" for k in kinds),
+    }
+
+
 def segmentation_errors(scans: list[dict[str, Any]], prepared: list[Any]) -> dict[str, Any]:
-    """Primer and firing-pin centre errors (pixels of the scan) against the truth."""
-    ep, ef = [], []
+    """Primer and firing-pin centre errors (pixels of the scan) against the truth, overall
+    and per crop variant (a pin not found counts as outside 10 px)."""
+    rows = []
     for s, p in zip(scans, prepared, strict=True):
         if p is None:
             continue
+        seg = (p.plain if hasattr(p, "plain") else p).segmentation
         tr = s["truth"]
-        seg = p.segmentation
-        ep.append(math.dist(seg["primer_center"], tr.primer_center))
-        ef.append(math.dist(seg["firing_pin_center"], tr.fp_center))
-    a, b = np.asarray(ep), np.asarray(ef)
-    return {
-        "primer_center_median_px": round(float(np.median(a)), 2) if a.size else None,
-        "pin_center_median_px": round(float(np.median(b)), 2) if b.size else None,
-        "pin_within_10px": round(float((b <= 10).mean()), 4) if b.size else None,
+        pin = seg.get("firing_pin_center")
+        rows.append(
+            (
+                s["variant"],
+                math.dist(seg["primer_center"], tr.primer_center),
+                math.dist(pin, tr.fp_center) if pin is not None else math.inf,
+            )
+        )
+
+    def summary(sub: list[tuple[str, float, float]]) -> dict[str, Any]:
+        a = np.asarray([r[1] for r in sub])
+        b = np.asarray([r[2] for r in sub])
+        found = b[np.isfinite(b)]
+        return {
+            "n": len(sub),
+            "primer_center_median_px": round(float(np.median(a)), 2) if a.size else None,
+            "pin_center_median_px": round(float(np.median(found)), 2) if found.size else None,
+            "pin_not_found": int((~np.isfinite(b)).sum()),
+            "pin_within_10px": round(float((b <= 10).mean()), 4) if b.size else None,
+        }
+
+    out = summary(rows)
+    out["per_variant"] = {
+        v: summary([r for r in rows if r[0] == v]) for v in sorted({r[0] for r in rows})
     }
+    return out
 
 
 def score_matrix(
     prepared: list[Any], cand: Candidate
-) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """All-pairs scores and CMC counts; 0 for pairs with a refused scan."""
+) -> tuple[np.ndarray, np.ndarray, list[float], dict[tuple[int, int], list[str]]]:
+    """All-pairs scores, CMC counts and flags; 0 for pairs with a refused scan. 2-D pairs
+    are compared as the service compares images (:func:`ballistics.lighting.compare_lit`)."""
     from ballistics.compare import CompareParams, compare
+    from ballistics.lighting import compare_lit
 
     params = CompareParams(**cand.compare)
     n = len(prepared)
     score = np.zeros((n, n))
     cmc = np.zeros((n, n))
+    flags: dict[tuple[int, int], list[str]] = {}
     times = []
     for i, j in itertools.combinations(range(n), 2):
         if prepared[i] is None or prepared[j] is None:
             continue
         t = time.perf_counter()
-        c = compare(prepared[i], prepared[j], params=params)
+        if cand.modality == "2-D":
+            ic = compare_lit(prepared[i], prepared[j], params=params)
+            c, f = ic.comparison, list(ic.flags) + list(ic.comparison.flags)
+        else:
+            c = compare(prepared[i], prepared[j], params=params)
+            f = list(c.flags)
         times.append(time.perf_counter() - t)
         score[i, j] = score[j, i] = c.score
         cmc[i, j] = cmc[j, i] = c.cmc
-    return score, cmc, times
+        if f:
+            flags[(i, j)] = f
+    return score, cmc, times, flags
+
+
+#: The flag that says a side-lit pair could not be compared (ballistics.lighting).
+LIGHT_FLAG = "light_directions_incompatible"
 
 
 def metrics(
-    score: np.ndarray, labels: list[str], groups: list[str], refused: set[int]
+    score: np.ndarray,
+    labels: list[str],
+    groups: list[str],
+    refused: set[int],
+    flags: dict[tuple[int, int], list[str]] | None = None,
 ) -> dict[str, Any]:
-    """Pair AUC (refusals as score 0, and over scored pairs only) and top-k retrieval."""
+    """Pair AUC (refusals as score 0, and over scored pairs only), the AUC over pairs not
+    flagged ``light_directions_incompatible``, flag counts, and top-1/top-10 retrieval (each
+    casing as the query against all others of its instrument)."""
+    flags = flags or {}
     n = len(labels)
-    pos, neg, pos_s, neg_s, sub = [], [], [], [], []
+    pos, neg, pos_s, neg_s, sub, pos_u, neg_u = [], [], [], [], [], [], []
+    counts: dict[str, list[int]] = {}
     for i, j in itertools.combinations(range(n), 2):
         same = labels[i] == labels[j]
         (pos if same else neg).append(score[i, j])
+        f = flags.get((i, j), [])
+        for name in f:
+            counts.setdefault(name, [0, 0])[0 if same else 1] += 1
+        if LIGHT_FLAG not in f:
+            (pos_u if same else neg_u).append(score[i, j])
         if i not in refused and j not in refused:
             (pos_s if same else neg_s).append(score[i, j])
             if not same and groups[i] and groups[i] == groups[j]:
@@ -203,10 +405,13 @@ def metrics(
     return {
         "auc": round(auc(pos, neg), 4),
         "auc_scored_only": round(auc(pos_s, neg_s), 4),
+        "auc_unflagged": round(auc(pos_u, neg_u), 4) if pos_u and neg_u else None,
         "auc_vs_same_group": round(auc(pos_s, sub), 4) if sub else None,
         "known_matches": len(pos),
         "known_non_matches": len(neg),
         "same_group_non_matches": len(sub),
+        "flags_matches_non_matches": counts,
+        "light_flagged": counts.get(LIGHT_FLAG, [0, 0]),
         "top1": round(float((r <= 1).mean()), 4),
         "top10": round(float((r <= 10).mean()), 4),
         "queries": int(r.size),
@@ -215,36 +420,43 @@ def metrics(
     }
 
 
-def choose(results: dict[str, dict[str, Any]], others: list[str]) -> str:
+def choose(results: dict[str, dict[str, Any]], others: list[str], modality: str) -> str:
     """The candidate with the best mean AUC on ``others`` (ties: top-10, then order)."""
+    cands = CANDIDATES[modality]
 
     def key(c: Candidate) -> tuple[float, float, int]:
         a = float(np.mean([results[o][c.name]["auc"] for o in others]))
         t = float(np.mean([results[o][c.name]["top10"] for o in others]))
-        return (-a, -t, CANDIDATES.index(c))
+        return (-a, -t, cands.index(c))
 
-    return min(CANDIDATES, key=key).name
+    return min(cands, key=key).name
 
 
 def loio(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for modality, names in MODALITIES.items():
         present = [n for n in names if n in results]
+        default = CANDIDATES[modality][0].name
         for left in present:
             others = [n for n in present if n != left]
             if not others:
                 continue
-            pick = choose(results, others)
+            pick = choose(results, others, modality)
+            r = results[left][pick]
             rows.append(
                 {
                     "modality": modality,
                     "left_out": left,
                     "chosen_on": others,
                     "chosen": pick,
-                    "auc": results[left][pick]["auc"],
-                    "top10": results[left][pick]["top10"],
-                    "default_auc": results[left]["default"]["auc"],
-                    "default_top10": results[left]["default"]["top10"],
+                    "auc": r["auc"],
+                    "auc_unflagged": r["auc_unflagged"],
+                    "light_flagged": r["light_flagged"],
+                    "top10": r["top10"],
+                    "top1": r["top1"],
+                    "default": default,
+                    "default_auc": results[left][default]["auc"],
+                    "default_top10": results[left][default]["top10"],
                 }
             )
     return rows
@@ -252,35 +464,42 @@ def loio(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(report: dict[str, Any]) -> str:
     out = []
-    out.append(
-        "| instrument | pixels (um) | scans | refused | primer / pin err (px, median) | "
-        + " | ".join(f"{c.name} AUC / scored-only / top-10" for c in CANDIDATES)
-        + " |"
-    )
-    out.append("|---" * (5 + len(CANDIDATES)) + "|")
-    for name, r in report["instruments"].items():
-        seg = r["segmentation"]
-        cells = [
-            f"{r['candidates'][c.name]['auc']:.3f} / {r['candidates'][c.name]['auc_scored_only']:.3f}"
-            f" / {r['candidates'][c.name]['top10']:.3f}"
-            for c in CANDIDATES
-        ]
+    for modality, cands in CANDIDATES.items():
+        names = [n for n in report["instruments"] if modality_of(n) == modality]
+        if not names:
+            continue
         out.append(
-            f"| {name} | {', '.join(str(p) for p in r['pixels_um'])} | {r['scans']} | "
-            f"{r['refused']} | {seg['primer_center_median_px']} / {seg['pin_center_median_px']} | "
-            + " | ".join(cells)
+            "| instrument | pixels (um) | scans | refused | primer / pin err (px, median) | "
+            + " | ".join(f"{c.name} AUC / top-10" for c in cands)
             + " |"
         )
-    out.append("")
+        out.append("|---" * (5 + len(cands)) + "|")
+        for name in names:
+            r = report["instruments"][name]
+            seg = r["segmentation"]
+            cells = []
+            for c in cands:
+                m = r["candidates"][c.name]
+                fl = m["light_flagged"]
+                extra = f" ({fl[0]}/{fl[1]} flagged)" if sum(fl) else ""
+                cells.append(f"{m['auc']:.3f} / {m['top10']:.3f}{extra}")
+            out.append(
+                f"| {name} | {', '.join(str(p) for p in r['pixels_um'])} | {r['scans']} | "
+                f"{r['refused']} | {seg['primer_center_median_px']} / "
+                f"{seg['pin_center_median_px']} | " + " | ".join(cells) + " |"
+            )
+        out.append("")
     out.append(
-        "| modality | left out | chosen on | chosen | AUC | top-10 | default AUC | default top-10 |"
+        "| modality | left out | chosen on | chosen | AUC | AUC unflagged | flagged (match / "
+        "non-match) | top-10 | top-1 | default AUC | default top-10 |"
     )
-    out.append("|---|---|---|---|---|---|---|---|")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in report["loio"]:
+        fl = r["light_flagged"]
         out.append(
             f"| {r['modality']} | {r['left_out']} | {', '.join(r['chosen_on'])} | {r['chosen']} | "
-            f"{r['auc']:.3f} | {r['top10']:.3f} | {r['default_auc']:.3f} | "
-            f"{r['default_top10']:.3f} |"
+            f"{r['auc']:.3f} | {r['auc_unflagged']:.3f} | {fl[0]} / {fl[1]} | {r['top10']:.3f} | "
+            f"{r['top1']:.3f} | {r['default_auc']:.3f} | {r['default_top10']:.3f} |"
         )
     return "\n".join(out)
 
@@ -294,6 +513,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shots", type=int, help="shots per firearm (default 3)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--instruments", help="comma-separated subset of the instruments")
+    ap.add_argument("--candidates", help="comma-separated subset of the candidates (default: all)")
+    ap.add_argument("--no-styles", action="store_true", help="raw case-head scans only")
+    ap.add_argument("--no-um-files", action="store_true", help="no X3P round trips")
+    ap.add_argument(
+        "--light",
+        choices=("metadata", "detect"),
+        default="metadata",
+        help="2-D light: the instrument's (ring, or the side light's azimuth) or detected",
+    )
     ap.add_argument("--out", help="JSON output path")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -303,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in names:
         if n not in INSTRUMENTS:
             ap.error(f"unknown instrument {n!r}; choose from {', '.join(INSTRUMENTS)}")
+    keep = set(args.candidates.split(",")) if args.candidates else None
     t0 = time.time()
     report: dict[str, Any] = {
         "command": "python benchmarks/instruments_loio.py "
@@ -311,13 +540,21 @@ def main(argv: list[str] | None = None) -> int:
         "guns": guns,
         "shots": shots,
         "seed": args.seed,
-        "candidates": [asdict(c) for c in CANDIDATES],
+        "styles": not args.no_styles,
+        "um_files": not args.no_um_files,
+        "light": args.light,
+        "candidates": {m: [asdict(c) for c in cs] for m, cs in CANDIDATES.items()},
         "instruments": {},
     }
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         t_inst = time.time()
-        scans = build_scans(name, guns, shots, args.seed)
+        modality = modality_of(name)
+        cands = [c for c in CANDIDATES[modality] if keep is None or c.name in keep]
+        cands = cands or [CANDIDATES[modality][0]]
+        scans = build_scans(
+            name, guns, shots, args.seed, styles=not args.no_styles, um_files=not args.no_um_files
+        )
         labels = [s["truth"].firearm_id for s in scans]
         groups = [s["truth"].group or "" for s in scans]
         entry: dict[str, Any] = {
@@ -325,20 +562,21 @@ def main(argv: list[str] | None = None) -> int:
             "pixels_um": sorted({s["pixel_um"] for s in scans}),
             "scans": len(scans),
             "casings": [s["truth"].casing_id for s in scans],
+            "variants": [s["variant"] for s in scans],
+            "length_units": [s["length_unit"] for s in scans],
             "firearms": labels,
             "groups": groups,
             "generate_s": round(time.time() - t_inst, 1),
             "candidates": {},
         }
-        preps: dict[tuple[float, float], tuple[list[Any], list[dict[str, Any]], list[float]]] = {}
-        for cand in CANDIDATES:
-            if cand.prepare_key not in preps:
-                preps[cand.prepare_key] = prepare_all(scans, cand.prepare_key)
-            prepared, refusals, ptimes = preps[cand.prepare_key]
+        if modality == "2-D":
+            entry["light_detected"] = detected_lights(scans)
+        for cand in cands:
+            prepared, refusals, ptimes = prepare_all(scans, cand, name=name, light=args.light)
             refused = {i for i, p in enumerate(prepared) if p is None}
             t = time.time()
-            score, cmc, ctimes = score_matrix(prepared, cand)
-            m = metrics(score, labels, groups, refused)
+            score, cmc, ctimes, flags = score_matrix(prepared, cand)
+            m = metrics(score, labels, groups, refused, flags)
             m.update(
                 refused=len(refused),
                 refusals=refusals,
@@ -347,21 +585,28 @@ def main(argv: list[str] | None = None) -> int:
                 compare_total_s=round(time.time() - t, 1),
                 scores=np.round(score, 4).tolist(),
                 cmc=cmc.astype(int).tolist(),
+                flags={f"{i},{j}": f for (i, j), f in flags.items()},
             )
+            if modality == "2-D":
+                m["lights_detected"] = [None if p is None else p.light.kind for p in prepared]
+            if cand is cands[0]:
+                entry["segmentation"] = segmentation_errors(scans, prepared)
+                entry["refused"] = len(refused)
             entry["candidates"][cand.name] = m
             print(
-                f"{name:>18} {cand.name:>12}: AUC {m['auc']:.4f} (scored {m['auc_scored_only']:.4f})"
-                f" top-10 {m['top10']:.3f} top-1 {m['top1']:.3f} refused {len(refused)}"
+                f"{name:>18} {cand.name:>12}: AUC {m['auc']:.4f} (scored {m['auc_scored_only']:.4f},"
+                f" unflagged {m['auc_unflagged']}) top-10 {m['top10']:.3f} top-1 {m['top1']:.3f}"
+                f" refused {len(refused)} light-flagged {m['light_flagged']}"
                 f" [{m['compare_total_s']} s]",
                 flush=True,
             )
-        default_prep = preps[CANDIDATES[0].prepare_key][0]
-        entry["segmentation"] = segmentation_errors(scans, default_prep)
-        entry["refused"] = entry["candidates"]["default"]["refused"]
         entry["seconds"] = round(time.time() - t_inst, 1)
         report["instruments"][name] = entry
         results[name] = entry["candidates"]
-    report["loio"] = loio(results)
+    if keep is None:
+        report["loio"] = loio(results)
+    else:
+        report["loio"] = []
     report["wall_s"] = round(time.time() - t0, 1)
     out = (
         Path(args.out)
@@ -374,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print()
-    print(markdown(report))
+    if keep is None:
+        print(markdown(report))
     print(f"\nwall {report['wall_s']} s; wrote {out}")
     return 0
 

@@ -3,7 +3,10 @@
 Usage::
 
     python benchmarks/pose_survival.py [--seed 2] [--same 8] [--diff 4] [--conditions ...]
-        [--maker module:function] [--out benchmarks/results/pose-survival-seed2.json]
+        [--maker module:function] [--no-before] [--no-exhaustive]
+        [--out benchmarks/results/pose-survival-seed2.json]
+    python benchmarks/pose_survival.py --conditions photometric_stereo photometric_stereo_faint \
+        --same 10 --diff 10 --no-before     # an instrument model against the exhaustive sweep
 
 For every pair the known pose (b onto a) is followed through each step of the comparison:
 
@@ -27,8 +30,10 @@ Pairs come from *makers*: a function ``maker(seed, n_same, n_diff)`` returning a
 ``Case`` (scan or prepared casing a, the same for b, a :class:`TruePose` or None for
 different-gun pairs, a label). The built-in conditions use :mod:`ballistics.synth` with hard
 variants (large offsets between primer centres, faint texture and low contact, noise, a
-low-frequency warp with smoothing as a stand-in for another instrument's transfer); another
-instrument model plugs in with ``--maker package.module:function``.
+low-frequency warp with smoothing as a stand-in for another instrument's transfer); the
+conditions of :data:`INSTRUMENT_CONDITIONS` record the true surface with an instrument model of
+:mod:`ballistics.instruments` (photometric stereo, processed breech faces); others plug in
+with ``--maker package.module:function``.
 """
 
 from __future__ import annotations
@@ -265,6 +270,69 @@ def synth_maker(condition: str) -> Callable[[int, int, int], list[Case]]:
     return make
 
 
+INSTRUMENT_CONDITIONS: dict[str, dict[str, Any]] = {
+    "photometric_stereo": {"instrument": "photometric_stereo", "crop": "annulus_pin_invalid"},
+    "photometric_stereo_faint": {
+        "instrument": "photometric_stereo",
+        "crop": "annulus_pin_invalid",
+        "amplitude_m": 0.7e-6,
+        "contact_min": 0.1,
+    },
+}
+"""Conditions recorded by an instrument model of :mod:`ballistics.instruments` (the true
+surface of :func:`ballistics.synth.fired_surface` measured by the named model at one of its
+pixel sizes) and cut to a style of :mod:`ballistics.crop_styles` (``annulus_pin_invalid``:
+processed breech faces, as the photometric-stereo scans of issue 9 were); ``*_faint`` adds
+weak marks and low contact."""
+
+
+def instrument_maker(condition: str) -> Callable[[int, int, int], list[Case]]:
+    """A maker for one of :data:`INSTRUMENT_CONDITIONS`: same-gun pairs with the known pose
+    from the synthetic truth (rotation difference; the firing-pin centre, fixed in the gun
+    frame, as the anchor), different-gun pairs between neighbouring guns."""
+    cfg = INSTRUMENT_CONDITIONS[condition]
+
+    def make(seed: int, n_same: int, n_diff: int) -> list[Case]:
+        from ballistics.crop_styles import styled_variants
+        from ballistics.instruments import INSTRUMENTS, instrument_rng, record
+        from ballistics.synth import fired_surface, make_firearms
+
+        name = cfg["instrument"]
+        inst = INSTRUMENTS[name]
+        guns = make_firearms(n_same + 1, seed=seed * 7919 + len(condition), group_fraction=0.0)
+        if "amplitude_m" in cfg:
+            guns = [dataclasses.replace(g, texture_amplitude_m=cfg["amplitude_m"]) for g in guns]
+        rng = np.random.default_rng([seed, len(condition), 0xB1])
+
+        def shot(g: Any, k: int) -> tuple[Any, tuple[float, float], float]:
+            pixel = float(rng.choice(inst.pixels_um))
+            surf = fired_surface(
+                g,
+                shot_seed=seed * 100 + k,
+                spacing_m=pixel * 1e-6,
+                contact_min=cfg.get("contact_min", 0.3),
+            )
+            scan, tr = record(surf, name, rng=instrument_rng(g.seed, seed * 100 + k, name))
+            fp = tr.fp_center
+            if "crop" in cfg:
+                st = styled_variants(scan, tr, seed=seed * 100 + k, variants=(cfg["crop"],))[0]
+                scan, fp = st.scan, st.fp_center
+            sp = tr.spacing_m
+            return scan, (fp[0] * sp, fp[1] * sp), tr.rotation_deg
+
+        cases = []
+        for n in range(n_same + n_diff):
+            ga = guns[n % n_same]
+            gb = ga if n < n_same else guns[(n - n_same + 1) % (n_same + 1)]
+            a, anc_a, th_a = shot(ga, 2 * n)
+            b, anc_b, th_b = shot(gb, 2 * n + 1)
+            truth = TruePose((th_b - th_a) % 360.0, anc_a, anc_b) if gb is ga else None
+            cases.append(Case(a, b, truth, f"{condition}/{ga.id}-{gb.id}/{ga.breech_pattern}"))
+        return cases
+
+    return make
+
+
 # --------------------------------------------------------------------------------------
 # methods
 
@@ -464,9 +532,17 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--same", type=int, default=8, help="same-gun pairs per condition")
     ap.add_argument("--diff", type=int, default=4, help="different-gun pairs per condition")
-    ap.add_argument("--conditions", nargs="*", default=list(CONDITIONS))
+    ap.add_argument(
+        "--conditions",
+        nargs="*",
+        default=list(CONDITIONS),
+        choices=list(CONDITIONS) + list(INSTRUMENT_CONDITIONS),
+    )
     ap.add_argument("--maker", action="append", default=[], help="module:function (extra)")
     ap.add_argument("--no-exhaustive", action="store_true")
+    ap.add_argument(
+        "--no-before", action="store_true", help="skip the comparison as of BASE (saves time)"
+    )
     ap.add_argument("--params", default="{}", help="JSON CompareParams overrides for 'after'")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -476,9 +552,10 @@ def main() -> int:
 
     params = CompareParams(**json.loads(args.params))
     nohints = dataclasses.replace(params, rotation_hints=0)
-    old = load_before()
+    old = None if args.no_before else load_before()
     makers: list[tuple[str, Callable[[int, int, int], list[Case]]]] = [
-        (c, synth_maker(c)) for c in args.conditions
+        (c, instrument_maker(c) if c in INSTRUMENT_CONDITIONS else synth_maker(c))
+        for c in args.conditions
     ]
     for spec in args.maker:
         mod, fn = spec.split(":")
@@ -493,7 +570,8 @@ def main() -> int:
             row: dict[str, Any] = {"condition": name, "label": case.label}
             row["same"] = truth is not None
             row["truth"] = None if truth is None else [truth.rotation_deg, truth.dy_m, truth.dx_m]
-            row["before"] = run_before(old, pa, pb, truth)
+            if old is not None:
+                row["before"] = run_before(old, pa, pb, truth)
             row["after"] = run_after(pa, pb, truth, params)
             row["after_nohints"] = run_after(pa, pb, truth, nohints)
             if not args.no_exhaustive:
@@ -514,7 +592,11 @@ def main() -> int:
             print(json.dumps(brief), flush=True)
             rows.append(row)
 
-    methods = ["before", "after", "after_nohints"] + ([] if args.no_exhaustive else ["exhaustive"])
+    methods = (
+        ([] if args.no_before else ["before"])
+        + ["after", "after_nohints"]
+        + ([] if args.no_exhaustive else ["exhaustive"])
+    )
     summary: dict[str, Any] = {}
     for name in [n for n, _ in makers] + ["all"]:
         sub = [r for r in rows if name in ("all", r["condition"])]
