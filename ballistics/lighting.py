@@ -792,8 +792,10 @@ class ImageComparison:
         }
 
 
-#: ``CompareParams.coarse_blur_um`` for the comparison of two pseudo-heights (they are smooth
-#: already: integrated shading); see benchmarks/RESULTS-side-light.md for how it was chosen.
+#: ``CompareParams.coarse_blur_um`` for the comparison of two pseudo-heights. Pseudo-heights
+#: are smooth already (integrated shading), and the blur that helps topographies hurt them on
+#: the side-light tune set (pair AUC, side-lambert-30 / side-spec-20: none 0.999 / 0.928,
+#: 50 um 0.962 / 0.920; results/side-light-tune-blur-*.json), so none.
 HEIGHT_COARSE_BLUR_UM: float | None = None
 
 
