@@ -757,24 +757,111 @@ def _segment_image(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) -> Segm
     cx, cy, r, cov = hc
     cx, cy, r = h.refine_step_circle(z, cx, cy, r)
     primer = _Circle(cx, cy, r, cov)
-    fr = (FP_RADIUS_RANGE_M[0] / sp_lo, min(FP_RADIUS_RANGE_M[1] / sp_lo, 0.42 * r))
-    inner = h.disc((m, n), cy, cx, 0.35 * r)
-    hp = h.hough_circle(gx, gy, edge & h.disc((m, n), cy, cx, 0.75 * r), *fr, center_region=inner)
-    pin: _Pin | None = None
-    if hp is not None:
-        px, py, pr, pcov = hp
-        pin_lo = h.disc((m, n), py, px, pr)
-        # shape: ellipse fit to the edge pixels near the pin circle
-        ys, xs = np.nonzero(edge)
-        near = np.abs(np.hypot(xs - px, ys - py) - pr) < max(0.25 * pr, 2.0)
-        major = minor = pr
-        ang = 0.0
-        if near.sum() >= 12:
-            pts = np.column_stack([xs[near], ys[near]]).astype(np.float32)
-            _, (w1, w2), a = cv2.fitEllipse(pts)
-            if 0.5 * pr < min(w1, w2) / 2 and max(w1, w2) / 2 < 2.0 * pr:
-                major, minor = max(w1, w2) / 2, min(w1, w2) / 2
-                ang = (a if w1 >= w2 else a + 90.0) % 180.0
-        full = ((py + 0.5) * f - 0.5, (px + 0.5) * f - 0.5, major * f, minor * f, ang)
-        pin = _Pin(pin_lo, full, False, min(1.0, 0.5 + pcov))
+    pin = _find_pin_2d(z, primer, sp_lo, f)
     return _finish(scan, f, primer, pin, style="image", precropped=False, notes=[])
+
+
+def _find_pin_2d(z: np.ndarray, primer: _Circle, sp_lo: float, f: int) -> _Pin | None:
+    """The firing-pin impression of a 2-D image: the closed rim of strong shading edges.
+
+    Whatever the light (ring, side, coaxial), the steep wall of the impression makes the
+    strongest gradients inside the primer once the fine breech-face texture is blurred
+    away. The rim is thinned (non-maximum suppression) and kept where the gradient is a
+    good share of the strongest near the centre; a gradient Hough transform proposes
+    circles (a round pin, or one end of an elongated one), each is grown into the stadium
+    its rim covers best (:func:`_segment_helpers.fit_stadium`), and the best-covered one is
+    the pin. ``z`` is the normalised working-grid image.
+    """
+    m, n = z.shape
+    cx, cy, r = primer.cx, primer.cy, primer.r
+    zb = cv2.GaussianBlur(z.astype(np.float32), (0, 0), PIN_2D_BLUR_M / sp_lo).astype(np.float64)
+    gy, gx = np.gradient(zb)
+    g = np.hypot(gx, gy)
+    near = h.disc((m, n), cy, cx, 0.75 * r)
+    if not near.any():
+        return None
+    thr = PIN_2D_EDGE_FRACTION * float(np.percentile(g[near], 99.5))
+    edge = h.ridge_edges(g, gx, gy, thr) & near
+    fr = (FP_RADIUS_RANGE_M[0] / sp_lo, min(FP_RADIUS_RANGE_M[1] / sp_lo, 0.42 * r))
+    max_len = FP_RADIUS_RANGE_M[1] / sp_lo
+    inner = h.disc((m, n), cy, cx, 0.35 * r)
+    em = h.EdgeMap(edge, gx, gy)
+    cands: list[h.Stadium] = []
+    for px, py, pr, _ in h.hough_circles(gx, gy, edge, *fr, center_region=inner, k=3):
+        cands.append(em.refine(em.grow((px, py, pr), max(max_len - pr, 0.0)), max_len))
+    # the outermost closed outline: under a directional light the lit floor of the
+    # impression is a complete circle of its own, inside the rim
+    filled = ndimage.binary_fill_holes(ndimage.binary_closing(edge, iterations=1))
+    if cands:
+        lab, _ = ndimage.label(filled)
+        seeds = {int(lab[round(c[1]), round(c[0])]) for c in cands if _inside(c, m, n)}
+        for k in seeds - {0}:
+            reg = ndimage.binary_opening(lab == k, iterations=2)
+            st = h.region_stadium(h.largest_component(reg)) if reg.any() else None
+            if st is not None and st[2] + st[3] <= max_len:
+                cands.append(em.refine(st, max_len))
+    scored = [(em.coverage(c), c) for c in cands]
+    scored = [t for t in scored if t[0] >= PIN_2D_MIN_COVERAGE]
+    if not scored:
+        return None
+    cov, (sx, sy, half, b, th) = _outermost(scored)
+    yy, xx = np.mgrid[:m, :n]
+    pin_lo = h.stadium_distance(xx, yy, sx, sy, half, b, th) <= 0
+    full = (
+        (sy + 0.5) * f - 0.5,
+        (sx + 0.5) * f - 0.5,
+        (half + b) * f,
+        b * f,
+        math.degrees(th) % 180.0,
+    )
+    return _Pin(pin_lo, full, False, min(1.0, 0.5 + cov))
+
+
+PIN_2D_BLUR_M = 37.5e-6
+"""Gaussian blur (sigma, metres) before the 2-D firing-pin search: hides breech-face texture."""
+
+PIN_2D_EDGE_FRACTION = 0.3
+"""2-D pin rim: gradient above this share of the strongest (99.5th percentile) near the
+primer centre."""
+
+PIN_2D_MIN_COVERAGE = 0.3
+"""Least share of a 2-D firing-pin candidate's boundary covered by rim edges."""
+
+PIN_2D_RIM_COVERAGE = 0.8
+"""A well-covered 2-D outline that encloses the best-covered one is the rim when this much of
+its boundary is covered."""
+
+
+def _outermost(scored: list[tuple[float, h.Stadium]]) -> tuple[float, h.Stadium]:
+    """The rim among scored (coverage, stadium) outlines.
+
+    Start from the best-covered outline; while a larger outline (1.3 times the area at
+    least) covered at least :data:`PIN_2D_RIM_COVERAGE` encloses it (its boundary at most
+    a fifth of the larger radius, and 1.5 px at least, outside), take the best-covered
+    such: under a directional light the lit floor of the impression is a complete outline
+    of its own, inside the rim, and so is the bright spot of its floor under a coaxial light.
+    """
+
+    def area(st: h.Stadium) -> float:
+        return st[3] * (math.pi * st[3] + 4 * st[2])
+
+    def encloses(outer: h.Stadium, inner: h.Stadium) -> bool:
+        x, y, _, _ = h.stadium_boundary(*inner)
+        return float(np.max(h.stadium_distance(x, y, *outer))) <= max(1.5, 0.2 * outer[3])
+
+    best = max(scored, key=lambda t: t[0])
+    while True:
+        bigger = [
+            t
+            for t in scored
+            if t[0] >= PIN_2D_RIM_COVERAGE
+            and area(t[1]) > 1.3 * area(best[1])
+            and encloses(t[1], best[1])
+        ]
+        if not bigger:
+            return best
+        best = max(bigger, key=lambda t: (t[0], area(t[1])))
+
+
+def _inside(st: h.Stadium, m: int, n: int) -> bool:
+    return 0 <= round(st[1]) < m and 0 <= round(st[0]) < n
