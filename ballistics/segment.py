@@ -738,8 +738,8 @@ def _segment_image(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) -> Segm
     lo, hi = np.percentile(z, [1, 99])
     if hi - lo <= 1e-9:
         raise SegmentationError("image has no contrast: nothing to segment")
-    z = np.clip((z - lo) / (hi - lo), 0, 1)
-    z = cv2.GaussianBlur(z.astype(np.float32), (0, 0), 1.0).astype(np.float64)
+    z0 = np.clip((z - lo) / (hi - lo), 0, 1)
+    z = cv2.GaussianBlur(z0.astype(np.float32), (0, 0), 1.0).astype(np.float64)
     gy, gx = np.gradient(z)
     mag = np.hypot(gx, gy)
     edge = mag > np.percentile(mag, 85)
@@ -755,7 +755,9 @@ def _segment_image(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) -> Segm
             f"radius; the best covers {100 * cov:.0f} % of its circle)"
         )
     cx, cy, r, cov = hc
-    cx, cy, r = h.refine_step_circle(z, cx, cy, r)
+    # refined on the unblurred image: blurred, the two sides of a thin dark (or bright) ring
+    # become equal edges, and rays choosing between them skew the circle
+    cx, cy, r = h.refine_step_circle(z0, cx, cy, r)
     primer = _Circle(cx, cy, r, cov)
     pin = _find_pin_2d(z, primer, sp_lo, f)
     return _finish(scan, f, primer, pin, style="image", precropped=False, notes=[])
