@@ -746,7 +746,8 @@ def _segment_image(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) -> Segm
     rmin, rmax = (v / sp_lo for v in PRIMER_RADIUS_RANGE_M)
     m, n = z.shape
     region = h.disc((m, n), (m - 1) / 2, (n - 1) / 2, 0.35 * min(m, n))
-    hc = h.hough_circle(gx, gy, edge, rmin, rmax, center_region=region)
+    found = h.hough_circles(gx, gy, edge, rmin, rmax, center_region=region, k=3)
+    hc = found[0] if found else None
     if hc is None or hc[3] < 0.3:
         cov = 0.0 if hc is None else hc[3]
         raise SegmentationError(
@@ -754,10 +755,16 @@ def _segment_image(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) -> Segm
             f"{PRIMER_RADIUS_RANGE_M[0] * 1e3:.1f}-{PRIMER_RADIUS_RANGE_M[1] * 1e3:.1f} mm "
             f"radius; the best covers {100 * cov:.0f} % of its circle)"
         )
-    cx, cy, r, cov = hc
-    # refined on the unblurred image: blurred, the two sides of a thin dark (or bright) ring
-    # become equal edges, and rays choosing between them skew the circle
-    cx, cy, r = h.refine_step_circle(z0, cx, cy, r)
+    # Dense texture covers any circle with edges: the candidates are told apart, and
+    # refined, by how much the unblurred image changes across them on average
+    cov = hc[3]
+    best = max(
+        (h.ring_energy_search(z0, c[:3], PRIMER_2D_SEARCH_M / sp_lo, 1.0) for c in found),
+        key=lambda t: t[3],
+    )
+    for window, step in ((1.0, 0.25), (0.25, 0.05)):
+        best = h.ring_energy_search(z0, best[:3], window, step)
+    cx, cy, r = best[:3]
     primer = _Circle(cx, cy, r, cov)
     pin = _find_pin_2d(z, primer, sp_lo, f)
     return _finish(scan, f, primer, pin, style="image", precropped=False, notes=[])
@@ -818,6 +825,10 @@ def _find_pin_2d(z: np.ndarray, primer: _Circle, sp_lo: float, f: int) -> _Pin |
     )
     return _Pin(pin_lo, full, False, min(1.0, 0.5 + cov))
 
+
+PRIMER_2D_SEARCH_M = 200e-6
+"""How far (centre per axis, and radius) the 2-D primer circle is sought around each Hough
+candidate, metres."""
 
 PIN_2D_BLUR_M = 37.5e-6
 """Gaussian blur (sigma, metres) before the 2-D firing-pin search: hides breech-face texture."""
