@@ -556,28 +556,87 @@ def _refine_pin_full(
 def _fit_rim(
     comp: np.ndarray, valid: np.ndarray
 ) -> tuple[float, float, float, float, float] | None:
-    """(row, col, major, minor, angle) of the rim of a partly measured firing-pin dent.
+    """(row, col, major, minor, angle) of a partly measured firing-pin dent.
 
-    The rim is where the dent meets measured, shallower surface, away from invalid data. A
-    trimmed circle fit gives round impressions; an ellipse fit is kept only when it is
-    clearly elongated (axis ratio above the threshold), since a short arc of a round rim
-    fits a spurious ellipse easily.
+    Two outlines bound what is known of the impression: its *rim*, where the measured dent
+    meets measured, shallower surface, and the outline of the invalid part, where the
+    invalid data meets measured surface outside the dent. A stadium (round pins are
+    stadiums of length 0) is fitted to both at once, with one centre, axis and length and
+    a radius of its own for each outline (an invalid patch over an impression is often a
+    little larger than the impression: its wall drops out too). A robust (soft-L1) fit;
+    when it is not elongated, a trimmed circle fit of the rim alone gives the round pin.
+    ``comp`` is the dent and the invalid part together, ``valid`` the measured pixels.
     """
+    from scipy.optimize import least_squares
+
+    outside = valid & ~comp
+    touch = ndimage.binary_dilation(outside, iterations=1)
     near_invalid = ndimage.binary_dilation(~valid, iterations=2)
-    rim = comp & valid & ~near_invalid & ndimage.binary_dilation(valid & ~comp, iterations=1)
+    rim = comp & valid & ~near_invalid & touch
+    hole_edge = ~valid & touch & ndimage.binary_dilation(comp, iterations=2)
     if rim.sum() < 20:
+        # the wall dropped out all round (a confocal scan's steep walls): a round pin's
+        # measured floor ends on a circle concentric with the rim; an elongated one keeps
+        # the moments of dent and hole together (None)
+        st0 = h.region_stadium(comp)
+        if st0 is None or st0[2] + st0[3] > ELONGATION_THRESHOLD * st0[3]:
+            return None
+        return _fit_floor_circle(comp & valid, valid)
+    st = h.region_stadium(comp)
+    if st is None:
         return None
-    ys, xs = np.nonzero(rim)
-    x, y = xs.astype(np.float64), ys.astype(np.float64)
-    cx, cy, r = h.robust_circle(x, y, h.fit_circle(x, y), 1.5)
-    (ex, ey), (w1, w2), a = cv2.fitEllipse(np.column_stack([x, y]).astype(np.float32))
-    major, minor = max(w1, w2) / 2, min(w1, w2) / 2
-    inside = 0 <= ey < comp.shape[0] and 0 <= ex < comp.shape[1]
-    if inside and minor > 2 and major > ELONGATION_THRESHOLD * minor and major < 3 * r:
-        return float(ey), float(ex), major, minor, (a if w1 >= w2 else a + 90.0) % 180.0
-    if not (math.isfinite(r) and 0 <= cy < comp.shape[0] and 0 <= cx < comp.shape[1]):
+    ry, rx = (v.astype(np.float64) for v in np.nonzero(rim))
+    hy, hx = (v.astype(np.float64) for v in np.nonzero(hole_edge))
+    cx, cy, half, b, th = st
+
+    def resid(p: np.ndarray) -> np.ndarray:
+        hl = max(p[2], 0.0)
+        r1 = h.stadium_distance(rx, ry, p[0], p[1], hl, p[3], p[4])
+        r2 = h.stadium_distance(hx, hy, p[0], p[1], hl, p[5], p[4])
+        return np.concatenate([r1, r2])
+
+    lo = np.array([-np.inf, -np.inf, 0.0, 0.3 * b, -np.inf, 0.3 * b])
+    hi = np.array([np.inf, np.inf, 3.0 * b + half, 3.0 * b, np.inf, 4.0 * b])
+    p0 = np.clip(np.array([cx, cy, half, b, th, 1.1 * b]), lo + 1e-9, hi - 1e-9)
+    fit = least_squares(resid, p0, bounds=(lo, hi), loss="soft_l1", f_scale=1.5)
+    if not fit.success:
         return None
-    return cy, cx, r, r, 0.0
+    fx, fy, fh, fb, ft = (float(v) for v in fit.x[:5])
+    inside = 0 <= fy < comp.shape[0] and 0 <= fx < comp.shape[1]
+    if inside and fh + fb > ELONGATION_THRESHOLD * fb:
+        return fy, fx, fh + fb, fb, math.degrees(ft) % 180.0
+    # round: the rim alone fixes a circle (a half circle is plenty); the invalid part's
+    # outline is only as round as the dropout
+    ccx, ccy, cr = h.robust_circle(rx, ry, h.fit_circle(rx, ry), 1.5)
+    if not (math.isfinite(cr) and 0 <= ccy < comp.shape[0] and 0 <= ccx < comp.shape[1]):
+        return None
+    return ccy, ccx, cr, cr, 0.0
+
+
+def _fit_floor_circle(
+    floor: np.ndarray, valid: np.ndarray
+) -> tuple[float, float, float, float, float] | None:
+    """(row, col, r, r, 0) of a circle fitted (soft-L1) to where the measured floor of a dent
+    meets invalid data: an arc concentric with the rim, plus straight cuts that the robust
+    loss leaves out."""
+    from scipy.optimize import least_squares
+
+    fl = h.largest_component(floor)
+    edge = fl & ndimage.binary_dilation(~valid, iterations=1)
+    if edge.sum() < 20:
+        return None
+    ys, xs = (v.astype(np.float64) for v in np.nonzero(edge))
+    cy, cx, major, minor, _ = h.moments(fl)
+    r0 = max(major, minor, 2.0)
+
+    def resid(p: np.ndarray) -> np.ndarray:
+        return np.asarray(np.hypot(xs - p[0], ys - p[1]) - p[2])
+
+    fit = least_squares(resid, np.array([cx, cy, r0]), loss="soft_l1", f_scale=1.0)
+    fx, fy, fr = (float(v) for v in fit.x)
+    if not (fit.success and fr > 0 and 0 <= fy < floor.shape[0] and 0 <= fx < floor.shape[1]):
+        return None
+    return fy, fx, fr, fr, 0.0
 
 
 def _finish(
