@@ -88,6 +88,12 @@ MAX_SPACING_M = 60e-6
 MIN_STEP_M = 2e-6
 """Smallest median height step across the primer edge, metres."""
 
+WEAK_STEP_M = 1e-6
+"""Smallest primer-edge step accepted when the scan has no circular crop to fall back on
+(with a step at least :data:`WEAK_STEP_RATIO` times the surface's own slope), metres."""
+
+WEAK_STEP_RATIO = 1.5
+
 MIN_PIN_DEPTH_M = 15e-6
 """Smallest depth of a firing-pin dent below the breech face (and at least 8 robust sigma of
 the breech-face heights), metres."""
@@ -328,6 +334,8 @@ def _find_primer_step(
     cropped: bool,
     scan: Scan | None = None,
     f: int = 1,
+    *,
+    weak: bool = False,
 ) -> tuple[_Circle | None, str]:
     """The primer edge as a circular height step on the working grid, and what was seen.
 
@@ -367,9 +375,10 @@ def _find_primer_step(
         f"best circle r={r * sp_lo * 1e3:.2f} mm, {100 * vis:.0f} % visible, step "
         f"{step * 1e6:.1f} um, sign agreement {100 * agree:.0f} %, {ratio:.1f} x the slope"
     )
-    if abs(step) < MIN_STEP_M or agree < 0.75 or ratio < 3.0 or vis < 0.15:
+    min_step, min_ratio = (WEAK_STEP_M, WEAK_STEP_RATIO) if weak else (MIN_STEP_M, 3.0)
+    if abs(step) < min_step or agree < 0.75 or ratio < min_ratio or vis < 0.15:
         return None, f"no primer-edge height step ({seen})"
-    return _Circle(cx, cy, r, cov * min(1.0, vis / 0.5)), seen
+    return _Circle(cx, cy, r, cov * min(1.0, vis / 0.5) * (0.5 if weak else 1.0)), seen
 
 
 def _refine_step_full(
@@ -427,6 +436,13 @@ def _segment_topography(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) ->
         style = "disc_fov" if boundary is not None else "case_head"
         if style == "disc_fov" and boundary is not None and boundary.r < step.r:
             notes.append("field of view cropped inside the primer edge: edge partly visible")
+    elif boundary is None and (weak := _find_primer_step(z, vlo, sp_lo, False, weak=True)[0]):
+        # nothing else to go on (no circular crop): a shallow, soft step (photometric-stereo
+        # heights flatten slopes) is taken, said, and trusted less
+        primer = weak
+        precropped = False
+        style = "case_head"
+        notes.append(f"weak primer-edge step ({seen}); confidence halved")
     elif boundary is not None:
         primer = _Circle(boundary.cx, boundary.cy, boundary.r + 0.5, 0.8 * boundary.quality)
         precropped = True
