@@ -117,10 +117,9 @@ def test_absent_pin_leaves_no_wall_dropouts() -> None:
         rng=instrument_rng(fa.seed, shot, "confocal"),
         params=dc_replace(INSTRUMENTS["confocal"].params, pixel_um=6.25),
     )
-    absent = scale_pin_depth(disc_fov(scan, tr), tr, depth_factor=0.0)
-    rho_ok = absent.scan.mask[
-        round(absent.fp_center[0]) - 3 : round(absent.fp_center[0]) + 4,
-        round(absent.fp_center[1]) - 3 : round(absent.fp_center[1]) + 4,
-    ]
-    assert rho_ok.all()
+    (absent,) = styled_variants(scan, tr, seed=shot, variants=("disc_fov_wide+pin_absent",))
+    assert not absent.pin_expected
+    yy, xx = np.mgrid[: absent.scan.shape[0], : absent.scan.shape[1]]
+    near = np.hypot(yy - absent.fp_center[0], xx - absent.fp_center[1]) < 1.15 * tr.fp_axes_px[1]
+    assert absent.scan.mask[near].all()
     assert not segment(absent.scan).firing_pin_found
