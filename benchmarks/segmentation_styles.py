@@ -410,10 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-um-x3p", action="store_true", help="skip the micrometre X3P files")
     ap.add_argument("--out", default=str(ROOT / "benchmarks"))
     args = ap.parse_args(argv)
-    from _common import machine  # type: ignore[import-not-found]
-
     t0 = time.time()
     records: list[dict[str, Any]] = []
+    done: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for sp in args.spacings_um:
             cases = synthetic_cases(
@@ -427,7 +426,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             recs = measure(cases)
             records += recs
+            done.append(sp)
             print(f"{sp} um: {len(recs)} scans, {time.time() - t0:.0f} s", flush=True)
+            # written after every spacing, so that a long run leaves what it has measured
+            _write(records, args, argv, done, time.time() - t0)
+    return 0
+
+
+def _write(
+    records: list[dict[str, Any]],
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    done: list[float],
+    wall: float,
+) -> None:
+    from _common import machine  # type: ignore[import-not-found]
+
     vorder = {v: i for i, v in enumerate(VARIANTS)}
     iorder = {v: i for i, v in enumerate((*INSTRUMENT_NAMES, "render_ring"))}
 
@@ -458,9 +472,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": args.seed,
         "casings": args.casings,
-        "spacings_um": args.spacings_um,
+        "spacings_um": list(done),
+        "spacings_asked_um": list(args.spacings_um),
         "instruments": args.instruments,
-        "wall_seconds": time.time() - t0,
+        "wall_seconds": wall,
     }
     out = Path(args.out)
     (out / "results").mkdir(parents=True, exist_ok=True)
@@ -477,7 +492,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_report(tables, out / "RESULTS-segmentation.md", meta)
     for line in _misses(tables[0][2], k_main):
         print(line)
-    return 0
 
 
 if __name__ == "__main__":
