@@ -35,10 +35,20 @@ Method (on a downsampled copy at ~25 um per pixel, then refined):
   gradient (a gradient Hough transform) counting only the visible part of each circle; the
   best circle is kept if the height *steps* across it (consistent sign, well above the
   surface's own slope), then refined on the radial profiles of its visible part.
+* **Primer edge** (2-D): the gradient Hough transform proposes circles; dense texture covers
+  any circle with edges, so the candidates are told apart, and refined to sub-pixel, by the
+  mean absolute radial change of the unblurred image across them (a dark or bright ring, or
+  a step whose sign turns with a side light).
 * **Firing pin** (3-D): the connected region near the primer centre that is either deeper
   than the breech face (after a robust plane) or an invalid hole enclosed by valid data (or
   both, for a partly invalid impression); its image moments give centre, semi-axes, angle
-  and shape class.
+  and shape class. A partly invalid impression is a stadium fitted at once to its rim
+  (measured dent against measured surface) and to the outline of its invalid part.
+* **Firing pin** (2-D): the rim is the strongest closed outline of shading edges once the
+  texture is blurred away: thinned edges, Hough circles each grown into the stadium whose
+  boundary the edges cover best (an elongated pin is found from one end), outlines of
+  filled edge regions; the best-covered outline, or a well-covered one enclosing it (the
+  lit floor under a side light is an outline of its own inside the rim).
 * **Aperture shear**: the angular sector just outside the firing-pin impression where the
   high-pass surface is striated along the radial direction markedly more than further out.
 
@@ -48,7 +58,10 @@ visible circle with edge pixels) times ``min(1, visible fraction / 0.5)``; for a
 stand-in, ``0.8 * min(1, 1.5 * inliers * coverage)`` (share of the boundary on its circle
 times the share of angles it covers). Firing pin: 1 for an enclosed invalid hole, and
 ``min(1, 0.7 + 0.1 * depth / threshold)`` for a dent (1 from three times the detection
-threshold); ``min(1, 0.5 + coverage)`` for a 2-D disc; 0.5 when not found.
+threshold); ``min(1, 0.5 + coverage)`` for a 2-D outline (share of its boundary covered by
+rim edges); 0.5 when not found. A weak primer step (a raw scan with no circular crop whose
+step is only 1-2 um or 1.5-3 times the surface's own slope, e.g. photometric stereo) halves
+the primer term and is said in the notes.
 """
 
 from __future__ import annotations
@@ -907,7 +920,7 @@ def _find_pin_2d(z: np.ndarray, primer: _Circle, sp_lo: float, f: int) -> _Pin |
     m, n = z.shape
     cx, cy, r = primer.cx, primer.cy, primer.r
     zb = cv2.GaussianBlur(z.astype(np.float32), (0, 0), PIN_2D_BLUR_M / sp_lo).astype(np.float64)
-    gy, gx = np.gradient(zb)
+    gy, gx = (np.asarray(g_) for g_ in np.gradient(zb))
     g = np.hypot(gx, gy)
     near = h.disc((m, n), cy, cx, 0.75 * r)
     if not near.any():
