@@ -254,10 +254,12 @@ def scale_pin_depth(s: StyledScan, truth: Truth, *, depth_factor: float) -> Styl
         dent = z[iy, ix] - plane
         ok = valid[iy, ix]
         depth_left_m = depth_factor * float(-np.min(dent[ok])) if ok.any() else 0.0
-        z[iy, ix] = plane + depth_factor * dent
+        z[iy, ix] = plane + depth_factor * np.where(np.isfinite(dent), dent, 0.0)
         if depth_factor == 0.0:
-            # the wall dropouts go with the dent (the impression itself is always in the crop)
-            valid[iy, ix] |= rho[iy, ix] < 1.05
+            # the wall dropouts go with the dent, all over the replaced disc (a confocal
+            # scan's drop out a little outside the impression too; left invalid they made an
+            # enclosed hole that is rightly taken for a firing pin)
+            valid[iy, ix] = True
     scan = s.scan.evolve(
         "crop_styles.scale_pin_depth",
         {"depth_factor": depth_factor},

@@ -35,10 +35,20 @@ Method (on a downsampled copy at ~25 um per pixel, then refined):
   gradient (a gradient Hough transform) counting only the visible part of each circle; the
   best circle is kept if the height *steps* across it (consistent sign, well above the
   surface's own slope), then refined on the radial profiles of its visible part.
+* **Primer edge** (2-D): the gradient Hough transform proposes circles; dense texture covers
+  any circle with edges, so the candidates are told apart, and refined to sub-pixel, by the
+  mean absolute radial change of the unblurred image across them (a dark or bright ring, or
+  a step whose sign turns with a side light).
 * **Firing pin** (3-D): the connected region near the primer centre that is either deeper
   than the breech face (after a robust plane) or an invalid hole enclosed by valid data (or
   both, for a partly invalid impression); its image moments give centre, semi-axes, angle
-  and shape class.
+  and shape class. A partly invalid impression is a stadium fitted at once to its rim
+  (measured dent against measured surface) and to the outline of its invalid part.
+* **Firing pin** (2-D): the rim is the strongest closed outline of shading edges once the
+  texture is blurred away: thinned edges, Hough circles each grown into the stadium whose
+  boundary the edges cover best (an elongated pin is found from one end), outlines of
+  filled edge regions; the best-covered outline, or a well-covered one enclosing it (the
+  lit floor under a side light is an outline of its own inside the rim).
 * **Aperture shear**: the angular sector just outside the firing-pin impression where the
   high-pass surface is striated along the radial direction markedly more than further out.
 
@@ -48,7 +58,10 @@ visible circle with edge pixels) times ``min(1, visible fraction / 0.5)``; for a
 stand-in, ``0.8 * min(1, 1.5 * inliers * coverage)`` (share of the boundary on its circle
 times the share of angles it covers). Firing pin: 1 for an enclosed invalid hole, and
 ``min(1, 0.7 + 0.1 * depth / threshold)`` for a dent (1 from three times the detection
-threshold); ``min(1, 0.5 + coverage)`` for a 2-D disc; 0.5 when not found.
+threshold); ``min(1, 0.5 + coverage)`` for a 2-D outline (share of its boundary covered by
+rim edges); 0.5 when not found. A weak primer step (a raw scan with no circular crop whose
+step is only 1-2 um or 1.5-3 times the surface's own slope, e.g. photometric stereo) halves
+the primer term and is said in the notes.
 """
 
 from __future__ import annotations
@@ -87,6 +100,12 @@ MAX_SPACING_M = 60e-6
 
 MIN_STEP_M = 2e-6
 """Smallest median height step across the primer edge, metres."""
+
+WEAK_STEP_M = 1e-6
+"""Smallest primer-edge step accepted when the scan has no circular crop to fall back on
+(with a step at least :data:`WEAK_STEP_RATIO` times the surface's own slope), metres."""
+
+WEAK_STEP_RATIO = 1.5
 
 MIN_PIN_DEPTH_M = 15e-6
 """Smallest depth of a firing-pin dent below the breech face (and at least 8 robust sigma of
@@ -328,6 +347,8 @@ def _find_primer_step(
     cropped: bool,
     scan: Scan | None = None,
     f: int = 1,
+    *,
+    weak: bool = False,
 ) -> tuple[_Circle | None, str]:
     """The primer edge as a circular height step on the working grid, and what was seen.
 
@@ -340,19 +361,62 @@ def _find_primer_step(
     # Uncropped, the holes (dropouts, often on the steep edge wall itself) are filled from
     # their neighbours as before: counting only measured pixels would hide the edge.
     if cropped:
-        visible = ndimage.binary_erosion(vlo, iterations=1, border_value=1)
+        # narrow gaps (a confocal scan's steep edge wall drops out) count as seen: the step
+        # is measured across them
+        bridged = ndimage.binary_closing(vlo, iterations=2, border_value=0) | vlo
+        visible = ndimage.binary_erosion(bridged, iterations=1, border_value=1)
     else:
         visible = np.ones_like(vlo, dtype=bool)
     if not np.isfinite(slope).all() or float(np.max(np.where(visible, slope, 0.0))) < 0.05:
         return None, "no height step at all (the surface is flat)"
     edge = (slope > 0.12) & visible
     rmin, rmax = (v / sp_lo for v in PRIMER_RADIUS_RANGE_M)
-    hc = h.hough_circle(
-        gx, gy, edge, rmin, rmax, visible=visible if cropped else None, min_visible=0.2
+    # cropped: a short visible arc (a narrow disc, a confocal edge wall that dropped out)
+    # covers less, and texture can win the Hough vote: the best few circles are each
+    # checked for a step
+    found = h.hough_circles(
+        gx,
+        gy,
+        edge,
+        rmin,
+        rmax,
+        visible=visible if cropped else None,
+        min_visible=0.2,
+        k=3 if cropped else 1,
     )
-    if hc is None or hc[3] < 0.4:
-        cov = 0.0 if hc is None else hc[3]
+    min_cov = 0.25 if cropped else 0.4
+    cands = [c for c in found if c[3] >= min_cov]
+    if not cands:
+        cov = found[0][3] if found else 0.0
         return None, f"no circular edge of primer size (best covers {100 * cov:.0f} %)"
+    first: tuple[_Circle | None, str] | None = None
+    for hc in cands:
+        got = _check_step(z, visible, sp_lo, hc, cropped, scan, f, weak=weak)
+        if got[0] is not None:
+            return got
+        first = first or got
+    assert first is not None
+    return first
+
+
+def _check_step(
+    z: np.ndarray,
+    visible: np.ndarray,
+    sp_lo: float,
+    hc: tuple[float, float, float, float],
+    cropped: bool,
+    scan: Scan | None,
+    f: int,
+    *,
+    weak: bool,
+) -> tuple[_Circle | None, str]:
+    """Refine one Hough circle and keep it if the height steps across it.
+
+    A step is at least :data:`MIN_STEP_M` (:data:`WEAK_STEP_M` when ``weak``), with the sign
+    of the median on 75 % of the visible rays and three times the surface's own slope --
+    or, on a cropped field of view, 2.5 times with 95 % sign agreement (a soft step seen
+    on a short arc) -- and 15 % of the circle visible (10 % for a clear, consistent step).
+    """
     cx, cy, r, cov = hc
     cx, cy, r = h.refine_step_circle(z, cx, cy, r, visible=visible if cropped else None)
     delta = max(2.0, 75e-6 / sp_lo)
@@ -367,9 +431,15 @@ def _find_primer_step(
         f"best circle r={r * sp_lo * 1e3:.2f} mm, {100 * vis:.0f} % visible, step "
         f"{step * 1e6:.1f} um, sign agreement {100 * agree:.0f} %, {ratio:.1f} x the slope"
     )
-    if abs(step) < MIN_STEP_M or agree < 0.75 or ratio < 3.0 or vis < 0.15:
+    lo, hi = PRIMER_RADIUS_RANGE_M
+    if not lo <= r * sp_lo <= hi:  # refined away from primer size (onto the firing pin)
+        return None, f"no primer-edge height step ({seen}; not of primer size)"
+    min_step, min_ratio = (WEAK_STEP_M, WEAK_STEP_RATIO) if weak else (MIN_STEP_M, 3.0)
+    clear = agree >= 0.95 and ratio >= 5.0
+    steps = ratio >= min_ratio or (cropped and agree >= 0.95 and ratio >= 2.5)
+    if abs(step) < min_step or agree < 0.75 or not steps or vis < (0.1 if clear else 0.15):
         return None, f"no primer-edge height step ({seen})"
-    return _Circle(cx, cy, r, cov * min(1.0, vis / 0.5)), seen
+    return _Circle(cx, cy, r, cov * min(1.0, vis / 0.5) * (0.5 if weak else 1.0)), seen
 
 
 def _refine_step_full(
@@ -427,6 +497,13 @@ def _segment_topography(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) ->
         style = "disc_fov" if boundary is not None else "case_head"
         if style == "disc_fov" and boundary is not None and boundary.r < step.r:
             notes.append("field of view cropped inside the primer edge: edge partly visible")
+    elif boundary is None and (weak := _find_primer_step(z, vlo, sp_lo, False, weak=True)[0]):
+        # nothing else to go on (no circular crop): a shallow, soft step (photometric-stereo
+        # heights flatten slopes) is taken, said, and trusted less
+        primer = weak
+        precropped = False
+        style = "case_head"
+        notes.append(f"weak primer-edge step ({seen}); confidence halved")
     elif boundary is not None:
         primer = _Circle(boundary.cx, boundary.cy, boundary.r + 0.5, 0.8 * boundary.quality)
         precropped = True
@@ -556,28 +633,87 @@ def _refine_pin_full(
 def _fit_rim(
     comp: np.ndarray, valid: np.ndarray
 ) -> tuple[float, float, float, float, float] | None:
-    """(row, col, major, minor, angle) of the rim of a partly measured firing-pin dent.
+    """(row, col, major, minor, angle) of a partly measured firing-pin dent.
 
-    The rim is where the dent meets measured, shallower surface, away from invalid data. A
-    trimmed circle fit gives round impressions; an ellipse fit is kept only when it is
-    clearly elongated (axis ratio above the threshold), since a short arc of a round rim
-    fits a spurious ellipse easily.
+    Two outlines bound what is known of the impression: its *rim*, where the measured dent
+    meets measured, shallower surface, and the outline of the invalid part, where the
+    invalid data meets measured surface outside the dent. A stadium (round pins are
+    stadiums of length 0) is fitted to both at once, with one centre, axis and length and
+    a radius of its own for each outline (an invalid patch over an impression is often a
+    little larger than the impression: its wall drops out too). A robust (soft-L1) fit;
+    when it is not elongated, a trimmed circle fit of the rim alone gives the round pin.
+    ``comp`` is the dent and the invalid part together, ``valid`` the measured pixels.
     """
+    from scipy.optimize import least_squares
+
+    outside = valid & ~comp
+    touch = ndimage.binary_dilation(outside, iterations=1)
     near_invalid = ndimage.binary_dilation(~valid, iterations=2)
-    rim = comp & valid & ~near_invalid & ndimage.binary_dilation(valid & ~comp, iterations=1)
+    rim = comp & valid & ~near_invalid & touch
+    hole_edge = ~valid & touch & ndimage.binary_dilation(comp, iterations=2)
     if rim.sum() < 20:
+        # the wall dropped out all round (a confocal scan's steep walls): a round pin's
+        # measured floor ends on a circle concentric with the rim; an elongated one keeps
+        # the moments of dent and hole together (None)
+        st0 = h.region_stadium(comp)
+        if st0 is None or st0[2] + st0[3] > ELONGATION_THRESHOLD * st0[3]:
+            return None
+        return _fit_floor_circle(comp & valid, valid)
+    st = h.region_stadium(comp)
+    if st is None:
         return None
-    ys, xs = np.nonzero(rim)
-    x, y = xs.astype(np.float64), ys.astype(np.float64)
-    cx, cy, r = h.robust_circle(x, y, h.fit_circle(x, y), 1.5)
-    (ex, ey), (w1, w2), a = cv2.fitEllipse(np.column_stack([x, y]).astype(np.float32))
-    major, minor = max(w1, w2) / 2, min(w1, w2) / 2
-    inside = 0 <= ey < comp.shape[0] and 0 <= ex < comp.shape[1]
-    if inside and minor > 2 and major > ELONGATION_THRESHOLD * minor and major < 3 * r:
-        return float(ey), float(ex), major, minor, (a if w1 >= w2 else a + 90.0) % 180.0
-    if not (math.isfinite(r) and 0 <= cy < comp.shape[0] and 0 <= cx < comp.shape[1]):
+    ry, rx = (v.astype(np.float64) for v in np.nonzero(rim))
+    hy, hx = (v.astype(np.float64) for v in np.nonzero(hole_edge))
+    cx, cy, half, b, th = st
+
+    def resid(p: np.ndarray) -> np.ndarray:
+        hl = max(p[2], 0.0)
+        r1 = h.stadium_distance(rx, ry, p[0], p[1], hl, p[3], p[4])
+        r2 = h.stadium_distance(hx, hy, p[0], p[1], hl, p[5], p[4])
+        return np.concatenate([r1, r2])
+
+    lo = np.array([-np.inf, -np.inf, 0.0, 0.3 * b, -np.inf, 0.3 * b])
+    hi = np.array([np.inf, np.inf, 3.0 * b + half, 3.0 * b, np.inf, 4.0 * b])
+    p0 = np.clip(np.array([cx, cy, half, b, th, 1.1 * b]), lo + 1e-9, hi - 1e-9)
+    fit = least_squares(resid, p0, bounds=(lo, hi), loss="soft_l1", f_scale=1.5)
+    if not fit.success:
         return None
-    return cy, cx, r, r, 0.0
+    fx, fy, fh, fb, ft = (float(v) for v in fit.x[:5])
+    inside = 0 <= fy < comp.shape[0] and 0 <= fx < comp.shape[1]
+    if inside and fh + fb > ELONGATION_THRESHOLD * fb:
+        return fy, fx, fh + fb, fb, math.degrees(ft) % 180.0
+    # round: the rim alone fixes a circle (a half circle is plenty); the invalid part's
+    # outline is only as round as the dropout
+    ccx, ccy, cr = h.robust_circle(rx, ry, h.fit_circle(rx, ry), 1.5)
+    if not (math.isfinite(cr) and 0 <= ccy < comp.shape[0] and 0 <= ccx < comp.shape[1]):
+        return None
+    return ccy, ccx, cr, cr, 0.0
+
+
+def _fit_floor_circle(
+    floor: np.ndarray, valid: np.ndarray
+) -> tuple[float, float, float, float, float] | None:
+    """(row, col, r, r, 0) of a circle fitted (soft-L1) to where the measured floor of a dent
+    meets invalid data: an arc concentric with the rim, plus straight cuts that the robust
+    loss leaves out."""
+    from scipy.optimize import least_squares
+
+    fl = h.largest_component(floor)
+    edge = fl & ndimage.binary_dilation(~valid, iterations=1)
+    if edge.sum() < 20:
+        return None
+    ys, xs = (v.astype(np.float64) for v in np.nonzero(edge))
+    cy, cx, major, minor, _ = h.moments(fl)
+    r0 = max(major, minor, 2.0)
+
+    def resid(p: np.ndarray) -> np.ndarray:
+        return np.asarray(np.hypot(xs - p[0], ys - p[1]) - p[2])
+
+    fit = least_squares(resid, np.array([cx, cy, r0]), loss="soft_l1", f_scale=1.0)
+    fx, fy, fr = (float(v) for v in fit.x)
+    if not (fit.success and fr > 0 and 0 <= fy < floor.shape[0] and 0 <= fx < floor.shape[1]):
+        return None
+    return fy, fx, fr, fr, 0.0
 
 
 def _finish(
@@ -738,15 +874,16 @@ def _segment_image(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) -> Segm
     lo, hi = np.percentile(z, [1, 99])
     if hi - lo <= 1e-9:
         raise SegmentationError("image has no contrast: nothing to segment")
-    z = np.clip((z - lo) / (hi - lo), 0, 1)
-    z = cv2.GaussianBlur(z.astype(np.float32), (0, 0), 1.0).astype(np.float64)
+    z0 = np.clip((z - lo) / (hi - lo), 0, 1)
+    z = cv2.GaussianBlur(z0.astype(np.float32), (0, 0), 1.0).astype(np.float64)
     gy, gx = np.gradient(z)
     mag = np.hypot(gx, gy)
     edge = mag > np.percentile(mag, 85)
     rmin, rmax = (v / sp_lo for v in PRIMER_RADIUS_RANGE_M)
     m, n = z.shape
     region = h.disc((m, n), (m - 1) / 2, (n - 1) / 2, 0.35 * min(m, n))
-    hc = h.hough_circle(gx, gy, edge, rmin, rmax, center_region=region)
+    found = h.hough_circles(gx, gy, edge, rmin, rmax, center_region=region, k=3)
+    hc = found[0] if found else None
     if hc is None or hc[3] < 0.3:
         cov = 0.0 if hc is None else hc[3]
         raise SegmentationError(
@@ -754,27 +891,126 @@ def _segment_image(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) -> Segm
             f"{PRIMER_RADIUS_RANGE_M[0] * 1e3:.1f}-{PRIMER_RADIUS_RANGE_M[1] * 1e3:.1f} mm "
             f"radius; the best covers {100 * cov:.0f} % of its circle)"
         )
-    cx, cy, r, cov = hc
-    cx, cy, r = h.refine_step_circle(z, cx, cy, r)
+    # Dense texture covers any circle with edges: the candidates are told apart, and
+    # refined, by how much the unblurred image changes across them on average
+    cov = hc[3]
+    best = max(
+        (h.ring_energy_search(z0, c[:3], PRIMER_2D_SEARCH_M / sp_lo, 1.0) for c in found),
+        key=lambda t: t[3],
+    )
+    for window, step in ((1.0, 0.25), (0.25, 0.05)):
+        best = h.ring_energy_search(z0, best[:3], window, step)
+    cx, cy, r = best[:3]
     primer = _Circle(cx, cy, r, cov)
-    fr = (FP_RADIUS_RANGE_M[0] / sp_lo, min(FP_RADIUS_RANGE_M[1] / sp_lo, 0.42 * r))
-    inner = h.disc((m, n), cy, cx, 0.35 * r)
-    hp = h.hough_circle(gx, gy, edge & h.disc((m, n), cy, cx, 0.75 * r), *fr, center_region=inner)
-    pin: _Pin | None = None
-    if hp is not None:
-        px, py, pr, pcov = hp
-        pin_lo = h.disc((m, n), py, px, pr)
-        # shape: ellipse fit to the edge pixels near the pin circle
-        ys, xs = np.nonzero(edge)
-        near = np.abs(np.hypot(xs - px, ys - py) - pr) < max(0.25 * pr, 2.0)
-        major = minor = pr
-        ang = 0.0
-        if near.sum() >= 12:
-            pts = np.column_stack([xs[near], ys[near]]).astype(np.float32)
-            _, (w1, w2), a = cv2.fitEllipse(pts)
-            if 0.5 * pr < min(w1, w2) / 2 and max(w1, w2) / 2 < 2.0 * pr:
-                major, minor = max(w1, w2) / 2, min(w1, w2) / 2
-                ang = (a if w1 >= w2 else a + 90.0) % 180.0
-        full = ((py + 0.5) * f - 0.5, (px + 0.5) * f - 0.5, major * f, minor * f, ang)
-        pin = _Pin(pin_lo, full, False, min(1.0, 0.5 + pcov))
+    pin = _find_pin_2d(z, primer, sp_lo, f)
     return _finish(scan, f, primer, pin, style="image", precropped=False, notes=[])
+
+
+def _find_pin_2d(z: np.ndarray, primer: _Circle, sp_lo: float, f: int) -> _Pin | None:
+    """The firing-pin impression of a 2-D image: the closed rim of strong shading edges.
+
+    Whatever the light (ring, side, coaxial), the steep wall of the impression makes the
+    strongest gradients inside the primer once the fine breech-face texture is blurred
+    away. The rim is thinned (non-maximum suppression) and kept where the gradient is a
+    good share of the strongest near the centre; a gradient Hough transform proposes
+    circles (a round pin, or one end of an elongated one), each is grown into the stadium
+    its rim covers best (:func:`_segment_helpers.fit_stadium`), and the best-covered one is
+    the pin. ``z`` is the normalised working-grid image.
+    """
+    m, n = z.shape
+    cx, cy, r = primer.cx, primer.cy, primer.r
+    zb = cv2.GaussianBlur(z.astype(np.float32), (0, 0), PIN_2D_BLUR_M / sp_lo).astype(np.float64)
+    gy, gx = (np.asarray(g_) for g_ in np.gradient(zb))
+    g = np.hypot(gx, gy)
+    near = h.disc((m, n), cy, cx, 0.75 * r)
+    if not near.any():
+        return None
+    thr = PIN_2D_EDGE_FRACTION * float(np.percentile(g[near], 99.5))
+    edge = h.ridge_edges(g, gx, gy, thr) & near
+    fr = (FP_RADIUS_RANGE_M[0] / sp_lo, min(FP_RADIUS_RANGE_M[1] / sp_lo, 0.42 * r))
+    max_len = FP_RADIUS_RANGE_M[1] / sp_lo
+    inner = h.disc((m, n), cy, cx, 0.35 * r)
+    em = h.EdgeMap(edge, gx, gy)
+    cands: list[h.Stadium] = []
+    for px, py, pr, _ in h.hough_circles(gx, gy, edge, *fr, center_region=inner, k=3):
+        cands.append(em.refine(em.grow((px, py, pr), max(max_len - pr, 0.0)), max_len))
+    # the outermost closed outline: under a directional light the lit floor of the
+    # impression is a complete circle of its own, inside the rim
+    filled = ndimage.binary_fill_holes(ndimage.binary_closing(edge, iterations=1))
+    if cands:
+        lab, _ = ndimage.label(filled)
+        seeds = {int(lab[round(c[1]), round(c[0])]) for c in cands if _inside(c, m, n)}
+        for k in seeds - {0}:
+            reg = ndimage.binary_opening(lab == k, iterations=2)
+            st = h.region_stadium(h.largest_component(reg)) if reg.any() else None
+            if st is not None and st[2] + st[3] <= max_len:
+                cands.append(em.refine(st, max_len))
+    scored = [(em.coverage(c), c) for c in cands]
+    scored = [t for t in scored if t[0] >= PIN_2D_MIN_COVERAGE]
+    if not scored:
+        return None
+    cov, (sx, sy, half, b, th) = _outermost(scored)
+    yy, xx = np.mgrid[:m, :n]
+    pin_lo = h.stadium_distance(xx, yy, sx, sy, half, b, th) <= 0
+    full = (
+        (sy + 0.5) * f - 0.5,
+        (sx + 0.5) * f - 0.5,
+        (half + b) * f,
+        b * f,
+        math.degrees(th) % 180.0,
+    )
+    return _Pin(pin_lo, full, False, min(1.0, 0.5 + cov))
+
+
+PRIMER_2D_SEARCH_M = 200e-6
+"""How far (centre per axis, and radius) the 2-D primer circle is sought around each Hough
+candidate, metres."""
+
+PIN_2D_BLUR_M = 37.5e-6
+"""Gaussian blur (sigma, metres) before the 2-D firing-pin search: hides breech-face texture."""
+
+PIN_2D_EDGE_FRACTION = 0.3
+"""2-D pin rim: gradient above this share of the strongest (99.5th percentile) near the
+primer centre."""
+
+PIN_2D_MIN_COVERAGE = 0.3
+"""Least share of a 2-D firing-pin candidate's boundary covered by rim edges."""
+
+PIN_2D_RIM_COVERAGE = 0.8
+"""A well-covered 2-D outline that encloses the best-covered one is the rim when this much of
+its boundary is covered."""
+
+
+def _outermost(scored: list[tuple[float, h.Stadium]]) -> tuple[float, h.Stadium]:
+    """The rim among scored (coverage, stadium) outlines.
+
+    Start from the best-covered outline; while a larger outline (1.3 times the area at
+    least) covered at least :data:`PIN_2D_RIM_COVERAGE` encloses it (its boundary at most
+    a fifth of the larger radius, and 1.5 px at least, outside), take the best-covered
+    such: under a directional light the lit floor of the impression is a complete outline
+    of its own, inside the rim, and so is the bright spot of its floor under a coaxial light.
+    """
+
+    def area(st: h.Stadium) -> float:
+        return st[3] * (math.pi * st[3] + 4 * st[2])
+
+    def encloses(outer: h.Stadium, inner: h.Stadium) -> bool:
+        x, y, _, _ = h.stadium_boundary(*inner)
+        return float(np.max(h.stadium_distance(x, y, *outer))) <= max(1.5, 0.2 * outer[3])
+
+    best = max(scored, key=lambda t: t[0])
+    while True:
+        bigger = [
+            t
+            for t in scored
+            if t[0] >= PIN_2D_RIM_COVERAGE
+            and area(t[1]) > 1.3 * area(best[1])
+            and encloses(t[1], best[1])
+        ]
+        if not bigger:
+            return best
+        best = max(bigger, key=lambda t: (t[0], area(t[1])))
+
+
+def _inside(st: h.Stadium, m: int, n: int) -> bool:
+    return 0 <= round(st[1]) < m and 0 <= round(st[0]) < n

@@ -96,3 +96,30 @@ def test_styled_variants_seeded_and_complete(raw) -> None:
         assert math.isfinite(s.primer_radius_px)
     with pytest.raises(ValueError, match="unknown crop variants"):
         styled_variants(scan, tr, seed=1, variants=("nope",))
+
+
+def test_absent_pin_leaves_no_wall_dropouts() -> None:
+    """A confocal scan drops the pin's steep walls out a little beyond the impression; with
+    the dent removed they made an enclosed hole that segmentation rightly took for a firing
+    pin (44 % of pin_absent crops). The whole replaced disc is now measured."""
+    from dataclasses import replace as dc_replace
+
+    from ballistics.instruments import INSTRUMENTS, instrument_rng, record
+    from ballistics.segment import segment
+    from ballistics.synth import fired_surface, make_firearms
+
+    fa = next(f for f in make_firearms(40, seed=5) if f.fp_shape == "round")
+    shot = 5 * 1000
+    surface = fired_surface(fa, shot_seed=shot, spacing_m=6.25e-6)
+    scan, tr = record(
+        surface,
+        "confocal",
+        rng=instrument_rng(fa.seed, shot, "confocal"),
+        params=dc_replace(INSTRUMENTS["confocal"].params, pixel_um=6.25),
+    )
+    (absent,) = styled_variants(scan, tr, seed=shot, variants=("disc_fov_wide+pin_absent",))
+    assert not absent.pin_expected
+    yy, xx = np.mgrid[: absent.scan.shape[0], : absent.scan.shape[1]]
+    near = np.hypot(yy - absent.fp_center[0], xx - absent.fp_center[1]) < 1.15 * tr.fp_axes_px[1]
+    assert absent.scan.mask[near].all()
+    assert not segment(absent.scan).firing_pin_found
