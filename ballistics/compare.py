@@ -84,8 +84,11 @@ class CompareParams:
         Both surfaces are blurred by a Gaussian of this standard deviation (micrometres) on
         the coarse level before the sweep, so the true pose still correlates when it falls
         between two sampled rotations (half a 4-deg step moves the texture ~90 um at a 2.5-mm
-        radius). 50 was chosen on pose_survival seed 5 among None, 25, 50, 75 (true pose
-        among the coarse hypotheses: 0.875, 0.917, 1.0, 0.979); None: no blur.
+        radius). Chosen on pose_survival seed 5 (RESULTS-coarse-blur.md): 50 kept the true
+        pose best on most conditions but lost it on a surface with step offsets as large as
+        its texture (stitched fields of view: 1 of 8 matches found, 6 of 8 without blur);
+        35 matched no blur there and on every other condition, and keeps an exact copy
+        turned between two sampled rotations. None: no blur.
     coarse_peaks : int
         Distinct (rotation, translation) peaks of the sweep kept as pose hypotheses; two peaks
         are distinct when they differ by at least 1.5 coarse steps in rotation or
@@ -140,7 +143,7 @@ class CompareParams:
 
     coarse_factor: int = 8
     coarse_step_deg: float = 4.0
-    coarse_blur_um: float | None = 50.0
+    coarse_blur_um: float | None = 35.0
     coarse_peaks: int = 5
     rotation_hints: int = 1
     refine_peaks: int = 2

@@ -211,6 +211,9 @@ CONDITIONS: dict[str, dict[str, Any]] = {
         "warp_m": (5e-6, 8e-6),
         "offset_m": (0.4e-3, 1.0e-3),
     },
+    # b's prepared surface plus offsets constant over 500-um blocks, as large as its texture
+    # (stitched fields of view, an instrument's low-frequency residue left by conditioning).
+    "stepped": {"steps_m": 500e-6},
 }
 
 
@@ -244,11 +247,11 @@ def synth_maker(condition: str) -> Callable[[int, int, int], list[Case]]:
             b, anc_b, th_b = shot(gb, 2 * n + 1, True)
             truth = TruePose((th_b - th_a) % 360.0, anc_a, anc_b) if gb is ga else None
             label = f"{condition}/{ga.id}-{gb.id}/{ga.breech_pattern}"
-            if "offset_m" in cfg:
+            if "offset_m" in cfg or "steps_m" in cfg:
                 pa, ca = prepared_with_centre(a)
                 pb, cb = prepared_with_centre(b)
-                r = rng.uniform(*cfg["offset_m"])
-                phi = rng.uniform(0, 2 * math.pi)
+                r = rng.uniform(*cfg["offset_m"]) if "offset_m" in cfg else 0.0
+                phi = rng.uniform(0, 2 * math.pi) if "offset_m" in cfg else 0.0
                 pb2, shift = shift_canvas(pb, r * math.sin(phi), r * math.cos(phi))
                 if truth is not None:
                     # Re-express both anchors in canvas frames (centre = canvas centre).
@@ -264,10 +267,29 @@ def synth_maker(condition: str) -> Callable[[int, int, int], list[Case]]:
                     )
                     truth = TruePose(truth.rotation_deg, aa, ab)
                 a, b = pa, pb2
+            if "steps_m" in cfg:
+                b = add_steps(b, rng, cfg["steps_m"])
             cases.append(Case(a, b, truth, label))
         return cases
 
     return make
+
+
+def add_steps(x: Any, rng: np.random.Generator, block_m: float) -> Any:
+    """A prepared casing (or a scan, prepared first) plus a random offset per square block of
+    side ``block_m``, with the standard deviation of the surface's own values."""
+    from ballistics.pipeline import PreparedCasing, prepare
+    from ballistics.scan import Scan
+
+    p = x if isinstance(x, PreparedCasing) else prepare(x)
+    s = p.surface
+    n = s.shape[0]
+    blk = max(1, round(block_m / s.spacing_m[0]))
+    rms = float(np.sqrt(np.mean(s.data[s.mask] ** 2)))
+    steps = rng.standard_normal((n // blk + 1, n // blk + 1))
+    form = rms * np.kron(steps, np.ones((blk, blk)))[:n, :n]
+    surf = Scan(np.where(s.mask, s.data + form, np.nan), s.mask, s.spacing_m, s.kind)
+    return dataclasses.replace(p, surface=surf)
 
 
 INSTRUMENT_CONDITIONS: dict[str, dict[str, Any]] = {
