@@ -55,9 +55,9 @@ def test_rotated_and_shifted_casing_scores_as_itself(casings) -> None:
 
 
 def test_coarse_blur_keeps_a_pose_between_sampled_rotations(casings) -> None:
-    """An exact copy turned by 90 deg (halfway between two 4-deg sweep angles) and shifted:
-    with the 1-mm search, the unblurred coarse sweep lets false peaks outrank the true pose;
-    the blurred one keeps it and the copy matches itself."""
+    """An exact copy turned by 90 deg (halfway between two 4-deg sweep angles) and shifted is
+    found with the 1-mm search; the blur raises the coarse correlation near the true pose (on
+    another casing, tests/test_picture.py, false peaks outranked it without the blur)."""
     from ballistics.register import rotate
 
     a = casings[next(iter(casings))][1]
@@ -66,9 +66,13 @@ def test_coarse_blur_keeps_a_pose_between_sampled_rotations(casings) -> None:
     b = PreparedCasing(Scan(np.where(m, d.astype(float), np.nan), m, s.spacing_m, s.kind), {})
     found = compare(a, b)
     assert found.cmc >= 30 and abs(found.rotation_deg - 270.0) < 2.0, found.pose
-    plain = compare_traced(a, b, params=CompareParams(coarse_blur_um=None))[1]
-    blurred = compare_traced(a, b)[1]
-    assert blurred.coarse[0].ncc > 2 * plain.coarse[0].ncc
+
+    def near_truth(params: CompareParams) -> float:
+        hyps = compare_traced(a, b, params=params)[1].coarse
+        return max(h.ncc for h in hyps if abs(h.pose.rotation_deg - 270.0) <= 2.0)
+
+    # The sampled angles nearest the truth (268, 272) correlate better once blurred.
+    assert near_truth(CompareParams()) > 1.3 * near_truth(CompareParams(coarse_blur_um=None))
 
 
 def test_symmetry(casings) -> None:
@@ -172,10 +176,12 @@ def test_each_parameter_changes_the_outcome(casings, name: str) -> None:
     # Other guns: their pose is not pinned down by a true match, so search settings show.
     c, d = casings[keys[2]][1], casings[keys[4]][1]
     params = CompareParams(**{name: CHANGED[name]})
-    if name == "refine_peaks":  # a match's pose rarely depends on it: check what it refines
+    if name in ("refine_peaks", "coarse_peaks"):
+        # A pose rarely depends on them: check the hypotheses they keep.
+        step = "refined" if name == "refine_peaks" else "coarse"
         _, t0 = compare_traced(a, c)
         _, t1 = compare_traced(a, c, params=params)
-        assert len(t0.refined) != len(t1.refined)
+        assert len(getattr(t0, step)) != len(getattr(t1, step))
         return
     changed = [
         compare(x, y).as_dict(cells=True) != compare(x, y, params=params).as_dict(cells=True)
