@@ -161,13 +161,24 @@ def masked_blur(data: np.ndarray, mask: np.ndarray, sigma_px: float) -> np.ndarr
     ndarray of shape (M, N), float32
         Zero where invalid, unit RMS over the valid points.
     """
-    m = mask.astype(np.float32)
     d = np.where(mask, data, 0.0).astype(np.float32)
     if not mask.any():
         return d
-    num = cv2.GaussianBlur(d, (0, 0), sigma_px, borderType=cv2.BORDER_CONSTANT)
-    den = cv2.GaussianBlur(m, (0, 0), sigma_px, borderType=cv2.BORDER_CONSTANT)
-    out = np.where(mask, num / np.maximum(den, 1e-3), 0.0)
+    num, den = _gauss(d, mask, sigma_px)
+    return _unit_rms(np.where(mask, num / np.maximum(den, 1e-3), 0.0), mask)
+
+
+def _gauss(values: np.ndarray, mask: np.ndarray, sigma_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian sums of ``values`` (zero where invalid) and of the mask: a normalised
+    convolution's numerator and weight."""
+    k, border = (0, 0), cv2.BORDER_CONSTANT
+    return (
+        cv2.GaussianBlur(values, k, sigma_px, borderType=border),
+        cv2.GaussianBlur(mask.astype(np.float32), k, sigma_px, borderType=border),
+    )
+
+
+def _unit_rms(out: np.ndarray, mask: np.ndarray) -> np.ndarray:
     rms = float(np.sqrt(np.mean(out[mask] ** 2))) or 1.0
     return (out / rms).astype(np.float32)
 
@@ -193,15 +204,11 @@ def local_contrast(
     ndarray of shape (M, N), float32
         Zero where invalid, unit RMS over the valid points.
     """
-    m = mask.astype(np.float32)
     d = np.where(mask, data, 0.0).astype(np.float32)
     if not mask.any():
         return d
-    k = (0, 0)
-    e2 = cv2.GaussianBlur(d * d, k, sigma_px, borderType=cv2.BORDER_CONSTANT)
-    w = cv2.GaussianBlur(m, k, sigma_px, borderType=cv2.BORDER_CONSTANT)
+    e2, w = _gauss(d * d, mask, sigma_px)
     glob = float(np.mean(d[mask] ** 2)) or 1.0
     local = np.where(w > 1e-3, e2 / np.maximum(w, 1e-3), glob)
     out = np.where(mask, d / np.sqrt(np.maximum(local, floor * glob)), 0.0)
-    rms = float(np.sqrt(np.mean(out[mask] ** 2))) or 1.0
-    return (out / rms).astype(np.float32)
+    return _unit_rms(out, mask)
