@@ -24,7 +24,9 @@ from .segment import Segmentation, segment
 #: Spacing of the stored breech-face canvas, metres (cmcR and NFI compare at 6.25 um or coarser).
 CANVAS_SPACING_M = 6.25e-6
 #: Version of the preparation chain; part of the extractor version of every stored vector.
-PREPARE_VERSION = "prep-3"  # prep-3: 2-D images conditioned by ballistics.image_condition
+# prep-3: 2-D images conditioned by ballistics.image_condition; prep-4: black holes in 2-D
+# images invalidated (ImageConditioning.black_fill_um)
+PREPARE_VERSION = "prep-4"
 _CANVAS_MULTIPLE = 16
 
 

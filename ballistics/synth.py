@@ -723,7 +723,9 @@ def gun_frame_coordinates(
 # corpus
 
 
-def png16_with_phys(img: np.ndarray, spacing_m: tuple[float, float]) -> bytes:
+def png16_with_phys(
+    img: np.ndarray, spacing_m: tuple[float, float], *, valid: np.ndarray | None = None
+) -> bytes:
     """Encode a 2-D uint16 array as PNG with a pHYs chunk giving the pixel size in metres.
 
     Parameters
@@ -731,8 +733,17 @@ def png16_with_phys(img: np.ndarray, spacing_m: tuple[float, float]) -> bytes:
     img : ndarray of shape (M, N), uint16
     spacing_m : tuple of float
         (row, col) spacing in metres; pHYs stores pixels per metre (x, y).
+    valid : ndarray of shape (M, N), bool, optional
+        Which pixels hold data. When given, the PNG gets an alpha channel (0 where invalid,
+        as :func:`ballistics.image_io.read_image` reads it): grey in B, G and R, 16 bits.
     """
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img, dtype=np.uint16))
+    arr = np.ascontiguousarray(img, dtype=np.uint16)
+    if valid is not None:
+        if valid.shape != arr.shape:
+            raise ValueError(f"valid has shape {valid.shape}; the image has {arr.shape}")
+        alpha = np.where(valid, np.uint16(65535), np.uint16(0))
+        arr = np.ascontiguousarray(np.stack([arr, arr, arr, alpha], axis=-1))
+    ok, buf = cv2.imencode(".png", arr)
     if not ok:  # pragma: no cover
         raise RuntimeError("PNG encoding failed")
     data = buf.tobytes()
@@ -902,7 +913,10 @@ def _record_shot(
 
 
 def _write_png(path: Path, img: Scan) -> None:
-    """A 0..1 image scan as a 16-bit PNG with its pixel size (invalid pixels black)."""
+    """A 0..1 image scan as a 16-bit PNG with its pixel size. Invalid pixels (a 3-D scan's
+    dropouts seen through a render) go in an alpha channel rather than as black, which the
+    comparison would read as shading."""
     arr = np.clip(np.nan_to_num(img.masked(), nan=0.0), 0, 1)
     q = np.round(arr * 65535).astype(np.uint16)
-    path.write_bytes(png16_with_phys(q, img.spacing_m))
+    valid = None if img.mask.all() else img.mask
+    path.write_bytes(png16_with_phys(q, img.spacing_m, valid=valid))

@@ -125,14 +125,43 @@ CANDIDATES_2D: tuple[Candidate, ...] = (
         modality="2-D",
         image={"short_cutoff_um": 16.0, "long_cutoff_um": 250.0},
     ),
+    Candidate(
+        "img_16_400",
+        "ImageConditioning(16, 400): the fine band kept, shading flattened at 400 um",
+        modality="2-D",
+        image={"short_cutoff_um": 16.0},
+    ),
+    Candidate(
+        "img_25_400",
+        "ImageConditioning(25, 400): between the two",
+        modality="2-D",
+        image={"short_cutoff_um": 25.0},
+    ),
 )
 CANDIDATES: dict[str, tuple[Candidate, ...]] = {"3-D": CANDIDATES_3D, "2-D": CANDIDATES_2D}
 
 MODALITIES = {
     "3-D": ("confocal", "focus_variation", "photometric_stereo"),
-    "2-D": ("ring_low", "ring_high", "coaxial", "side_light"),
+    "2-D": ("ring_low", "ring_high", "coaxial", "side_light", "render_ring"),
 }
-RING_LIKE = ("ring_low", "ring_high", "coaxial")
+RING_LIKE = ("ring_low", "ring_high", "coaxial", "render_ring")
+
+#: A 2-D "instrument" that is not in ballistics.instruments: the ring-light renders of
+#: ``ballistics.synth.write_corpus --png`` (the generic scanner of :func:`ballistics.synth.fire`,
+#: rendered by :func:`ballistics.render.render_ring_light`, 16-bit like the PNG files), the
+#: images of ``benchmarks/accuracy.py synth --png``: noise-free shading at the scan's own
+#: pixels, unlike the camera models, with the scanner's dropouts as holes (every second file
+#: writes them black, as a tool without an alpha channel would; the others as alpha).
+RENDER_RING = "render_ring"
+RENDER_RING_PIXELS_UM = (3.125, 6.25)
+
+
+def instrument_kind(name: str) -> str:
+    """``"topography"`` or ``"image"`` for a name of :data:`MODALITIES`."""
+    from ballistics.instruments import INSTRUMENTS
+
+    return "image" if name == RENDER_RING else INSTRUMENTS[name].kind
+
 
 #: Cropping styles of ballistics.crop_styles, cycled over the casings of a corpus
 #: (3-D: every style; 2-D images: the field-of-view crops a camera gives).
@@ -182,22 +211,27 @@ def build_scans(
 
     from ballistics.crop_styles import styled_variants
     from ballistics.instruments import INSTRUMENTS, instrument_rng, record
-    from ballistics.synth import fired_surface, make_firearms
+    from ballistics.synth import fire, fired_surface, make_firearms
 
-    inst = INSTRUMENTS[name]
+    kind = instrument_kind(name)
+    pixels = RENDER_RING_PIXELS_UM if name == RENDER_RING else INSTRUMENTS[name].pixels_um
     iseed = _instrument_seed(seed, name)
     firearms = make_firearms(guns, seed=iseed, group_fraction=0.5)
     rng = np.random.default_rng([iseed, 0xC0])
-    variants = VARIANTS_3D if inst.kind == "topography" else VARIANTS_2D
+    variants = VARIANTS_3D if kind == "topography" else VARIANTS_2D
     out: list[dict[str, Any]] = []
     for fa in firearms:
         for k in range(shots):
             shot_seed = iseed * 1000 + k
-            pixel = float(rng.choice(inst.pixels_um))
-            surface = fired_surface(
-                fa, shot_seed=shot_seed, spacing_m=pixel * 1e-6, casing_id=f"{fa.id}-{k + 1:02d}"
-            )
-            scan, truth = record(surface, name, rng=instrument_rng(fa.seed, shot_seed, name))
+            pixel = float(rng.choice(pixels))
+            cid = f"{fa.id}-{k + 1:02d}"
+            if name == RENDER_RING:
+                scan, truth = fire(fa, shot_seed=shot_seed, spacing_m=pixel * 1e-6, casing_id=cid)
+            else:
+                surface = fired_surface(
+                    fa, shot_seed=shot_seed, spacing_m=pixel * 1e-6, casing_id=cid
+                )
+                scan, truth = record(surface, name, rng=instrument_rng(fa.seed, shot_seed, name))
             variant = "case_head"
             if styles:
                 st = styled_variants(
@@ -205,8 +239,10 @@ def build_scans(
                 )[0]
                 scan, variant = st.scan, st.variant
                 truth = replace(truth, primer_center=st.primer_center, fp_center=st.fp_center)
+            if name == RENDER_RING:
+                scan = _render_png(scan, black_holes=bool(len(out) % 2))
             unit = None
-            if um_files and inst.kind == "topography":
+            if um_files and kind == "topography":
                 unit = "um" if len(out) % 2 else "m"
                 scan = _x3p_round_trip(scan, unit)
             out.append(
@@ -219,6 +255,26 @@ def build_scans(
                 }
             )
     return out
+
+
+def _render_png(scan: Any, *, black_holes: bool) -> Any:
+    """The ring-light render of a topography written as ``write_corpus`` writes it (16-bit
+    PNG; the scan's dropouts in an alpha channel) and read back; with ``black_holes`` the
+    dropouts are written black instead, as a tool without alpha would."""
+    import tempfile
+
+    from ballistics.io import read_scan
+    from ballistics.render import render_ring_light
+    from ballistics.synth import png16_with_phys
+
+    img = render_ring_light(scan)
+    q = np.round(np.clip(np.nan_to_num(img.masked(), nan=0.0), 0.0, 1.0) * 65535)
+    valid = None if black_holes or img.mask.all() else img.mask
+    raw = png16_with_phys(q.astype(np.uint16), img.spacing_m, valid=valid)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "render.png"
+        path.write_bytes(raw)
+        return read_scan(path)
 
 
 def light_metadata(name: str, truth: Any) -> float | str:
@@ -421,8 +477,9 @@ def metrics(
 
 
 def choose(results: dict[str, dict[str, Any]], others: list[str], modality: str) -> str:
-    """The candidate with the best mean AUC on ``others`` (ties: top-10, then order)."""
-    cands = CANDIDATES[modality]
+    """The candidate with the best mean AUC on ``others`` (ties: top-10, then order), among
+    the candidates that were run on all of them."""
+    cands = [c for c in CANDIDATES[modality] if all(c.name in results[o] for o in others)]
 
     def key(c: Candidate) -> tuple[float, float, int]:
         a = float(np.mean([results[o][c.name]["auc"] for o in others]))
@@ -468,6 +525,9 @@ def markdown(report: dict[str, Any]) -> str:
         names = [n for n in report["instruments"] if modality_of(n) == modality]
         if not names:
             continue
+        cands = tuple(
+            c for c in cands if any(c.name in report["instruments"][n]["candidates"] for n in names)
+        )
         out.append(
             "| instrument | pixels (um) | scans | refused | primer / pin err (px, median) | "
             + " | ".join(f"{c.name} AUC / top-10" for c in cands)
@@ -479,10 +539,13 @@ def markdown(report: dict[str, Any]) -> str:
             seg = r["segmentation"]
             cells = []
             for c in cands:
+                if c.name not in r["candidates"]:
+                    cells.append("-")
+                    continue
                 m = r["candidates"][c.name]
                 fl = m["light_flagged"]
                 extra = f" ({fl[0]}/{fl[1]} flagged)" if sum(fl) else ""
-                cells.append(f"{m['auc']:.3f} / {m['top10']:.3f}{extra}")
+                cells.append(f"{m['auc']:.4f} / {m['top10']:.3f}{extra}")
             out.append(
                 f"| {name} | {', '.join(str(p) for p in r['pixels_um'])} | {r['scans']} | "
                 f"{r['refused']} | {seg['primer_center_median_px']} / "
@@ -498,8 +561,8 @@ def markdown(report: dict[str, Any]) -> str:
         fl = r["light_flagged"]
         out.append(
             f"| {r['modality']} | {r['left_out']} | {', '.join(r['chosen_on'])} | {r['chosen']} | "
-            f"{r['auc']:.3f} | {r['auc_unflagged']:.3f} | {fl[0]} / {fl[1]} | {r['top10']:.3f} | "
-            f"{r['top1']:.3f} | {r['default_auc']:.3f} | {r['default_top10']:.3f} |"
+            f"{r['auc']:.4f} | {r['auc_unflagged']:.4f} | {fl[0]} / {fl[1]} | {r['top10']:.3f} | "
+            f"{r['top1']:.3f} | {r['default_auc']:.4f} | {r['default_top10']:.3f} |"
         )
     return "\n".join(out)
 
@@ -527,10 +590,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     guns = args.guns or (3 if args.quick else 6)
     shots = args.shots or (2 if args.quick else 3)
-    names = args.instruments.split(",") if args.instruments else list(INSTRUMENTS)
+    known = [*INSTRUMENTS, RENDER_RING]
+    names = args.instruments.split(",") if args.instruments else known
     for n in names:
-        if n not in INSTRUMENTS:
-            ap.error(f"unknown instrument {n!r}; choose from {', '.join(INSTRUMENTS)}")
+        if n not in known:
+            ap.error(f"unknown instrument {n!r}; choose from {', '.join(known)}")
     keep = set(args.candidates.split(",")) if args.candidates else None
     t0 = time.time()
     report: dict[str, Any] = {
@@ -558,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = [s["truth"].firearm_id for s in scans]
         groups = [s["truth"].group or "" for s in scans]
         entry: dict[str, Any] = {
-            "kind": INSTRUMENTS[name].kind,
+            "kind": instrument_kind(name),
             "pixels_um": sorted({s["pixel_um"] for s in scans}),
             "scans": len(scans),
             "casings": [s["truth"].casing_id for s in scans],
@@ -603,10 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         entry["seconds"] = round(time.time() - t_inst, 1)
         report["instruments"][name] = entry
         results[name] = entry["candidates"]
-    if keep is None:
-        report["loio"] = loio(results)
-    else:
-        report["loio"] = []
+    report["loio"] = loio(results)
     report["wall_s"] = round(time.time() - t0, 1)
     out = (
         Path(args.out)
@@ -619,8 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print()
-    if keep is None:
-        print(markdown(report))
+    print(markdown(report))
     print(f"\nwall {report['wall_s']} s; wrote {out}")
     return 0
 
