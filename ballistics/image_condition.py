@@ -13,16 +13,14 @@ impression), so
 * the grey levels are a monotone but unknown function of that response (exposure, gamma,
   saturated glints), different for every instrument.
 
-The chain here therefore first invalidates black holes (``black_fill_um``: a PNG or JPEG
-has no "invalid" pixel, so tools write missing data as black, and a black blob inside the
-breech face would be read as the strongest shading of all), (0) masks the firing-pin dent by
-its shading where segmentation left part of it (``dent_threshold``), (1) optionally
-replaces the grey levels by their normal scores within the breech face (``equalise``: any
-monotone camera response gives the same image), (2) removes the shading and equalises the
-local contrast at ``long_cutoff_um`` (:func:`ballistics.condition.flatten_illumination`),
-(3) removes wavelengths shorter than ``short_cutoff_um`` and (4) optionally clips what is
-left at ``clip_sigma`` robust standard deviations, so that a few glints cannot dominate a
-correlation.
+The chain here therefore (0) masks the firing-pin dent by its shading where segmentation left
+part of it (``dent_threshold``), (1) optionally replaces the grey levels by their normal
+scores within the breech face (``equalise``: any monotone camera response gives the same
+image),
+(2) removes the shading and equalises the local contrast at ``long_cutoff_um``
+(:func:`ballistics.condition.flatten_illumination`), (3) removes wavelengths shorter than
+``short_cutoff_um`` and (4) optionally clips what is left at ``clip_sigma`` robust standard
+deviations, so that a few glints cannot dominate a correlation.
 
 Defaults (:data:`DEFAULT_IMAGE_CONDITIONING`) were chosen leave-one-instrument-out on the
 2-D instrument models of :mod:`ballistics.instruments` (``benchmarks/instruments_loio.py``;
@@ -48,7 +46,6 @@ __all__ = [
     "clip_robust",
     "condition_image",
     "equalise",
-    "mask_black",
     "mask_dent",
 ]
 
@@ -75,11 +72,6 @@ class ImageConditioning:
         Mask the firing-pin dent by its shading (:func:`mask_dent`): smoothed pixels this
         many robust standard deviations from the breech face's median, in blobs reaching the
         centre. None: keep what segmentation left.
-    black_fill_um : float or None
-        Invalidate pixels at the black level (intensity 0) in connected blobs of at least
-        the area of a square this wide (micrometres) (:func:`mask_black`): holes a
-        writer filled with black, or shadows crushed to black, which hold no texture. None:
-        keep them.
     """
 
     short_cutoff_um: float | None = 40.0
@@ -87,7 +79,6 @@ class ImageConditioning:
     equalise: bool = False
     clip_sigma: float | None = None
     dent_threshold: float | None = None
-    black_fill_um: float | None = 20.0
 
     def __post_init__(self) -> None:
         if not self.long_cutoff_um > 0:
@@ -106,11 +97,6 @@ class ImageConditioning:
             raise BallisticsError(
                 "ImageConditioning.dent_threshold must be > 0 robust sigmas or None; "
                 f"got {self.dent_threshold!r}"
-            )
-        if self.black_fill_um is not None and not self.black_fill_um > 0:
-            raise BallisticsError(
-                "ImageConditioning.black_fill_um must be > 0 micrometres or None; "
-                f"got {self.black_fill_um!r}"
             )
         if self.clip_sigma is not None and not self.clip_sigma > 0:
             raise BallisticsError(
@@ -169,42 +155,6 @@ def clip_robust(scan: Scan, *, sigma: float) -> Scan:
     out = np.where(scan.mask, np.clip(scan.data, lo, hi), np.nan)
     clipped = float(np.mean((vals < lo) | (vals > hi)))
     return scan.evolve("clip_robust", {"sigma": sigma}, {"clipped_fraction": clipped}, data=out)
-
-
-def mask_black(scan: Scan, *, min_blob_um: float = 20.0) -> Scan:
-    """Invalidate black holes: pixels at intensity 0 in connected blobs at least as large
-    as a square ``min_blob_um`` wide.
-
-    Image files have no "invalid" pixel (unless they carry an alpha channel), so missing data
-    arrives as black; a lone black pixel is noise and is kept.
-
-    Returns
-    -------
-    Scan
-        Same data; mask without the black blobs (the number of pixels removed is recorded).
-    """
-    _require_image(scan, "mask_black")
-    if not min_blob_um > 0:
-        raise BallisticsError(f"mask_black needs min_blob_um > 0; got {min_blob_um!r}")
-    black = scan.mask & (scan.data <= 0.0)
-    removed = 0
-    mask = scan.mask
-    if black.any():
-        min_px = max(2, round((min_blob_um * 1e-6) ** 2 / (scan.spacing_m[0] * scan.spacing_m[1])))
-        labels, n = ndimage.label(black)
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        big = sizes >= min_px
-        big[0] = False
-        drop = big[labels]
-        removed = int(drop.sum())
-        mask = scan.mask & ~drop
-    return scan.evolve(
-        "mask_black",
-        {"min_blob_um": min_blob_um},
-        {"removed_points": removed},
-        data=np.where(mask, scan.data, np.nan),
-        mask=mask,
-    )
 
 
 def mask_dent(
@@ -286,8 +236,6 @@ def condition_image(scan: Scan, params: ImageConditioning = DEFAULT_IMAGE_CONDIT
     """
     _require_image(scan, "condition_image")
     s = scan
-    if params.black_fill_um is not None:
-        s = mask_black(s, min_blob_um=params.black_fill_um)
     if params.dent_threshold is not None:
         s = mask_dent(s, threshold=params.dent_threshold)
     s = equalise(s) if params.equalise else s

@@ -19,12 +19,13 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 import tifffile
+from scipy import ndimage
 
 from .errors import BallisticsError, MissingSpacingError, ScanFormatError
 from .limits import DEFAULT_LIMITS, Limits, Source, read_source, source_name
 from .scan import Scan
 
-__all__ = ["ImageFormat", "image_format", "read_image"]
+__all__ = ["BLACK_HOLES_UM", "ImageFormat", "black_holes", "image_format", "read_image"]
 
 ImageFormat = Literal["png", "tiff", "jpeg"]
 
@@ -46,6 +47,8 @@ _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _TIFF_UNIT_M = {2: 0.0254, 3: 0.01}
 # BT.601 luma weights, the ones cv2.cvtColor uses for grey conversion.
 _LUMA_RGB = np.array([0.299, 0.587, 0.114])
+#: Smallest black blob (side of a square, micrometres) :func:`read_image` takes for a hole.
+BLACK_HOLES_UM = 20.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ def read_image(
     spacing_m: float | None = None,
     limits: Limits = DEFAULT_LIMITS,
     name: str | None = None,
+    black_holes_um: float | None = BLACK_HOLES_UM,
 ) -> Scan:
     """Read a PNG, TIFF or JPEG image as an image scan of relative intensity.
 
@@ -92,13 +96,17 @@ def read_image(
         Caps on file size, pixels and decoded bytes.
     name : str, optional
         Name for provenance and messages; defaults to the file name or ``"<bytes>"``.
+    black_holes_um : float or None
+        Pixels at intensity 0 in connected blobs at least as large as a square this many
+        micrometres wide are invalid (:func:`black_holes`). None keeps them.
 
     Returns
     -------
     Scan
         ``kind="image"``; ``data`` of shape (height, width), float64 intensity in 0..1 (8/16-bit
         integers divided by 255/65535; colour reduced to BT.601 luminance); ``mask`` False where
-        an alpha channel is 0 or a float sample is not finite; ``spacing_m`` (dy, dx) in metres.
+        an alpha channel is 0, a float sample is not finite or a black hole was found;
+        ``spacing_m`` (dy, dx) in metres.
 
     Raises
     ------
@@ -125,15 +133,69 @@ def read_image(
             f"{label}: decoded image is {data.shape[1]} x {data.shape[0]}; the header said "
             f"{header.width} x {header.height}"
         )
-    params = {"file": label, "format": header.format, "spacing_source": spacing_source}
+    holes = np.zeros_like(mask)
+    if black_holes_um is not None:
+        holes = black_holes(data, mask, spacing, min_blob_um=black_holes_um)
+        mask &= ~holes
+        data = np.where(mask, data, np.nan)
+    params = {
+        "file": label,
+        "format": header.format,
+        "spacing_source": spacing_source,
+        "black_holes_um": black_holes_um,
+    }
     stats = {
         "size_xy": [header.width, header.height],
         "dtype": str(pixels.dtype),
         "channels": 1 if pixels.ndim == 2 else int(pixels.shape[2]),
+        "black_hole_pixels": int(holes.sum()),
     }
     return Scan(data=data, mask=mask, spacing_m=spacing, kind="image").evolve(
         "read_image", params, stats
     )
+
+
+def black_holes(
+    data: np.ndarray,
+    mask: np.ndarray,
+    spacing_m: tuple[float, float],
+    *,
+    min_blob_um: float = BLACK_HOLES_UM,
+) -> np.ndarray:
+    """Which pixels are black holes: intensity 0 in connected blobs at least as large as a
+    square ``min_blob_um`` micrometres wide.
+
+    An image file has no "invalid" pixel unless it carries an alpha channel, so tools write
+    missing data (a 3-D scan's dropouts, the outside of a disc crop) as black. Read as
+    intensity, a black blob in the breech face is the strongest shading of all and takes over
+    segmentation and correlation; black holds no texture either way (a crushed shadow
+    neither). A lone black pixel is camera noise and is kept.
+
+    Parameters
+    ----------
+    data : ndarray of shape (M, N)
+        Intensity in 0..1.
+    mask : ndarray of shape (M, N), bool
+        Valid pixels.
+    spacing_m : tuple of float
+        (row, col) pixel spacing in metres.
+    min_blob_um : float
+        Smallest blob, as the side of a square in micrometres.
+
+    Returns
+    -------
+    ndarray of shape (M, N), bool
+    """
+    if not min_blob_um > 0:
+        raise BallisticsError(f"black_holes needs min_blob_um > 0 micrometres; got {min_blob_um!r}")
+    black = mask & (data <= 0.0)
+    if not black.any():
+        return black
+    min_px = max(2, round((min_blob_um * 1e-6) ** 2 / (spacing_m[0] * spacing_m[1])))
+    labels, n = ndimage.label(black)
+    big = np.bincount(labels.ravel(), minlength=n + 1) >= min_px
+    big[0] = False
+    return big[labels]
 
 
 # ---- headers ----------------------------------------------------------------------------

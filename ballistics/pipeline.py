@@ -24,8 +24,8 @@ from .segment import Segmentation, segment
 #: Spacing of the stored breech-face canvas, metres (cmcR and NFI compare at 6.25 um or coarser).
 CANVAS_SPACING_M = 6.25e-6
 #: Version of the preparation chain; part of the extractor version of every stored vector.
-# prep-3: 2-D images conditioned by ballistics.image_condition; prep-4: black holes in 2-D
-# images invalidated (ImageConditioning.black_fill_um)
+# prep-3: 2-D images conditioned by ballistics.image_condition; prep-4: black holes in image
+# files are invalid (ballistics.image_io.black_holes)
 PREPARE_VERSION = "prep-4"
 _CANVAS_MULTIPLE = 16
 

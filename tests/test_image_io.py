@@ -164,8 +164,8 @@ def test_tiff_without_absolute_unit_needs_spacing() -> None:
 
 
 def test_jpeg_with_explicit_spacing() -> None:
-    # A smooth ramp survives JPEG compression almost unchanged.
-    ramp = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (48, 1))
+    # A smooth ramp survives JPEG compression almost unchanged (no black: see black_holes).
+    ramp = np.tile(np.linspace(8, 255, 64).astype(np.uint8), (48, 1))
     raw = jpeg_bytes(ramp)
     scan = read_image(raw, spacing_m=4e-6)
     assert scan.shape == (48, 64) and scan.spacing_m == (4e-6, 4e-6)
@@ -212,3 +212,58 @@ def test_read_scan_refuses_unknown_and_empty_content(tmp_path: Path) -> None:
         read_scan(b"")
     with pytest.raises(ScanFormatError, match="no such file"):
         read_scan(tmp_path / "nothing.png")
+
+
+def test_black_holes_are_invalid_but_lone_black_pixels_are_kept(tmp_path) -> None:
+    """A tool without an alpha channel writes missing data black; a lone black pixel is
+    camera noise."""
+    from ballistics.image_io import black_holes
+    from ballistics.synth import png16_with_phys
+
+    rng = np.random.default_rng(4)
+    img = (20000 + 3000 * rng.standard_normal((120, 120))).clip(1, 65535).astype(np.uint16)
+    img[10:20, 10:20] = 0  # 50 x 50 um at 5 um: a hole
+    img[60, 60] = 0  # one crushed pixel
+    img[90:92, 90:92] = 0  # 10 x 10 um: under the default 20 um
+    path = tmp_path / "holes.png"
+    path.write_bytes(png16_with_phys(img, (5e-6, 5e-6)))
+    s = read_image(path)
+    assert not s.mask[10:20, 10:20].any()
+    assert s.mask[60, 60] and s.mask[90:92, 90:92].all()
+    assert int((~s.mask).sum()) == 100
+    assert np.all(np.isnan(s.data[~s.mask]))
+    assert s.provenance[-1].stats["black_hole_pixels"] == 100
+    kept = read_image(path, black_holes_um=None)
+    assert kept.mask.all() and kept.data[15, 15] == 0.0
+    finer = read_image(path, black_holes_um=8.0)
+    assert not finer.mask[90:92, 90:92].any()
+    with pytest.raises(BallisticsError):
+        black_holes(s.data, s.mask, s.spacing_m, min_blob_um=0.0)
+
+
+def test_a_render_with_black_holes_reads_like_one_with_alpha(tmp_path) -> None:
+    """A render of a scan with dropouts, written with the holes black or as alpha: the same
+    primer and pin are found and the prepared surfaces agree; read with the black kept, the
+    holes take over segmentation."""
+    from ballistics.pipeline import prepare
+    from ballistics.render import render_ring_light
+    from ballistics.segment import segment
+    from ballistics.synth import fire, make_firearms, png16_with_phys
+
+    scan, truth = fire(make_firearms(1, seed=8)[0], shot_seed=2, dropout_frac=0.05)
+    img = render_ring_light(scan)
+    assert not img.mask.all()
+    q = np.round(np.clip(np.nan_to_num(img.masked(), nan=0.0), 0, 1) * 65535).astype(np.uint16)
+    (tmp_path / "alpha.png").write_bytes(png16_with_phys(q, img.spacing_m, valid=img.mask))
+    (tmp_path / "black.png").write_bytes(png16_with_phys(q, img.spacing_m))
+    alpha, black = read_image(tmp_path / "alpha.png"), read_image(tmp_path / "black.png")
+    np.testing.assert_array_equal(alpha.mask, img.mask)
+    diff = black.mask != img.mask
+    assert diff.mean() < 1e-3 and black.mask[diff].all()  # only holes under 20 um kept
+    seg = segment(black)
+    assert np.hypot(*np.subtract(seg.primer_center, truth.primer_center)) < 3.0
+    raw = segment(read_image(tmp_path / "black.png", black_holes_um=None))
+    assert np.hypot(*np.subtract(raw.primer_center, truth.primer_center)) > 10.0
+    a, b = prepare(alpha).surface, prepare(black).surface
+    both = a.mask & b.mask
+    assert float(np.corrcoef(a.data[both], b.data[both])[0, 1]) > 0.95

@@ -213,3 +213,18 @@ def test_write_corpus(tmp_path: Path) -> None:
     assert scan.shape == ref.shape
     assert np.array_equal(scan.mask, ref.mask)
     assert np.allclose(scan.data[scan.mask], ref.data[ref.mask], atol=1e-9)
+
+
+def test_png_with_invalid_pixels_carries_them_as_alpha(tmp_path) -> None:
+    from ballistics.io import read_scan
+
+    img = (np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20 + 100).astype(np.uint16)
+    valid = np.ones(img.shape, bool)
+    valid[5:15, 20:30] = False
+    path = tmp_path / "a.png"
+    path.write_bytes(png16_with_phys(img, (6.25e-6, 6.25e-6), valid=valid))
+    back = read_scan(path)
+    np.testing.assert_array_equal(back.mask, valid)
+    np.testing.assert_allclose(back.data[valid], img[valid] / 65535.0, atol=1e-6)
+    with pytest.raises(ValueError):
+        png16_with_phys(img, (6.25e-6, 6.25e-6), valid=valid[:10])
