@@ -120,6 +120,10 @@ class CorrelationConfig:
         return cmc is not None and float(cmc) >= self.lead_min_cmc
 
 
+class JobInterrupted(Exception):
+    """The worker was told to stop in the middle of a job (it goes back to the queue)."""
+
+
 @dataclass
 class JobOutcome:
     """What one job did."""
@@ -169,10 +173,12 @@ def correlate(
     policy: Visibility | None,
     config: CorrelationConfig,
     pool: cf.Executor,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> JobOutcome:
     """One job: the newcomer ``rowid`` screened against its partition, the best compared, the
     leads returned (not stored: :meth:`CorrelationWorker.run_one` stores them with the job's
-    'done' mark)."""
+    'done' mark). Raises :class:`JobInterrupted` when ``should_stop()`` turns true before
+    every comparison ran (the job is then not done)."""
     t0 = time.monotonic()
     store = catalog.store
     out = JobOutcome(rowid)
@@ -201,9 +207,13 @@ def correlate(
 
     def compare(i: int) -> Any:
         catalog.wait_idle(config.yield_s)
+        if should_stop():
+            raise JobInterrupted(rowid)
         return compare_one(store, query, i, catalog.engine.score, catalog.engine.load)
 
     compared = compare_candidates(pool, live.order, compare, None)
+    if should_stop():
+        raise JobInterrupted(rowid)
     out.n_compared = len(compared.results)
     out.n_errors = compared.n_errors
     nmf = partial(
@@ -304,8 +314,16 @@ class CorrelationWorker:
             return None
         try:
             out = correlate(
-                self.catalog, rowid, policy=self.policy, config=self.config, pool=self._pool
+                self.catalog,
+                rowid,
+                policy=self.policy,
+                config=self.config,
+                pool=self._pool,
+                should_stop=self._stop.is_set,
             )
+        except JobInterrupted:
+            store.release_job(rowid)  # not an attempt that failed: retaken at the next start
+            return None
         except Exception as exc:
             job = store.job_of(rowid) or {}
             retry = int(job.get("attempts") or 0) < self.config.max_attempts

@@ -376,13 +376,14 @@ class Catalog:
             return Ingested(existing)
         spacing_um = md.get("spacing_um")
         spacing_m = None if spacing_um in (None, "") else float(spacing_um) * 1e-6
-        proc = self.engine.process(
-            source,
-            filename,
-            spacing_m,
-            **_unit_kw(md.get("length_unit")),
-            **_light_kw(md.get("light")),
-        )
+        with self._interactive():  # background correlation waits while a scan is prepared
+            proc = self.engine.process(
+                source,
+                filename,
+                spacing_m,
+                **_unit_kw(md.get("length_unit")),
+                **_light_kw(md.get("light")),
+            )
         with self._write_lock:
             rec, seq = self.store.add_casing(
                 original=source,
@@ -419,8 +420,9 @@ class Catalog:
         self._on_add.append(fn)
 
     def wait_idle(self, timeout_s: float) -> bool:
-        """Block until no interactive search is running, or ``timeout_s`` passed; True when
-        idle. Background work calls it between comparisons so searches keep the cores."""
+        """Block until no interactive search or ingest is running, or ``timeout_s`` passed;
+        True when idle. Background work calls it between comparisons so requests keep the
+        cores."""
         with self._idle:
             return self._idle.wait_for(lambda: self._searching == 0, timeout_s)
 

@@ -1084,6 +1084,16 @@ class Store:
                 raise RuntimeError(f"correlation job {rowid} is not running; nothing recorded")
         return n
 
+    def release_job(self, rowid: int) -> None:
+        """Put a running job back to 'pending' without counting the attempt (the worker
+        stopped, e.g. the server shut down, before the job was done)."""
+        with self._tx() as con:
+            con.execute(
+                "UPDATE correlation_jobs SET state = 'pending', worker = NULL, "
+                "attempts = MAX(attempts - 1, 0) WHERE casing = ? AND state = 'running'",
+                (int(rowid),),
+            )
+
     def fail_job(self, rowid: int, error: str, *, retry: bool) -> None:
         """A job whose correlation raised: back to 'pending' (``retry``) or 'failed'."""
         with self._tx() as con:

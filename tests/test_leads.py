@@ -249,6 +249,28 @@ def test_background_thread_wakes_on_ingest(cat: Catalog) -> None:
     assert len(cat.store.list_leads()) == 1
 
 
+def test_stop_mid_job_puts_it_back_uncounted(cat: Catalog) -> None:
+    for s in range(6):
+        _add(cat, 11, s)
+    cat.engine.score_delay_s = 0.2  # type: ignore[attr-defined]
+    w = CorrelationWorker(cat, config=CorrelationConfig(lead_max_nmf=0.3, poll_s=0.05))
+    w.start()
+    deadline = time.monotonic() + 20
+    while cat.engine.calls < 4 and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    w.stop()  # e.g. the server shutting down
+    assert time.monotonic() - t0 < 2.0  # the job in hand does not run to its end
+    counts = cat.store.job_counts()
+    assert counts["running"] == 0 and counts["pending"] >= 1 and counts["failed"] == 0
+    first_pending = cat.store.take_job("probe")
+    assert first_pending is not None and cat.store.job_of(first_pending)["attempts"] == 1
+    cat.store.release_job(first_pending)
+    cat.engine.score_delay_s = 0.0  # type: ignore[attr-defined]
+    _drain(cat)
+    assert cat.store.job_counts()["done"] == 6 and len(cat.store.list_leads()) == 15
+
+
 # --- the command line and the RPC ----------------------------------------------------------
 
 
