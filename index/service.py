@@ -20,7 +20,7 @@ import hashlib
 import os
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -121,6 +121,9 @@ class Catalog:
         self._searcher = Searcher(config.workers or None)
         self.repairs: dict[str, str] = {}
         """What start-up did per region: 'loaded', 'replayed N', 'rebuilt: <why>'."""
+        self._searching = 0
+        self._idle = threading.Condition()
+        self._on_add: list[Callable[[CasingRecord], None]] = []
 
     # -- life cycle --------------------------------------------------------------------------
     @classmethod
@@ -373,13 +376,14 @@ class Catalog:
             return Ingested(existing)
         spacing_um = md.get("spacing_um")
         spacing_m = None if spacing_um in (None, "") else float(spacing_um) * 1e-6
-        proc = self.engine.process(
-            source,
-            filename,
-            spacing_m,
-            **_unit_kw(md.get("length_unit")),
-            **_light_kw(md.get("light")),
-        )
+        with self._interactive():  # background correlation waits while a scan is prepared
+            proc = self.engine.process(
+                source,
+                filename,
+                spacing_m,
+                **_unit_kw(md.get("length_unit")),
+                **_light_kw(md.get("light")),
+            )
         with self._write_lock:
             rec, seq = self.store.add_casing(
                 original=source,
@@ -405,7 +409,34 @@ class Catalog:
                 self._apply_add(rec.id, proc.descriptors)
                 self.applied_seq = seq
                 self._after_change()
+        if rec.created:
+            for fn in list(self._on_add):
+                fn(rec)
         return Ingested(rec, proc if rec.created else None)
+
+    def on_add(self, fn: Callable[[CasingRecord], None]) -> None:
+        """Call ``fn(record)`` after each casing this catalog stores (after its COMMIT; e.g. to
+        wake the correlation worker). ``fn`` must be quick and must not raise."""
+        self._on_add.append(fn)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Block until no interactive search or ingest is running, or ``timeout_s`` passed;
+        True when idle. Background work calls it between comparisons so requests keep the
+        cores."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._searching == 0, timeout_s)
+
+    @contextlib.contextmanager
+    def _interactive(self) -> Iterator[None]:
+        with self._idle:
+            self._searching += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._searching -= 1
+                if self._searching == 0:
+                    self._idle.notify_all()
 
     def _apply_add(self, rowid: int, descriptors: Mapping[str, np.ndarray]) -> None:
         for region, v in indexed(descriptors).items():
@@ -538,6 +569,23 @@ class Catalog:
         keep = self.config.compare_k if compare_k is None else int(compare_k)
         if keep < 0:
             raise ValueError(f"compare_k must be >= 0 (0: compare every candidate); got {keep}")
+        with self._interactive():
+            return self._search(
+                query, top, rerank_k, keep, filters, deadline_s, spacing_um, length_unit, light
+            )
+
+    def _search(
+        self,
+        query: str | bytes | Query | Any,
+        top: int,
+        rerank_k: int | None,
+        keep: int,
+        filters: Filters | None,
+        deadline_s: float | None,
+        spacing_um: float | None,
+        length_unit: str,
+        light: Any,
+    ) -> SearchResult:
         q = self.make_query(query, spacing_um=spacing_um, length_unit=length_unit, light=light)
         screen_fn = self.engine.screen
         screen = None

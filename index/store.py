@@ -106,6 +106,42 @@ CREATE TABLE IF NOT EXISTS changes(
     kind TEXT NOT NULL CHECK(kind IN ('add', 'delete', 'reextract')),
     casing INTEGER,
     time TEXT NOT NULL);
+-- Background correlation (index/correlate.py): one job per casing, written in the same
+-- transaction as the casing, so no stored casing can miss its job. 'running' jobs of a process
+-- that died are put back to 'pending' when a worker starts (requeue_running_jobs).
+CREATE TABLE IF NOT EXISTS correlation_jobs(
+    casing INTEGER PRIMARY KEY REFERENCES casings(id),
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK(state IN ('pending', 'running', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    worker TEXT,
+    error TEXT,
+    n_screened INTEGER,
+    n_compared INTEGER,
+    n_leads INTEGER);
+CREATE INDEX IF NOT EXISTS correlation_jobs_state ON correlation_jobs(state, casing);
+-- A lead: a pair whose full comparison passed the lead threshold. One row per unordered pair
+-- (casing_a < casing_b: row ids), so a retaken job can never double it. Its state is not kept
+-- here: it is the pair's latest examiner decision (decisions table, the Decide path).
+CREATE TABLE IF NOT EXISTS leads(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    casing_a INTEGER NOT NULL REFERENCES casings(id),
+    casing_b INTEGER NOT NULL REFERENCES casings(id),
+    job INTEGER NOT NULL REFERENCES casings(id),
+    score REAL,
+    cmc REAL,
+    non_match_frequency REAL,
+    screen_score REAL,
+    low_confidence INTEGER NOT NULL DEFAULT 0,
+    low_confidence_reasons TEXT NOT NULL DEFAULT '[]',
+    flags TEXT NOT NULL DEFAULT '[]',
+    created_at TEXT NOT NULL,
+    CHECK(casing_a < casing_b),
+    UNIQUE(casing_a, casing_b));
+CREATE INDEX IF NOT EXISTS leads_b ON leads(casing_b);
 """
 
 _CASINGS_TABLE = """
@@ -243,6 +279,8 @@ class Filters:
     date_to: str | None = None
     agencies: set[str] | frozenset[str] | None = None
     incident: str | None = None
+    unknown_caliber: bool = False
+    """With ``caliber``: also casings whose calibre was not recorded (they may be of it)."""
 
     def is_empty(self) -> bool:
         return (
@@ -259,7 +297,9 @@ class Filters:
         clauses = ["deleted = 0"]
         params: list[Any] = []
         if self.caliber is not None:
-            clauses.append("caliber = ?")
+            clauses.append(
+                "(caliber = ? OR caliber IS NULL)" if self.unknown_caliber else "caliber = ?"
+            )
             params.append(self.caliber)
         if self.firing_pin_shape is not None:
             clauses.append("firing_pin_shape = ?")
@@ -498,6 +538,10 @@ class Store:
                     "INSERT INTO qualities(casing, record) VALUES (?, ?)",
                     (rowid, json.dumps(dict(quality), sort_keys=True)),
                 )
+            con.execute(  # its correlation job, in the same transaction: never lost
+                "INSERT OR IGNORE INTO correlation_jobs(casing, created_at) VALUES (?, ?)",
+                (rowid, now),
+            )
             seq = self._log(con, "add", rowid, now)
             row = con.execute(
                 f"SELECT {_CASING_COLS} FROM casings WHERE id = ?", (rowid,)
@@ -935,6 +979,261 @@ class Store:
             nodes.append({"incident": inc, "agency": ag, "casings": casings})
         edges = [asdict(e) for e in sorted(comp_edges, key=lambda e: (e.time, e.decision_id))]
         return {"start": starts[0][1], "nodes": nodes, "edges": edges}
+
+    # -- background correlation: jobs and leads ----------------------------------------------
+    def agencies(self) -> list[str]:
+        """Every agency that has stored a casing (sorted)."""
+        return [str(r[0]) for r in self._conn().execute("SELECT id FROM agencies ORDER BY id")]
+
+    def enqueue_missing_jobs(self) -> int:
+        """Give every live casing without a correlation job one (casings stored before jobs
+        existed); returns how many were added."""
+        with self._tx() as con:
+            cur = con.execute(
+                "INSERT OR IGNORE INTO correlation_jobs(casing, created_at) SELECT id, ? FROM "
+                "casings c WHERE deleted = 0 AND NOT EXISTS (SELECT 1 FROM correlation_jobs j "
+                "WHERE j.casing = c.id)",
+                (_now(),),
+            )
+            return int(cur.rowcount or 0)
+
+    def requeue_running_jobs(self) -> int:
+        """Put jobs left 'running' by a process that died back to 'pending'. Call only where no
+        other worker can be running (the catalog's exclusive lock, at worker start)."""
+        with self._tx() as con:
+            cur = con.execute(
+                "UPDATE correlation_jobs SET state = 'pending', worker = NULL "
+                "WHERE state = 'running'"
+            )
+            return int(cur.rowcount or 0)
+
+    def take_job(self, worker: str, *, max_attempts: int = 3) -> int | None:
+        """Mark the oldest pending job running (one short transaction); returns its casing row
+        id, or None when none is pending. A job already taken ``max_attempts`` times (its
+        process died each time) is marked 'failed' instead of being taken again."""
+        with self._tx() as con:
+            while True:
+                row = con.execute(
+                    "SELECT casing, attempts FROM correlation_jobs WHERE state = 'pending' "
+                    "ORDER BY casing LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    return None
+                rowid, attempts = int(row[0]), int(row[1])
+                if attempts >= max_attempts:
+                    con.execute(
+                        "UPDATE correlation_jobs SET state = 'failed', finished_at = ?, error = ?"
+                        " WHERE casing = ?",
+                        (_now(), f"gave up after {attempts} attempts", rowid),
+                    )
+                    continue
+                con.execute(
+                    "UPDATE correlation_jobs SET state = 'running', attempts = attempts + 1, "
+                    "started_at = ?, worker = ? WHERE casing = ?",
+                    (_now(), worker, rowid),
+                )
+                return rowid
+
+    def finish_job(
+        self,
+        rowid: int,
+        leads: Iterable[Mapping[str, Any]],
+        *,
+        n_screened: int,
+        n_compared: int,
+    ) -> int:
+        """Record a job's leads and mark it done, in one transaction (all or nothing).
+
+        Each lead: ``a``, ``b`` (row ids, either order), ``score``, ``cmc``,
+        ``non_match_frequency``, ``screen_score``, ``low_confidence``,
+        ``low_confidence_reasons``, ``flags``. A pair already recorded is left as it is (the
+        unique pair constraint: a retaken job never doubles a lead). Returns how many leads
+        were new. Raises ``RuntimeError`` (and records nothing) when the job is not running.
+        """
+        now = _now()
+        with self._tx() as con:
+            n = 0
+            for ld in leads:
+                a, b = sorted((int(ld["a"]), int(ld["b"])))
+                cur = con.execute(
+                    "INSERT OR IGNORE INTO leads(casing_a, casing_b, job, score, cmc, "
+                    "non_match_frequency, screen_score, low_confidence, low_confidence_reasons,"
+                    " flags, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        a,
+                        b,
+                        int(rowid),
+                        _opt_float(ld.get("score")),
+                        _opt_float(ld.get("cmc")),
+                        _opt_float(ld.get("non_match_frequency")),
+                        _opt_float(ld.get("screen_score")),
+                        int(bool(ld.get("low_confidence"))),
+                        json.dumps(list(ld.get("low_confidence_reasons") or [])),
+                        json.dumps(list(ld.get("flags") or [])),
+                        now,
+                    ),
+                )
+                n += int(cur.rowcount or 0)
+            done = con.execute(
+                "UPDATE correlation_jobs SET state = 'done', finished_at = ?, error = NULL, "
+                "n_screened = ?, n_compared = ?, n_leads = ? WHERE casing = ? "
+                "AND state = 'running'",
+                (now, int(n_screened), int(n_compared), n, int(rowid)),
+            ).rowcount
+            if done != 1:
+                raise RuntimeError(f"correlation job {rowid} is not running; nothing recorded")
+        return n
+
+    def release_job(self, rowid: int) -> None:
+        """Put a running job back to 'pending' without counting the attempt (the worker
+        stopped, e.g. the server shut down, before the job was done)."""
+        with self._tx() as con:
+            con.execute(
+                "UPDATE correlation_jobs SET state = 'pending', worker = NULL, "
+                "attempts = MAX(attempts - 1, 0) WHERE casing = ? AND state = 'running'",
+                (int(rowid),),
+            )
+
+    def fail_job(self, rowid: int, error: str, *, retry: bool) -> None:
+        """A job whose correlation raised: back to 'pending' (``retry``) or 'failed'."""
+        with self._tx() as con:
+            con.execute(
+                "UPDATE correlation_jobs SET state = ?, finished_at = ?, error = ? "
+                "WHERE casing = ? AND state = 'running'",
+                ("pending" if retry else "failed", _now(), error[:500], int(rowid)),
+            )
+
+    def job_counts(self, agencies: Iterable[str] | None = None) -> dict[str, int]:
+        """Correlation jobs by state (``pending``, ``running``, ``done``, ``failed``), of the
+        casings of ``agencies`` only (None: all)."""
+        sql = "SELECT j.state, COUNT(*) FROM correlation_jobs j"
+        params: list[Any] = []
+        if agencies is not None:
+            ags = sorted(agencies)
+            sql += " JOIN casings c ON c.id = j.casing WHERE c.agency IN ({})".format(
+                ",".join("?" * len(ags)) or "NULL"
+            )
+            params = list(ags)
+        out = dict.fromkeys(("pending", "running", "done", "failed"), 0)
+        for state, n in self._conn().execute(sql + " GROUP BY j.state", params):
+            out[str(state)] = int(n)
+        return out
+
+    def job_of(self, rowid: int) -> dict[str, Any] | None:
+        """One casing's correlation job as a dict (None: it has none)."""
+        con = self._conn()
+        cur = con.execute("SELECT * FROM correlation_jobs WHERE casing = ?", (int(rowid),))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return {d[0]: v for d, v in zip(cur.description, row, strict=True)}
+
+    def list_leads(
+        self,
+        *,
+        state: str | None = None,
+        agencies: Iterable[str] | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[Lead]:
+        """Leads between live casings, oldest first, each with its state from the pair's
+        latest decision (:data:`LEAD_STATES`). ``agencies`` (None: all): only leads whose two
+        casings both belong to one of them (a viewer sees a lead only if it may see both)."""
+        if state is not None and state not in LEAD_STATES:
+            raise ValueError(f"lead state must be one of {LEAD_STATES}; got {state!r}")
+        where = ["a.deleted = 0", "b.deleted = 0"]
+        params: list[Any] = []
+        if agencies is not None:
+            ags = sorted(agencies)
+            marks = ",".join("?" * len(ags)) or "NULL"
+            where.append(f"a.agency IN ({marks}) AND b.agency IN ({marks})")
+            params += ags + ags
+        sql = (
+            "SELECT * FROM (SELECT l.id, a.casing_id, b.casing_id, a.agency, b.agency, "
+            "a.incident, b.incident, l.score, l.cmc, l.non_match_frequency, l.screen_score, "
+            "l.low_confidence, l.low_confidence_reasons, l.flags, l.created_at, d.id, d.time, "
+            "d.agency, CASE d.verdict WHEN 'hit' THEN 'confirmed' WHEN 'excluded' THEN "
+            "'excluded' WHEN 'inconclusive' THEN 'reviewed' ELSE 'new' END AS state, "
+            "l.casing_a, l.casing_b "
+            "FROM leads l JOIN casings a ON a.id = l.casing_a JOIN casings b ON b.id = l.casing_b "
+            "LEFT JOIN decisions d ON d.id = (SELECT MAX(x.id) FROM decisions x WHERE "
+            "(x.casing = l.casing_a AND x.candidate = l.casing_b) OR "
+            "(x.casing = l.casing_b AND x.candidate = l.casing_a)) "
+            f"WHERE {' AND '.join(where)})"
+        )
+        if state is not None:
+            sql += " WHERE state = ?"
+            params.append(state)
+        sql += " ORDER BY 1 LIMIT ? OFFSET ?"
+        params += [int(limit), int(offset)]
+        rows = self._conn().execute(sql, params).fetchall()
+        quality = self.qualities_of({int(r[i]) for r in rows for i in (19, 20)})
+        return [
+            Lead(
+                lead_id=int(r[0]),
+                casing_a=str(r[1]),
+                casing_b=str(r[2]),
+                agency_a=str(r[3]),
+                agency_b=str(r[4]),
+                incident_a=r[5],
+                incident_b=r[6],
+                score=r[7],
+                cmc=None if r[8] is None else round(float(r[8])),
+                non_match_frequency=r[9],
+                screen_score=r[10],
+                quality_a=quality.get(int(r[19])),
+                quality_b=quality.get(int(r[20])),
+                low_confidence=bool(r[11]),
+                low_confidence_reasons=list(json.loads(r[12] or "[]")),
+                flags=list(json.loads(r[13] or "[]")),
+                created_at=str(r[14]),
+                state=str(r[18]),
+                decision_id=None if r[15] is None else int(r[15]),
+                decided_at=r[16],
+                decided_by_agency=r[17],
+            )
+            for r in rows
+        ]
+
+
+#: A lead's state, from the pair's latest decision: none -> new; inconclusive -> reviewed;
+#: hit -> confirmed; excluded -> excluded.
+LEAD_STATES = ("new", "reviewed", "confirmed", "excluded")
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class Lead:
+    """A pair found by background correlation (``casing_a`` the older), with the scores of
+    its full comparison, both scans' quality records and its state (:data:`LEAD_STATES`)."""
+
+    lead_id: int
+    casing_a: str
+    casing_b: str
+    agency_a: str
+    agency_b: str
+    incident_a: str | None
+    incident_b: str | None
+    score: float | None
+    cmc: int | None
+    non_match_frequency: float | None
+    screen_score: float | None
+    quality_a: dict[str, Any] | None
+    quality_b: dict[str, Any] | None
+    low_confidence: bool
+    low_confidence_reasons: list[str]
+    flags: list[str]
+    created_at: str
+    state: str
+    decision_id: int | None = None
+    decided_at: str | None = None
+    decided_by_agency: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,23 @@ class FakeEngineV2(FakeEngine):
         super().__init__(extractor_version="fake-2")
 
 
+class FakeScreenEngine(FakeEngine):
+    """The fake pipeline with a screening signature (stage 2), for the CLI's engine swap
+    (``BALLISTICS_INDEX_ENGINE=index.testing:FakeScreenEngine``)."""
+
+    def __init__(self) -> None:
+        super().__init__(with_screen=True)
+
+    def _vec(self, data: bytes, region: str) -> np.ndarray:
+        # b"\x89PNG\r\n\x1a\n" + b"FAKE:..." passes the server's format sniff and still
+        # names its virtual gun
+        return super()._vec(data.removeprefix(PNG_MAGIC), region)
+
+
+#: The first bytes of a PNG file (what the server's format sniff looks for).
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
 if TYPE_CHECKING:  # mypy proves the fakes implement the interface the catalog is typed with
     _fake: Engine = FakeEngine()
     _fake_v2: Engine = FakeEngineV2()

@@ -36,6 +36,8 @@ from .service import (
     DecisionRec,
     HitEdgeRec,
     IncidentNodeRec,
+    LeadRec,
+    LeadsResult,
     LinkGraphRec,
     MatchingService,
     SearchQuery,
@@ -478,6 +480,15 @@ class CatalogBackend:
         self.catalog.delete(casing_id, reason)
         return True
 
+    def leads(
+        self, *, visible: set[str], state: str | None, limit: int, offset: int
+    ) -> LeadsResult:
+        store = self.catalog.store
+        leads = store.list_leads(state=state, agencies=visible, limit=limit, offset=offset)
+        return LeadsResult(
+            leads=[lead_rec(ld) for ld in leads], jobs=store.job_counts(agencies=visible)
+        )
+
     def stored_casings(self) -> Iterator[tuple[str, str, str]]:
         """(casing_id, agency, sha256) of every stored casing, deleted ones too (for the audit
         reconciliation at start-up)."""
@@ -486,6 +497,33 @@ class CatalogBackend:
         )
         for cid, agency, sha in rows:
             yield str(cid), str(agency), str(sha)
+
+
+def lead_rec(ld: Any) -> LeadRec:
+    """An ``index.store.Lead`` as the service's :class:`LeadRec`."""
+    return LeadRec(
+        lead_id=str(ld.lead_id),
+        casing_a=ld.casing_a,
+        casing_b=ld.casing_b,
+        agency_a=ld.agency_a,
+        agency_b=ld.agency_b,
+        incident_a=_opt(ld.incident_a),
+        incident_b=_opt(ld.incident_b),
+        score=ld.score,
+        cmc=ld.cmc,
+        non_match_frequency=ld.non_match_frequency,
+        screen_score=ld.screen_score,
+        quality_a=ld.quality_a,
+        quality_b=ld.quality_b,
+        low_confidence=ld.low_confidence,
+        low_confidence_reasons=list(ld.low_confidence_reasons),
+        flags=list(ld.flags),
+        created_at=ld.created_at,
+        state=ld.state,
+        decision_id=_opt(ld.decision_id),
+        decided_at=_opt(ld.decided_at),
+        decided_by_agency=_opt(ld.decided_by_agency),
+    )
 
 
 def open_audit(

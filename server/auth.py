@@ -51,10 +51,16 @@ class Permission(Enum):
     DECIDE = "decide"
     LINKS = "links"
     DELETE = "delete"
+    LEADS = "list leads"
 
 
 _SUBMITTER = frozenset({Permission.SUBMIT, Permission.SEARCH, Permission.READ})
-_EXAMINER = _SUBMITTER | {Permission.COMPARE, Permission.DECIDE, Permission.LINKS}
+_EXAMINER = _SUBMITTER | {
+    Permission.COMPARE,
+    Permission.DECIDE,
+    Permission.LINKS,
+    Permission.LEADS,
+}
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "submitter": _SUBMITTER,
     "examiner": _EXAMINER,

@@ -31,6 +31,9 @@ _HANDLERS: dict[str, str] = {
     "casings": "server.commands_remote:cmd_casings",
     "delete": "server.commands_remote:cmd_delete",
     "audit": "server.commands_remote:cmd_audit",
+    "correlate": "server.commands_leads:cmd_correlate",
+    "leads": "server.commands_leads:cmd_leads",
+    "leads-remote": "server.commands_leads:cmd_leads_remote",
     "auth": "server.commands_auth:cmd_auth",
 }
 
@@ -273,6 +276,57 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept (once) an audit log written before keying and seal it with a keyed record",
     )
+    p.add_argument(
+        "--no-correlate",
+        action="store_true",
+        help="do not run the background correlation worker (new casings' jobs stay pending)",
+    )
+    _correlation_options(p)
+
+    p = command(
+        "correlate",
+        "run the background correlation jobs of an embedded store now, without a server: each "
+        "new casing screened against the stored ones it may be paired with, the best compared, "
+        "leads recorded (see index/correlate.py)",
+        "ballistics correlate --data-dir data/store",
+        "ballistics correlate --data-dir data/store --once --json",
+    )
+    p.add_argument("--data-dir", required=True, help="the store's folder")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--once", action="store_true", help="run one job and exit")
+    g.add_argument("--max-jobs", type=int, metavar="N", help="run at most N jobs")
+    p.add_argument(
+        "--backfill",
+        action="store_true",
+        help="first queue a job for every stored casing that has none (stored before jobs)",
+    )
+    p.add_argument(
+        "--policy",
+        help="sharing policy file (JSON), as `serve` uses it: only casings some agency may see "
+        "together are paired; without it every casing is paired with every other",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per finished job")
+    _correlation_options(p)
+
+    p = command(
+        "leads",
+        "list the leads background correlation found (pairs to review), with the queue's progress",
+        "ballistics leads --data-dir data/store --state new --json",
+        "ballistics leads --server 127.0.0.1 --json",
+    )
+    p.add_argument("--data-dir", help="embedded store (local list)")
+    p.add_argument(
+        "--state",
+        choices=["new", "reviewed", "confirmed", "excluded"],
+        help="only leads in this state (the pair's latest decision: none, inconclusive, hit, "
+        "excluded)",
+    )
+    p.add_argument("--limit", type=int, default=0, help="at most this many (0: default)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many")
+    p.add_argument("--agency", help="local: only the leads this agency may see (see --policy)")
+    p.add_argument("--policy", help="local: sharing policy for --agency (default: isolated)")
+    p.add_argument("--json", action="store_true", help='one JSON object {"jobs", "leads"}')
+    _remote_options(p)
 
     p = command(
         "submit",
@@ -378,6 +432,30 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _correlation_options(p: argparse.ArgumentParser) -> None:
+    """The documented parameters of index.correlate.CorrelationConfig."""
+    p.add_argument(
+        "--compare-fraction",
+        type=float,
+        metavar="F",
+        help="fraction of the screened casings fully compared, best screen scores first "
+        "(default 0.05; at least 20, at most 2000)",
+    )
+    p.add_argument(
+        "--lead-max-nmf",
+        type=float,
+        metavar="X",
+        help="a compared pair is a lead when its non-match frequency is at most X (default 0.01)",
+    )
+    p.add_argument(
+        "--lead-min-cmc",
+        type=int,
+        metavar="N",
+        help="... or, with no non-match frequency for that kind of scan, when its CMC count "
+        "is at least N (default 6)",
+    )
+
+
 def _audit_key_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--audit-key-file",
@@ -397,7 +475,7 @@ def _resolve(name: str) -> Callable[[argparse.Namespace], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     name = args.command
-    if name in ("compare", "search") and getattr(args, "server", None):
+    if name in ("compare", "search", "leads") and getattr(args, "server", None):
         name += "-remote"
     try:
         return _resolve(name)(args)

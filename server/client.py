@@ -255,6 +255,19 @@ class Client:
         req = pb.DeleteCasingRequest(casing_id=casing_id, reason=reason)
         return self.stub.DeleteCasing(req, **self._kw(timeout))
 
+    def leads(
+        self,
+        *,
+        state: str = "",
+        limit: int = 0,
+        offset: int = 0,
+        timeout: float | None = None,
+    ) -> pb.ListLeadsResponse:
+        """Leads the caller may see (``state``: "", new, reviewed, confirmed, excluded) and the
+        correlation queue's progress."""
+        req = pb.ListLeadsRequest(state=state, limit=limit, offset=offset)
+        return self.stub.ListLeads(req, **self._kw(timeout))
+
     def health(self, service: str = "", *, timeout: float | None = 5.0) -> str:
         """Health status name: "SERVING", "NOT_SERVING", ..."""
         stub = health_pb2_grpc.HealthStub(self.channel)

@@ -248,9 +248,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    worker = None
+    if not args.no_correlate:  # leads for examiners, in the background (index/correlate.py)
+        from index.correlate import CorrelationWorker
+
+        from .commands_leads import correlation_config
+
+        try:
+            cfg = correlation_config(args)
+        except ValueError as e:
+            _err(str(e))
+            audit.close()
+            close()
+            return 2
+        worker = CorrelationWorker(backend.catalog, policy=policy, config=cfg)
+        worker.start()
     try:
         serve_until_signalled(server)
     finally:
+        if worker is not None:
+            worker.stop()
         audit.close()
         close()
     print("ballistics: stopped", file=sys.stderr)

@@ -176,3 +176,66 @@ def print_lines(records: list[dict[str, Any]]) -> None:
     """One JSON object per line."""
     for r in records:
         print(json.dumps(r, sort_keys=False), flush=False)
+
+
+#: Keys of one lead (``ballistics leads --json``: ``{"jobs": {...}, "leads": [...]}``, the same
+#: locally and remotely). ``casing_a`` is the older casing; ``state`` is new, reviewed,
+#: confirmed or excluded (the pair's latest decision); ``decision_id`` / ``decided_at`` are
+#: null when the pair has no decision (or, remotely, when the deciding agency is not visible).
+LEAD_KEYS = (
+    "lead_id",
+    "casing_a",
+    "casing_b",
+    "agency_a",
+    "agency_b",
+    "incident_a",
+    "incident_b",
+    "score",
+    "cmc",
+    "non_match_frequency",
+    "screen_score",
+    "quality_a",
+    "quality_b",
+    "low_confidence",
+    "low_confidence_reasons",
+    "flags",
+    "created_at",
+    "state",
+    "decision_id",
+    "decided_at",
+)
+
+#: Keys of the correlation queue's progress (``jobs``): jobs by state.
+JOB_KEYS = ("pending", "running", "done", "failed")
+
+
+def _lead(d: dict[str, Any]) -> dict[str, Any]:
+    out = {k: d.get(k) for k in LEAD_KEYS}
+    for k in ("lead_id", "decision_id", "decided_at", "incident_a", "incident_b"):
+        out[k] = None if out[k] in (None, "") else str(out[k])
+    out["cmc"] = _int_or_none(out["cmc"])
+    for k in ("score", "non_match_frequency", "screen_score"):
+        out[k] = _float_or_none(out[k])
+    out["low_confidence"] = bool(out["low_confidence"])
+    out["low_confidence_reasons"] = list(out["low_confidence_reasons"] or [])
+    out["flags"] = list(out["flags"] or [])
+    return out
+
+
+def lead_from_local(ld: Any) -> dict[str, Any]:
+    """An ``index.store.Lead`` in the common vocabulary."""
+    return _lead(dict(ld.as_dict()))
+
+
+def lead_from_proto(ld: Message) -> dict[str, Any]:
+    """A ``ballistics.v1.Lead`` in the common vocabulary."""
+    d = message_dict(ld)
+    d["quality_a"] = _quality(d.get("quality_a"))
+    d["quality_b"] = _quality(d.get("quality_b"))
+    return _lead(d)
+
+
+def jobs_dict(counts: Any) -> dict[str, int]:
+    """Job counts (a dict, or a ``CorrelationProgress``) as ``{state: n}``."""
+    get = counts.get if isinstance(counts, dict) else (lambda k, d=0: getattr(counts, k, d))
+    return {k: int(get(k, 0) or 0) for k in JOB_KEYS}

@@ -188,6 +188,44 @@ class LinkGraphRec:
     edges: list[HitEdgeRec] = field(default_factory=list)
 
 
+@dataclass
+class LeadRec:
+    """A lead (``index.store.Lead``); None: not known, sent unset."""
+
+    lead_id: str
+    casing_a: str
+    casing_b: str
+    agency_a: str = ""
+    agency_b: str = ""
+    incident_a: str = ""
+    incident_b: str = ""
+    score: float | None = None
+    cmc: int | None = None
+    non_match_frequency: float | None = None
+    screen_score: float | None = None
+    quality_a: dict[str, Any] | None = None
+    quality_b: dict[str, Any] | None = None
+    low_confidence: bool = False
+    low_confidence_reasons: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    created_at: str = ""
+    state: str = "new"
+    decision_id: str = ""
+    decided_at: str = ""
+    decided_by_agency: str = ""
+
+
+@dataclass
+class LeadsResult:
+    leads: list[LeadRec] = field(default_factory=list)
+    jobs: dict[str, int] = field(default_factory=dict)
+    """Correlation jobs by state: pending, running, done, failed."""
+
+
+#: Lead states a ListLeads request may filter on (index.store.LEAD_STATES).
+LEAD_STATES = ("new", "reviewed", "confirmed", "excluded")
+
+
 @dataclass(frozen=True)
 class SearchQuery:
     casing_id: str | None = None
@@ -254,6 +292,13 @@ class Backend(Protocol):
         ...
 
     def delete(self, casing_id: str, *, reason: str, user: str) -> bool: ...
+
+    def leads(
+        self, *, visible: set[str], state: str | None, limit: int, offset: int
+    ) -> LeadsResult:
+        """Leads whose two casings both belong to ``visible`` agencies, and the correlation
+        jobs of those agencies' casings by state."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -652,6 +697,33 @@ class MatchingService(pb_grpc.MatchingServicer):
         deleted = self.backend.delete(request.casing_id, reason=request.reason, user=call.who.user)
         return pb.DeleteCasingResponse(casing_id=request.casing_id, deleted=deleted)
 
+    @_rpc("ListLeads", Permission.LEADS)
+    def ListLeads(
+        self, request: pb.ListLeadsRequest, context: grpc.ServicerContext, call: Call
+    ) -> pb.ListLeadsResponse:
+        check_non_negative("limit", request.limit)
+        check_non_negative("offset", request.offset)
+        if request.state and request.state not in LEAD_STATES:
+            raise InvalidRequest(f"state must be one of {', '.join(LEAD_STATES)} (or empty)")
+        visible = self.policy.allowed_agencies(call.who.agency)
+        res = self.backend.leads(
+            visible=visible,
+            state=request.state or None,
+            limit=min(request.limit or 100, self.limits.max_list),
+            offset=request.offset,
+        )
+        out = pb.ListLeadsResponse(
+            jobs=pb.CorrelationProgress(**{k: int(res.jobs.get(k, 0)) for k in _JOB_STATES})
+        )
+        for ld in res.leads:
+            # the backend filtered already; a lead is never shown unless both casings are
+            if ld.agency_a not in visible or ld.agency_b not in visible:
+                continue
+            if ld.decided_by_agency and ld.decided_by_agency not in visible:
+                ld.decision_id = ld.decided_at = ""  # the state shows; who decided does not
+            out.leads.append(lead_to_proto(ld))
+        return out
+
     def _graph_to_proto(self, call: Call, graph: LinkGraphRec) -> pb.LinkGraph:
         """Only incidents of agencies the caller may see, and hits between them.
 
@@ -828,6 +900,34 @@ def comparison_to_proto(a: str, b: str, c: ComparisonResult) -> pb.CompareRespon
             congruent=bool(cell.get("congruent", False)),
         )
     return resp
+
+
+_JOB_STATES = ("pending", "running", "done", "failed")
+
+
+def lead_to_proto(ld: LeadRec) -> pb.Lead:
+    return pb.Lead(
+        lead_id=ld.lead_id,
+        casing_a=ld.casing_a,
+        casing_b=ld.casing_b,
+        agency_a=ld.agency_a,
+        agency_b=ld.agency_b,
+        incident_a=ld.incident_a,
+        incident_b=ld.incident_b,
+        score=_known(ld.score),
+        cmc=None if ld.cmc is None else int(ld.cmc),
+        non_match_frequency=_known(ld.non_match_frequency),
+        screen_score=_known(ld.screen_score),
+        quality_a=quality_to_proto(ld.quality_a),
+        quality_b=quality_to_proto(ld.quality_b),
+        low_confidence=bool(ld.low_confidence),
+        low_confidence_reasons=list(ld.low_confidence_reasons),
+        flags=list(ld.flags),
+        created_at=ld.created_at,
+        state=ld.state,
+        decision_id=ld.decision_id,
+        decided_at=ld.decided_at,
+    )
 
 
 def decision_to_proto(d: DecisionRec) -> pb.Decision:

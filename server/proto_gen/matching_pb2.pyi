@@ -442,3 +442,77 @@ class DeleteCasingResponse(_message.Message):
     casing_id: str
     deleted: bool
     def __init__(self, casing_id: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
+class ListLeadsRequest(_message.Message):
+    __slots__ = ("state", "limit", "offset")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    limit: int
+    offset: int
+    def __init__(self, state: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class Lead(_message.Message):
+    __slots__ = ("lead_id", "casing_a", "casing_b", "agency_a", "agency_b", "incident_a", "incident_b", "score", "cmc", "non_match_frequency", "screen_score", "quality_a", "quality_b", "low_confidence", "low_confidence_reasons", "flags", "created_at", "state", "decision_id", "decided_at")
+    LEAD_ID_FIELD_NUMBER: _ClassVar[int]
+    CASING_A_FIELD_NUMBER: _ClassVar[int]
+    CASING_B_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_A_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_B_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_A_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_B_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    CMC_FIELD_NUMBER: _ClassVar[int]
+    NON_MATCH_FREQUENCY_FIELD_NUMBER: _ClassVar[int]
+    SCREEN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_A_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_B_FIELD_NUMBER: _ClassVar[int]
+    LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    LOW_CONFIDENCE_REASONS_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    lead_id: str
+    casing_a: str
+    casing_b: str
+    agency_a: str
+    agency_b: str
+    incident_a: str
+    incident_b: str
+    score: float
+    cmc: int
+    non_match_frequency: float
+    screen_score: float
+    quality_a: Quality
+    quality_b: Quality
+    low_confidence: bool
+    low_confidence_reasons: _containers.RepeatedScalarFieldContainer[str]
+    flags: _containers.RepeatedScalarFieldContainer[str]
+    created_at: str
+    state: str
+    decision_id: str
+    decided_at: str
+    def __init__(self, lead_id: _Optional[str] = ..., casing_a: _Optional[str] = ..., casing_b: _Optional[str] = ..., agency_a: _Optional[str] = ..., agency_b: _Optional[str] = ..., incident_a: _Optional[str] = ..., incident_b: _Optional[str] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., non_match_frequency: _Optional[float] = ..., screen_score: _Optional[float] = ..., quality_a: _Optional[_Union[Quality, _Mapping]] = ..., quality_b: _Optional[_Union[Quality, _Mapping]] = ..., low_confidence: _Optional[bool] = ..., low_confidence_reasons: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[str]] = ..., created_at: _Optional[str] = ..., state: _Optional[str] = ..., decision_id: _Optional[str] = ..., decided_at: _Optional[str] = ...) -> None: ...
+
+class CorrelationProgress(_message.Message):
+    __slots__ = ("pending", "running", "done", "failed")
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    pending: int
+    running: int
+    done: int
+    failed: int
+    def __init__(self, pending: _Optional[int] = ..., running: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+
+class ListLeadsResponse(_message.Message):
+    __slots__ = ("leads", "jobs")
+    LEADS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    leads: _containers.RepeatedCompositeFieldContainer[Lead]
+    jobs: CorrelationProgress
+    def __init__(self, leads: _Optional[_Iterable[_Union[Lead, _Mapping]]] = ..., jobs: _Optional[_Union[CorrelationProgress, _Mapping]] = ...) -> None: ...

@@ -74,6 +74,11 @@ class MatchingStub:
                 request_serializer=ballistics_dot_v1_dot_matching__pb2.DeleteCasingRequest.SerializeToString,
                 response_deserializer=ballistics_dot_v1_dot_matching__pb2.DeleteCasingResponse.FromString,
                 _registered_method=True)
+        self.ListLeads = channel.unary_unary(
+                '/ballistics.v1.Matching/ListLeads',
+                request_serializer=ballistics_dot_v1_dot_matching__pb2.ListLeadsRequest.SerializeToString,
+                response_deserializer=ballistics_dot_v1_dot_matching__pb2.ListLeadsResponse.FromString,
+                _registered_method=True)
 
 
 class MatchingServicer:
@@ -133,6 +138,14 @@ class MatchingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLeads(self, request, context):
+        """Leads found by background correlation whose two casings the caller may both see, with
+        the correlation queue's progress. A lead's state changes through Decide on its pair.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatchingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -175,6 +188,11 @@ def add_MatchingServicer_to_server(servicer, server):
                     servicer.DeleteCasing,
                     request_deserializer=ballistics_dot_v1_dot_matching__pb2.DeleteCasingRequest.FromString,
                     response_serializer=ballistics_dot_v1_dot_matching__pb2.DeleteCasingResponse.SerializeToString,
+            ),
+            'ListLeads': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLeads,
+                    request_deserializer=ballistics_dot_v1_dot_matching__pb2.ListLeadsRequest.FromString,
+                    response_serializer=ballistics_dot_v1_dot_matching__pb2.ListLeadsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -393,6 +411,33 @@ class Matching:
             '/ballistics.v1.Matching/DeleteCasing',
             ballistics_dot_v1_dot_matching__pb2.DeleteCasingRequest.SerializeToString,
             ballistics_dot_v1_dot_matching__pb2.DeleteCasingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ballistics.v1.Matching/ListLeads',
+            ballistics_dot_v1_dot_matching__pb2.ListLeadsRequest.SerializeToString,
+            ballistics_dot_v1_dot_matching__pb2.ListLeadsResponse.FromString,
             options,
             channel_credentials,
             insecure,
