@@ -71,7 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import ROOT
 
 CACHE = ROOT / "benchmarks" / "_data" / "scale"
-CHUNK = 1000
+CHUNK = 500
 CANVAS = 752  # a 9-mm primer's canvas side at 6.25 um (what prepare makes)
 SPACING_M = 6.25e-6
 PRIMER_RADIUS_M = 4.45e-3 / 2  # synth.CALIBERS["9mm"] / 2
@@ -279,7 +279,10 @@ def _texture(pattern: str, rng: np.random.Generator, flavour: str) -> np.ndarray
         dist = float(rng.uniform(3e-3, 8e-3))
         a = float(rng.uniform(0, 2 * math.pi))
         ax = (np.arange(CANVAS, dtype=np.float32) - CANVAS / 2) * np.float32(SPACING_M)
-        r = np.hypot(ax[None, :] - np.float32(dist * math.cos(a)), ax[:, None] - np.float32(dist * math.sin(a)))
+        r = np.hypot(
+            ax[None, :] - np.float32(dist * math.cos(a)),
+            ax[:, None] - np.float32(dist * math.sin(a)),
+        )
         ri = np.clip(((r - r.min()) / np.float32(1e-6)).astype(np.int64), 0, prof_c.size - 1)
         out = prof_c[ri] + np.float32(0.35) * np.fft.irfft2(iso * tr, (CANVAS, CANVAS))
         return np.asarray(out / np.float32(math.sqrt(1 + 0.35**2)), np.float32)
@@ -408,12 +411,13 @@ def corpus_dir(seed: int) -> Path:
     return CACHE / f"distractors-seed{seed}"
 
 
-def _make_chunk(args: tuple[int, int, int]) -> tuple[int, float]:
+def _make_chunk(args: tuple[int, int, int]) -> tuple[int, float, float]:
     """Generate and write chunk ``k`` (indices k*CHUNK ..) of corpus ``seed``; returns
-    (k, seconds)."""
+    (k, wall seconds, CPU seconds of this process)."""
     seed, k, n = args
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t = time.perf_counter()
+    cpu = time.process_time()
     out = corpus_dir(seed)
     lo, hi = k * CHUNK, min(n, (k + 1) * CHUNK)
     desc = np.zeros((hi - lo, 144), np.float32)
@@ -429,7 +433,7 @@ def _make_chunk(args: tuple[int, int, int]) -> tuple[int, float]:
         np.save(tmp, arr)
         tmp.rename(out / f"{name}-{k:04d}.npy")
     (out / f"meta-{k:04d}.json").write_text(json.dumps(metas))
-    return k, time.perf_counter() - t
+    return k, time.perf_counter() - t, time.process_time() - cpu
 
 
 def chunk_done(seed: int, k: int, n: int) -> bool:
@@ -450,11 +454,13 @@ def build(n: int, seed: int, workers: int) -> dict[str, Any]:
     # a short last chunk from a smaller build is regenerated when n grows past it
     t = time.perf_counter()
     made = 0
+    cpu = 0.0
     if todo:
         with ProcessPoolExecutor(max(1, workers)) as ex:
-            for k, s in ex.map(_make_chunk, todo):
+            for k, s, c in ex.map(_make_chunk, todo):
                 made += min(n, (k + 1) * CHUNK) - k * CHUNK
-                print(f"chunk {k}: {s:.1f} s", file=sys.stderr, flush=True)
+                cpu += c
+                print(f"chunk {k}: {s:.1f} s wall, {c:.1f} s CPU", file=sys.stderr, flush=True)
     wall = time.perf_counter() - t
     info = {
         "n": n,
@@ -464,6 +470,10 @@ def build(n: int, seed: int, workers: int) -> dict[str, Any]:
         "wall_s": round(wall, 1),
         "workers": workers,
         "casings_per_s": round(made / wall, 2) if made else None,
+        "cpu_s_per_casing": round(cpu / made, 4) if made else None,
+        "projected_h_for_100k_on_2_free_cores": round(cpu / made * 100_000 / 2 / 3600, 2)
+        if made
+        else None,
         "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
     if made:
