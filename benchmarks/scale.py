@@ -151,7 +151,7 @@ def synth_items(
         for fa in make_firearms(guns, seed=QUERY_SEED + j, calibers=("9mm",)):
             for k in range(1, shots + 1):
                 it = _item(
-                    f"q{QUERY_SEED}/{inst}/{fa.id}-{k}",
+                    f"q{QUERY_SEED}-g{guns}/{inst}/{fa.id}-{k}",
                     f"{inst}/{fa.id}",
                     f"synth-{inst}",
                     lambda fa=fa, k=k, inst=inst: _full_sim(fa, k, inst),
