@@ -1,0 +1,591 @@
+"""Scale benchmark: do a query's mates survive the search when hidden among N distractors?
+
+Queries whose mates are in the store: the 40 Fadul casings (../shared/data/real; skipped with a
+note when absent) and synthetic sets recorded by the 3-D instrument models (full simulation:
+``synth.fired_surface`` + ``instruments.record`` + ``pipeline.prepare``; seed
+:data:`QUERY_SEED`, a few 9-mm guns x ``--shots`` each per instrument). Every query-set casing
+is in the pool; a query's mates are the other casings of its gun. The pool also holds the first
+N cheap distractors of ``benchmarks/scale_corpus.py`` (seed :data:`DISTRACTOR_SEED`).
+
+Per N, per query, the stages of ``index.search.Searcher`` on the breech-face region:
+
+1. stage 1: ``index.vectors.FaissIndex`` built over the pool (factory by ``choose_factory``),
+   top ``--rerank`` (200) by descriptor, the query itself excluded;
+2. stage 2: the real ``ballistics.screen.screen`` over those candidates' signatures, the best
+   ``--compare`` (20) kept (as ``screen_candidates``);
+3. stage 3: ``ballistics.compare.compare`` of the query with each kept candidate (distractor
+   surfaces regenerated from their seed), ranked by score as ``rank_candidates`` ranks them.
+
+For each mate: survives stage 1, stage 2, reaches the final top 10; per query: top 1 is a mate.
+Rank percentiles over the whole pool (exact, numpy): the number of distractors scoring above
+the mate / N, by descriptor and by the screen (vectorised ``screen``, checked against the real
+function). Projection to 1 M and 4 M: see :func:`tail_p` and RESULTS-scale.md.
+
+Hardness check: the same queries against full-simulation non-mates (seed :data:`HARD_SEED`, one
+shot per gun, instruments cycled) and against the cheap distractors.
+
+Usage::
+
+    nice -n 10 python benchmarks/scale.py --quick          # a couple of minutes
+    nice -n 10 python benchmarks/scale_corpus.py --n 10000 --workers 2
+    nice -n 10 python benchmarks/scale.py --sizes 1000,10000
+
+Writes ``benchmarks/results/scale.json`` (``scale-quick.json`` with ``--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import scale_corpus as sc
+from benchmarks._common import REAL, ROOT, machine
+
+QUERY_SEED = 301
+HARD_SEED = 201
+DISTRACTOR_SEED = 7
+INSTRUMENTS_3D = ("confocal", "focus_variation", "photometric_stereo")
+QDIR = sc.CACHE / "queries"
+COMPARE_CACHE = sc.CACHE / "compare-cache.jsonl"
+
+
+@dataclass
+class Item:
+    """A fully simulated or real casing: cache key, gun label, set name, features."""
+
+    key: str
+    gun: str
+    set: str
+    desc: np.ndarray
+    sig: np.ndarray
+    surface_bytes: int
+
+
+def _cached_prepared(key: str, make: Any) -> Any:
+    """A prepared casing from the cache (``make()`` once; None is remembered as a failure)."""
+    from ballistics.pipeline import PreparedCasing
+
+    path = QDIR / f"{key}.npz"
+    fail = QDIR / f"{key}.failed"
+    if path.exists():
+        return PreparedCasing.from_bytes(path.read_bytes())
+    if fail.exists():
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        p = make()
+    except Exception as exc:  # segmentation refusals etc.: recorded, counted, not hidden
+        fail.write_text(f"{type(exc).__name__}: {exc}")
+        return None
+    path.write_bytes(p.to_bytes())
+    return p
+
+
+def load_prepared(key: str) -> Any:
+    from ballistics.pipeline import PreparedCasing
+
+    return PreparedCasing.from_bytes((QDIR / f"{key}.npz").read_bytes())
+
+
+def _item(key: str, gun: str, set_: str, make: Any, failures: list[str]) -> Item | None:
+    p = _cached_prepared(key, make)
+    if p is None:
+        failures.append(key)
+        return None
+    d, s = sc.features(p)
+    return Item(key, gun, set_, d, s, (QDIR / f"{key}.npz").stat().st_size)
+
+
+def fadul_items(slides: int, failures: list[str]) -> list[Item]:
+    from ballistics.io import read_scan
+    from ballistics.pipeline import prepare
+    from benchmarks._common import fadul_files
+
+    if not (REAL / "csafe-cartridgeCaseScans" / "MANIFEST.tsv").exists():
+        return []
+    files, guns = fadul_files()
+    keep = sorted(set(guns))[:slides]
+    out = []
+    for f, g in zip(files, guns, strict=True):
+        if g in keep:
+            it = _item(f"fadul/{f.stem}", g, "fadul", lambda f=f: prepare(read_scan(f)), failures)
+            if it is not None:
+                out.append(it)
+    return out
+
+
+def _full_sim(fa: Any, shot: int, instrument: str) -> Any:
+    from ballistics.instruments import INSTRUMENTS, instrument_rng, record
+    from ballistics.pipeline import prepare
+    from ballistics.synth import fired_surface
+
+    sp = INSTRUMENTS[instrument].pixels_um[0] * 1e-6
+    surface = fired_surface(fa, shot_seed=shot, spacing_m=sp)
+    scan, _ = record(surface, instrument, rng=instrument_rng(fa.seed, shot, instrument))
+    return prepare(scan)
+
+
+def synth_items(
+    guns: int, shots: int, instruments: tuple[str, ...], failures: list[str]
+) -> list[Item]:
+    """Full simulations: per instrument, ``guns`` 9-mm guns (consecutive-manufacture groups as
+    ``make_firearms`` draws them) x ``shots``."""
+    from ballistics.synth import make_firearms
+
+    out = []
+    for j, inst in enumerate(instruments):
+        for fa in make_firearms(guns, seed=QUERY_SEED + j, calibers=("9mm",)):
+            for k in range(1, shots + 1):
+                it = _item(
+                    f"q{QUERY_SEED}-g{guns}/{inst}/{fa.id}-{k}",
+                    f"{inst}/{fa.id}",
+                    f"synth-{inst}",
+                    lambda fa=fa, k=k, inst=inst: _full_sim(fa, k, inst),
+                    failures,
+                )
+                if it is not None:
+                    out.append(it)
+    return out
+
+
+def hard_items(n: int, failures: list[str]) -> list[Item]:
+    """Full-simulation non-mates: ``n`` unrelated 9-mm guns, one shot each, instruments cycled."""
+    from ballistics.synth import make_firearms
+
+    out = []
+    for i, fa in enumerate(make_firearms(n, seed=HARD_SEED, calibers=("9mm",), group_size=1)):
+        inst = INSTRUMENTS_3D[i % len(INSTRUMENTS_3D)]
+        it = _item(
+            f"h{HARD_SEED}/{inst}/{fa.id}",
+            f"hard/{fa.id}",
+            "hard",
+            lambda fa=fa, inst=inst: _full_sim(fa, 1, inst),
+            failures,
+        )
+        if it is not None:
+            out.append(it)
+    return out
+
+
+# -- the screen over a whole pool ----------------------------------------------------------
+
+
+def spectra(sig: np.ndarray, chunk: int = 5000) -> np.ndarray:
+    """rfft along the angle of (N, 32, 128) signatures: (N, 32, 65) complex64."""
+    out = np.empty((len(sig), sig.shape[1], sig.shape[2] // 2 + 1), np.complex64)
+    for a in range(0, len(sig), chunk):
+        out[a : a + chunk] = np.fft.rfft(np.asarray(sig[a : a + chunk], np.float32), axis=-1)
+    return out
+
+
+def screen_all(q: np.ndarray, spec: np.ndarray, chunk: int = 5000) -> np.ndarray:
+    """``ballistics.screen.screen(q, sigs)[0]`` for every signature, from their spectra."""
+    from ballistics.screen import ANGLES
+
+    fq = np.conj(np.fft.rfft(q.astype(np.float32), axis=-1)).astype(np.complex64)
+    out = np.empty(len(spec), np.float64)
+    for a in range(0, len(spec), chunk):
+        prod = np.einsum("ra,nra->na", fq, spec[a : a + chunk])
+        out[a : a + chunk] = np.fft.irfft(prod, n=ANGLES, axis=-1).max(axis=1)
+    return out
+
+
+# -- stage 3 -------------------------------------------------------------------------------
+
+
+def _compare_job(job: tuple[str, str]) -> tuple[str, str, float, int, float]:
+    """(query key, candidate ref) -> (.., score, cmc, CPU seconds). A candidate ref is an item
+    key or ``d<seed>:<index>`` for a distractor (regenerated)."""
+    from ballistics.compare import compare
+
+    qk, ck = job
+    q = load_prepared(qk)
+    if ck.startswith("d") and ":" in ck:
+        seed, idx = ck[1:].split(":")
+        c = sc.prepared(int(seed), int(idx))
+    else:
+        c = load_prepared(ck)
+    t = time.process_time()
+    r = compare(q, c)
+    return qk, ck, float(r.score), int(r.cmc), time.process_time() - t
+
+
+def run_compares(
+    jobs: list[tuple[str, str]], workers: int
+) -> dict[tuple[str, str], dict[str, float]]:
+    """Scores for every (query, candidate) job, through a cache that persists across runs."""
+    cache: dict[tuple[str, str], dict[str, float]] = {}
+    if COMPARE_CACHE.exists():
+        for line in COMPARE_CACHE.read_text().splitlines():
+            r = json.loads(line)
+            cache[(r["q"], r["c"])] = r
+    todo = sorted({j for j in jobs if j not in cache})
+    print(
+        f"stage 3: {len(todo)} comparisons to run ({len(set(jobs)) - len(todo)} cached)",
+        file=sys.stderr,
+    )
+    COMPARE_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    with open(COMPARE_CACHE, "a") as fh:
+        if todo:
+            os.environ["OMP_NUM_THREADS"] = "1"
+            with ProcessPoolExecutor(max(1, workers)) as ex:
+                for i, (qk, ck, s, cmc, cpu) in enumerate(ex.map(_compare_job, todo, chunksize=4)):
+                    r = {"q": qk, "c": ck, "score": s, "cmc": cmc, "cpu_s": round(cpu, 4)}
+                    cache[(qk, ck)] = r
+                    fh.write(json.dumps(r) + "\n")
+                    if i % 50 == 0:
+                        fh.flush()
+                        print(f"\rcompare {i + 1}/{len(todo)}", end="", file=sys.stderr, flush=True)
+            print(file=sys.stderr)
+    return cache
+
+
+# -- projection ----------------------------------------------------------------------------
+
+
+def tail_p(dist_scores: np.ndarray, s: float, k: int) -> float:
+    """P(a distractor scores above ``s``) for one query: the empirical share when at least 10
+    of the N distractors score above ``s``; otherwise an exponential tail fitted to the top
+    ``k`` distractor scores (peaks over threshold with shape 0: the top k share k / N of the
+    mass, above the threshold u it decays as exp(-(x - u) / beta), beta = mean excess)."""
+    n = dist_scores.size
+    above = int((dist_scores > s).sum())
+    if above >= 10:
+        return above / n
+    top = np.sort(dist_scores)[-k:]
+    u = float(top[0])
+    beta = float(np.mean(top - u)) or 1e-12
+    return (k / n) * math.exp(-max(0.0, s - u) / beta)
+
+
+def survival(ps: list[float], m: int, keep: int) -> float:
+    """Expected share of mates with fewer than ``keep`` of ``m`` i.i.d. distractors above them:
+    mean over mates of P(Poisson(m p) <= keep - 1)."""
+    from scipy.stats import poisson
+
+    return float(np.mean([poisson.cdf(keep - 1, m * p) for p in ps])) if ps else math.nan
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def _q(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) if xs else math.nan
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="small run (a couple of minutes)")
+    ap.add_argument("--sizes", default="1000,10000", help="distractor counts N")
+    ap.add_argument("--rerank", type=int, default=200)
+    ap.add_argument("--compare", type=int, default=20)
+    ap.add_argument("--guns", type=int, default=5, help="synthetic query guns per instrument")
+    ap.add_argument("--shots", type=int, default=3)
+    ap.add_argument("--fadul-slides", type=int, default=10)
+    ap.add_argument("--hard", type=int, default=60, help="full-simulation non-mates")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.guns, args.shots, args.hard, args.fadul_slides = "300", 2, 3, 6, 0
+        args.compare = 10  # 60 comparisons: stage 3 dominates the quick run
+    sizes = sorted(int(x) for x in args.sizes.split(","))
+    nmax = sizes[-1]
+    out_path = Path(
+        args.out
+        or ROOT / "benchmarks" / "results" / ("scale-quick.json" if args.quick else "scale.json")
+    )
+    res: dict[str, Any] = {
+        "command": "python " + " ".join(sys.argv),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        "rerank_k": args.rerank,
+        "compare_k": args.compare,
+        "seeds": {
+            "queries": QUERY_SEED,
+            "hard_non_mates": HARD_SEED,
+            "distractors": DISTRACTOR_SEED,
+        },
+    }
+
+    # queries and their mates (full simulation / real), cached prepared surfaces
+    t = time.perf_counter()
+    failures: list[str] = []
+    instruments = INSTRUMENTS_3D[:1] if args.quick else INSTRUMENTS_3D
+    items = fadul_items(args.fadul_slides, failures) + synth_items(
+        args.guns, args.shots, instruments, failures
+    )
+    hard = hard_items(args.hard, failures)
+    res["query_prep_s"] = round(time.perf_counter() - t, 1)
+    res["fadul_present"] = any(i.set == "fadul" for i in items)
+    res["prepare_failures"] = failures
+    guns = [i.gun for i in items]
+    queries = [j for j, i in enumerate(items) if guns.count(i.gun) > 1]
+    res["query_sets"] = {
+        s: sum(1 for j in queries if items[j].set == s) for s in sorted({i.set for i in items})
+    }
+    print("queries:", res["query_sets"], "failures:", len(failures), file=sys.stderr)
+
+    # distractors
+    t = time.perf_counter()
+    if args.quick:
+        sc.build(nmax, DISTRACTOR_SEED, args.workers)
+    D, S, _meta = sc.load(nmax, DISTRACTOR_SEED)
+    spec = spectra(S)
+    res["distractor_load_s"] = round(time.perf_counter() - t, 1)
+    builds = sorted(sc.corpus_dir(DISTRACTOR_SEED).glob("BUILD-*.json"))
+    res["distractor_builds"] = [json.loads(b.read_text()) for b in builds]
+
+    Q = np.stack([i.desc for i in items])
+    QS = np.stack([i.sig for i in items])
+    qspec = spectra(QS)
+    # exact scores over the whole pool (distractors and query-set casings)
+    t = time.perf_counter()
+    desc_d = Q @ D.T  # (items, nmax)
+    desc_i = Q @ Q.T
+    t_desc = (time.perf_counter() - t) / len(items)
+    scr_d = np.empty((len(items), nmax))
+    scr_i = np.empty((len(items), len(items)))
+    t_scr = []
+    for j in range(len(items)):
+        t = time.perf_counter()
+        scr_d[j] = screen_all(QS[j], spec)
+        t_scr.append(time.perf_counter() - t)
+        scr_i[j] = screen_all(QS[j], qspec)
+    # the vectorised screen is the real one
+    from ballistics.screen import screen
+
+    chk = screen(QS[0], np.asarray(S[:200], np.float32))[0]
+    res["screen_all_max_abs_diff_vs_screen"] = float(np.abs(chk - scr_d[0, :200]).max())
+    assert res["screen_all_max_abs_diff_vs_screen"] < 1e-4
+
+    # stages 1-2 per N, through the real index and screen
+    from ballistics.screen import screen as real_screen
+    from index.vectors import FaissIndex
+
+    per_n: dict[int, dict[str, Any]] = {}
+    jobs: list[tuple[str, str]] = []
+
+    def ref(pid: int, n: int) -> str:
+        return f"d{DISTRACTOR_SEED}:{pid}" if pid < n else items[pid - n].key
+
+    for n in sizes:
+        ids = np.arange(n + len(items), dtype=np.int64)
+        vecs = np.concatenate([D[:n], Q])
+        t = time.perf_counter()
+        idx = FaissIndex.build(144, [(ids, vecs)])
+        build_s = time.perf_counter() - t
+        rows = []
+        t1s, t2s = [], []
+        for j in queries:
+            qid = n + j
+            t = time.perf_counter()
+            _, got = idx.search(Q[j], args.rerank + 1)
+            cand = [int(c) for c in got[0] if c >= 0 and c != qid][: args.rerank]
+            t1s.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            sigs = np.stack([S[c] if c < n else QS[c - n] for c in cand]).astype(np.float32)
+            sc_scores = real_screen(QS[j], sigs)[0]
+            order = np.argsort(-sc_scores, kind="stable")[: args.compare]
+            kept = [cand[o] for o in order]
+            t2s.append(time.perf_counter() - t)
+            mates = [m for m in range(len(items)) if m != j and items[m].gun == items[j].gun]
+            rows.append({"q": j, "cand": cand, "kept": kept, "mates": mates})
+            jobs.extend((items[j].key, ref(c, n)) for c in kept)
+        per_n[n] = {
+            "rows": rows,
+            "faiss_factory": idx.factory,
+            "faiss_build_s": round(build_s, 2),
+            "stage1_ms": [1e3 * x for x in t1s],
+            "stage2_ms": [1e3 * x for x in t2s],
+        }
+
+    t = time.perf_counter()
+    cmp = run_compares(jobs, args.workers)
+    res["stage3_wall_s"] = round(time.perf_counter() - t, 1)
+
+    def summarise(rows: list[dict[str, Any]], n: int, sets: set[str]) -> dict[str, Any]:
+        m1 = m2 = m10 = mates = top1 = nq = 0
+        cpu = []
+        for r in rows:
+            j = r["q"]
+            if items[j].set not in sets:
+                continue
+            nq += 1
+            scored = sorted(r["kept"], key=lambda c: -cmp[(items[j].key, ref(c, n))]["score"])
+            cpu.append(sum(cmp[(items[j].key, ref(c, n))]["cpu_s"] for c in r["kept"]))
+            top10 = set(scored[:10])
+            top1 += bool(scored) and scored[0] >= n and items[scored[0] - n].gun == items[j].gun
+            for m in r["mates"]:
+                mates += 1
+                m1 += (n + m) in r["cand"]
+                m2 += (n + m) in r["kept"]
+                m10 += (n + m) in top10
+        return {
+            "queries": nq,
+            "mate_pairs": mates,
+            "stage1": round(m1 / max(1, mates), 4),
+            "stage2": round(m2 / max(1, mates), 4),
+            "top10": round(m10 / max(1, mates), 4),
+            "top1_is_mate": round(top1 / max(1, nq), 4),
+            "stage3_cpu_s_per_query_median": round(statistics.median(cpu), 2) if cpu else None,
+        }
+
+    all_sets = {i.set for i in items}
+    set_groups = {"all": all_sets, **{s: {s} for s in sorted(all_sets)}}
+    res["sizes"] = {}
+    for n in sizes:
+        p = per_n[n]
+        res["sizes"][str(n)] = {
+            "faiss_factory": p["faiss_factory"],
+            "faiss_build_s": p["faiss_build_s"],
+            "stage1_ms_median": round(statistics.median(p["stage1_ms"]), 3),
+            "stage2_ms_median": round(statistics.median(p["stage2_ms"]), 3),
+            "by_set": {g: summarise(p["rows"], n, s) for g, s in set_groups.items()},
+        }
+    cpu_pairs = [cmp[j]["cpu_s"] for j in set(jobs)]
+    res["timing"] = {
+        "descriptor_scores_whole_pool_ms_per_query": round(1e3 * t_desc, 3),
+        "screen_whole_pool_ms_per_query_median": round(1e3 * statistics.median(t_scr), 1),
+        "screen_whole_pool_pool_size": nmax,
+        "compare_cpu_s_per_pair_median": round(statistics.median(cpu_pairs), 3)
+        if cpu_pairs
+        else None,
+    }
+
+    # rank percentiles over the whole pool, their fit and the projection
+    def mate_pairs(sets: set[str]) -> list[tuple[int, int]]:
+        return [
+            (j, m)
+            for j in queries
+            if items[j].set in sets
+            for m in range(len(items))
+            if m != j and items[m].gun == items[j].gun
+        ]
+
+    proj: dict[str, Any] = {}
+    fit_k = max(20, nmax // 100)
+    for g, sets in set_groups.items():
+        pairs = mate_pairs(sets)
+        out_g: dict[str, Any] = {"mate_pairs": len(pairs)}
+        for name, dist, own in (("descriptor", desc_d, desc_i), ("screen", scr_d, scr_i)):
+            pct = [float((dist[j] > own[j, m]).sum()) / nmax for j, m in pairs]
+            ps = [tail_p(dist[j], own[j, m], fit_k) for j, m in pairs]
+            # the fit checked out of sample: fitted on the first tenth, predicts the measured N
+            n_small = nmax // 10
+            ps_small = [
+                tail_p(dist[j, :n_small], own[j, m], max(20, n_small // 100)) for j, m in pairs
+            ]
+            keeps = (args.rerank, args.compare) if name == "screen" else (args.rerank,)
+            out_g[name] = {
+                "rank_pct": {q: round(_q(pct, q), 6) for q in (10, 25, 50, 75, 90)},
+                "share_within": {
+                    str(f): round(float(np.mean([x < f for x in pct])), 4) if pct else None
+                    for f in (0.0002, 0.002, 0.01, 0.05)
+                },
+                "projected": {
+                    f"keep{k}": {
+                        f"fit_on_{n_small}_predicts_{nmax}": round(survival(ps_small, nmax, k), 4),
+                        f"measured_{nmax}": round(float(np.mean([x * nmax < k for x in pct])), 4)
+                        if pct
+                        else None,
+                        **{
+                            str(m): round(survival(ps, m, k), 4)
+                            for m in (10_000, 100_000, 1_000_000, 4_000_000)
+                        },
+                    }
+                    for k in keeps
+                },
+            }
+        proj[g] = out_g
+    res["rank_percentiles_and_projection"] = proj
+    res["fit"] = {
+        "tail_k": fit_k,
+        "model": "per query: empirical share above the mate when >= 10 "
+        "distractors beat it, else exponential tail on the top tail_k distractor scores; "
+        "survival at M = mean over mates of P(Poisson(M p) <= keep - 1)",
+    }
+
+    # hardness check: full-simulation non-mates vs cheap distractors, same queries
+    if hard:
+        H = np.stack([h.desc for h in hard])
+        HS = spectra(np.stack([h.sig for h in hard]))
+        nh = min(nmax, 10_000)
+        hc: dict[str, Any] = {"full_sim_non_mates": len(hard), "cheap_distractors": nh}
+        for g, sets in set_groups.items():
+            qs = [j for j in queries if items[j].set in sets]
+            pairs = mate_pairs(sets)
+            gout: dict[str, Any] = {}
+            for name in ("descriptor", "screen"):
+                if name == "descriptor":
+                    full = {j: H @ Q[j] for j in qs}
+                    cheap = {j: desc_d[j, :nh] for j in qs}
+                    own = desc_i
+                else:
+                    full = {j: screen_all(QS[j], HS) for j in qs}
+                    cheap = {j: scr_d[j, :nh] for j in qs}
+                    own = scr_i
+                # P(a full-simulation non-mate outscores a cheap distractor), per query averaged
+                auc = [float(np.mean(np.searchsorted(np.sort(cheap[j]), full[j]) / nh)) for j in qs]
+                pf = [float((full[j] > own[j, m]).mean()) for j, m in pairs]
+                pc = [float((cheap[j] > own[j, m]).mean()) for j, m in pairs]
+                gout[name] = {
+                    "p_full_non_mate_above_cheap": round(float(np.mean(auc)), 4) if auc else None,
+                    "mate_pct_among_full_sim_mean": round(float(np.mean(pf)), 4) if pf else None,
+                    "mate_pct_among_cheap_mean": round(float(np.mean(pc)), 4) if pc else None,
+                    "mate_pct_among_full_sim_median": round(_q(pf, 50), 4),
+                    "mate_pct_among_cheap_median": round(_q(pc, 50), 4),
+                    "full_sim_worth_cheap": round(
+                        float(np.mean(pf)) / max(1e-9, float(np.mean(pc))), 2
+                    )
+                    if pf
+                    else None,
+                }
+            hc[g] = gout
+        res["hardness"] = hc
+
+    # disk per casing
+    sizes_d = [len(sc.prepared(DISTRACTOR_SEED, i).to_bytes()) for i in range(min(6, nmax))]
+    res["disk_bytes_per_casing"] = {
+        "descriptor": 144 * 4,
+        "screen_signature": 32 * 128 * 4,
+        "surface_npz_distractor_mean": int(np.mean(sizes_d)),
+        "surface_npz_query_sets_mean": int(np.mean([i.surface_bytes for i in items])),
+        "distractor_cache_per_casing": 144 * 4 + 32 * 128 * 4,
+    }
+    res["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(res, indent=1))
+    brief = {n: v["by_set"]["all"] for n, v in res["sizes"].items()}
+    print(
+        json.dumps(
+            {
+                "sizes": brief,
+                "projection_all": proj["all"],
+                "hardness_all": res.get("hardness", {}).get("all"),
+            },
+            indent=1,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
