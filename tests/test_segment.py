@@ -470,7 +470,7 @@ def test_photometric_stereo_groove_primer_edge_is_not_refused() -> None:
     from ballistics.instruments import INSTRUMENTS, instrument_rng, record
     from ballistics.synth import fired_surface, make_firearms
 
-    fa = [f for f in make_firearms(40, seed=5) if f.fp_shape == "elongated"][0]
+    fa = next(f for f in make_firearms(40, seed=5) if f.fp_shape == "elongated")
     shot = 5 * 1000 + 1
     surface = fired_surface(fa, shot_seed=shot, spacing_m=7.5e-6)
     scan, tr = record(
@@ -484,9 +484,10 @@ def test_photometric_stereo_groove_primer_edge_is_not_refused() -> None:
     assert math.dist(seg.primer_center, tr.primer_center) < 1.0  # measured 0.01 px
     assert math.dist(seg.firing_pin_center, tr.fp_center) < 5.0
     # the ring fallback alone (taken when even a full-resolution step check fails) finds it
+    from scipy import ndimage
+
     from ballistics import _segment_helpers as h
     from ballistics.segment import _find_primer_ring
-    from scipy import ndimage
 
     f = 3  # 7.5 um -> the 25 um working grid
     zlo, wlo = h.downsample(scan.data, scan.mask, f)
