@@ -457,6 +457,54 @@ def _check_step(
     return _Circle(cx, cy, r, quality), seen, agree * min(ratio, 1e6), clear
 
 
+def _find_primer_crescent(
+    z: np.ndarray, vlo: np.ndarray, sp_lo: float, boundary: _Circle, scan: Scan, f: int
+) -> _Circle | None:
+    """The primer edge of a disc crop a little off the primer, from the crescent of case head.
+
+    A disc a little narrower than the primer and off its centre keeps a thin crescent of
+    the case head on one side; with the steep wall dropped out (confocal) the arc of the
+    edge is too short and gapped for the Hough vote. The crescent is the valid data near
+    the crop boundary that stands more than ``max(5 um, 6 sigma)`` off a robust plane of
+    the inner disc; its edge towards the primer is fitted by a trimmed circle and checked
+    as a step (:func:`_check_step`, refined on full-resolution profiles).
+    """
+    m, n = z.shape
+    yy, xx = np.mgrid[:m, :n]
+    rb = np.hypot(xx - boundary.cx, yy - boundary.cy)
+    inner = vlo & (rb < 0.7 * boundary.r)
+    if inner.sum() < 50:
+        return None
+    a0, a1, a2 = h.robust_plane(z, inner)
+    hz = z - (a0 + a1 * yy + a2 * xx)
+    res = hz[inner]
+    sigma = 1.4826 * float(np.median(np.abs(res - np.median(res))))
+    thr = max(5e-6, 6.0 * sigma)
+    outer = vlo & (rb > 0.75 * boundary.r)
+    for sign in (1.0, -1.0):
+        cres = ndimage.binary_opening(outer & (sign * hz > thr), iterations=1)
+        if cres.sum() < 20:
+            continue
+        # crescent pixels facing measured (or bridged-gap) primer, not the crop outside
+        primer_side = ndimage.binary_closing(vlo, iterations=3) & ~cres
+        edge = cres & ndimage.binary_dilation(primer_side, iterations=2)
+        ys, xs = (v.astype(np.float64) for v in np.nonzero(edge))
+        if xs.size < 12:
+            continue
+        cx, cy, r = h.robust_circle(xs, ys, h.fit_circle(xs, ys), 1.5)
+        if not (math.isfinite(r) and r > 0):
+            continue
+        visible = ndimage.binary_erosion(
+            ndimage.binary_closing(vlo, iterations=2, border_value=0) | vlo,
+            iterations=1,
+            border_value=1,
+        )
+        circle = _check_step(z, visible, sp_lo, (cx, cy, r, 0.5), True, scan, f, weak=False)[0]
+        if circle is not None:
+            return circle
+    return None
+
+
 def _find_primer_ring(z: np.ndarray, sp_lo: float, scan: Scan, f: int) -> _Circle | None:
     """The primer edge of an uncropped scan as a ring of steep slopes, step or not.
 
@@ -558,6 +606,8 @@ def _segment_topography(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) ->
     z = h.fill_nearest(zlo, vlo)
     z = ndimage.median_filter(z, size=3, mode="nearest")
     step, seen = _find_primer_step(z, vlo, sp_lo, boundary is not None, scan, f)
+    if step is None and boundary is not None:
+        step = _find_primer_crescent(z, vlo, sp_lo, boundary, scan, f) or None
     if step is not None:
         primer = step
         precropped = False

@@ -496,3 +496,26 @@ def test_photometric_stereo_groove_primer_edge_is_not_refused() -> None:
     assert ring is not None and ring.quality <= 0.5
     centre = ((ring.cy + 0.5) * f - 0.5, (ring.cx + 0.5) * f - 0.5)
     assert math.dist(centre, tr.primer_center) < 1.0
+
+
+def test_confocal_narrow_disc_primer_from_the_case_head_crescent() -> None:
+    """A confocal scan cropped to a disc a little narrower than the primer and off its
+    centre: the wall dropped out and only a thin crescent of case head is left on one side.
+    The crescent's inner edge gives the primer circle (refined across the dropped-out wall).
+    Before: the crop boundary stood in for the primer edge, 40 px off."""
+    from ballistics.instruments import INSTRUMENTS, instrument_rng, record
+    from ballistics.synth import fired_surface, make_firearms
+
+    fa = next(f for f in make_firearms(40, seed=3) if f.fp_shape == "round")
+    shot = 3 * 1000
+    surface = fired_surface(fa, shot_seed=shot, spacing_m=6.25e-6)
+    scan, tr = record(
+        surface,
+        "confocal",
+        rng=instrument_rng(fa.seed, shot, "confocal"),
+        params=replace(INSTRUMENTS["confocal"].params, pixel_um=6.25),
+    )
+    st = styled_variants(scan, tr, seed=shot, variants=("disc_fov_narrow",))[0]
+    seg = segment(st.scan)
+    assert seg.style == "disc_fov"
+    assert math.dist(seg.primer_center, st.primer_center) < 2.0  # measured 0.2 px
