@@ -34,7 +34,12 @@ Method (on a downsampled copy at ~25 um per pixel, then refined):
 * **Primer edge** (3-D): edge pixels (height slope) vote for circle centres along their
   gradient (a gradient Hough transform) counting only the visible part of each circle; the
   best circle is kept if the height *steps* across it (consistent sign, well above the
-  surface's own slope), then refined on the radial profiles of its visible part.
+  surface's own slope), then refined on the full-resolution radial profiles of its visible
+  part (a gap where a steep wall dropped out is bridged; the step is in it). A disc crop
+  narrower than the primer and off its centre keeps only a thin crescent of case head: its
+  inner edge gives the circle when the Hough vote does not. A raw scan with no circular
+  crop and no step (photometric stereo integrates the step into a groove) takes the ring
+  of steep slopes of primer size, several times steeper than the breech face.
 * **Primer edge** (2-D): the gradient Hough transform proposes circles; dense texture covers
   any circle with edges, so the candidates are told apart, and refined to sub-pixel, by the
   mean absolute radial change of the unblurred image across them (a dark or bright ring, or
@@ -61,7 +66,8 @@ times the share of angles it covers). Firing pin: 1 for an enclosed invalid hole
 threshold); ``min(1, 0.5 + coverage)`` for a 2-D outline (share of its boundary covered by
 rim edges); 0.5 when not found. A weak primer step (a raw scan with no circular crop whose
 step is only 1-2 um or 1.5-3 times the surface's own slope, e.g. photometric stereo) halves
-the primer term and is said in the notes.
+the primer term and is said in the notes; so does a ring of steep slopes standing in for
+a step.
 """
 
 from __future__ import annotations
