@@ -64,10 +64,9 @@ stand-in, ``0.8 * min(1, 1.5 * inliers * coverage)`` (share of the boundary on i
 times the share of angles it covers). Firing pin: 1 for an enclosed invalid hole, and
 ``min(1, 0.7 + 0.1 * depth / threshold)`` for a dent (1 from three times the detection
 threshold); ``min(1, 0.5 + coverage)`` for a 2-D outline (share of its boundary covered by
-rim edges); 0.5 when not found. A weak primer step (a raw scan with no circular crop whose
-step is only 1-2 um or 1.5-3 times the surface's own slope, e.g. photometric stereo) halves
-the primer term and is said in the notes; so does a ring of steep slopes standing in for
-a step.
+rim edges); 0.5 when not found. A ring of steep slopes standing in for a step (a raw scan
+with no circular crop and no step, e.g. photometric stereo) halves the primer term and is
+said in the notes; a crescent's edge counts as an edge coverage of 0.5.
 """
 
 from __future__ import annotations
