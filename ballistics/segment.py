@@ -34,7 +34,12 @@ Method (on a downsampled copy at ~25 um per pixel, then refined):
 * **Primer edge** (3-D): edge pixels (height slope) vote for circle centres along their
   gradient (a gradient Hough transform) counting only the visible part of each circle; the
   best circle is kept if the height *steps* across it (consistent sign, well above the
-  surface's own slope), then refined on the radial profiles of its visible part.
+  surface's own slope), then refined on the full-resolution radial profiles of its visible
+  part (a gap where a steep wall dropped out is bridged; the step is in it). A disc crop
+  narrower than the primer and off its centre keeps only a thin crescent of case head: its
+  inner edge gives the circle when the Hough vote does not. A raw scan with no circular
+  crop and no step (photometric stereo integrates the step into a groove) takes the ring
+  of steep slopes of primer size, several times steeper than the breech face.
 * **Primer edge** (2-D): the gradient Hough transform proposes circles; dense texture covers
   any circle with edges, so the candidates are told apart, and refined to sub-pixel, by the
   mean absolute radial change of the unblurred image across them (a dark or bright ring, or
@@ -59,9 +64,9 @@ stand-in, ``0.8 * min(1, 1.5 * inliers * coverage)`` (share of the boundary on i
 times the share of angles it covers). Firing pin: 1 for an enclosed invalid hole, and
 ``min(1, 0.7 + 0.1 * depth / threshold)`` for a dent (1 from three times the detection
 threshold); ``min(1, 0.5 + coverage)`` for a 2-D outline (share of its boundary covered by
-rim edges); 0.5 when not found. A weak primer step (a raw scan with no circular crop whose
-step is only 1-2 um or 1.5-3 times the surface's own slope, e.g. photometric stereo) halves
-the primer term and is said in the notes.
+rim edges); 0.5 when not found. A ring of steep slopes standing in for a step (a raw scan
+with no circular crop and no step, e.g. photometric stereo) halves the primer term and is
+said in the notes; a crescent's edge counts as an edge coverage of 0.5.
 """
 
 from __future__ import annotations
@@ -389,12 +394,22 @@ def _find_primer_step(
     if not cands:
         cov = found[0][3] if found else 0.0
         return None, f"no circular edge of primer size (best covers {100 * cov:.0f} %)"
+    # a clear step (consistent sign, 5 x the slope) is taken at once; otherwise the
+    # accepted circle that steps most clearly (a false circle through texture and the
+    # crop can pass as a soft step ahead of a short, clear arc of the true edge)
     first: tuple[_Circle | None, str] | None = None
+    best: tuple[float, _Circle, str] | None = None
     for hc in cands:
-        got = _check_step(z, visible, sp_lo, hc, cropped, scan, f, weak=weak)
-        if got[0] is not None:
-            return got
-        first = first or got
+        circle, seen, clarity, clear = _check_step(
+            z, visible, sp_lo, hc, cropped, scan, f, weak=weak
+        )
+        if circle is not None and clear:
+            return circle, seen
+        if circle is not None and (best is None or clarity > best[0]):
+            best = (clarity, circle, seen)
+        first = first or (circle, seen)
+    if best is not None:
+        return best[1], best[2]
     assert first is not None
     return first
 
@@ -409,8 +424,11 @@ def _check_step(
     f: int,
     *,
     weak: bool,
-) -> tuple[_Circle | None, str]:
+) -> tuple[_Circle | None, str, float, bool]:
     """Refine one Hough circle and keep it if the height steps across it.
+
+    Returns (circle or None, what was seen, clarity = sign agreement times the step's ratio
+    to the slope, whether the step is clear).
 
     A step is at least :data:`MIN_STEP_M` (:data:`WEAK_STEP_M` when ``weak``), with the sign
     of the median on 75 % of the visible rays and three times the surface's own slope --
@@ -420,10 +438,11 @@ def _check_step(
     cx, cy, r, cov = hc
     cx, cy, r = h.refine_step_circle(z, cx, cy, r, visible=visible if cropped else None)
     delta = max(2.0, 75e-6 / sp_lo)
-    if cropped and scan is not None:
+    if scan is not None:
         # a cropped field of view may show only an arc of the edge: refine it on the
         # full-resolution radial profiles of that arc (sub-pixel, so a short arc still
-        # gives the centre)
+        # gives the centre); uncropped, a step flattened to a groove (photometric stereo)
+        # has two walls, and the working grid picks either per ray
         step, _, _, _ = h.step_contrast(z, visible, cx, cy, r, delta)
         cx, cy, r = _refine_step_full(scan, f, (cx, cy, r), 1.0 if step >= 0 else -1.0)
     step, agree, ratio, vis = h.step_contrast(z, visible, cx, cy, r, delta)
@@ -433,13 +452,103 @@ def _check_step(
     )
     lo, hi = PRIMER_RADIUS_RANGE_M
     if not lo <= r * sp_lo <= hi:  # refined away from primer size (onto the firing pin)
-        return None, f"no primer-edge height step ({seen}; not of primer size)"
+        return None, f"no primer-edge height step ({seen}; not of primer size)", 0.0, False
     min_step, min_ratio = (WEAK_STEP_M, WEAK_STEP_RATIO) if weak else (MIN_STEP_M, 3.0)
     clear = agree >= 0.95 and ratio >= 5.0
     steps = ratio >= min_ratio or (cropped and agree >= 0.95 and ratio >= 2.5)
     if abs(step) < min_step or agree < 0.75 or not steps or vis < (0.1 if clear else 0.15):
-        return None, f"no primer-edge height step ({seen})"
-    return _Circle(cx, cy, r, cov * min(1.0, vis / 0.5) * (0.5 if weak else 1.0)), seen
+        return None, f"no primer-edge height step ({seen})", 0.0, False
+    quality = cov * min(1.0, vis / 0.5) * (0.5 if weak else 1.0)
+    return _Circle(cx, cy, r, quality), seen, agree * min(ratio, 1e6), clear
+
+
+def _find_primer_crescent(
+    z: np.ndarray, vlo: np.ndarray, sp_lo: float, boundary: _Circle, scan: Scan, f: int
+) -> _Circle | None:
+    """The primer edge of a disc crop a little off the primer, from the crescent of case head.
+
+    A disc a little narrower than the primer and off its centre keeps a thin crescent of
+    the case head on one side; with the steep wall dropped out (confocal) the arc of the
+    edge is too short and gapped for the Hough vote. The crescent is the valid data near
+    the crop boundary that stands more than ``max(5 um, 6 sigma)`` off a robust plane of
+    the inner disc; its edge towards the primer is fitted by a trimmed circle and checked
+    as a step (:func:`_check_step`, refined on full-resolution profiles).
+    """
+    m, n = z.shape
+    yy, xx = np.mgrid[:m, :n]
+    rb = np.hypot(xx - boundary.cx, yy - boundary.cy)
+    inner = vlo & (rb < 0.7 * boundary.r)
+    if inner.sum() < 50:
+        return None
+    a0, a1, a2 = h.robust_plane(z, inner)
+    hz = z - (a0 + a1 * yy + a2 * xx)
+    res = hz[inner]
+    sigma = 1.4826 * float(np.median(np.abs(res - np.median(res))))
+    thr = max(5e-6, 6.0 * sigma)
+    outer = vlo & (rb > 0.75 * boundary.r)
+    for sign in (1.0, -1.0):
+        cres = ndimage.binary_opening(outer & (sign * hz > thr), iterations=1)
+        if cres.sum() < 20:
+            continue
+        # crescent pixels facing measured (or bridged-gap) primer, not the crop outside
+        primer_side = ndimage.binary_closing(vlo, iterations=3) & ~cres
+        edge = cres & ndimage.binary_dilation(primer_side, iterations=2)
+        ys, xs = (v.astype(np.float64) for v in np.nonzero(edge))
+        if xs.size < 12:
+            continue
+        cx, cy, r = h.robust_circle(xs, ys, h.fit_circle(xs, ys), 1.5)
+        if not (math.isfinite(r) and r > 0):
+            continue
+        visible = ndimage.binary_erosion(
+            ndimage.binary_closing(vlo, iterations=2, border_value=0) | vlo,
+            iterations=1,
+            border_value=1,
+        )
+        circle = _check_step(z, visible, sp_lo, (cx, cy, r, 0.5), True, scan, f, weak=False)[0]
+        if circle is not None:
+            return circle
+    return None
+
+
+def _find_primer_ring(z: np.ndarray, sp_lo: float, scan: Scan, f: int) -> _Circle | None:
+    """The primer edge of an uncropped scan as a ring of steep slopes, step or not.
+
+    A photometric-stereo scan integrates saturated slope estimates: the primer's step
+    flattens to a groove (or a step of ~1 um) whose walls are still the steepest closed
+    ring of primer size. Hough circles (edge coverage >= 0.4) are refined on the mean
+    absolute radial derivative of ``z`` (:func:`_segment_helpers.ring_energy_search`); a
+    circle is kept when that mean is :data:`RING_MIN_RATIO` times the median of concentric
+    circles over the breech face (0.55-0.85 of its radius), then refined on the
+    full-resolution radial profiles (any wall of a groove is concentric with the edge).
+    Returns the circle on the working grid with half its edge coverage as quality, or None.
+    """
+    gy, gx = np.gradient(z, sp_lo)
+    slope = np.hypot(gx, gy)
+    if not np.isfinite(slope).all():
+        return None
+    rmin, rmax = (v / sp_lo for v in PRIMER_RADIUS_RANGE_M)
+    found = h.hough_circles(gx, gy, slope > 0.12, rmin, rmax, k=3)
+    for cx0, cy0, r0, cov in found:
+        if cov < 0.4:
+            continue
+        cx, cy, r, energy = h.ring_energy_search(z, (cx0, cy0, r0), 2.0, 0.5)
+        ref = [h.ring_energy_search(z, (cx, cy, k * r), 0.0, 1.0)[3] for k in RING_REF_RADII]
+        if energy < RING_MIN_RATIO * max(float(np.median(ref)), 1e-30):
+            continue
+        delta = max(2.0, 75e-6 / sp_lo)
+        step = h.step_contrast(z, np.ones_like(z, dtype=bool), cx, cy, r, delta)[0]
+        cx, cy, r = _refine_step_full(scan, f, (cx, cy, r), 1.0 if step >= 0 else -1.0)
+        if PRIMER_RADIUS_RANGE_M[0] <= r * sp_lo <= PRIMER_RADIUS_RANGE_M[1]:
+            return _Circle(cx, cy, r, 0.5 * cov)
+    return None
+
+
+RING_MIN_RATIO = 6.0
+"""A ring of steep slopes is a primer edge when its mean absolute radial derivative is this
+many times that of the breech face (photometric-stereo grooves: 25-45 on seeds 3, 5, 7)."""
+
+RING_REF_RADII = (0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
+"""Radii (fractions of the ring's) of the breech-face circles a ring is compared with."""
 
 
 def _refine_step_full(
@@ -465,6 +574,17 @@ def _refine_step_full(
     prof = ndimage.map_coordinates(data, [py.ravel(), px.ravel()], order=1, cval=np.nan)
     prof = prof.reshape(nang, dr.size)
     ok = np.isfinite(prof).all(axis=1)
+    if GAP_TOLERANT:
+        # a steep edge wall that dropped out (confocal, focus variation) leaves a gap with
+        # measured surface on both sides: bridged linearly, the step is in the gap
+        fin = np.isfinite(prof)
+        third = dr.size // 3
+        both = (fin[:, :third].sum(axis=1) >= 3) & (fin[:, -third:].sum(axis=1) >= 3)
+        gap = both & ~ok & (fin.mean(axis=1) >= 0.4)
+        xs_ = np.arange(dr.size)
+        for i in np.nonzero(gap)[0]:
+            prof[i] = np.interp(xs_, xs_[fin[i]], prof[i, fin[i]])
+        ok = ok | gap
     if ok.sum() < 24:
         return cx, cy, r
     sm = ndimage.gaussian_filter1d(prof[ok], max(1.0, 10e-6 / sp) * 2.0, axis=1)
@@ -491,19 +611,25 @@ def _segment_topography(scan: Scan, zlo: np.ndarray, vlo: np.ndarray, f: int) ->
     z = h.fill_nearest(zlo, vlo)
     z = ndimage.median_filter(z, size=3, mode="nearest")
     step, seen = _find_primer_step(z, vlo, sp_lo, boundary is not None, scan, f)
+    if step is None and boundary is not None:
+        step = _find_primer_crescent(z, vlo, sp_lo, boundary, scan, f) or None
     if step is not None:
         primer = step
         precropped = False
         style = "disc_fov" if boundary is not None else "case_head"
         if style == "disc_fov" and boundary is not None and boundary.r < step.r:
             notes.append("field of view cropped inside the primer edge: edge partly visible")
-    elif boundary is None and (weak := _find_primer_step(z, vlo, sp_lo, False, weak=True)[0]):
-        # nothing else to go on (no circular crop): a shallow, soft step (photometric-stereo
-        # heights flatten slopes) is taken, said, and trusted less
+    elif boundary is None and (weak := _find_primer_ring(z, sp_lo, scan, f)) is not None:
+        # nothing else to go on (no circular crop): photometric-stereo heights flatten the
+        # step to a groove of steep walls (integrated saturated slopes); the ring of those
+        # walls is taken, said, and trusted less
         primer = weak
         precropped = False
         style = "case_head"
-        notes.append(f"weak primer-edge step ({seen}); confidence halved")
+        notes.append(
+            f"weak primer-edge step ({seen}); the edge is the ring of steep slopes around it; "
+            "confidence halved"
+        )
     elif boundary is not None:
         primer = _Circle(boundary.cx, boundary.cy, boundary.r + 0.5, 0.8 * boundary.quality)
         precropped = True
@@ -860,6 +986,7 @@ def _find_aperture_shear(
 
 
 _DEBUG = False
+GAP_TOLERANT = True
 SHEAR_MIN_SCORE = 0.12
 
 
