@@ -321,7 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="only leads in this state (the pair's latest decision: none, inconclusive, hit, "
         "excluded)",
     )
-    p.add_argument("--limit", type=int, default=0, help="at most this many (0: default)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        help="at most this many leads (0: 100, as the service answers; the service caps at 1000)",
+    )
     p.add_argument("--offset", type=int, default=0, help="skip this many")
     p.add_argument("--agency", help="local: only the leads this agency may see (see --policy)")
     p.add_argument("--policy", help="local: sharing policy for --agency (default: isolated)")

@@ -176,7 +176,10 @@ def cmd_leads(args: argparse.Namespace) -> int:
     store = Store(args.data_dir)
     try:
         leads = store.list_leads(
-            state=args.state, agencies=visible, limit=args.limit or 1000, offset=args.offset
+            state=args.state,
+            agencies=visible,
+            limit=min(args.limit or 100, 1000),
+            offset=args.offset,
         )
         jobs = store.job_counts(agencies=visible)
     finally:
