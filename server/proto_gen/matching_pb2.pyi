@@ -7,12 +7,21 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SearchScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCOPE_LOCAL: _ClassVar[SearchScope]
+    SCOPE_ALL: _ClassVar[SearchScope]
+    SCOPE_PEERS: _ClassVar[SearchScope]
+
 class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     VERDICT_UNSPECIFIED: _ClassVar[Verdict]
     HIT: _ClassVar[Verdict]
     EXCLUDED: _ClassVar[Verdict]
     INCONCLUSIVE: _ClassVar[Verdict]
+SCOPE_LOCAL: SearchScope
+SCOPE_ALL: SearchScope
+SCOPE_PEERS: SearchScope
 VERDICT_UNSPECIFIED: Verdict
 HIT: Verdict
 EXCLUDED: Verdict
@@ -109,7 +118,7 @@ class SearchFilters(_message.Message):
     def __init__(self, calibre: _Optional[str] = ..., date_from: _Optional[str] = ..., date_to: _Optional[str] = ..., jurisdictions: _Optional[_Iterable[str]] = ..., max_results: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("casing_id", "file", "file_name", "pixel_spacing_m", "filters", "length_unit", "light", "light_azimuth_deg")
+    __slots__ = ("casing_id", "file", "file_name", "pixel_spacing_m", "filters", "length_unit", "light", "light_azimuth_deg", "scope", "peers")
     CASING_ID_FIELD_NUMBER: _ClassVar[int]
     FILE_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +127,8 @@ class SearchRequest(_message.Message):
     LENGTH_UNIT_FIELD_NUMBER: _ClassVar[int]
     LIGHT_FIELD_NUMBER: _ClassVar[int]
     LIGHT_AZIMUTH_DEG_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
     casing_id: str
     file: bytes
     file_name: str
@@ -126,7 +137,25 @@ class SearchRequest(_message.Message):
     length_unit: str
     light: str
     light_azimuth_deg: float
-    def __init__(self, casing_id: _Optional[str] = ..., file: _Optional[bytes] = ..., file_name: _Optional[str] = ..., pixel_spacing_m: _Optional[float] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ..., length_unit: _Optional[str] = ..., light: _Optional[str] = ..., light_azimuth_deg: _Optional[float] = ...) -> None: ...
+    scope: SearchScope
+    peers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, casing_id: _Optional[str] = ..., file: _Optional[bytes] = ..., file_name: _Optional[str] = ..., pixel_spacing_m: _Optional[float] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ..., length_unit: _Optional[str] = ..., light: _Optional[str] = ..., light_azimuth_deg: _Optional[float] = ..., scope: _Optional[_Union[SearchScope, str]] = ..., peers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PeerOutcome(_message.Message):
+    __slots__ = ("server", "agreement_id", "state", "detail", "candidates", "elapsed_s")
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    server: str
+    agreement_id: str
+    state: str
+    detail: str
+    candidates: int
+    elapsed_s: float
+    def __init__(self, server: _Optional[str] = ..., agreement_id: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., candidates: _Optional[int] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
 
 class Quality(_message.Message):
     __slots__ = ("valid_fraction", "texture_rms", "texture_unit", "noise_rms", "contact_coverage", "segmentation_confidence", "low_confidence", "reasons", "detail_json")
@@ -151,7 +180,7 @@ class Quality(_message.Message):
     def __init__(self, valid_fraction: _Optional[float] = ..., texture_rms: _Optional[float] = ..., texture_unit: _Optional[str] = ..., noise_rms: _Optional[float] = ..., contact_coverage: _Optional[float] = ..., segmentation_confidence: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., detail_json: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("rank", "casing_id", "region", "coarse_score", "score", "cmc", "non_match_frequency", "incident_id", "agency", "screen_score", "rescored", "identical_file", "quality", "low_confidence", "low_confidence_reasons", "flags")
+    __slots__ = ("rank", "casing_id", "region", "coarse_score", "score", "cmc", "non_match_frequency", "incident_id", "agency", "screen_score", "rescored", "identical_file", "quality", "low_confidence", "low_confidence_reasons", "flags", "server", "agreement_id")
     RANK_FIELD_NUMBER: _ClassVar[int]
     CASING_ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +197,8 @@ class Candidate(_message.Message):
     LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     LOW_CONFIDENCE_REASONS_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_ID_FIELD_NUMBER: _ClassVar[int]
     rank: int
     casing_id: str
     region: str
@@ -184,7 +215,9 @@ class Candidate(_message.Message):
     low_confidence: bool
     low_confidence_reasons: _containers.RepeatedScalarFieldContainer[str]
     flags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, rank: _Optional[int] = ..., casing_id: _Optional[str] = ..., region: _Optional[str] = ..., coarse_score: _Optional[float] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., non_match_frequency: _Optional[float] = ..., incident_id: _Optional[str] = ..., agency: _Optional[str] = ..., screen_score: _Optional[float] = ..., rescored: _Optional[bool] = ..., identical_file: _Optional[bool] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ..., low_confidence: _Optional[bool] = ..., low_confidence_reasons: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
+    server: str
+    agreement_id: str
+    def __init__(self, rank: _Optional[int] = ..., casing_id: _Optional[str] = ..., region: _Optional[str] = ..., coarse_score: _Optional[float] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., non_match_frequency: _Optional[float] = ..., incident_id: _Optional[str] = ..., agency: _Optional[str] = ..., screen_score: _Optional[float] = ..., rescored: _Optional[bool] = ..., identical_file: _Optional[bool] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ..., low_confidence: _Optional[bool] = ..., low_confidence_reasons: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[str]] = ..., server: _Optional[str] = ..., agreement_id: _Optional[str] = ...) -> None: ...
 
 class CandidateList(_message.Message):
     __slots__ = ("region", "candidates")
@@ -215,14 +248,16 @@ class SearchResponse(_message.Message):
     def __init__(self, query_casing_id: _Optional[str] = ..., regions: _Optional[_Iterable[_Union[CandidateList, _Mapping]]] = ..., combined: _Optional[_Union[CandidateList, _Mapping]] = ..., partial: _Optional[bool] = ..., scored: _Optional[int] = ..., screened_out: _Optional[int] = ..., identical: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., query_quality: _Optional[_Union[Quality, _Mapping]] = ...) -> None: ...
 
 class CompareRequest(_message.Message):
-    __slots__ = ("casing_a", "casing_b", "omit_picture")
+    __slots__ = ("casing_a", "casing_b", "omit_picture", "server_b")
     CASING_A_FIELD_NUMBER: _ClassVar[int]
     CASING_B_FIELD_NUMBER: _ClassVar[int]
     OMIT_PICTURE_FIELD_NUMBER: _ClassVar[int]
+    SERVER_B_FIELD_NUMBER: _ClassVar[int]
     casing_a: str
     casing_b: str
     omit_picture: bool
-    def __init__(self, casing_a: _Optional[str] = ..., casing_b: _Optional[str] = ..., omit_picture: _Optional[bool] = ...) -> None: ...
+    server_b: str
+    def __init__(self, casing_a: _Optional[str] = ..., casing_b: _Optional[str] = ..., omit_picture: _Optional[bool] = ..., server_b: _Optional[str] = ...) -> None: ...
 
 class Cell(_message.Message):
     __slots__ = ("row", "col", "ccf", "rotation_deg", "dx_m", "dy_m", "congruent")
@@ -290,16 +325,18 @@ class CompareResponse(_message.Message):
     def __init__(self, casing_a: _Optional[str] = ..., casing_b: _Optional[str] = ..., score: _Optional[float] = ..., cmc: _Optional[int] = ..., rotation_deg: _Optional[float] = ..., dx_m: _Optional[float] = ..., dy_m: _Optional[float] = ..., region_scores: _Optional[_Mapping[str, float]] = ..., cells: _Optional[_Iterable[_Union[Cell, _Mapping]]] = ..., non_match_frequency: _Optional[float] = ..., png: _Optional[bytes] = ..., detail_json: _Optional[str] = ..., quality_a: _Optional[_Union[Quality, _Mapping]] = ..., quality_b: _Optional[_Union[Quality, _Mapping]] = ..., low_confidence: _Optional[bool] = ..., low_confidence_reasons: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[str]] = ..., light_json: _Optional[str] = ...) -> None: ...
 
 class DecideRequest(_message.Message):
-    __slots__ = ("casing_id", "candidate_id", "verdict", "comment")
+    __slots__ = ("casing_id", "candidate_id", "verdict", "comment", "candidate_server")
     CASING_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_SERVER_FIELD_NUMBER: _ClassVar[int]
     casing_id: str
     candidate_id: str
     verdict: Verdict
     comment: str
-    def __init__(self, casing_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., comment: _Optional[str] = ...) -> None: ...
+    candidate_server: str
+    def __init__(self, casing_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., comment: _Optional[str] = ..., candidate_server: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
     __slots__ = ("decision_id", "casing_id", "candidate_id", "verdict", "comment", "examiner", "agency", "time", "supersedes")
