@@ -50,6 +50,8 @@ if TYPE_CHECKING:  # the index (FAISS, the pipeline) is imported when a backend 
     from index.engine import Engine
     from index.service import Catalog
 
+    from .federation import FederationNode
+
 log = logging.getLogger("ballistics.server")
 
 SERVICE_NAME = matching_pb2.DESCRIPTOR.services_by_name["Matching"].full_name
@@ -71,15 +73,20 @@ class Server:
     budget: MemoryBudget | None = None  # the server-wide working-memory budget
     refusals: RefusalAuditor | None = None
     guard: ServerGuard | None = None  # the limits (server.interceptors)
+    federation: FederationNode | None = None  # peers' port (server.federation), if federated
 
     def start(self) -> None:
         self.grpc_server.start()
+        if self.federation is not None:
+            self.federation.start()
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace: float | None = 10.0) -> None:
         """Health -> NOT_SERVING, refuse new calls, wait up to ``grace`` s for in-flight ones."""
         self.health.enter_graceful_shutdown()
+        if self.federation is not None:
+            self.federation.stop(grace)
         self.grpc_server.stop(grace).wait()
         if self.refusals is not None:
             self.refusals.close()  # queued refusal records are written before the log closes
@@ -100,6 +107,7 @@ def create_server(
     max_workers: int = 8,
     maximum_concurrent_rpcs: int = 32,
     reflection: bool = False,
+    federation: FederationNode | None = None,
 ) -> tuple[Server, int]:
     """Build the server and bind ``address`` (``host:0`` picks a free port).
 
@@ -131,9 +139,18 @@ def create_server(
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
     refusals.attach(server)
-    matching_pb2_grpc.add_MatchingServicer_to_server(
-        MatchingService(backend, auth=auth, policy=policy, audit=audit, limits=limits), server
-    )
+    kw: dict[str, Any] = {"auth": auth, "policy": policy, "audit": audit, "limits": limits}
+    if federation is None:
+        servicer = MatchingService(backend, **kw)
+    else:  # Search with a scope, Decide/Compare on peers' candidates (server.federation)
+        from .federation import FederatedMatchingService, FederationError
+
+        servicer = FederatedMatchingService(backend, node=federation, **kw)
+        try:
+            federation.build_server()
+        except FederationError as e:
+            raise ServerStartError(str(e)) from e
+    matching_pb2_grpc.add_MatchingServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer(
         experimental_non_blocking=True,
         experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1),
@@ -166,7 +183,16 @@ def create_server(
         )
     host = address.rsplit(":", 1)[0]
     return (
-        Server(server, health_servicer, port, f"{host}:{port}", guard.budget, refusals, guard),
+        Server(
+            server,
+            health_servicer,
+            port,
+            f"{host}:{port}",
+            guard.budget,
+            refusals,
+            guard,
+            federation,
+        ),
         port,
     )
 

@@ -35,6 +35,7 @@ _HANDLERS: dict[str, str] = {
     "leads": "server.commands_leads:cmd_leads",
     "leads-remote": "server.commands_leads:cmd_leads_remote",
     "auth": "server.commands_auth:cmd_auth",
+    "federation": "server.commands_federation:cmd_federation",
 }
 
 #: Roles of the auth file (server.auth.ROLES; repeated so the parser does not import gRPC).
@@ -198,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", metavar="OUT.png", help="write the aligned comparison picture")
     p.add_argument("--spacing-um", type=float, help=_SPACING_HELP)
     p.add_argument("--workers", type=int, default=0, help="processes for --pairs (0: all cores)")
+    p.add_argument(
+        "--peer",
+        metavar="SERVER",
+        help="with --server: B is this peer server's candidate (its opaque ref); the picture or"
+        " surface comes from the peer if the agreement releases it",
+    )
     _length_unit_option(p)
     _light_options(p, pair=True)
     _remote_options(p)
@@ -245,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="candidates the screen keeps for the full comparison (0: all; default 20)",
     )
+    p.add_argument(
+        "--scope",
+        default="local",
+        metavar="local|all|PEER[,PEER]",
+        help="with --server: also ask peer servers under agreements (all, or named ones);"
+        " their candidates are marked with their server",
+    )
     _length_unit_option(p)
     _light_options(p)
     _remote_options(p)
@@ -282,6 +296,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not run the background correlation worker (new casings' jobs stay pending)",
     )
     _correlation_options(p)
+    p.add_argument(
+        "--federation",
+        metavar="FILE",
+        help="federation config (JSON): this server's name, contact point, peers and"
+        " agreements; opens the mutual-TLS port peers call (see server/federation_config.py)",
+    )
+
+    p = command(
+        "federation",
+        "a federated server's records: `inbox` (requests from peers, the national contact"
+        " point's queue), `hits` (confirmed hits across borders), `check` (validate a config)",
+        "ballistics federation inbox --data-dir data/A --json",
+        "ballistics federation check --config federation.json",
+    )
+    p.add_argument("action", choices=["inbox", "hits", "check"], help="what to show")
+    p.add_argument("--data-dir", help="the server's store folder (inbox, hits)")
+    p.add_argument("--config", help="the federation config to check")
+    p.add_argument("--limit", type=int, default=100, help="inbox: at most this many requests")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
 
     p = command(
         "correlate",
@@ -360,6 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("candidate_id", help="the candidate judged")
     p.add_argument("--verdict", required=True, choices=["hit", "excluded", "inconclusive"])
     p.add_argument("--comment", default="", help="free text kept with the decision")
+    p.add_argument(
+        "--peer",
+        metavar="SERVER",
+        help="the candidate is this peer server's (its opaque ref): a hit is recorded here and"
+        " notified to the peer",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object")
     _remote_options(p, required=True)
 

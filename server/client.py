@@ -170,6 +170,7 @@ class Client:
         jurisdictions: tuple[str, ...] | list[str] = (),
         max_results: int = 0,
         timeout: float | None = None,
+        scope: str = "local",
     ) -> pb.SearchResponse:
         filters = pb.SearchFilters(
             calibre=calibre,
@@ -183,6 +184,11 @@ class Client:
         )
         if light_azimuth_deg is not None:
             req.light_azimuth_deg = light_azimuth_deg
+        if scope == "all":  # "local" (default), "all" peers, or "peer1,peer2"
+            req.scope = pb.SCOPE_ALL
+        elif scope and scope != "local":
+            req.scope = pb.SCOPE_PEERS
+            req.peers.extend(p.strip() for p in scope.split(",") if p.strip())
         if file is not None:
             if isinstance(file, bytes):
                 req.file = file
@@ -195,9 +201,15 @@ class Client:
         return self.stub.Search(req, **self._kw(timeout))
 
     def compare(
-        self, a: str, b: str, *, picture: bool = True, timeout: float | None = None
+        self,
+        a: str,
+        b: str,
+        *,
+        picture: bool = True,
+        timeout: float | None = None,
+        server_b: str = "",
     ) -> pb.CompareResponse:
-        req = pb.CompareRequest(casing_a=a, casing_b=b, omit_picture=not picture)
+        req = pb.CompareRequest(casing_a=a, casing_b=b, omit_picture=not picture, server_b=server_b)
         return self.stub.Compare(req, **self._kw(timeout))
 
     def decide(
@@ -208,12 +220,14 @@ class Client:
         comment: str = "",
         *,
         timeout: float | None = None,
+        candidate_server: str = "",
     ) -> pb.Decision:
         req = pb.DecideRequest(
             casing_id=casing_id,
             candidate_id=candidate_id,
             verdict=VERDICT_NAMES.get(verdict.lower(), pb.VERDICT_UNSPECIFIED),
             comment=comment,
+            candidate_server=candidate_server,
         )
         return self.stub.Decide(req, **self._kw(timeout))
 

@@ -145,13 +145,17 @@ def _fmt_candidates(resp: Any) -> list[str]:
                 )
             else:  # not fully compared: no score to show, only that it was not compared
                 score = f"{'-':>6} {'-':>5}  {'not compared':>14}"
+            where = f"  @{c.server}" if c.server else ""  # a peer's candidate (opaque ref)
             lines.append(
                 f"    {c.rank:>4}  {c.casing_id:<20} {score}  {c.incident_id or '-'} / {c.agency}"
+                + where
             )
             if c.low_confidence:  # a low score on a poor scan is not "different gun"
                 lines.append(f"          LOW-CONFIDENCE: {'; '.join(c.low_confidence_reasons)}")
     if not lines:
         lines.append("  no candidates")
+    for o in resp.peers:  # a federated search: how each peer server answered
+        lines.append(f"  peer {o.server}: {o.state} ({o.candidates} candidates) {o.detail}")
     for c in resp.identical:
         lines.append(
             f"  same file: casing {c.casing_id} ({c.agency}, incident {c.incident_id or '-'})"
@@ -227,6 +231,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _err(f"refusing to serve: {e}")
         close()
         return 2
+    node = None
+    if getattr(args, "federation", None):  # peers and agreements (server/federation.py)
+        from .federation import FederationNode
+        from .federation_config import FederationConfig, FederationConfigError
+
+        try:
+            fed_cfg = FederationConfig.from_file(args.federation)
+        except FederationConfigError as e:
+            _err(str(e))
+            audit.close()
+            close()
+            return 2
+        node = FederationNode(
+            fed_cfg, backend.catalog, policy=policy, audit=audit, data_dir=data_dir
+        )
     try:
         server, port = create_server(
             backend,
@@ -236,12 +255,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
             audit=audit,
             tls=tls,
             limits=limits,
+            federation=node,
         )
     except (ServerStartError, AuthConfigError) as e:
         _err(str(e))
+        if node is not None:
+            node.close()
         audit.close()
         close()
         return 2
+    if node is not None:
+        print(
+            f"ballistics: federation {node.config.name!r} on {node.config.listen_host}:"
+            f"{node.port} (mutual TLS), peers {', '.join(sorted(node.config.peers))}",
+            file=sys.stderr,
+            flush=True,
+        )
     print(
         f"ballistics: serving on {args.host}:{port} (data dir {data_dir},"
         f" {'TLS' if tls else 'plaintext'}); SIGTERM or Ctrl-C stops",
@@ -268,6 +297,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if worker is not None:
             worker.stop()
+        if node is not None:
+            node.close()
         audit.close()
         close()
     print("ballistics: stopped", file=sys.stderr)
@@ -374,6 +405,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 pixel_spacing_m=_spacing_m(args),
                 length_unit=_length_unit(args),
                 **_light(args),
+                scope=getattr(args, "scope", None) or "local",
             )
         else:
             if _length_unit(args):
@@ -385,7 +417,12 @@ def cmd_search(args: argparse.Namespace) -> int:
                     "--light applies to --file; a stored casing's light was recorded when it "
                     "was submitted"
                 )
-            resp = client.search(args.casing_id, calibre=args.caliber or "", max_results=args.top)
+            resp = client.search(
+                args.casing_id,
+                calibre=args.caliber or "",
+                max_results=args.top,
+                scope=getattr(args, "scope", None) or "local",
+            )
     if args.json:  # one object per candidate per line, the keys of a local search
         for c in [*resp.combined.candidates, *resp.identical]:
             print(json.dumps(candidate_from_proto(c)))
@@ -418,7 +455,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if getattr(args, "light", None) or getattr(args, "light_azimuth_deg", None):
         _light(args)  # refuses: casing ids carry the lights recorded at submission
     with _client(args) as client:
-        resp = client.compare(args.a, args.b, picture=bool(args.png))
+        resp = client.compare(
+            args.a, args.b, picture=bool(args.png), server_b=getattr(args, "peer", None) or ""
+        )
     if args.png:
         Path(args.png).write_bytes(resp.png)
     if args.json:  # the keys of a local compare (server/output.py)
@@ -445,7 +484,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 @_handles_errors
 def cmd_decide(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        d = client.decide(args.casing_id, args.candidate_id, args.verdict, args.comment)
+        d = client.decide(
+            args.casing_id,
+            args.candidate_id,
+            args.verdict,
+            args.comment,
+            candidate_server=getattr(args, "peer", None) or "",
+        )
     if args.json:
         _print_json(_to_dict(d))
     else:

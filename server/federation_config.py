@@ -21,7 +21,7 @@ A JSON file passed to ``ballistics serve --federation FILE`` (paths relative to 
          "calibres": ["9mm"],            # [] or absent: any calibre
          "date_from": "2020-01-01", "date_to": "2030-12-31",  # incident dates covered
          "release": "pictures",          # what the answering side releases (see LEVELS)
-         "send": "prepared",             # what A sends: "prepared" (descriptors + surface) or "scan"
+         "send": "prepared",             # what A sends: "prepared" (descriptors+surface) or "scan"
          "shared_agencies": ["PD-A"]}    # optional: A's agencies whose casings B may search
       ]
     }
@@ -136,7 +136,7 @@ class FederationConfig:
             return FederationConfigError(f"{source}: {msg}")
 
         if not isinstance(doc, dict):
-            raise fail("expected a JSON object with name, contact_agency, listen, peers, agreements")
+            raise fail("expected an object: name, contact_agency, listen, peers, agreements")
         unknown = set(doc) - {
             "name",
             "contact_agency",
@@ -210,9 +210,7 @@ class FederationConfig:
             if ag.id in agreements:
                 raise fail(f"agreements[{i}]: agreement id {ag.id!r} is used twice")
             agreements[ag.id] = ag
-        return cls(
-            name, contact.strip(), host, port, cert, key, peers, agreements, float(timeout)
-        )
+        return cls(name, contact.strip(), host, port, cert, key, peers, agreements, float(timeout))
 
     # -- questions ------------------------------------------------------------------------
     @property
@@ -355,4 +353,3 @@ def agreement_dict(a: Agreement) -> dict[str, Any]:
     if a.shared_agencies is not None:
         out["shared_agencies"] = sorted(a.shared_agencies)
     return out
-
