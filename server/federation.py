@@ -481,7 +481,7 @@ class FederationNode:
     def answer_detail(
         self, request: fpb.DetailRequest, peer: Peer, ag: Agreement, inc: Incoming
     ) -> fpb.DetailResponse:
-        inc.targets.append(f"ref:{request.ref}")
+        inc.targets += [f"ref:{request.ref}", f"request:{request.request_id}"]
         if request.kind == fpb.PICTURE:
             need = "pictures"
         elif request.kind == fpb.SURFACE:

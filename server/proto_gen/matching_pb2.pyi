@@ -228,7 +228,7 @@ class CandidateList(_message.Message):
     def __init__(self, region: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("query_casing_id", "regions", "combined", "partial", "scored", "screened_out", "identical", "query_quality")
+    __slots__ = ("query_casing_id", "regions", "combined", "partial", "scored", "screened_out", "identical", "query_quality", "peers")
     QUERY_CASING_ID_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
     COMBINED_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +237,7 @@ class SearchResponse(_message.Message):
     SCREENED_OUT_FIELD_NUMBER: _ClassVar[int]
     IDENTICAL_FIELD_NUMBER: _ClassVar[int]
     QUERY_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
     query_casing_id: str
     regions: _containers.RepeatedCompositeFieldContainer[CandidateList]
     combined: CandidateList
@@ -245,7 +246,8 @@ class SearchResponse(_message.Message):
     screened_out: int
     identical: _containers.RepeatedCompositeFieldContainer[Candidate]
     query_quality: Quality
-    def __init__(self, query_casing_id: _Optional[str] = ..., regions: _Optional[_Iterable[_Union[CandidateList, _Mapping]]] = ..., combined: _Optional[_Union[CandidateList, _Mapping]] = ..., partial: _Optional[bool] = ..., scored: _Optional[int] = ..., screened_out: _Optional[int] = ..., identical: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., query_quality: _Optional[_Union[Quality, _Mapping]] = ...) -> None: ...
+    peers: _containers.RepeatedCompositeFieldContainer[PeerOutcome]
+    def __init__(self, query_casing_id: _Optional[str] = ..., regions: _Optional[_Iterable[_Union[CandidateList, _Mapping]]] = ..., combined: _Optional[_Union[CandidateList, _Mapping]] = ..., partial: _Optional[bool] = ..., scored: _Optional[int] = ..., screened_out: _Optional[int] = ..., identical: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., query_quality: _Optional[_Union[Quality, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerOutcome, _Mapping]]] = ...) -> None: ...
 
 class CompareRequest(_message.Message):
     __slots__ = ("casing_a", "casing_b", "omit_picture", "server_b")
