@@ -388,6 +388,15 @@ _FULL = {"present": True, "send": True, "calibres": [], "dates": (None, None)}
 @example(ga={**_FULL, "release": "surface"}, gb={**_FULL, "release": "scores"})
 @example(ga={**_FULL, "release": "scores"}, gb={**_FULL, "release": "pictures"})
 @example(ga={**_FULL, "release": "scores"}, gb={**_FULL, "release": "surface"})
+# each way one side's copy can refuse, drawn for sure (the random draws may miss one)
+@example(ga={**_FULL, "release": "surface"}, gb={**_FULL, "send": False, "release": "surface"})
+@example(ga={**_FULL, "release": "surface"}, gb={**_FULL, "calibres": [".40"], "release": "scores"})
+@example(
+    ga={**_FULL, "release": "surface"},
+    gb={**_FULL, "dates": ("2000-01-01", "2015-12-31"), "release": "scores"},
+)
+@example(ga={**_FULL, "send": False, "release": "surface"}, gb={**_FULL, "release": "surface"})
+@example(ga={**_FULL, "calibres": [".40"], "release": "scores"}, gb={**_FULL, "release": "scores"})
 @example(ga={**_FULL, "release": "case_refs"}, gb={**_FULL, "release": "case_refs"})
 @example(ga=_FULL | {"release": "surface"}, gb={**_FULL, "present": False, "release": "surface"})
 @settings(
