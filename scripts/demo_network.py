@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from ballistics.synth import write_corpus
 
-    say("== synthetic scans (3 guns x 2 shots, seed 11)")
-    manifest = write_corpus(out / "corpus", guns=3, shots=2, seed=11)
+    say("== synthetic scans (4 guns x 2 shots, seed 11)")
+    manifest = write_corpus(out / "corpus", guns=4, shots=2, seed=11)
     rows = list(csv.DictReader(manifest.read_text().splitlines()))
     scans = {(r["firearm_id"], i % 2): manifest.parent / r["file"] for i, r in enumerate(rows)}
     guns = sorted({g for g, _ in scans})
@@ -92,10 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for srv, cfg in ((a, ca), (b, cb), (c, cc)):
             start(srv, cfg, engine=limited_engine(ServiceLimits()))
-            say(f"   {srv.name}: Matching {srv.address}, Federation 127.0.0.1:{srv.fed_port} (mTLS)")
+            say(
+                f"   {srv.name}: Matching {srv.address}, Federation 127.0.0.1:{srv.fed_port} (mTLS)"
+            )
 
-        say("== casings: A holds gun 0 shot 0; B holds gun 0 shot 1 and two other guns;"
-            " C holds gun 1 shot 1")
+        say(
+            "== casings: A holds gun 0 shot 0 and guns 1-3 shot 1; B holds gun 0 shot 1 and"
+            " guns 1-2 shot 0; C holds gun 3 shot 0"
+        )
         md = {"caliber": "9mm", "date": "2024-06-01"}
 
         def ingest(srv, agency: str, key: tuple[str, int], incident: str) -> str:
@@ -106,10 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             return str(rec.casing_id)
 
         qa = ingest(a, "PD-A", (guns[0], 0), "A-INC-1")
+        for i in (1, 2, 3):  # A's local search then compares 3 candidates, as B's does
+            ingest(a, "PD-A", (guns[i], 1), f"A-INC-{i + 1}")
         b_same = ingest(b, "PD-B", (guns[0], 1), "B-INC-7")
         ingest(b, "PD-B", (guns[1], 0), "B-INC-8")
         ingest(b, "PD-B", (guns[2], 0), "B-INC-9")
-        ingest(c, "PD-C", (guns[1], 1), "C-INC-3")
+        ingest(c, "PD-C", (guns[3], 0), "C-INC-3")
 
         say("== 1. federated search from A (PD-A), scope all")
         with Client(a.address, a.token["PD-A"], timeout=60) as cl:
@@ -120,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
             where = f"@{x.server} ({x.agreement_id})" if x.server else "@A (local)"
             score = f"{x.score:.3f}" if x.HasField("score") else "-"
             say(f"   {x.rank}. {x.casing_id} {where} score {score} incident {x.incident_id or '-'}")
-        top = resp.combined.candidates[0]
-        found = top.server == "B" and b.node.store.casing_of_ref(top.casing_id, "A") == b_same
+        top = next(x for x in resp.combined.candidates if x.server == "B")
+        found = (
+            resp.combined.candidates[0].server == "B"
+            and b.node.store.casing_of_ref(top.casing_id, "A") == b_same
+        )
         say(f"   top candidate is B's casing of the same gun: {found}")
         c_calls = [r for r in audit_records(c) if r["method"].startswith("Federation.")]
         asked_c = any("A" in r["user"] for r in c_calls)
@@ -138,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                         time.perf_counter() - t0
                     )
         med = {k: statistics.median(v) for k, v in times.items()}
-        say(f"   local median {med['local']:.3f} s, federated (A + B) {med['federated']:.3f} s")
+        say(
+            f"   local (A: 3 candidates compared) median {med['local']:.3f} s; federated"
+            f" (A + B in parallel: 3 + 3) median {med['federated']:.3f} s"
+        )
 
         say("== 3. pictures only where the agreement says")
         with Client(a.address, a.token["PD-A"], timeout=60) as cl:
@@ -163,22 +175,29 @@ def main(argv: list[str] | None = None) -> int:
             d1 = cl.decide(qa, top.casing_id, "hit", "confirmed on the casts", candidate_server="B")
             d2 = cl.decide(qa, top.casing_id, "hit", "confirmed on the casts", candidate_server="B")
         b_hits = [h for h in b.node.store.hits() if h.hit_id == d1.decision_id]
-        say(f"   hit {d1.decision_id}: recorded in A {len(a.node.store.hits())}x,"
-            f" in B {len(b_hits)}x (decided twice; same id: {d1.decision_id == d2.decision_id})")
+        say(
+            f"   hit {d1.decision_id}: recorded in A {len(a.node.store.hits())}x,"
+            f" in B {len(b_hits)}x (decided twice; same id: {d1.decision_id == d2.decision_id})"
+        )
         inbox = b.node.store.incoming()
-        say(f"   B's contact point queue (NCP-B): {len(inbox)} request(s) from abroad;"
-            f" states {sorted({r['state'] for r in inbox})}")
+        say(
+            f"   B's contact point queue (NCP-B): {len(inbox)} request(s) from abroad;"
+            f" states {sorted({r['state'] for r in inbox})}"
+        )
         fed_a = [r for r in audit_records(a) if r["method"].startswith("Federation.")]
         fed_b = [r for r in audit_records(b) if r["method"].startswith("Federation.")]
         say(f"   audit: {len(fed_a)} federation records in A, {len(fed_b)} in B")
-        ok = found and not asked_c and len(b_hits) == 1 and refusal.startswith(
-            ("PERMISSION_DENIED", "(C returned")
+        ok = (
+            found
+            and not asked_c
+            and len(b_hits) == 1
+            and refusal.startswith(("PERMISSION_DENIED", "(C returned"))
         )
         result = {
             "command": "python scripts/demo_network.py " + " ".join(argv or sys.argv[1:]),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.node()} {platform.machine()} python {platform.python_version()}",
-            "corpus": "ballistics.synth write_corpus(guns=3, shots=2, seed=11)",
+            "corpus": "write_corpus(guns=4, shots=2, seed=11); A: 4 casings, B: 3",
             "search_s": times,
             "median_s": med,
             "found_in_b": found,
