@@ -521,6 +521,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = args.command
     if name in ("compare", "search", "leads") and getattr(args, "server", None):
         name += "-remote"
+    elif getattr(args, "scope", "local") != "local" or getattr(args, "peer", None):
+        if name in ("search", "compare"):  # peers are asked by a federated server only
+            print(f"ballistics {name}: --scope/--peer need --server", file=sys.stderr)
+            return 2
     try:
         return _resolve(name)(args)
     except KeyboardInterrupt:
