@@ -346,10 +346,8 @@ def frequency_words(score: float | None, kind: str, region: str = "combined") ->
     except BallisticsError:
         return f"non-match frequency unknown (no reference set for {kind} scans)"
     scores = ref.scores.get(region)
-    if scores is None or scores.size == 0:
-        scores = ref.scores.get("combined", np.empty(0))
-    if scores.size == 0:
-        return f"non-match frequency unknown (empty reference for {kind} scans)"
+    if scores is None or scores.size == 0:  # never another region's scores: not comparable
+        return f"non-match frequency unknown (no {kind} reference for the {region} region)"
     n = int(scores.size)
     k = n - int(np.searchsorted(scores, float(score), side="left"))
     what = "3-D" if kind == "topography" else "2-D"
