@@ -782,6 +782,7 @@ class ReviewApp:
             f"<img id='img-a' alt='A' src='{img('a')}' width='{size}' height='{size}'>"
             f"<img id='img-b' alt='B in A frame' src='{img('b')}' width='{size}'"
             f" height='{size}'>"
+            "<div id='split-line' class='split-line'></div>"
             f"<img id='img-overlay' alt='overlay' class='hidden' src='{img('overlay')}'"
             f" width='{size}' height='{size}'>"
             f"<svg class='cells' id='cells-a' viewBox='0 0 {size} {size}'>{svg_cells}{scale}"

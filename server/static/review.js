@@ -27,6 +27,7 @@
   function applySplit() {
     var p = Number(split.value);
     imgB.style.clipPath = "inset(0 0 0 " + p + "%)";
+    $("split-line").style.left = p + "%";
   }
   split.addEventListener("input", applySplit);
   applySplit();
@@ -57,6 +58,7 @@
     imgO.classList.toggle("hidden", !on);
     imgA.classList.toggle("hidden", on);
     imgB.classList.toggle("hidden", on);
+    $("split-line").classList.toggle("hidden", on);
     split.disabled = on;
   });
   cellsToggle.addEventListener("change", function () {
