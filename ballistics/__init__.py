@@ -13,6 +13,13 @@ from .errors import (
 )
 from .scan import Scan, Step
 
+try:  # the installed distribution's version (pyproject.toml)
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("ballistics-match")
+except PackageNotFoundError:  # pragma: no cover - running from a tree that is not installed
+    __version__ = "0+unknown"
+
 __all__ = [
     "BallisticsError",
     "MissingSpacingError",

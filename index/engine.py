@@ -98,8 +98,10 @@ class Engine(Protocol):
         """The registration comparison of two prepared casings (light-aware for 2-D)."""
         ...
 
-    def picture(self, a: Any, b: Any, comparison: Any) -> bytes:
-        """The examiner's comparison picture (PNG bytes)."""
+    def picture(
+        self, a: Any, b: Any, comparison: Any, *, labels: tuple[str, str] = ("A", "B")
+    ) -> bytes:
+        """The examiner's comparison picture (PNG bytes); ``labels`` name A and B on it."""
         ...
 
     def non_match_frequency(
@@ -191,12 +193,24 @@ class BallisticsEngine:
 
         return lighting.compare_prepared(a, b)
 
-    def picture(self, a: Any, b: Any, comparison: Any) -> bytes:
-        """The examiner's comparison picture (PNG bytes; pseudo-heights for side-lit pairs)."""
+    def picture(
+        self, a: Any, b: Any, comparison: Any, *, labels: tuple[str, str] = ("A", "B")
+    ) -> bytes:
+        """The examiner's comparison picture (PNG bytes; pseudo-heights for side-lit pairs),
+        with ``labels`` (ids, case numbers) naming A and B and the reference set of
+        ``a``'s kind of scan."""
         picture = importlib.import_module("ballistics.picture")
         lighting = importlib.import_module("ballistics.lighting")
         pa, pb = lighting.picture_surfaces(a, b, comparison)
-        return bytes(picture.comparison_png(pa, pb, comparison))
+        png = picture.comparison_png(
+            pa,
+            pb,
+            comparison,
+            label_a=labels[0],
+            label_b=labels[1],
+            kind=getattr(a, "kind", "topography"),
+        )
+        return bytes(png)
 
     def non_match_frequency(
         self, score: float, region: str, kind: str = "topography"

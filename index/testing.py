@@ -123,7 +123,9 @@ class FakeEngine:
         s = float(np.mean(list(regs.values())))
         return FakeComparison(score=s, cmc=round(max(s, 0.0) * 20), regions=regs)
 
-    def picture(self, a: Any, b: Any, comparison: Any) -> bytes:
+    def picture(
+        self, a: Any, b: Any, comparison: Any, *, labels: tuple[str, str] = ("A", "B")
+    ) -> bytes:
         """A small grey PNG: the fake pipeline has no surfaces to draw."""
         import cv2
 

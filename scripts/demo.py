@@ -16,7 +16,10 @@ What it does, in a fresh folder ``out/demo-<timestamp>/``:
 5. records an examiner's hit on the top candidate, prints the cross-jurisdiction link graph,
    writes the comparison picture;
 6. shows that Federal Lab X cannot see Riverside data and Riverside cannot see Federal data;
-7. stops the server (SIGTERM), runs ``ballistics audit verify`` and prints a summary.
+7. opens the examiner's review page (``serve --http-port``) as Lakeside's examiner over HTTP
+   and checks it shows the new casing's search;
+8. stops the server (SIGTERM), runs ``ballistics audit verify`` and prints a summary, ending
+   with how to start the review page and the examiner's login token (demo only).
 
 Without the real data it says so and uses synthetic casings for everything (``--synthetic``
 forces that; ``--quick`` is the small synthetic run the test suite uses). Exit status 0 when
@@ -86,6 +89,8 @@ class Result:
     data_source: str = ""
     out_dir: Path | None = None
     address: str = ""
+    review_url: str = ""
+    examiner_token: str = ""
     query_casing: str = ""
     query_incident: str = ""
     candidates: list[dict[str, Any]] = field(default_factory=list)
@@ -270,6 +275,7 @@ def synthetic_items(folder: Path, *, guns: int, shots: int, seed: int, role: str
 class RunningServer:
     def __init__(self, proc: subprocess.Popen[bytes], log: Path, address: str) -> None:
         self.proc, self.log, self.address = proc, log, address
+        self.review_url = ""
 
     def stop(self, timeout: float = 60.0) -> int:
         if self.proc.poll() is None:
@@ -289,6 +295,7 @@ def start_server(
     from server.client import Client
 
     args = ["serve", "--data-dir", str(data_dir), "--port", "0", "--host", "127.0.0.1"]
+    args += ["--http-port", "0"]
     args += ["--auth", str(auth), "--policy", str(policy), "--audit-key-file", str(key)]
     say(f"   $ ballistics {' '.join(args)}")
     with log.open("wb") as fh:
@@ -301,9 +308,12 @@ def start_server(
         while time.monotonic() < deadline:  # the port: `serve --port 0` logs the one it bound
             if proc.poll() is not None:
                 raise DemoError(f"server exited with {proc.returncode}: {tail(log)}")
-            m = re.search(r"serving on ([\d.]+:\d+)", log.read_text(errors="replace"))
+            text = log.read_text(errors="replace")
+            m = re.search(r"serving on ([\d.]+:\d+)", text)
             if m:
                 srv.address = m.group(1)
+                web = re.search(r"review page on (https?://\S+)", text)
+                srv.review_url = web.group(1) if web else ""
                 break
             time.sleep(0.1)
         else:
@@ -599,6 +609,12 @@ def run(opts: argparse.Namespace) -> Result:
                 raise DemoError(f"{RIVERSIDE} saw {FEDERAL} candidates")
             if LAKESIDE not in result.riverside_sees:
                 result.failures.append(f"{RIVERSIDE} did not see {LAKESIDE} data it may search")
+        with step(result, f"the review page, as {LAKESIDE}'s examiner"):
+            page = review_page_check(srv.review_url, examiner, qid)
+            say(f"   {srv.review_url} (logged in by token in a POST form; session cookie)")
+            say(f"   the new casing's search shows {page} candidate rows")
+            result.examiner_token = examiner
+
         with step(result, "stop the server (SIGTERM, graceful)"):
             rc = srv.stop()
             say(f"   server exited with status {rc}")
@@ -620,6 +636,49 @@ def run(opts: argparse.Namespace) -> Result:
 
     result.timings.append(("total", time.monotonic() - t_start))
     return result
+
+
+def review_page_check(url: str, token: str, casing_id: str) -> int:
+    """Log in to the review page with ``token`` and open ``casing_id``'s search; returns the
+    number of candidate rows shown (DemoError when the page does not answer as it should)."""
+    import http.client
+    from urllib.parse import urlencode, urlsplit
+
+    if not url:
+        raise DemoError("the server did not report its review page address")
+    u = urlsplit(url)
+    cookie = ""
+
+    def request(method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, str]:
+        nonlocal cookie
+        conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=300)
+        headers = {"Cookie": cookie} if cookie else {}
+        if form is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        conn.request(method, path, urlencode(form) if form else None, headers)
+        resp = conn.getresponse()
+        body = resp.read().decode("utf-8", "replace")
+        set_cookie = resp.getheader("Set-Cookie")
+        if set_cookie:
+            cookie = set_cookie.split(";", 1)[0]
+        location = resp.getheader("Location") or ""
+        conn.close()
+        if resp.status == 303 and location.startswith("/"):
+            return request("GET", location)
+        return resp.status, body
+
+    status, page = request("GET", "/login")
+    m = re.search(r'name="csrf" value="([^"]+)"', page)
+    if status != 200 or not m:
+        raise DemoError(f"the login page answered {status} without a form")
+    status, _ = request("POST", "/login", {"csrf": m.group(1), "token": token})
+    if status != 200:
+        raise DemoError(f"logging in to the review page answered {status}")
+    status, page = request("GET", "/search?" + urlencode({"casing_id": casing_id}))
+    rows = page.count("class='cand'")
+    if status != 200 or casing_id not in page or not rows:
+        raise DemoError(f"the review page's search for {casing_id} answered {status}")
+    return rows
 
 
 def summary(r: Result) -> None:
@@ -656,6 +715,18 @@ def summary(r: Result) -> None:
             f" {d / TOKENS_FILE})"
         )
         say("     ballistics casings --server 127.0.0.1 | tail -1")
+        say("   the examiner's review page (start the server with --http-port 8080 as above):")
+        say(
+            f"     ballistics serve --data-dir {d / 'data'} --auth {d / 'auth.json'}"
+            f" --policy {d / 'policy.json'} --audit-key-file {d / 'audit.key'}"
+            " --http-port 8080 &"
+        )
+        say(f"     review page: http://127.0.0.1:8080/search?casing_id={r.query_casing}")
+        if r.examiner_token:
+            say(
+                f"     log in as {USERS[LAKESIDE]['examiner']} ({LAKESIDE}) with the token"
+                f" (demo only): {r.examiner_token}"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

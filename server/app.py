@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ class Server:
     refusals: RefusalAuditor | None = None
     guard: ServerGuard | None = None  # the limits (server.interceptors)
     federation: FederationNode | None = None  # peers' port (server.federation), if federated
+    service: MatchingService | None = None  # the servicer (the review page calls it in-process)
 
     def start(self) -> None:
         self.grpc_server.start()
@@ -192,6 +194,7 @@ def create_server(
             refusals,
             guard,
             federation,
+            servicer,
         ),
         port,
     )
@@ -271,8 +274,14 @@ def _check_format(head: bytes, name: str) -> None:
 class CatalogBackend:
     """:class:`server.service.Backend` over the embedded ``index.Catalog``."""
 
+    #: Comparisons kept for the review page's pictures (``server.web``): each holds two
+    #: prepared surfaces (a few MB), so only the last few pairs.
+    VIEW_CACHE = 6
+
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+        self._views: OrderedDict[tuple[str, str], tuple[Any, Any, Any]] = OrderedDict()
+        self._views_lock = threading.Lock()
 
     # -- conversions ----------------------------------------------------------------------
     @staticmethod
@@ -400,7 +409,51 @@ class CatalogBackend:
 
     def get(self, casing_id: str) -> CasingRecord:
         rec = self.catalog.get(casing_id)
-        return self._casing(rec, quality=self._quality(rec.id))
+        out = self._casing(rec, quality=self._quality(rec.id))
+        out.agency_case_number = self._case_number(rec.agency, rec.incident)
+        return out
+
+    def _case_number(self, agency: str, incident: str | None) -> str:
+        """The agency's case number of the casing's incident ('' when none was given)."""
+        if not incident:
+            return ""
+        row = (
+            self.catalog.store._conn()
+            .execute(
+                "SELECT case_number FROM incidents WHERE agency = ? AND id = ?", (agency, incident)
+            )
+            .fetchone()
+        )
+        return _opt(row[0]) if row else ""
+
+    def comparison_view(self, casing_a: str, casing_b: str) -> tuple[Any, Any, Any]:
+        """(prepared A, prepared B, Comparison) of a pair, from the cache of recent compares
+        or computed now. For the review page's pictures only, after the caller's Compare call
+        passed the service's checks: this method checks nothing itself."""
+        key = (casing_a, casing_b)
+        with self._views_lock:
+            hit = self._views.get(key)
+            if hit is not None:
+                self._views.move_to_end(key)
+                return hit
+        a, b = self.catalog.prepared(casing_a), self.catalog.prepared(casing_b)
+        view = (a, b, self.catalog.engine.score(a, b))
+        with self._views_lock:
+            self._views[key] = view
+            while len(self._views) > self.VIEW_CACHE:
+                self._views.popitem(last=False)
+        return view
+
+    def _label(self, casing_id: str) -> str:
+        rec = self.get(casing_id)
+        parts = [f"casing {casing_id}", rec.agency]
+        if rec.incident_id:
+            parts.append(f"incident {rec.incident_id}")
+        if rec.agency_case_number:
+            parts.append(f"case {rec.agency_case_number}")
+        if rec.file_name:
+            parts.append(f"file {rec.file_name}")
+        return ", ".join(parts)
 
     def list(
         self, *, agencies: set[str], incident_id: str, calibre: str, limit: int, offset: int
@@ -415,8 +468,7 @@ class CatalogBackend:
     def compare(
         self, casing_a: str, casing_b: str, *, picture: bool, deadline: float | None
     ) -> ComparisonResult:
-        a, b = self.catalog.prepared(casing_a), self.catalog.prepared(casing_b)
-        comp = self.catalog.engine.score(a, b)
+        a, b, comp = self.comparison_view(casing_a, casing_b)
         nmf = self.catalog.engine.non_match_frequency(
             float(comp.score), "combined", getattr(a, "kind", "topography")
         )
@@ -436,7 +488,13 @@ class CatalogBackend:
             regions={k: float(v) for k, v in (getattr(comp, "regions", None) or {}).items()},
             cells=cells,
             non_match_frequency=float(nmf) if nmf is not None else None,
-            png=self.catalog.engine.picture(a, b, comp) if picture else b"",
+            png=(
+                self.catalog.engine.picture(
+                    a, b, comp, labels=(self._label(casing_a), self._label(casing_b))
+                )
+                if picture
+                else b""
+            ),
             detail={k: v for k, v in detail.items() if k != "cells"},
             quality_a=qa,
             quality_b=qb,

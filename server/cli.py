@@ -272,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=50051, help="TCP port (0: any free port)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     p.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="also serve the examiner's review page on this port (0: any free port), on --host;"
+        " HTTPS with the same certificate under TLS. Same tokens, roles, policy and audit log",
+    )
+    p.add_argument(
         "--auth",
         help="tokens file (JSON; 'ballistics auth add-user' makes it);"
         " without it the server refuses to start",

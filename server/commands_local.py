@@ -475,10 +475,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.png:
         from ballistics.picture import write_comparison_png
 
-        title = f"A: {Path(args.a).name}   B: {Path(args.b).name}"
         try:
             pa, pb = picture_surfaces(prepared[0], prepared[1], comp)
-            write_comparison_png(args.png, pa, pb, comp, title=title)
+            write_comparison_png(
+                args.png,
+                pa,
+                pb,
+                comp,
+                label_a=f"file {Path(args.a).name}",
+                label_b=f"file {Path(args.b).name}",
+                kind=prepared[0].kind,
+            )
         except OSError as exc:
             return _fail(f"{args.png}: cannot write the picture: {exc.strerror or exc}")
     if args.json:  # the keys of a remote compare (server/output.py), cells included

@@ -271,6 +271,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+    web = None
+    if getattr(args, "http_port", None) is not None:
+        from .web import create_web_server
+
+        assert server.service is not None
+        try:
+            web = create_web_server(server.service, args.host, args.http_port, tls=tls)
+        except OSError as e:
+            _err(
+                f"cannot serve the review page on {args.host}:{args.http_port}: {e}"
+                " (is the port in use? pick another --http-port, or 0 for any free port)"
+            )
+            if node is not None:
+                node.close()
+            audit.close()
+            close()
+            return 2
+        print(f"ballistics: review page on {web.url}", file=sys.stderr, flush=True)
     print(
         f"ballistics: serving on {args.host}:{port} (data dir {data_dir},"
         f" {'TLS' if tls else 'plaintext'}); SIGTERM or Ctrl-C stops",
@@ -295,6 +313,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         serve_until_signalled(server)
     finally:
+        if web is not None:
+            web.stop()
         if worker is not None:
             worker.stop()
         if node is not None:

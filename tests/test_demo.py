@@ -38,6 +38,11 @@ def test_demo_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     result = demo.run(opts)
     demo.summary(result)
     text = capsys.readouterr().out
+    # the review page was opened as Lakeside's examiner and showed the search; the summary
+    # says how to open it and with which (demo-only) token
+    assert "candidate rows" in text, text
+    assert f"search?casing_id={result.query_casing}" in text, text
+    assert result.examiner_token and result.examiner_token in text
 
     # the ranked list: printed, non-empty, the query's own firearm first, from Riverside PD
     assert result.candidates, text

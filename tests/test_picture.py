@@ -139,3 +139,42 @@ def test_write_comparison_png(prepared, same: Comparison, tmp_path: Path) -> Non
     out = write_comparison_png(tmp_path / "c.png", prepared["g0a"], prepared["g0b"], same)
     img = cv2.imread(str(out))
     assert img is not None and img.shape[1] > 2 * img.shape[0]
+
+
+def test_b_is_moved_into_a_frame_and_never_cut_off(prepared, same: Comparison) -> None:
+    """A pose that moves B's ring 1 mm sideways: the padded canvas keeps all of B's data."""
+    import dataclasses
+
+    from ballistics.compare import Pose
+    from ballistics.picture import align_pair
+
+    a, b = prepared["g0a"], prepared["g0b"]
+    far = dataclasses.replace(same, pose=Pose(same.pose.rotation_deg, 0.0, 1e-3))
+    pair = align_pair(a, b, far)
+    assert pair.pad_px > 0 and pair.pad_px % same.params.cell_factor == 0
+    assert pair.b_mask.sum() >= 0.97 * b.surface.mask.sum()
+    assert pair.a_mask.sum() == a.surface.mask.sum()
+    # the moved cells follow the pose: their centres move with the changed x translation
+    fwd = align_pair(a, b, same)
+    shift_px = (1e-3 - same.pose.dx_m) / pair.spacing_m
+    cx = [q[:, 0].mean() - fwd.pad_px for _, q in fwd.backward]
+    cx_far = [q[:, 0].mean() - pair.pad_px for _, q in pair.backward]
+    assert np.allclose(np.subtract(cx_far, cx), shift_px, atol=1.0)
+    img = comparison_image(a, b, far, label_a="casing 1, case X-1", label_b="casing 2")
+    assert img.shape[1] == 3 * pair.size + 2 * _GAP
+
+
+def test_frequency_words_use_the_reference_of_the_scan_kind() -> None:
+    from ballistics.calibration import load_reference
+    from ballistics.picture import frequency_words
+
+    n3 = load_reference("topography").scores["combined"].size
+    n2 = load_reference("image").scores["combined"].size
+    assert n3 != n2
+    top3 = frequency_words(1e9, "topography")
+    assert top3.startswith(f"none of {n3} 3-D reference non-matches")
+    top2 = frequency_words(1e9, "image")
+    assert top2.startswith(f"none of {n2} 2-D reference non-matches")
+    assert f"{n3} of {n3}" in frequency_words(-1e9, "topography")
+    assert "unknown" in frequency_words(0.5, "topography", "no_such_region")
+    assert "not compared" in frequency_words(None, "image")
