@@ -54,6 +54,7 @@ class JoinRecipe:
 
     pki: dict[str, list[str]]  # server name -> its `python -c ...` command (argv)
     config_text: str  # fed-A.json as written
+    policy_text: str  # A's policy.json as written
     commands: dict[str, list[str]]  # "federation check" / "serve" / "search" -> argv
 
 
@@ -71,11 +72,11 @@ def _readme_recipe() -> JoinRecipe:
         for name in ("federation check", "serve", "search"):
             if line.startswith(f"ballistics {name} "):
                 commands.setdefault(name, shlex.split(line, comments=True)[1:])
-    config = re.search(r"<<'JSON'\n(.*?)\nJSON\n", block, re.S)
-    assert config, "README: the join block writes fed-A.json with a <<'JSON' heredoc"
+    files = dict(re.findall(r"cat > (\S+) <<'JSON'\n(.*?)\nJSON\n", block, re.S))
+    assert {"fed-A.json", "policy.json"} <= set(files), f"README: heredocs {sorted(files)}"
     assert set(pki) == {"A", "B"}, pki
     assert set(commands) == {"federation check", "serve", "search"}, commands
-    return JoinRecipe(pki, config.group(1), commands)
+    return JoinRecipe(pki, files["fed-A.json"], files["policy.json"], commands)
 
 
 def _mirror(text: str) -> str:
@@ -210,13 +211,10 @@ def _setup_country(name: str, root: Path, recipe: JoinRecipe) -> Country:
     token, entry = new_token_entry(f"examiner-{name}", f"PD-{name}", "examiner")
     write_auth_file(root / "auth.json", [entry])
     c.token = token
-    # The national contact point answers peers under the sharing policy: it must see the
-    # agencies whose casings the country shares (the README says so).
-    policy = {
-        "agencies": {f"PD-{name}": name.lower(), f"NCP-{name}": f"{name.lower()}-ncp"},
-        "jurisdictions": {f"{name.lower()}-ncp": [name.lower()]},
-    }
-    (root / "policy.json").write_text(json.dumps(policy))
+    # the contact point must see the agencies the country shares (README step 3)
+    policy = recipe.policy_text if name == "A" else _mirror(recipe.policy_text)
+    assert f"NCP-{name}" in json.loads(policy)["agencies"]
+    (root / "policy.json").write_text(policy)
     generate_key(c.key)
     c.fed_port = free_port()
     return c
@@ -225,9 +223,9 @@ def _setup_country(name: str, root: Path, recipe: JoinRecipe) -> Country:
 def _write_config(c: Country, peer: Country, recipe: JoinRecipe) -> dict[str, Any]:
     text = recipe.config_text if c.name == "A" else _mirror(recipe.config_text)
     cfg = json.loads(text)
-    # loopback ports instead of the README's 50061 and b.example; a loaded 2-core test
+    # loopback (host, ports) instead of the README's 0.0.0.0:50061 and b.example; a loaded 2-core
     # machine may take longer than the default 10 s for the peer's real-pipeline search
-    cfg["listen"]["port"] = c.fed_port
+    cfg["listen"].update(host="127.0.0.1", port=c.fed_port)
     (p,) = cfg["peers"]
     assert p["name"] == peer.name
     p["address"] = f"127.0.0.1:{peer.fed_port}"
