@@ -27,6 +27,7 @@ def cmd_federation(args: argparse.Namespace) -> int:
             return 2
         try:
             cfg = FederationConfig.from_file(args.config)
+            cfg.check_credentials()
         except FederationConfigError as e:
             _err(str(e))
             return 2

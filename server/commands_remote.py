@@ -162,7 +162,7 @@ def _fmt_candidates(resp: Any) -> list[str]:
             " holds the query's very file (same SHA-256); not ranked"
         )
     if resp.partial:
-        lines.append(f"  (partial: re-ranking stopped at the deadline after {resp.scored})")
+        lines.append(f"  ({_partial_text(resp)})")
     if resp.screened_out:
         lines.append(f"  ({resp.screened_out} candidates screened out before the full comparison)")
     return lines
@@ -238,6 +238,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         try:
             fed_cfg = FederationConfig.from_file(args.federation)
+            fed_cfg.check_credentials()
         except FederationConfigError as e:
             _err(str(e))
             audit.close()
@@ -453,12 +454,29 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _peers_not_ok(resp: Any) -> list[str]:
+    """Peers of a federated search that were asked and did not answer in full."""
+    return [o.server for o in resp.peers if o.state not in ("ok", "not_asked")]
+
+
+def _partial_text(resp: Any) -> str:
+    """Why a search is partial: peers that did not answer, or re-ranking cut at the deadline
+    (``partial`` is set for either; a peer's failure never fails the search)."""
+    down = _peers_not_ok(resp)
+    if down:
+        return f"partial: no full answer from peer(s) {', '.join(down)} (see the peer lines)"
+    return f"partial: re-ranking stopped at the deadline after {resp.scored} comparisons"
+
+
 def _notes_to_stderr(resp: Any) -> None:
-    """What a JSON candidate list cannot say: nothing found, a partial or screened run."""
+    """What a JSON candidate list cannot say: nothing found, a partial or screened run, and
+    how each peer of a federated search answered."""
     if not resp.combined.candidates:
         _err("no candidates: the store holds nothing this account may search")
+    for o in resp.peers:
+        _err(f"peer {o.server}: {o.state} ({o.candidates} candidates) {o.detail}".rstrip())
     if resp.partial:
-        _err(f"partial: re-ranking stopped at the deadline after {resp.scored} comparisons")
+        _err(_partial_text(resp))
     if resp.screened_out:
         _err(f"{resp.screened_out} candidates screened out before the full comparison")
 

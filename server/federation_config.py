@@ -239,6 +239,17 @@ class FederationConfig:
                 return p
         return None
 
+    def check_credentials(self) -> None:
+        """Read every PEM file: certificates parse, keys are unencrypted and match their
+        certificate. Raises :class:`FederationConfigError` naming the file (gRPC itself only
+        says "failed to bind" for a bad listen pair and fails a bad peer pair at first call).
+        """
+        fail = FederationConfigError
+        _pem_pair(self.cert, self.key, "listen", fail)
+        for p in self.peers.values():
+            _pem_certs(p.ca, f"peer {p.name}: ca", fail)
+            _pem_pair(p.cert, p.key, f"peer {p.name}", fail)
+
 
 def _name(value: Any, what: str, fail: Any) -> str:
     if not isinstance(value, str) or not _NAME.match(value):
@@ -257,6 +268,37 @@ def _file(value: Any, what: str, base: Path, fail: Any) -> Path:
     if not p.is_file():
         raise fail(f"'{what}': no such file {p}")
     return p
+
+
+def _pem_certs(path: Path, what: str, fail: Any) -> list[Any]:
+    """The X.509 certificates of a PEM file (at least one)."""
+    from cryptography import x509
+
+    try:
+        certs = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError):
+        raise fail(
+            f"{what}: {path} is not a PEM certificate file (-----BEGIN CERTIFICATE-----)"
+        ) from None
+    return list(certs)
+
+
+def _pem_pair(cert: Path, key: Path, what: str, fail: Any) -> None:
+    """``cert`` (PEM) and ``key`` (unencrypted PEM private key) belong together."""
+    from cryptography.hazmat.primitives import serialization
+
+    first = _pem_certs(cert, f"{what}.cert", fail)[0]
+    try:
+        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as e:  # TypeError: encrypted key
+        raise fail(f"{what}.key: {key} is not an unencrypted PEM private key ({e})") from None
+    der = serialization.Encoding.DER
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if private.public_key().public_bytes(der, spki) != first.public_key().public_bytes(der, spki):
+        raise fail(
+            f"{what}: the key {key} does not belong to the certificate {cert}"
+            " (give the key the certificate was issued for)"
+        )
 
 
 def _strings(value: Any, what: str, fail: Any) -> frozenset[str]:

@@ -36,6 +36,8 @@ CANDIDATE_KEYS = (
     "low_confidence",
     "low_confidence_reasons",
     "flags",
+    "server",  # a federated search: the peer holding the candidate; null for this server
+    "agreement_id",  # a peer's candidate: the agreement it was released under; else null
 )
 
 #: Keys of a comparison (local: two files; remote: two stored casings). ``light``: how two 2-D
@@ -117,6 +119,8 @@ def _candidate(d: dict[str, Any]) -> dict[str, Any]:
         out[k] = _float_or_none(out[k])
     if out["identical_file"]:
         out["rank"] = None
+    out["server"] = out["server"] or None  # the proto's "" (this server) as null
+    out["agreement_id"] = out["agreement_id"] or None
     return out
 
 
