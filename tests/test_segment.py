@@ -442,8 +442,8 @@ def test_partly_invalid_elongated_pin_centre() -> None:
 
 def test_photometric_stereo_soft_primer_step_is_not_refused() -> None:
     """A raw photometric-stereo scan flattens the primer step (1.9 um, 1.9 x the slope: below
-    the usual 2 um and 3 x). With no circular crop to fall back on it is taken as a weak
-    step, said in the notes and trusted less, instead of refusing the scan."""
+    the usual 2 um and 3 x on the working grid). Refined on full-resolution profiles it passes
+    as a step, instead of refusing the scan."""
     from ballistics.instruments import INSTRUMENTS, instrument_rng, record
     from ballistics.synth import fired_surface, make_firearms
 
