@@ -25,8 +25,9 @@ from .segment import Segmentation, segment
 CANVAS_SPACING_M = 6.25e-6
 #: Version of the preparation chain; part of the extractor version of every stored vector.
 # prep-3: 2-D images conditioned by ballistics.image_condition; prep-4: black holes in image
-# files are invalid (ballistics.image_io.black_holes)
-PREPARE_VERSION = "prep-4"
+# files are invalid (ballistics.image_io.black_holes); prep-5: 3-D segmentation fits a partly
+# invalid firing pin to the breech-face outline and retries a soft primer edge before refusing
+PREPARE_VERSION = "prep-5"
 _CANVAS_MULTIPLE = 16
 
 

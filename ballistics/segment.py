@@ -106,11 +106,12 @@ MAX_SPACING_M = 60e-6
 MIN_STEP_M = 2e-6
 """Smallest median height step across the primer edge, metres."""
 
-WEAK_STEP_M = 1e-6
-"""Smallest primer-edge step accepted when the scan has no circular crop to fall back on
-(with a step at least :data:`WEAK_STEP_RATIO` times the surface's own slope), metres."""
+EDGE_SLOPE = 0.12
+"""Slope (height over distance) above which a working-grid pixel votes for the primer edge."""
 
-WEAK_STEP_RATIO = 1.5
+SOFT_EDGE_SLOPE = 0.06
+"""Lower slope threshold tried on an uncropped scan when no circle of primer size is found
+at :data:`EDGE_SLOPE` (otherwise the scan would be refused)."""
 
 MIN_PIN_DEPTH_M = 15e-6
 """Smallest depth of a firing-pin dent below the breech face (and at least 8 robust sigma of
@@ -352,8 +353,6 @@ def _find_primer_step(
     cropped: bool,
     scan: Scan | None = None,
     f: int = 1,
-    *,
-    weak: bool = False,
 ) -> tuple[_Circle | None, str]:
     """The primer edge as a circular height step on the working grid, and what was seen.
 
@@ -374,7 +373,7 @@ def _find_primer_step(
         visible = np.ones_like(vlo, dtype=bool)
     if not np.isfinite(slope).all() or float(np.max(np.where(visible, slope, 0.0))) < 0.05:
         return None, "no height step at all (the surface is flat)"
-    edge = (slope > 0.12) & visible
+    edge = (slope > EDGE_SLOPE) & visible
     rmin, rmax = (v / sp_lo for v in PRIMER_RADIUS_RANGE_M)
     # cropped: a short visible arc (a narrow disc, a confocal edge wall that dropped out)
     # covers less, and texture can win the Hough vote: the best few circles are each
@@ -391,6 +390,12 @@ def _find_primer_step(
     )
     min_cov = 0.25 if cropped else 0.4
     cands = [c for c in found if c[3] >= min_cov]
+    if not cands and not cropped:
+        # no circular crop to fall back on: a soft edge (a confocal edge wall that dropped
+        # out, filled from its neighbours) may stay under the slope threshold over most of
+        # the circle; it is looked for again at a lower one and must still step
+        soft = h.hough_circles(gx, gy, (slope > SOFT_EDGE_SLOPE) & visible, rmin, rmax, k=1)
+        cands = [c for c in soft if c[3] >= min_cov]
     if not cands:
         cov = found[0][3] if found else 0.0
         return None, f"no circular edge of primer size (best covers {100 * cov:.0f} %)"
@@ -400,9 +405,7 @@ def _find_primer_step(
     first: tuple[_Circle | None, str] | None = None
     best: tuple[float, _Circle, str] | None = None
     for hc in cands:
-        circle, seen, clarity, clear = _check_step(
-            z, visible, sp_lo, hc, cropped, scan, f, weak=weak
-        )
+        circle, seen, clarity, clear = _check_step(z, visible, sp_lo, hc, cropped, scan, f)
         if circle is not None and clear:
             return circle, seen
         if circle is not None and (best is None or clarity > best[0]):
@@ -422,15 +425,13 @@ def _check_step(
     cropped: bool,
     scan: Scan | None,
     f: int,
-    *,
-    weak: bool,
 ) -> tuple[_Circle | None, str, float, bool]:
     """Refine one Hough circle and keep it if the height steps across it.
 
     Returns (circle or None, what was seen, clarity = sign agreement times the step's ratio
     to the slope, whether the step is clear).
 
-    A step is at least :data:`MIN_STEP_M` (:data:`WEAK_STEP_M` when ``weak``), with the sign
+    A step is at least :data:`MIN_STEP_M`, with the sign
     of the median on 75 % of the visible rays and three times the surface's own slope --
     or, on a cropped field of view, 2.5 times with 95 % sign agreement (a soft step seen
     on a short arc) -- and 15 % of the circle visible (10 % for a clear, consistent step).
@@ -453,12 +454,11 @@ def _check_step(
     lo, hi = PRIMER_RADIUS_RANGE_M
     if not lo <= r * sp_lo <= hi:  # refined away from primer size (onto the firing pin)
         return None, f"no primer-edge height step ({seen}; not of primer size)", 0.0, False
-    min_step, min_ratio = (WEAK_STEP_M, WEAK_STEP_RATIO) if weak else (MIN_STEP_M, 3.0)
     clear = agree >= 0.95 and ratio >= 5.0
-    steps = ratio >= min_ratio or (cropped and agree >= 0.95 and ratio >= 2.5)
-    if abs(step) < min_step or agree < 0.75 or not steps or vis < (0.1 if clear else 0.15):
+    steps = ratio >= 3.0 or (cropped and agree >= 0.95 and ratio >= 2.5)
+    if abs(step) < MIN_STEP_M or agree < 0.75 or not steps or vis < (0.1 if clear else 0.15):
         return None, f"no primer-edge height step ({seen})", 0.0, False
-    quality = cov * min(1.0, vis / 0.5) * (0.5 if weak else 1.0)
+    quality = cov * min(1.0, vis / 0.5)
     return _Circle(cx, cy, r, quality), seen, agree * min(ratio, 1e6), clear
 
 
@@ -504,7 +504,7 @@ def _find_primer_crescent(
             iterations=1,
             border_value=1,
         )
-        circle = _check_step(z, visible, sp_lo, (cx, cy, r, 0.5), True, scan, f, weak=False)[0]
+        circle = _check_step(z, visible, sp_lo, (cx, cy, r, 0.5), True, scan, f)[0]
         if circle is not None:
             return circle
     return None
@@ -761,41 +761,45 @@ def _fit_rim(
 ) -> tuple[float, float, float, float, float] | None:
     """(row, col, major, minor, angle) of a partly measured firing-pin dent.
 
-    Two outlines bound what is known of the impression: its *rim*, where the measured dent
-    meets measured, shallower surface, and the outline of the invalid part, where the
-    invalid data meets measured surface outside the dent. A stadium (round pins are
-    stadiums of length 0) is fitted to both at once, with one centre, axis and length and
-    a radius of its own for each outline (an invalid patch over an impression is often a
-    little larger than the impression: its wall drops out too). A robust (soft-L1) fit;
-    when it is not elongated, a trimmed circle fit of the rim alone gives the round pin.
-    ``comp`` is the dent and the invalid part together, ``valid`` the measured pixels.
+    The outline of the impression is where the measured breech face around it ends: on the
+    measured side at the dent's *rim* (or at the outer edge of the band where a steep wall
+    dropped out, as on a confocal scan), on the invalid side at the outline of the invalid
+    patch. The two are told apart by thickness: the invalid patch survives a morphological
+    opening by a fifth of the dent's radius, a dropped-out wall (a thin band) and speckle do
+    not. A stadium (round pins are stadiums of length 0) is fitted to both outlines at once,
+    with one centre, axis and length and a radius of its own for each (an invalid patch over
+    an impression is often a little larger than the impression). A robust (soft-L1) fit;
+    when it is not elongated, concentric circles are fitted the same way. The edge where the
+    measured floor meets the invalid patch is never used: it is where the data stop, not
+    where the impression does. ``comp`` is the dent and the invalid part together, ``valid``
+    the measured pixels.
     """
     from scipy.optimize import least_squares
 
-    outside = valid & ~comp
-    touch = ndimage.binary_dilation(outside, iterations=1)
-    near_invalid = ndimage.binary_dilation(~valid, iterations=2)
-    rim = comp & valid & ~near_invalid & touch
-    hole_edge = ~valid & touch & ndimage.binary_dilation(comp, iterations=2)
-    if rim.sum() < 20:
-        # the wall dropped out all round (a confocal scan's steep walls): a round pin's
-        # measured floor ends on a circle concentric with the rim; an elongated one keeps
-        # the moments of dent and hole together (None)
-        st0 = h.region_stadium(comp)
-        if st0 is None or st0[2] + st0[3] > ELONGATION_THRESHOLD * st0[3]:
-            return None
-        return _fit_floor_circle(comp & valid, valid)
     st = h.region_stadium(comp)
     if st is None:
         return None
+    cx, cy, half, b, th = st
+    k = max(2, round(0.2 * b))
+    # the invalid patch over the impression (thick), not the wall dropouts (thin)
+    patch = ndimage.binary_opening(~valid, iterations=k) & ndimage.binary_dilation(
+        comp, iterations=2
+    )
+    inner = comp | (~valid & ndimage.binary_dilation(comp, iterations=2))
+    outside = valid & ~inner
+    edge = inner & ndimage.binary_dilation(outside, iterations=1)
+    hole_edge = edge & ndimage.binary_dilation(patch, iterations=2)
+    # the opening rounds the patch's corners off: edge pixels near it are neither
+    rim = edge & ~ndimage.binary_dilation(patch, iterations=k + 2)
+    if rim.sum() < 20:
+        return None
     ry, rx = (v.astype(np.float64) for v in np.nonzero(rim))
     hy, hx = (v.astype(np.float64) for v in np.nonzero(hole_edge))
-    cx, cy, half, b, th = st
 
-    def resid(p: np.ndarray) -> np.ndarray:
-        hl = max(p[2], 0.0)
-        r1 = h.stadium_distance(rx, ry, p[0], p[1], hl, p[3], p[4])
-        r2 = h.stadium_distance(hx, hy, p[0], p[1], hl, p[5], p[4])
+    def resid(p: np.ndarray, hl: float | None = None) -> np.ndarray:
+        hl_ = max(p[2], 0.0) if hl is None else hl
+        r1 = h.stadium_distance(rx, ry, p[0], p[1], hl_, p[3], p[4])
+        r2 = h.stadium_distance(hx, hy, p[0], p[1], hl_, p[5], p[4])
         return np.concatenate([r1, r2])
 
     lo = np.array([-np.inf, -np.inf, 0.0, 0.3 * b, -np.inf, 0.3 * b])
@@ -808,38 +812,28 @@ def _fit_rim(
     inside = 0 <= fy < comp.shape[0] and 0 <= fx < comp.shape[1]
     if inside and fh + fb > ELONGATION_THRESHOLD * fb:
         return fy, fx, fh + fb, fb, math.degrees(ft) % 180.0
-    # round: the rim alone fixes a circle (a half circle is plenty); the invalid part's
-    # outline is only as round as the dropout
-    ccx, ccy, cr = h.robust_circle(rx, ry, h.fit_circle(rx, ry), 1.5)
+    # round: where the dent's measured rim is clear of invalid data (the wall was measured),
+    # it alone fixes a circle (a half circle is plenty); otherwise (the wall dropped out)
+    # concentric circles through the outer edge of the dropout band and the patch outline
+    clean = comp & valid & ~ndimage.binary_dilation(~valid, iterations=2)
+    clean &= ndimage.binary_dilation(valid & ~comp, iterations=1)
+    if clean.sum() >= 20:
+        cy_, cx_ = (v.astype(np.float64) for v in np.nonzero(clean))
+        ccx, ccy, cr = h.robust_circle(cx_, cy_, h.fit_circle(cx_, cy_), 1.5)
+    else:
+        keep = np.array([0, 1, 3, 5])
+        q0 = np.clip(np.array([cx, cy, b, 1.1 * b]), lo[keep] + 1e-9, hi[keep] - 1e-9)
+        circ = least_squares(
+            lambda q: resid(np.array([q[0], q[1], 0.0, q[2], 0.0, q[3]]), 0.0),
+            q0,
+            bounds=(lo[keep], hi[keep]),
+            loss="soft_l1",
+            f_scale=1.5,
+        )
+        ccx, ccy, cr = (float(v) for v in circ.x[:3]) if circ.success else (math.nan,) * 3
     if not (math.isfinite(cr) and 0 <= ccy < comp.shape[0] and 0 <= ccx < comp.shape[1]):
         return None
     return ccy, ccx, cr, cr, 0.0
-
-
-def _fit_floor_circle(
-    floor: np.ndarray, valid: np.ndarray
-) -> tuple[float, float, float, float, float] | None:
-    """(row, col, r, r, 0) of a circle fitted (soft-L1) to where the measured floor of a dent
-    meets invalid data: an arc concentric with the rim, plus straight cuts that the robust
-    loss leaves out."""
-    from scipy.optimize import least_squares
-
-    fl = h.largest_component(floor)
-    edge = fl & ndimage.binary_dilation(~valid, iterations=1)
-    if edge.sum() < 20:
-        return None
-    ys, xs = (v.astype(np.float64) for v in np.nonzero(edge))
-    cy, cx, major, minor, _ = h.moments(fl)
-    r0 = max(major, minor, 2.0)
-
-    def resid(p: np.ndarray) -> np.ndarray:
-        return np.asarray(np.hypot(xs - p[0], ys - p[1]) - p[2])
-
-    fit = least_squares(resid, np.array([cx, cy, r0]), loss="soft_l1", f_scale=1.0)
-    fx, fy, fr = (float(v) for v in fit.x)
-    if not (fit.success and fr > 0 and 0 <= fy < floor.shape[0] and 0 <= fx < floor.shape[1]):
-        return None
-    return fy, fx, fr, fr, 0.0
 
 
 def _finish(
