@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import fadul_files, machine, synth_files  # noqa: E402
+from benchmarks._common import fadul_files, machine, synth_files
 
 
 def _comparison_key(c: Any) -> dict[str, Any]:

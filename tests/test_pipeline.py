@@ -130,7 +130,9 @@ def test_levels_form_compares_describes_and_screens_exactly_as_full(shots) -> No
 
     full = [PreparedCasing.from_bytes(prepare(s).to_bytes()) for _, s in shots[:3]]
     lev = [PreparedCasing.from_bytes(p.to_bytes("levels")) for p in full]
-    assert all(len(b.to_bytes("levels")) < 0.5 * len(a.to_bytes()) for a, b in zip(full, lev))
+    assert all(
+        len(b.to_bytes("levels")) < 0.5 * len(a.to_bytes()) for a, b in zip(full, lev, strict=True)
+    )
     for a, b in zip(full, lev, strict=True):
         assert b.stored_levels == STORED_LEVELS and b.surface.shape == a.surface.shape
         assert b.surface.spacing_m == a.surface.spacing_m and b.quality == a.quality
