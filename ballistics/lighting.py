@@ -537,10 +537,15 @@ class LitCasing(PreparedCasing):
         """The flattened image (this object: a LitCasing is a PreparedCasing)."""
         return self
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, form: str = "full") -> bytes:
         """:meth:`PreparedCasing.to_bytes` plus the light (``light_meta``) and, for a side
         light, the pseudo-height and texture directions. Readers that know nothing of lights
-        (``PreparedCasing.from_bytes``) read the flattened image as before."""
+        (``PreparedCasing.from_bytes``) read the flattened image as before. Only the "full"
+        form: the light-aware comparison is not yet known to read only the stored levels."""
+        if form != "full":
+            raise BallisticsError(
+                f"a 2-D image with its light is stored in the 'full' form only; got {form!r}"
+            )
         with np.load(io.BytesIO(super().to_bytes()), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         assert self.light is not None

@@ -29,6 +29,14 @@ CANVAS_SPACING_M = 6.25e-6
 # invalid firing pin to the breech-face outline and retries a soft primer edge before refusing
 PREPARE_VERSION = "prep-5"
 _CANVAS_MULTIPLE = 16
+#: The pyramid levels (downsampling factors of the canvas) that comparison, descriptors and
+#: screen read: ``CompareParams`` cell_factor 2 (12.5 um), refine_factor 4 (25 um; also
+#: ``descriptors`` and ``screen``), coarse_factor 8 (50 um). The "levels" storage form keeps
+#: exactly these arrays, so a casing read back compares, describes and screens bit for bit as
+#: the full canvas does.
+STORED_LEVELS = (2, 4, 8)
+#: Storage forms of :meth:`PreparedCasing.to_bytes`.
+FORMS = ("full", "levels")
 
 
 @dataclass(eq=False)
@@ -59,6 +67,10 @@ class PreparedCasing:
     _levels: dict[int, tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    stored_levels: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
+    """None: ``surface`` is the full canvas. Else the casing was read back from the "levels"
+    form: only these levels are exact, and ``surface`` is the finest of them (in metres)
+    repeated onto the canvas grid, for pictures; see :meth:`to_bytes`."""
 
     @property
     def kind(self) -> str:
@@ -73,56 +85,137 @@ class PreparedCasing:
         mask : ndarray of the same shape, bool
         """
         if factor not in self._levels:
+            if self.stored_levels is not None:
+                raise BallisticsError(
+                    f"level {factor} of this casing is not stored (only {self.stored_levels}: "
+                    "it was stored in the 'levels' form); prepare it again from its original "
+                    "scan to compare it at another resolution"
+                )
             s = self.surface
             d, m = downsample(np.where(s.mask, s.data, 0.0), s.mask, factor)
             rms = float(np.sqrt(np.mean(d[m] ** 2))) if m.any() else 1.0
             self._levels[factor] = ((d / (rms or 1.0)).astype(np.float32), m)
         return self._levels[factor]
 
-    def to_bytes(self) -> bytes:
-        """Compressed, self-describing serialisation (npz) for the store."""
+    def to_bytes(self, form: str = "full") -> bytes:
+        """Compressed, self-describing serialisation (npz) for the store.
+
+        Parameters
+        ----------
+        form : {"full", "levels"}
+            "full": the whole canvas (float32) and its mask. "levels": only the pyramid
+            levels :data:`STORED_LEVELS` exactly as :meth:`level` returns them (float32, unit
+            RMS) and their masks, plus the finest level's RMS so a reader can show it in
+            metres: about a quarter of the bytes, with identical comparisons, descriptors and
+            screen signatures (:meth:`from_bytes`).
+        """
+        if form not in FORMS:
+            raise BallisticsError(f"unknown storage form {form!r}; use one of {FORMS}")
+        if form == "full" and self.stored_levels is not None:
+            raise BallisticsError(
+                "this casing was stored in the 'levels' form; its full canvas is not kept "
+                "(prepare it again from its original scan)"
+            )
         s = self.surface
-        meta = {
+        meta: dict[str, Any] = {
             "version": PREPARE_VERSION,
             "spacing_m": list(s.spacing_m),
             "kind": s.kind,
             "segmentation": self.segmentation,
-            "provenance": s.provenance_dicts(),
+            # the step from_bytes adds to a levels-form casing is added again on reading
+            "provenance": [p for p in s.provenance_dicts() if p["name"] != "stored_levels"],
         }
         if self.quality is not None:
             meta["quality"] = self.quality
         buf = io.BytesIO()
-        arrays: dict[str, Any] = {
-            "data": np.where(s.mask, s.data, 0.0).astype(np.float32),
-            "mask": np.packbits(s.mask),
-            "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-        }
+        arrays: dict[str, Any] = {}
+        if form == "full":
+            arrays["data"] = np.where(s.mask, s.data, 0.0).astype(np.float32)
+            arrays["mask"] = np.packbits(s.mask)
+        else:
+            levels = self.stored_levels or STORED_LEVELS
+            for f in levels:
+                d, m = self.level(f)
+                arrays[f"level{f}_data"] = d
+                arrays[f"level{f}_mask"] = np.packbits(m)
+            meta["form"] = "levels"
+            meta["levels"] = list(levels)
+            meta["canvas_px"] = list(s.shape)
+            meta["finest_rms"] = self._finest_rms(levels[0])
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         if self.aperture_profile is not None:
             arrays["aperture_profile"] = self.aperture_profile.astype(np.float32)
         np.savez_compressed(buf, **arrays)
         return buf.getvalue()
 
+    def _finest_rms(self, factor: int) -> float:
+        """The RMS :meth:`level` divided level ``factor`` by (its values back in metres)."""
+        if self.stored_levels is not None:
+            return float(self.surface.provenance[-1].stats["finest_rms"])
+        s = self.surface
+        d, m = downsample(np.where(s.mask, s.data, 0.0), s.mask, factor)
+        return float(np.sqrt(np.mean(d[m] ** 2))) if m.any() else 1.0
+
     @classmethod
     def from_bytes(cls, raw: bytes) -> PreparedCasing:
-        """Inverse of :meth:`to_bytes`; raises BallisticsError on anything else."""
+        """Inverse of :meth:`to_bytes` (either form); raises BallisticsError on anything else.
+
+        A "levels" blob gives a casing whose :meth:`level` returns the stored arrays (other
+        levels raise) and whose ``surface`` is the finest stored level, in metres, repeated
+        onto the canvas grid (what a comparison picture shows: the cells' resolution)."""
         from .scan import Step
 
+        levels: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         try:
             with np.load(io.BytesIO(raw), allow_pickle=False) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
-                data = z["data"].astype(np.float64)
-                mask = np.unpackbits(z["mask"])[: data.size].reshape(data.shape).astype(bool)
+                if meta.get("form") == "levels":
+                    for f in meta["levels"]:
+                        d = z[f"level{f}_data"].astype(np.float32)
+                        m = np.unpackbits(z[f"level{f}_mask"])[: d.size].reshape(d.shape)
+                        levels[int(f)] = (d, m.astype(bool))
+                    data = mask = None
+                else:
+                    data = z["data"].astype(np.float64)
+                    mask = np.unpackbits(z["mask"])[: data.size].reshape(data.shape).astype(bool)
                 prof = z["aperture_profile"].astype(np.float64) if "aperture_profile" in z else None
         except Exception as exc:  # any decoding failure means the blob is not ours
             raise BallisticsError(f"stored surface is unreadable: {exc}") from exc
         steps = tuple(Step(p["name"], p["params"], p["stats"]) for p in meta["provenance"])
+        quality = meta.get("quality")  # absent in blobs written before quality records
+        quality = quality if isinstance(quality, dict) else None
+        if data is None or mask is None:
+            f = int(meta["levels"][0])
+            d, m = levels[f]
+            shape = tuple(int(n) for n in meta["canvas_px"])
+            data = np.zeros(shape, np.float64)
+            mask = np.zeros(shape, bool)
+            rep_d = np.repeat(np.repeat(d.astype(np.float64) * meta["finest_rms"], f, 0), f, 1)
+            rep_m = np.repeat(np.repeat(m, f, 0), f, 1)
+            data[: rep_d.shape[0], : rep_d.shape[1]] = rep_d
+            mask[: rep_m.shape[0], : rep_m.shape[1]] = rep_m
+            steps += (
+                Step(
+                    "stored_levels",
+                    {"levels": [int(x) for x in meta["levels"]]},
+                    {"finest_rms": float(meta["finest_rms"])},
+                ),
+            )
+            surface = Scan(
+                np.where(mask, data, np.nan), mask, tuple(meta["spacing_m"]), meta["kind"], steps
+            )
+            return cls(
+                surface,
+                meta["segmentation"],
+                prof,
+                quality,
+                levels,
+                tuple(int(x) for x in meta["levels"]),
+            )
         surface = Scan(
             np.where(mask, data, np.nan), mask, tuple(meta["spacing_m"]), meta["kind"], steps
         )
-        quality = meta.get("quality")  # absent in blobs written before quality records
-        return cls(
-            surface, meta["segmentation"], prof, quality if isinstance(quality, dict) else None
-        )
+        return cls(surface, meta["segmentation"], prof, quality)
 
 
 def _crop_centred(scan: Scan, mask: np.ndarray, center: tuple[float, float], half: int) -> Scan:

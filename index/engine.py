@@ -115,11 +115,16 @@ class BallisticsEngine:
     """The real pipeline (``ballistics.io``, ``.pipeline``, ``.descriptors``, ``.compare``).
 
     ``limits``: the byte and pixel caps every scan is read with (``ballistics.limits.Limits``;
-    None: the reader's defaults).
+    None: the reader's defaults). ``surface_form``: how a topography's prepared surface is
+    stored (``PreparedCasing.to_bytes``): "levels" (default; only the pyramid levels the
+    comparison, descriptors and screen read, with identical results, ~1/4 of the bytes;
+    benchmarks/RESULTS-store.md) or "full" (the 6.25-um canvas). A 2-D image with its light
+    is always stored in full.
     """
 
-    def __init__(self, limits: Any = None) -> None:
+    def __init__(self, limits: Any = None, surface_form: str = "levels") -> None:
         self.limits = limits
+        self.surface_form = surface_form
 
     @property
     def extractor_version(self) -> str:
@@ -153,7 +158,9 @@ class BallisticsEngine:
         est = lighting.light_of(prep)
         return Processed(
             descriptors=self.describe(prep),
-            surface=prep.to_bytes(),
+            surface=prep.to_bytes(
+                "full" if isinstance(prep, lighting.LitCasing) else self.surface_form
+            ),
             prepared=prep,
             firing_pin_shape=prep.segmentation.get("firing_pin_shape"),
             format=io.sniff_format(_head(source)) or "unknown",

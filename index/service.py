@@ -613,15 +613,27 @@ class Catalog:
             screen=screen,
         )
 
-    def check(self, out: IO[str] = sys.stderr) -> bool:
-        """True when every index holds exactly the store's live ids for its region."""
+    def check(self, out: IO[str] = sys.stderr, *, verify_surfaces: bool = True) -> bool:
+        """True when every index holds exactly the store's live ids for its region and every
+        live casing's surface file is present and intact (``verify_surfaces``: re-hashing
+        each file; False: only present with its recorded size). Problems, and surface files
+        no casing uses (harmless), are printed to ``out``."""
         ok = True
         for region, idx in self.indexes.items():
             expect = self.store.live_vector_ids(region, self.extractor_version)
             if not np.array_equal(idx.ids(), expect):
                 print(f"index {region}: {idx.count()} rows, store {len(expect)}", file=out)
                 ok = False
-        return ok
+        problems, notes = self.store.check_surfaces(verify_hashes=verify_surfaces)
+        for line in problems:
+            print(line, file=out)
+        if notes:
+            print(
+                f"{len(notes)} surface file(s) used by no casing (left by an interrupted write "
+                f"or delete; Store.collect_garbage removes them), e.g. {notes[0]}",
+                file=out,
+            )
+        return ok and not problems
 
 
 def reextract(catalog: Catalog, *, rebuild: bool = True, batch: int = 64) -> int:

@@ -4,11 +4,16 @@ Layout::
 
     <data_dir>/store.sqlite          casings, descriptors, surfaces, decisions, changes log
     <data_dir>/objects/ab/cdef...    original files, named by SHA-256 (written before the commit)
+    <data_dir>/surfaces/ab/cd/abcd.. prepared surfaces, named by SHA-256 (index.blobs; written
+                                     before the commit; SQLite keeps hash, size and codec)
 
 Durability contract
 -------------------
-* The original is written to a temporary file, fsync'ed, renamed into place and the directory
-  fsync'ed *before* the database transaction that references it.
+* The original and the prepared surface are each written to a temporary file, fsync'ed,
+  renamed into place and the directory fsync'ed *before* the database transaction that
+  references them. Stores whose surfaces were BLOBs inside SQLite (table ``surfaces``) are
+  migrated on open (:func:`_migrate_surface_blobs`: file first, then the row moves, batch by
+  batch; a kill at any point leaves every surface readable from one place or the other).
 * The database runs in WAL mode with ``synchronous=FULL``: when :meth:`Store.add_casing`
   returns, its COMMIT is on disk. Callers acknowledge an ingest only after it returns.
 * Every add / delete / re-extraction appends a row to ``changes``; its ``seq`` is monotonically
@@ -41,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from .blobs import BlobStore, SurfaceFileError
 from .errors import NotFoundError
 
 VERDICTS = ("hit", "excluded", "inconclusive")
@@ -71,8 +77,16 @@ CREATE TABLE IF NOT EXISTS descriptors(
     vector BLOB NOT NULL,
     PRIMARY KEY(casing, region, extractor_version));
 CREATE INDEX IF NOT EXISTS descriptors_region ON descriptors(region, extractor_version);
+-- Legacy: surfaces stored inside SQLite (empty once _migrate_surface_blobs has run).
 CREATE TABLE IF NOT EXISTS surfaces(
     casing INTEGER PRIMARY KEY REFERENCES casings(id), codec TEXT NOT NULL, data BLOB NOT NULL);
+-- The prepared surface of a casing: a file under surfaces/ named by the SHA-256 of its bytes
+-- (index.blobs). codec: how the file's bytes encode what Engine.load takes ('raw': as is).
+-- Casings with identical surfaces share one file; it is removed with the last row using it.
+CREATE TABLE IF NOT EXISTS surface_files(
+    casing INTEGER PRIMARY KEY REFERENCES casings(id), codec TEXT NOT NULL,
+    sha256 TEXT NOT NULL, size INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS surface_files_sha ON surface_files(sha256);
 -- The scan's quality record (JSON, ballistics.quality); no row: casing stored before quality
 -- records existed (unknown, not zero). Kept apart from the surface so a search can attach it
 -- to every candidate without decompressing surfaces.
@@ -323,12 +337,6 @@ class Filters:
         return " AND ".join(clauses), params
 
 
-def encode_surface(data: bytes) -> tuple[str, bytes]:
-    """Compress a serialised PreparedCasing unless compression does not help."""
-    z = zlib.compress(data, 3)
-    return ("zlib", z) if len(z) < len(data) else ("raw", data)
-
-
 def decode_surface(codec: str, blob: bytes) -> bytes:
     if codec == "zlib":
         return zlib.decompress(blob)
@@ -344,6 +352,7 @@ class Store:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.objects_dir = self.data_dir / "objects"
+        self.surface_files = BlobStore(self.data_dir / "surfaces")
         self.db_path = self.data_dir / "store.sqlite"
         self._local = threading.local()
         self._write_lock = threading.RLock()
@@ -354,6 +363,7 @@ class Store:
         with self._write_lock:
             _migrate_incident_owner(con)
             con.executescript(_SCHEMA)
+        _migrate_surface_blobs(self)
 
     # -- connections -------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -482,6 +492,8 @@ class Store:
             return existing, self.seq()
         if original is not None:
             self.put_object(original, sha256)
+        # The surface file is durable before the row that refers to it commits.
+        surface_ref = None if surface is None else self.surface_files.put(surface)
         cid = casing_id or uuid.uuid4().hex[:16]
         now = _now()
         with self._tx() as con:
@@ -527,12 +539,8 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?)",
                     (rowid, region, extractor_version, int(a.size), a.tobytes()),
                 )
-            if surface is not None:
-                codec, blob = encode_surface(surface)
-                con.execute(
-                    "INSERT INTO surfaces(casing, codec, data) VALUES (?, ?, ?)",
-                    (rowid, codec, blob),
-                )
+            if surface is not None and surface_ref is not None:
+                self._insert_surface_file(con, rowid, surface, surface_ref)
             if quality is not None:
                 con.execute(
                     "INSERT INTO qualities(casing, record) VALUES (?, ?)",
@@ -621,20 +629,32 @@ class Store:
         return int(row[0])
 
     def delete_casing(self, casing_id: str, reason: str) -> tuple[CasingRecord, int]:
-        """Soft-delete a casing (kept for the audit trail, invisible to search)."""
+        """Soft-delete a casing (kept for the audit trail, invisible to search).
+
+        Its prepared surface goes with it (the row in the same transaction, the file after the
+        commit unless another casing shares it): a deleted casing is never searched or compared
+        again, and its original file is kept, from which the surface can be prepared again."""
         if not reason or not reason.strip():
             raise ValueError("a reason is required to delete a casing")
         rec = self.get_casing(casing_id)
         now = _now()
-        with self._tx() as con:
-            n = con.execute(
-                "UPDATE casings SET deleted = 1, deleted_reason = ?, deleted_at = ? "
-                "WHERE id = ? AND deleted = 0",
-                (reason, now, rec.id),
-            ).rowcount
-            if n != 1:
-                raise NotFoundError(f"no casing with id {casing_id}")
-            seq = self._log(con, "delete", rec.id, now)
+        with self._write_lock:
+            with self._tx() as con:
+                n = con.execute(
+                    "UPDATE casings SET deleted = 1, deleted_reason = ?, deleted_at = ? "
+                    "WHERE id = ? AND deleted = 0",
+                    (reason, now, rec.id),
+                ).rowcount
+                if n != 1:
+                    raise NotFoundError(f"no casing with id {casing_id}")
+                seq = self._log(con, "delete", rec.id, now)
+                row = con.execute(
+                    "SELECT sha256 FROM surface_files WHERE casing = ?", (rec.id,)
+                ).fetchone()
+                con.execute("DELETE FROM surface_files WHERE casing = ?", (rec.id,))
+                con.execute("DELETE FROM surfaces WHERE casing = ?", (rec.id,))
+            if row is not None:
+                self._drop_unreferenced(str(row[0]))
         return self.get_casing(rec.id, include_deleted=True), seq
 
     # -- sequence / changes ------------------------------------------------------------------
@@ -758,22 +778,139 @@ class Store:
             )
 
     def load_surface(self, casing: str | int) -> bytes | None:
-        """The stored PreparedCasing bytes (decompressed), or None when none was stored."""
+        """The stored PreparedCasing bytes (decompressed, hash verified), or None when none was
+        stored. Raises :class:`index.blobs.SurfaceFileError` (naming the casing and the file)
+        when its file is missing or corrupt."""
         rowid = casing if isinstance(casing, int) else self.get_casing(casing).id
-        row = (
-            self._conn()
-            .execute("SELECT codec, data FROM surfaces WHERE casing = ?", (int(rowid),))
-            .fetchone()
-        )
+        con = self._conn()
+        row = con.execute(
+            "SELECT codec, sha256, size FROM surface_files WHERE casing = ?", (int(rowid),)
+        ).fetchone()
+        if row is not None:
+            what = f"casing {casing}" if isinstance(casing, str) else f"casing row {rowid}"
+            raw = self.surface_files.get(str(row[1]), int(row[2]), what=what)
+            return decode_surface(str(row[0]), raw)
+        # A legacy BLOB not yet moved out (another process opened the store mid-migration).
+        row = con.execute(
+            "SELECT codec, data FROM surfaces WHERE casing = ?", (int(rowid),)
+        ).fetchone()
         return None if row is None else decode_surface(str(row[0]), row[1])
 
     def put_surface(self, rowid: int, surface: bytes) -> None:
-        codec, blob = encode_surface(surface)
-        with self._tx() as con:
-            con.execute(
-                "INSERT OR REPLACE INTO surfaces(casing, codec, data) VALUES (?, ?, ?)",
-                (int(rowid), codec, blob),
+        """Store (or replace) the prepared surface of a casing; a file no row uses any more
+        is removed."""
+        ref = self.surface_files.put(surface)
+        with self._write_lock:
+            with self._tx() as con:
+                old = con.execute(
+                    "SELECT sha256 FROM surface_files WHERE casing = ?", (int(rowid),)
+                ).fetchone()
+                con.execute("DELETE FROM surfaces WHERE casing = ?", (int(rowid),))
+                self._insert_surface_file(con, int(rowid), surface, ref, replace=True)
+            if old is not None and old[0] != ref[0]:
+                self._drop_unreferenced(str(old[0]))
+
+    def _insert_surface_file(
+        self,
+        con: sqlite3.Connection,
+        rowid: int,
+        surface: bytes,
+        ref: tuple[str, int],
+        *,
+        replace: bool = False,
+    ) -> None:
+        """The row of a surface file written by ``BlobStore.put`` (inside a transaction). The
+        file is checked again under the writer lock: a delete or garbage collection that ran
+        since may have removed a file of the same content, which is then written again."""
+        sha, size = ref
+        if not self.surface_files.has(sha, size):
+            self.surface_files.put(surface)
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        con.execute(
+            f"{verb} INTO surface_files(casing, codec, sha256, size) VALUES (?, ?, ?, ?)",
+            (int(rowid), "raw", sha, int(size)),
+        )
+
+    def _drop_unreferenced(self, sha256: str) -> bool:
+        """Remove a surface file when no row refers to it (call under the writer lock, after
+        the commit that dropped the last reference: a kill in between leaves an orphan file,
+        which :meth:`check_surfaces` reports and :meth:`collect_garbage` removes)."""
+        with self._write_lock:
+            row = (
+                self._conn()
+                .execute("SELECT 1 FROM surface_files WHERE sha256 = ? LIMIT 1", (sha256,))
+                .fetchone()
             )
+            return row is None and self.surface_files.delete(sha256)
+
+    def surface_info(self, rowid: int) -> dict[str, Any] | None:
+        """Where a casing's surface is kept: ``{"sha256", "size", "codec", "path"}`` for a
+        file, ``{"codec", "size", "path": None}`` for a legacy BLOB; None when none is stored."""
+        con = self._conn()
+        row = con.execute(
+            "SELECT codec, sha256, size FROM surface_files WHERE casing = ?", (int(rowid),)
+        ).fetchone()
+        if row is not None:
+            return {
+                "codec": str(row[0]),
+                "sha256": str(row[1]),
+                "size": int(row[2]),
+                "path": str(self.surface_files.path(str(row[1]))),
+            }
+        row = con.execute(
+            "SELECT codec, LENGTH(data) FROM surfaces WHERE casing = ?", (int(rowid),)
+        ).fetchone()
+        if row is None:
+            return None
+        return {"codec": str(row[0]), "sha256": None, "size": int(row[1]), "path": None}
+
+    def check_surfaces(self, *, verify_hashes: bool = True) -> tuple[list[str], list[str]]:
+        """Check every stored surface file: (problems, notes).
+
+        ``problems``: one line per live casing whose file is missing, of the wrong size or
+        (``verify_hashes``: re-reading every file) corrupt, naming the casing and the file.
+        ``notes``: files no row refers to (left by a kill between a file's write and its
+        commit, or a delete's commit and its unlink; harmless, :meth:`collect_garbage`
+        removes them)."""
+        problems: list[str] = []
+        refs: set[str] = set()
+        rows = self._conn().execute(
+            "SELECT c.casing_id, c.deleted, s.sha256, s.size FROM surface_files s "
+            "JOIN casings c ON c.id = s.casing ORDER BY c.id"
+        )
+        for cid, deleted, sha, size in rows:
+            refs.add(str(sha))
+            if deleted:
+                continue
+            what = f"casing {cid}"
+            try:
+                if verify_hashes:
+                    self.surface_files.get(str(sha), int(size), what=what)
+                elif not self.surface_files.has(str(sha), int(size)):
+                    problems.append(
+                        f"{what}: surface file {self.surface_files.path(str(sha))} is missing "
+                        f"or not {int(size)} bytes long"
+                    )
+            except SurfaceFileError as exc:
+                problems.append(str(exc))
+        orphans = [s for s in self.surface_files.iter_shas() if s not in refs]
+        notes = [f"surface file {self.surface_files.path(s)} is used by no casing" for s in orphans]
+        return problems, notes
+
+    def collect_garbage(self) -> int:
+        """Remove surface files no row refers to, and temporary files of killed writers;
+        returns how many surface files were removed. Call only where no other process
+        writes this directory (the catalog's exclusive lock)."""
+        n = 0
+        with self._write_lock:
+            self.surface_files.remove_temporaries()
+            refs = {
+                str(r[0]) for r in self._conn().execute("SELECT DISTINCT sha256 FROM surface_files")
+            }
+            for sha in list(self.surface_files.iter_shas()):
+                if sha not in refs:
+                    n += int(self.surface_files.delete(sha))
+        return n
 
     def put_quality(self, rowid: int, quality: Mapping[str, Any]) -> None:
         """Store (or replace) the quality record of a casing."""
@@ -1302,6 +1439,42 @@ def _migrate_incident_owner(con: sqlite3.Connection) -> None:
         con.execute("COMMIT")
     finally:
         con.execute("PRAGMA foreign_keys=ON")
+
+
+def _migrate_surface_blobs(store: Store, batch: int = 64) -> int:
+    """Move surfaces stored as BLOBs inside SQLite (the ``surfaces`` table of older stores)
+    out into surface files; returns how many moved.
+
+    Batch by batch: each surface's file is written and fsync'ed first, then one transaction
+    inserts the ``surface_files`` rows and deletes the BLOBs. A kill at any point leaves every
+    surface readable (from its BLOB, or from its file once the row moved) and at most some
+    orphan files (found again, content-addressed, on the next open). The freed pages are
+    returned to the file system by a VACUUM when anything moved.
+    """
+    moved = 0
+    con = store._conn()
+    while True:
+        rows = con.execute(
+            "SELECT casing, codec, data FROM surfaces ORDER BY casing LIMIT ?", (int(batch),)
+        ).fetchall()
+        if not rows:
+            break
+        refs = []
+        for rowid, codec, blob in rows:
+            raw = decode_surface(str(codec), blob)
+            refs.append((int(rowid), raw, store.surface_files.put(raw)))
+        with store._write_lock:
+            with store._tx() as tx:
+                for rowid, raw, ref in refs:
+                    tx.execute("DELETE FROM surfaces WHERE casing = ?", (rowid,))
+                    store._insert_surface_file(tx, rowid, raw, ref, replace=True)
+        moved += len(rows)
+    if moved:
+        # Give the BLOBs' pages back; a store another connection holds busy keeps them until
+        # a later open (nothing is lost, only space).
+        with contextlib.suppress(sqlite3.OperationalError):
+            con.execute("VACUUM")
+    return moved
 
 
 def _record(row: tuple[Any, ...]) -> CasingRecord:

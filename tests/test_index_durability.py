@@ -67,6 +67,10 @@ def test_sigkill_during_ingest_never_loses_acknowledged_casings(tmp_path):
             for cid in acked if cycle % 5 == 4 else acked[-10:]:
                 rec = cat.get(cid)
                 descs = cat.store.descriptors_of(rec.id, cat.extractor_version)
+                # its surface file was durable before the commit (hash checked on read)
+                loaded = cat.engine.load(cat.store.load_surface(rec.id))
+                for region, v in loaded.items():
+                    np.testing.assert_array_equal(v, descs[region])
                 res = cat.search(Query(descs, descs), top=1, rerank_k=5)
                 assert res.combined[0].casing_id == cid
     assert len(acked) > 20  # the children did get work done between kills

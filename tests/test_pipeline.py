@@ -119,3 +119,33 @@ def test_image_and_topography_are_not_compared(shots) -> None:
     scan = shots[0][1]
     with pytest.raises(BallisticsError, match="compare like with like"):
         compare(prepare(scan), prepare(render_ring_light(scan)))
+
+
+def test_levels_form_compares_describes_and_screens_exactly_as_full(shots) -> None:
+    """The "levels" storage form keeps only levels 2, 4 and 8: every comparison result,
+    descriptor and screen signature is bit for bit that of the full canvas."""
+    from ballistics.compare import compare
+    from ballistics.pipeline import STORED_LEVELS, PreparedCasing
+    from ballistics.screen import signature
+
+    full = [PreparedCasing.from_bytes(prepare(s).to_bytes()) for _, s in shots[:3]]
+    lev = [PreparedCasing.from_bytes(p.to_bytes("levels")) for p in full]
+    assert all(
+        len(b.to_bytes("levels")) < 0.5 * len(a.to_bytes()) for a, b in zip(full, lev, strict=True)
+    )
+    for a, b in zip(full, lev, strict=True):
+        assert b.stored_levels == STORED_LEVELS and b.surface.shape == a.surface.shape
+        assert b.surface.spacing_m == a.surface.spacing_m and b.quality == a.quality
+        for k, v in describe(a).items():
+            np.testing.assert_array_equal(v, describe(b)[k])
+        np.testing.assert_array_equal(signature(a), signature(b))
+        # the picture's surface: the finest level in metres, on the canvas grid
+        assert abs(np.nanstd(b.surface.data) / np.nanstd(a.surface.data) - 1.0) < 0.3
+        with pytest.raises(Exception, match="level 1 of this casing is not stored"):
+            b.level(1)
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        ca, cb = compare(full[i], full[j]), compare(lev[i], lev[j])
+        assert (ca.score, ca.cmc, ca.pose, ca.cells) == (cb.score, cb.cmc, cb.pose, cb.cells)
+    again = PreparedCasing.from_bytes(lev[0].to_bytes("levels"))  # re-storing loses nothing
+    assert [s.name for s in again.surface.provenance].count("stored_levels") == 1
+    np.testing.assert_array_equal(again.level(2)[0], full[0].level(2)[0])
