@@ -7,19 +7,27 @@ note when absent) and synthetic sets recorded by the 3-D instrument models (full
 is in the pool; a query's mates are the other casings of its gun. The pool also holds the first
 N cheap distractors of ``benchmarks/scale_corpus.py`` (seed :data:`DISTRACTOR_SEED`).
 
-Per N, per query, the stages of ``index.search.Searcher`` on the breech-face region:
+Per N, per query, the stages of ``index.search.Searcher`` on the breech-face region, under two
+candidate policies side by side (:class:`Policy`):
+
+* ``old``: stage 1 keeps ``--rerank`` (200), stage 2 keeps the ``--compare`` (20) best by the
+  screen score alone (the search before 2026-12-05);
+* ``new``: stage 1 keeps ``index.search.RerankPolicy`` of the pool size (2 %, at least 200, at
+  most 4000), stage 2 keeps the ``--compare`` best by ``index.search.fused_scores``.
 
 1. stage 1: ``index.vectors.FaissIndex`` built over the pool (factory by ``choose_factory``),
-   top ``--rerank`` (200) by descriptor, the query itself excluded;
-2. stage 2: the real ``ballistics.screen.screen`` over those candidates' signatures, the best
-   ``--compare`` (20) kept (as ``screen_candidates``);
-3. stage 3: ``ballistics.compare.compare`` of the query with each kept candidate (distractor
-   surfaces regenerated from their seed), ranked by score as ``rank_candidates`` ranks them.
+   the top K by descriptor, the query itself excluded;
+2. stage 2: the real ``index.search.screen_candidates`` with the engine's screen
+   (``ballistics.screen``) over those candidates' signatures, the best ``--compare`` kept;
+3. stage 3 (for every ``--stage3-every``-th query; 0: none): ``ballistics.compare.compare`` of
+   the query with each kept candidate (distractor surfaces regenerated from their seed), ranked
+   by score as ``rank_candidates`` ranks them.
 
-For each mate: survives stage 1, stage 2, reaches the final top 10; per query: top 1 is a mate.
-Rank percentiles over the whole pool (exact, numpy): the number of distractors scoring above
-the mate / N, by descriptor and by the screen (vectorised ``screen``, checked against the real
-function). Projection to 1 M and 4 M: see :func:`tail_p` and RESULTS-scale.md.
+For each mate: survives stage 1, stage 2 (reaches the comparison), reaches the final top 10;
+per query: top 1 is a mate. Rank percentiles over the whole pool (exact, numpy): the number of
+distractors scoring above the mate / N, by descriptor, by the screen (``screen_spectra``) and
+by the new policy's fused score. Projection to 1 M and 4 M: see :func:`tail_p` and
+RESULTS-scale.md. ``--tune``: the fusion grid on the synthetic sets only (:func:`tune_grid`).
 
 Hardness check: the same queries against full-simulation non-mates (seed :data:`HARD_SEED`, one
 shot per gun, instruments cycled) and against the cheap distractors.
@@ -29,6 +37,8 @@ Usage::
     nice -n 10 python benchmarks/scale.py --quick          # a couple of minutes
     nice -n 10 python benchmarks/scale_corpus.py --n 10000 --workers 2
     nice -n 10 python benchmarks/scale.py --sizes 1000,10000
+    nice -n 10 python benchmarks/scale.py --sizes 1000,10000 --stage3-every 0   # stages 1-2
+    nice -n 10 python benchmarks/scale.py --tune --fadul-slides 0 --hard 0 --sizes 1000,10000
 
 Writes ``benchmarks/results/scale.json`` (``scale-quick.json`` with ``--quick``).
 """
@@ -303,12 +313,17 @@ def stage12(
         "faiss_build_s": round(time.perf_counter() - t, 2),
     }
     score_fn = BallisticsEngine().screen
+    ks = {
+        p.name: p.rerank if p.rerank is not None else RerankPolicy().k(idx.count())
+        for p in policies
+    }
     for pol in policies:
-        k = pol.rerank if pol.rerank is not None else RerankPolicy().k(idx.count())
-        rows = []
-        t1s, t2s = [], []
-        for j in queries:
-            qid = n + j
+        out[pol.name] = {"rerank_k": ks[pol.name], "rows": [], "stage1_ms": [], "stage2_ms": []}
+    for j in queries:  # policies interleaved per query, so machine load hits both alike
+        qid = n + j
+        mates = [m for m in range(len(items)) if m != j and items[m].gun == items[j].gun]
+        for pol in policies:
+            k = ks[pol.name]
             t = time.perf_counter()
             sc_, got = idx.search(Q[j], k + 1)
             hits = [
@@ -316,7 +331,7 @@ def stage12(
                 for c, v in zip(got[0], sc_[0], strict=True)
                 if c >= 0 and c != qid
             ][:k]
-            t1s.append(time.perf_counter() - t)
+            t1 = time.perf_counter() - t
             cand = [c for c, _ in hits]
             t = time.perf_counter()
             # signatures as the store hands them over (flat float32 rows), then the real stage 2
@@ -324,22 +339,18 @@ def stage12(
             screen = Screen(score_fn, lambda ids_, sigs=sigs: sigs, pol.keep, pol.weight)
             q = Query({SCREEN_KEY: items[j].sig.ravel()}, None, rowid=qid)
             screened, kept = screen_candidates(screen, q, cand, dict(hits))
-            t2s.append(time.perf_counter() - t)
+            t2 = time.perf_counter() - t
             sv = np.array([screened[c] for c in cand])
             calib = (
                 tail_calibration(np.array([v for _, v in hits]), 0.0),
                 tail_calibration(sv, SCREEN_TAIL_QUANTILE),
             )
-            mates = [m for m in range(len(items)) if m != j and items[m].gun == items[j].gun]
-            rows.append(
+            o = out[pol.name]
+            o["rows"].append(
                 {"q": j, "cand": set(cand), "kept": kept, "mates": mates, "calibration": calib}
             )
-        out[pol.name] = {
-            "rerank_k": k,
-            "rows": rows,
-            "stage1_ms": [1e3 * x for x in t1s],
-            "stage2_ms": [1e3 * x for x in t2s],
-        }
+            o["stage1_ms"].append(1e3 * t1)
+            o["stage2_ms"].append(1e3 * t2)
     return out
 
 
@@ -367,6 +378,106 @@ def survival(ps: list[float], m: int, keep: int) -> float:
     from scipy.stats import poisson
 
     return float(np.mean([poisson.cdf(keep - 1, m * p) for p in ps])) if ps else math.nan
+
+
+def to_comparison(
+    pairs: list[tuple[int, int]],
+    ps_desc: list[float],
+    second: dict[str, tuple[np.ndarray, np.ndarray]],
+    desc_d: np.ndarray,
+    measured: dict[str, dict[str, Any]],
+    rerank: int,
+    keep: int,
+    ms: tuple[int, ...],
+) -> dict[str, Any]:
+    """Projected share of mates reaching the comparison at M casings, per policy.
+
+    Stage 1: P(Poisson(M p_desc) <= K(M) - 1), the descriptor's fit, K(M) the policy's.
+    Stage 2, three estimators (the mate assumed a candidate):
+
+    * ``conditional``: stage 1 x the measured P(kept | stage 1) at the largest N (assumes it
+      does not change with M; optimistic for the new policy, whose K grows with M);
+    * ``joint``: P(Poisson(lambda) <= keep - 1), lambda = K(M) x P(a stage-1 candidate
+      outscores the mate on the stage-2 score), that conditional share estimated (``tail_p``)
+      on the pool's distractors inside the descriptor's top K(M) / M share - at least the top
+      50 (at 1 M and 4 M with a 10 k pool the top 40 / 10 are too few to fit; the top 50 have
+      lower descriptor scores than the true candidates, so this is optimistic there);
+    * ``whole_pool``: P(fewer than keep of *all* M distractors outscore it on the stage-2
+      score) (pessimistic: in the search only stage 1's candidates compete).
+    """
+    from scipy.stats import poisson
+
+    from index.search import RerankPolicy
+
+    nmax = desc_d.shape[1]
+    order = {j: np.argsort(-desc_d[j], kind="stable") for j, _ in pairs}
+    out: dict[str, Any] = {}
+    for pol, (sec_d, sec_i) in second.items():
+        ps2 = [tail_p(sec_d[j], sec_i[j, m], max(20, nmax // 100)) for j, m in pairs]
+        cond = measured[pol]["stage2_given_stage1"]
+        out[pol] = {}
+        for big_m in ms:
+            k1 = rerank if pol == "old" else RerankPolicy().k(big_m)
+            p1 = np.array([poisson.cdf(k1 - 1, big_m * p) for p in ps_desc])
+            nt = int(min(nmax, max(50, round(k1 / big_m * nmax))))
+            lam = np.array(
+                [
+                    k1 * tail_p(sec_d[j, order[j][:nt]], sec_i[j, m], max(10, nt // 5))
+                    for j, m in pairs
+                ]
+            )
+            p2j = poisson.cdf(keep - 1, lam)
+            p2w = np.array([poisson.cdf(keep - 1, big_m * p) for p in ps2])
+            out[pol][str(big_m)] = {
+                "rerank_k": k1,
+                "stage1": round(float(p1.mean()), 4),
+                "conditional": round(float(p1.mean()) * cond, 4),
+                "joint": round(float((p1 * p2j).mean()), 4),
+                "joint_top_n_fitted": nt,
+                "whole_pool": round(float((p1 * p2w).mean()), 4),
+            }
+    return out
+
+
+def subsample_estimate(
+    pairs: list[tuple[int, int]],
+    items: list[Item],
+    nmax: int,
+    scores: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    rerank: int,
+    keep: int,
+    factor: int = 10,
+) -> dict[str, Any]:
+    """Survival to comparison at ``factor`` x N, measured at N with every cut scaled by
+    1/factor: a pool of N is a 1/factor sample of one of factor x N, where a mate's rank is
+    about factor times larger. Old: top ``rerank / factor`` by descriptor, best ``keep / factor``
+    by screen; new: top ``K(factor N) / factor``, best ``keep / factor`` fused. Exact scores."""
+    from index.search import RerankPolicy, fused_scores
+
+    desc_d, desc_i, scr_d, scr_i = scores
+    big = factor * nmax
+    c_keep = max(1, round(keep / factor))
+    ks = {"old": max(1, round(rerank / factor)), "new": round(RerankPolicy().k(big) / factor)}
+    out: dict[str, Any] = {"at": big, "from_pool": nmax, "keep_scaled": c_keep}
+    by_q: dict[int, list[int]] = {}
+    for j, m in pairs:
+        by_q.setdefault(j, []).append(m)
+    for pol, k in ks.items():
+        hit = 0
+        for j, mates in by_q.items():
+            d = np.concatenate([desc_d[j, :nmax], desc_i[j]])
+            v = np.concatenate([scr_d[j, :nmax], scr_i[j]])
+            d[nmax + j] = -np.inf  # the query itself
+            cand = np.argsort(-d, kind="stable")[:k]
+            f = (
+                v[cand]
+                if pol == "old"
+                else fused_scores(d[cand], v[cand], FUSION_WEIGHT, SCREEN_TAIL_QUANTILE)
+            )
+            kept = set(cand[np.argsort(-f, kind="stable")[:c_keep]].tolist())
+            hit += sum((nmax + m) in kept for m in mates)
+        out[pol] = {"rerank_k_scaled": k, "to_comparison": round(hit / len(pairs), 4)}
+    return out
 
 
 def tune_grid(
@@ -543,7 +654,6 @@ def main() -> int:
         return 0
 
     # stages 1-2 per N and per policy, through the real index and stage-2 function
-    from index.search import RerankPolicy
 
     policies = [
         Policy("old", args.rerank, None, args.compare),
@@ -658,9 +768,6 @@ def main() -> int:
         fus_d[j] = (desc_d[j] - ud) / bd + FUSION_WEIGHT * (scr_d[j] - us) / bs
         fus_i[j] = (desc_i[j] - ud) / bd + FUSION_WEIGHT * (scr_i[j] - us) / bs
 
-    from scipy.stats import poisson
-
-    policy_k = RerankPolicy()
     proj: dict[str, Any] = {}
     fit_k = max(20, nmax // 100)
     ms = (10_000, 100_000, 1_000_000, 4_000_000)
@@ -700,28 +807,19 @@ def main() -> int:
                 },
             }
         if pairs:
-            # survival to comparison at M casings, per policy. Stage 1: the descriptor's fit
-            # with the policy's K(M). Stage 2, two estimators: "conditional" = stage 1 x the
-            # measured P(kept | stage 1) at the largest N (assumes it does not change with M);
-            # "whole_pool" = per mate, stage 1 x P(fewer than compare_k distractors of the
-            # *whole* pool outscore it on the stage-2 score) (pessimistic: in the search
-            # only stage 1's candidates compete).
-            sz = res["sizes"][str(nmax)]["policies"]
-            comp: dict[str, Any] = {}
-            for pol, second in (("old", "screen"), ("new", "fused")):
-                cond = sz[pol]["by_set"][g]["stage2_given_stage1"]
-                comp[pol] = {}
-                for m in ms:
-                    k1 = args.rerank if pol == "old" else policy_k.k(m)
-                    p1 = np.array([poisson.cdf(k1 - 1, m * p) for p in ps_by["descriptor"]])
-                    p2 = np.array([poisson.cdf(args.compare - 1, m * p) for p in ps_by[second]])
-                    comp[pol][str(m)] = {
-                        "rerank_k": k1,
-                        "stage1": round(float(p1.mean()), 4),
-                        "conditional": round(float(p1.mean()) * cond, 4),
-                        "whole_pool": round(float((p1 * p2).mean()), 4),
-                    }
-            out_g["to_comparison"] = comp
+            out_g["to_comparison"] = to_comparison(
+                pairs,
+                ps_by["descriptor"],
+                {"old": (scr_d, scr_i), "new": (fus_d, fus_i)},
+                desc_d,
+                {p: res["sizes"][str(nmax)]["policies"][p]["by_set"][g] for p in ("old", "new")},
+                args.rerank,
+                args.compare,
+                ms,
+            )
+            out_g["subsample_estimate"] = subsample_estimate(
+                pairs, items, nmax, (desc_d, desc_i, scr_d, scr_i), args.rerank, args.compare
+            )
         proj[g] = out_g
     res["rank_percentiles_and_projection"] = proj
     res["fit"] = {
@@ -781,12 +879,18 @@ def main() -> int:
     res["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(res, indent=1))
-    brief = {n: v["by_set"]["all"] for n, v in res["sizes"].items()}
+    brief = {
+        n: {
+            pol: {g: x["stage2"] for g, x in v["policies"][pol]["by_set"].items()}
+            for pol in v["policies"]
+        }
+        for n, v in res["sizes"].items()
+    }
     print(
         json.dumps(
             {
-                "sizes": brief,
-                "projection_all": proj["all"],
+                "survival_to_comparison": brief,
+                "projection_to_comparison": {g: proj[g].get("to_comparison") for g in proj},
                 "hardness_all": res.get("hardness", {}).get("all"),
             },
             indent=1,

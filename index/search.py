@@ -71,10 +71,11 @@ RERANK_FLOOR = 200
 #: ... at most this many: loading and screening 4000 signatures costs ~0.1-0.3 s.
 RERANK_CAP = 4000
 #: Weight of the screen's calibrated score against the descriptor's in the stage-2 ranking
-#: (:func:`fused_scores`); chosen on the synthetic query sets of ``benchmarks/scale.py``.
-FUSION_WEIGHT = 1.0
-#: Quantile of the candidates' screen scores above which the screen's tail is calibrated.
-SCREEN_TAIL_QUANTILE = 0.9
+#: (:func:`fused_scores`), and the quantile of the candidates' screen scores its scale is
+#: measured above: chosen on the synthetic query sets of ``benchmarks/scale.py --tune``
+#: (seed 301; Fadul held out), see RESULTS-scale.md.
+FUSION_WEIGHT = 0.5
+SCREEN_TAIL_QUANTILE = 0.5
 
 
 @dataclass(frozen=True)
