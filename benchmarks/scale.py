@@ -151,7 +151,11 @@ def _full_sim(fa: Any, shot: int, instrument: str) -> Any:
 
 
 def synth_items(
-    guns: int, shots: int, instruments: tuple[str, ...], failures: list[str]
+    guns: int,
+    shots: int,
+    instruments: tuple[str, ...],
+    failures: list[str],
+    seed: int = QUERY_SEED,
 ) -> list[Item]:
     """Full simulations: per instrument, ``guns`` 9-mm guns (consecutive-manufacture groups as
     ``make_firearms`` draws them) x ``shots``."""
@@ -159,10 +163,10 @@ def synth_items(
 
     out = []
     for j, inst in enumerate(instruments):
-        for fa in make_firearms(guns, seed=QUERY_SEED + j, calibers=("9mm",)):
+        for fa in make_firearms(guns, seed=seed + j, calibers=("9mm",)):
             for k in range(1, shots + 1):
                 it = _item(
-                    f"q{QUERY_SEED}-g{guns}/{inst}/{fa.id}-{k}",
+                    f"q{seed}-g{guns}/{inst}/{fa.id}-{k}",
                     f"{inst}/{fa.id}",
                     f"synth-{inst}",
                     lambda fa=fa, k=k, inst=inst: _full_sim(fa, k, inst),
@@ -383,7 +387,7 @@ def survival(ps: list[float], m: int, keep: int) -> float:
 def to_comparison(
     pairs: list[tuple[int, int]],
     ps_desc: list[float],
-    second: dict[str, tuple[np.ndarray, np.ndarray]],
+    second: dict[str, list[tuple[np.ndarray, np.ndarray]]],
     desc_d: np.ndarray,
     measured: dict[str, dict[str, Any]],
     rerank: int,
@@ -393,7 +397,9 @@ def to_comparison(
     """Projected share of mates reaching the comparison at M casings, per policy.
 
     Stage 1: P(Poisson(M p_desc) <= K(M) - 1), the descriptor's fit, K(M) the policy's.
-    Stage 2, three estimators (the mate assumed a candidate):
+    Stage 2, three estimators (the mate assumed a candidate; for the new policy, which keeps
+    the screen's and the fused order's best alternately, the larger of the two chances of
+    being in their top ``keep // 2``, a lower bound):
 
     * ``conditional``: stage 1 x the measured P(kept | stage 1) at the largest N (assumes it
       does not change with M; optimistic for the new policy, whose K grows with M);
@@ -412,22 +418,33 @@ def to_comparison(
     nmax = desc_d.shape[1]
     order = {j: np.argsort(-desc_d[j], kind="stable") for j, _ in pairs}
     out: dict[str, Any] = {}
-    for pol, (sec_d, sec_i) in second.items():
-        ps2 = [tail_p(sec_d[j], sec_i[j, m], max(20, nmax // 100)) for j, m in pairs]
+    for pol, scores in second.items():
+        # the new policy keeps the screen's and the fused order's best alternately: a mate
+        # within the top keep // 2 of either goes on, so max(P(either)) is a lower bound
+        c = keep if pol == "old" else keep // 2
+        ps2 = [
+            [tail_p(sd[j], si[j, m], max(20, nmax // 100)) for j, m in pairs] for sd, si in scores
+        ]
         cond = measured[pol]["stage2_given_stage1"]
         out[pol] = {}
         for big_m in ms:
             k1 = rerank if pol == "old" else RerankPolicy().k(big_m)
             p1 = np.array([poisson.cdf(k1 - 1, big_m * p) for p in ps_desc])
             nt = int(min(nmax, max(50, round(k1 / big_m * nmax))))
-            lam = np.array(
+            p2j = np.max(
                 [
-                    k1 * tail_p(sec_d[j, order[j][:nt]], sec_i[j, m], max(10, nt // 5))
-                    for j, m in pairs
-                ]
+                    poisson.cdf(
+                        c - 1,
+                        [
+                            k1 * tail_p(sd[j, order[j][:nt]], si[j, m], max(10, nt // 5))
+                            for j, m in pairs
+                        ],
+                    )
+                    for sd, si in scores
+                ],
+                axis=0,
             )
-            p2j = poisson.cdf(keep - 1, lam)
-            p2w = np.array([poisson.cdf(keep - 1, big_m * p) for p in ps2])
+            p2w = np.max([poisson.cdf(c - 1, big_m * np.array(p)) for p in ps2], axis=0)
             out[pol][str(big_m)] = {
                 "rerank_k": k1,
                 "stage1": round(float(p1.mean()), 4),
@@ -436,47 +453,6 @@ def to_comparison(
                 "joint_top_n_fitted": nt,
                 "whole_pool": round(float((p1 * p2w).mean()), 4),
             }
-    return out
-
-
-def subsample_estimate(
-    pairs: list[tuple[int, int]],
-    items: list[Item],
-    nmax: int,
-    scores: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    rerank: int,
-    keep: int,
-    factor: int = 10,
-) -> dict[str, Any]:
-    """Survival to comparison at ``factor`` x N, measured at N with every cut scaled by
-    1/factor: a pool of N is a 1/factor sample of one of factor x N, where a mate's rank is
-    about factor times larger. Old: top ``rerank / factor`` by descriptor, best ``keep / factor``
-    by screen; new: top ``K(factor N) / factor``, best ``keep / factor`` fused. Exact scores."""
-    from index.search import RerankPolicy, fused_scores
-
-    desc_d, desc_i, scr_d, scr_i = scores
-    big = factor * nmax
-    c_keep = max(1, round(keep / factor))
-    ks = {"old": max(1, round(rerank / factor)), "new": round(RerankPolicy().k(big) / factor)}
-    out: dict[str, Any] = {"at": big, "from_pool": nmax, "keep_scaled": c_keep}
-    by_q: dict[int, list[int]] = {}
-    for j, m in pairs:
-        by_q.setdefault(j, []).append(m)
-    for pol, k in ks.items():
-        hit = 0
-        for j, mates in by_q.items():
-            d = np.concatenate([desc_d[j, :nmax], desc_i[j]])
-            v = np.concatenate([scr_d[j, :nmax], scr_i[j]])
-            d[nmax + j] = -np.inf  # the query itself
-            cand = np.argsort(-d, kind="stable")[:k]
-            f = (
-                v[cand]
-                if pol == "old"
-                else fused_scores(d[cand], v[cand], FUSION_WEIGHT, SCREEN_TAIL_QUANTILE)
-            )
-            kept = set(cand[np.argsort(-f, kind="stable")[:c_keep]].tolist())
-            hit += sum((nmax + m) in kept for m in mates)
-        out[pol] = {"rerank_k_scaled": k, "to_comparison": round(hit / len(pairs), 4)}
     return out
 
 
@@ -491,7 +467,7 @@ def tune_grid(
     synthetic query sets only (Fadul is held out: never passed here). Candidates are the
     descriptor's top K of the pool (K = 200 and the rerank policy's), scored exactly (numpy);
     keep = how many are compared. Also the mean log2 of the mates' rank among the candidates."""
-    from index.search import RerankPolicy, fused_scores
+    from index.search import RerankPolicy, _interleave, fused_scores
 
     desc_d, desc_i, scr_d, scr_i = scores
     synth = [j for j in queries if items[j].set != "fadul"]
@@ -500,8 +476,8 @@ def tune_grid(
     for n in sizes:
         for k in sorted({200, RerankPolicy().k(n + len(items))}):
             for quant in (0.5, 0.9, 0.98):
-                for w in weights:
-                    if w is None and quant != 0.9:
+                for w, rule in [(x, r) for x in weights for r in ("fused", "interleaved")]:
+                    if w is None and (quant != 0.9 or rule == "interleaved"):
                         continue
                     surv = dict.fromkeys(keeps, 0)
                     logr = []
@@ -512,8 +488,11 @@ def tune_grid(
                         d[n + j] = -np.inf  # the query itself
                         cand = np.argsort(-d, kind="stable")[:k]
                         f = v[cand] if w is None else fused_scores(d[cand], v[cand], w, quant)
+                        by = np.argsort(-f, kind="stable").tolist()
+                        if rule == "interleaved" and w is not None:
+                            by = _interleave(np.argsort(-v[cand], kind="stable").tolist(), by)
                         rank = np.empty(k, np.int64)
-                        rank[np.argsort(-f, kind="stable")] = np.arange(k)
+                        rank[by] = np.arange(k)
                         pos = {int(c): int(r) for c, r in zip(cand, rank, strict=True)}
                         for m in range(len(items)):
                             if m == j or items[m].gun != items[j].gun:
@@ -529,6 +508,7 @@ def tune_grid(
                             "rerank_k": k,
                             "screen_quantile": quant,
                             "weight": w,
+                            "rule": "screen alone" if w is None else rule,
                             "mate_pairs": mates,
                             "mean_log2_rank": round(float(np.mean(logr)), 3),
                             **{f"keep{kk}": round(surv[kk] / max(1, mates), 4) for kk in keeps},
@@ -553,6 +533,12 @@ def main() -> int:
     ap.add_argument("--rerank", type=int, default=200, help="the old policy's stage-1 K")
     ap.add_argument("--compare", type=int, default=20, help="compare_k of both policies")
     ap.add_argument("--guns", type=int, default=5, help="synthetic query guns per instrument")
+    ap.add_argument(
+        "--query-seed",
+        type=int,
+        default=QUERY_SEED,
+        help="seed of the synthetic query sets (301: the tuning sets of the candidate policy)",
+    )
     ap.add_argument("--shots", type=int, default=3)
     ap.add_argument("--fadul-slides", type=int, default=10)
     ap.add_argument("--hard", type=int, default=60, help="full-simulation non-mates")
@@ -586,7 +572,7 @@ def main() -> int:
         "rerank_k": args.rerank,
         "compare_k": args.compare,
         "seeds": {
-            "queries": QUERY_SEED,
+            "queries": args.query_seed,
             "hard_non_mates": HARD_SEED,
             "distractors": DISTRACTOR_SEED,
         },
@@ -597,7 +583,7 @@ def main() -> int:
     failures: list[str] = []
     instruments = INSTRUMENTS_3D[:1] if args.quick else INSTRUMENTS_3D
     items = fadul_items(args.fadul_slides, failures) + synth_items(
-        args.guns, args.shots, instruments, failures
+        args.guns, args.shots, instruments, failures, args.query_seed
     )
     hard = hard_items(args.hard, failures)
     res["query_prep_s"] = round(time.perf_counter() - t, 1)
@@ -810,15 +796,12 @@ def main() -> int:
             out_g["to_comparison"] = to_comparison(
                 pairs,
                 ps_by["descriptor"],
-                {"old": (scr_d, scr_i), "new": (fus_d, fus_i)},
+                {"old": [(scr_d, scr_i)], "new": [(scr_d, scr_i), (fus_d, fus_i)]},
                 desc_d,
                 {p: res["sizes"][str(nmax)]["policies"][p]["by_set"][g] for p in ("old", "new")},
                 args.rerank,
                 args.compare,
                 ms,
-            )
-            out_g["subsample_estimate"] = subsample_estimate(
-                pairs, items, nmax, (desc_d, desc_i, scr_d, scr_i), args.rerank, args.compare
             )
         proj[g] = out_g
     res["rank_percentiles_and_projection"] = proj

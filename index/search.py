@@ -8,10 +8,11 @@ is nearly the whole of a small store and 0.2 % of a 100 k one (``benchmarks/RESU
 An explicit ``rerank_k`` is used as given.
 Stage 2 (optional, :class:`Screen`): the union of those candidates is screened with a cheap
 rotation-aligned comparison of stored signatures (``ballistics.screen``: ~20 us per candidate
-vectorised, and no surface to load); the best ``keep`` go on, ranked by the *fusion* of the
-descriptor score and the screen score (:func:`fused_scores`), so a mate that either of the two
-ranks far above the crowd reaches the comparison (the screen alone ranks some real mates worse
-than the descriptor does). Candidates without a stored signature always go on, so a missing
+vectorised, and no surface to load); ``keep`` go on, taken alternately from the screen's order
+and from the order of the *fusion* of descriptor and screen scores (:func:`fused_scores`): the
+screen's best always go on (it is the better discriminator at the top), and so does a mate the
+screen ranks badly but the descriptor far above the crowd (the screen alone ranks some real
+mates worse than the descriptor does). Candidates without a stored signature always go on, so a missing
 signature can cost time but never a match.
 Stage 3: the survivors are re-scored with the registration comparison
 (``score_fn(query_prepared, candidate_prepared)``; default ``ballistics.compare.compare``),
@@ -353,11 +354,13 @@ def screen_candidates(
     order: list[int],
     coarse_scores: Mapping[int, float] | None = None,
 ) -> tuple[dict[int, float], list[int]]:
-    """Stage 2: (screen score by row id, the candidates kept for the comparison). Ranked by
-    :func:`fused_scores` of ``coarse_scores`` (stage 1's, by row id) and the screen score when
-    both are there and ``screen.fusion_weight`` is set, else by the screen score; best first,
-    so a deadline cuts the least promising. A candidate without a stored signature goes first
-    (it costs time, never a match). No screen: every candidate is kept."""
+    """Stage 2: (screen score by row id, the candidates kept for the comparison). When
+    ``coarse_scores`` (stage 1's, by row id) are given and ``screen.fusion_weight`` is set, the
+    kept are taken alternately from the screen's order and from the :func:`fused_scores` order
+    (so the screen's top ``keep / 2`` always go on, and so do the fused score's); else by the
+    screen score alone. Best first, so a deadline cuts the least promising. A candidate
+    without a stored signature goes first (it costs time, never a match). No screen: every
+    candidate is kept."""
     query_sig = query.descriptors.get(SCREEN_KEY)
     if screen is None or query_sig is None or not order:
         return {}, order
@@ -374,8 +377,26 @@ def screen_candidates(
                 np.array([coarse_scores[i] for i in have]), values, screen.fusion_weight
             )
             rank_by = {i: float(v) for i, v in zip(have, fused, strict=True)}
-    kept = sorted(order, key=lambda i: -rank_by.get(i, np.inf))[: screen.keep]
-    return screened, kept
+    kept = sorted(order, key=lambda i: -rank_by.get(i, np.inf))
+    if rank_by is not screened:
+        # alternate the fused order with the screen's own, so the screen's best (the better
+        # discriminator at the very top) are never pushed out by casings only the descriptor
+        # likes, e.g. non-mates scanned with the same instrument and crop
+        by_screen = sorted(order, key=lambda i: -screened.get(i, np.inf))
+        kept = _interleave(by_screen, kept)
+    return screened, kept[: screen.keep]
+
+
+def _interleave(a: list[int], b: list[int]) -> list[int]:
+    """a[0], b[0], a[1], b[1], ... without repeats (both lists hold the same ids)."""
+    seen: set[int] = set()
+    out: list[int] = []
+    for pair in zip(a, b, strict=True):
+        for i in pair:
+            if i not in seen:
+                seen.add(i)
+                out.append(i)
+    return out
 
 
 def compare_one(store: Store, query: Query, rowid: int, score_fn: ScoreFn, load_fn: LoadFn) -> Any:

@@ -189,3 +189,26 @@ def test_fusion_keeps_a_screen_outlier_too_and_is_scale_free():
     assert np.array_equal(np.argsort(-f, kind="stable"), np.argsort(-g, kind="stable"))
     with pytest.raises(ValueError, match="must match"):
         fused_scores(coarse, screen[:-1])
+
+
+def test_the_screens_best_always_reach_comparison_whatever_the_descriptor_says():
+    """Non-mates the descriptor likes (e.g. the same scanner and crop) must not push out the
+    candidates the screen ranks best: stage 2 alternates the screen's and the fused order."""
+    rng = np.random.default_rng(11)
+    n, keep = 200, 10
+    coarse = np.sort(0.5 + 0.02 * rng.exponential(size=n))[::-1].copy()
+    screen = rng.normal(0.10, 0.02, size=n)
+    coarse[:30] += 0.2  # 30 look-alikes far out by descriptor, ordinary by screen
+    best = n - 1  # the descriptor's weakest candidate, the screen's best
+    screen[best] = screen.max() + 0.01
+    ids = list(range(n))
+    f = fused_scores(coarse, screen)
+    assert int((f > f[best]).sum()) >= keep  # the fused order alone would drop it
+    sig = {i: np.array([float(v)]) for i, v in enumerate(screen)}
+    scr = Screen(lambda _q, sigs: np.asarray(sigs)[:, 0], lambda rows: sig, keep)
+    q = Query({SCREEN_KEY: np.array([1.0])}, None)
+    _, kept = screen_candidates(scr, q, ids, dict(enumerate(coarse.tolist())))
+    assert kept[0] == best and len(kept) == keep == len(set(kept))
+    by_screen = np.argsort(-screen, kind="stable")[: keep // 2].tolist()
+    by_fused = np.argsort(-f, kind="stable")[: keep // 2].tolist()
+    assert set(by_screen) <= set(kept) and set(by_fused) <= set(kept)
