@@ -13,7 +13,8 @@ candidate policies side by side (:class:`Policy`):
 * ``old``: stage 1 keeps ``--rerank`` (200), stage 2 keeps the ``--compare`` (20) best by the
   screen score alone (the search before 2026-12-05);
 * ``new``: stage 1 keeps ``index.search.RerankPolicy`` of the pool size (2 %, at least 200, at
-  most 4000), stage 2 keeps the ``--compare`` best by ``index.search.fused_scores``.
+  most 4000), stage 2 keeps ``--compare`` taken alternately from the screen's order and
+  the order of ``index.search.fused_scores`` (as ``screen_candidates`` does).
 
 1. stage 1: ``index.vectors.FaissIndex`` built over the pool (factory by ``choose_factory``),
    the top K by descriptor, the query itself excluded;
@@ -72,6 +73,8 @@ DISTRACTOR_SEED = 7
 INSTRUMENTS_3D = ("confocal", "focus_variation", "photometric_stereo")
 QDIR = sc.CACHE / "queries"
 COMPARE_CACHE = sc.CACHE / "compare-cache.jsonl"
+#: compare_k values whose survival to comparison is also reported (cost: ~0.16 s CPU each)
+KEEP_CURVE = (10, 20, 30, 40)
 
 
 @dataclass
@@ -340,9 +343,13 @@ def stage12(
             t = time.perf_counter()
             # signatures as the store hands them over (flat float32 rows), then the real stage 2
             sigs = {c: (S[c] if c < n else items[c - n].sig).ravel() for c in cand}
-            screen = Screen(score_fn, lambda ids_, sigs=sigs: sigs, pol.keep, pol.weight)
+            # kept in order up to the widest keep of the curve: a prefix is what a smaller
+            # keep gives (stage 2 sorts or alternates, then cuts)
+            widest = max(pol.keep, *KEEP_CURVE)
+            screen = Screen(score_fn, lambda ids_, sigs=sigs: sigs, widest, pol.weight)
             q = Query({SCREEN_KEY: items[j].sig.ravel()}, None, rowid=qid)
-            screened, kept = screen_candidates(screen, q, cand, dict(hits))
+            screened, order = screen_candidates(screen, q, cand, dict(hits))
+            kept = order[: pol.keep]
             t2 = time.perf_counter() - t
             sv = np.array([screened[c] for c in cand])
             calib = (
@@ -351,7 +358,14 @@ def stage12(
             )
             o = out[pol.name]
             o["rows"].append(
-                {"q": j, "cand": set(cand), "kept": kept, "mates": mates, "calibration": calib}
+                {
+                    "q": j,
+                    "cand": set(cand),
+                    "kept": kept,
+                    "order": order,
+                    "mates": mates,
+                    "calibration": calib,
+                }
             )
             o["stage1_ms"].append(1e3 * t1)
             o["stage2_ms"].append(1e3 * t2)
@@ -667,8 +681,9 @@ def main() -> int:
 
     def summarise(rows: list[dict[str, Any]], n: int, sets: set[str]) -> dict[str, Any]:
         m1 = m2 = mates = nq = 0
-        m10 = mates3 = top1 = nq3 = 0
+        m10 = mates3 = top1 = nq3 = kept3 = 0
         cpu, n_cmp = [], []
+        curve = dict.fromkeys(KEEP_CURVE, 0)
         for r in rows:
             j = r["q"]
             if items[j].set not in sets:
@@ -679,6 +694,8 @@ def main() -> int:
             mates += len(ms)
             m1 += sum(m in r["cand"] for m in ms)
             m2 += sum(m in r["kept"] for m in ms)
+            for c in KEEP_CURVE:
+                curve[c] += sum(m in r["order"][:c] for m in ms)
             if j not in stage3_q:
                 continue
             got = [cmp[(items[j].key, ref(c, n))] for c in r["kept"]]
@@ -689,6 +706,7 @@ def main() -> int:
             nq3 += 1
             mates3 += len(ms)
             m10 += sum(m in scored[:10] for m in ms)
+            kept3 += sum(m in r["kept"] for m in ms)
             top1 += bool(scored) and scored[0] >= n and items[scored[0] - n].gun == items[j].gun
         return {
             "queries": nq,
@@ -696,10 +714,12 @@ def main() -> int:
             "stage1": round(m1 / max(1, mates), 4),
             "stage2": round(m2 / max(1, mates), 4),
             "stage2_given_stage1": round(m2 / max(1, m1), 4),
+            "stage2_by_compare_k": {str(c): round(v / max(1, mates), 4) for c, v in curve.items()},
             "compared_per_query_median": statistics.median(n_cmp) if n_cmp else None,
             "stage3_queries": nq3,
             "stage3_mate_pairs": mates3,
             "top10": round(m10 / mates3, 4) if mates3 else None,
+            "top10_of_compared_mates": f"{m10}/{kept3}",
             "top1_is_mate": round(top1 / nq3, 4) if nq3 else None,
             "stage3_cpu_s_per_query_median": round(statistics.median(cpu), 2) if cpu else None,
         }

@@ -12,8 +12,8 @@ vectorised, and no surface to load); ``keep`` go on, taken alternately from the 
 and from the order of the *fusion* of descriptor and screen scores (:func:`fused_scores`): the
 screen's best always go on (it is the better discriminator at the top), and so does a mate the
 screen ranks badly but the descriptor far above the crowd (the screen alone ranks some real
-mates worse than the descriptor does). Candidates without a stored signature always go on, so a missing
-signature can cost time but never a match.
+mates worse than the descriptor does). Candidates without a stored signature always go on, so
+a missing signature can cost time but never a match.
 Stage 3: the survivors are re-scored with the registration comparison
 (``score_fn(query_prepared, candidate_prepared)``; default ``ballistics.compare.compare``),
 best first, on a thread pool. Candidates screened out keep their coarse and screen scores with

@@ -23,8 +23,8 @@ from index.search import (
     coarse_candidates,
     compare_candidates,
     compare_one,
-    live_candidates,
     fused_scores,
+    live_candidates,
     rank_candidates,
     screen_candidates,
 )
