@@ -248,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="candidates stage 2 keeps for the full comparison, ranked by screen and descriptor"
-        " scores fused (0: all; default 20)",
+        help="candidates stage 2 keeps for the full comparison, taken alternately by screen"
+        " score and by screen and descriptor scores fused (0: all; default 20)",
     )
     _length_unit_option(p)
     _light_options(p)
