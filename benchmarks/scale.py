@@ -7,19 +7,28 @@ note when absent) and synthetic sets recorded by the 3-D instrument models (full
 is in the pool; a query's mates are the other casings of its gun. The pool also holds the first
 N cheap distractors of ``benchmarks/scale_corpus.py`` (seed :data:`DISTRACTOR_SEED`).
 
-Per N, per query, the stages of ``index.search.Searcher`` on the breech-face region:
+Per N, per query, the stages of ``index.search.Searcher`` on the breech-face region, under two
+candidate policies side by side (:class:`Policy`):
+
+* ``old``: stage 1 keeps ``--rerank`` (200), stage 2 keeps the ``--compare`` (20) best by the
+  screen score alone (the search before 2026-12-05);
+* ``new``: stage 1 keeps ``index.search.RerankPolicy`` of the pool size (2 %, at least 200, at
+  most 4000), stage 2 keeps ``--compare`` taken alternately from the screen's order and
+  the order of ``index.search.fused_scores`` (as ``screen_candidates`` does).
 
 1. stage 1: ``index.vectors.FaissIndex`` built over the pool (factory by ``choose_factory``),
-   top ``--rerank`` (200) by descriptor, the query itself excluded;
-2. stage 2: the real ``ballistics.screen.screen`` over those candidates' signatures, the best
-   ``--compare`` (20) kept (as ``screen_candidates``);
-3. stage 3: ``ballistics.compare.compare`` of the query with each kept candidate (distractor
-   surfaces regenerated from their seed), ranked by score as ``rank_candidates`` ranks them.
+   the top K by descriptor, the query itself excluded;
+2. stage 2: the real ``index.search.screen_candidates`` with the engine's screen
+   (``ballistics.screen``) over those candidates' signatures, the best ``--compare`` kept;
+3. stage 3 (for every ``--stage3-every``-th query; 0: none): ``ballistics.compare.compare`` of
+   the query with each kept candidate (distractor surfaces regenerated from their seed), ranked
+   by score as ``rank_candidates`` ranks them.
 
-For each mate: survives stage 1, stage 2, reaches the final top 10; per query: top 1 is a mate.
-Rank percentiles over the whole pool (exact, numpy): the number of distractors scoring above
-the mate / N, by descriptor and by the screen (vectorised ``screen``, checked against the real
-function). Projection to 1 M and 4 M: see :func:`tail_p` and RESULTS-scale.md.
+For each mate: survives stage 1, stage 2 (reaches the comparison), reaches the final top 10;
+per query: top 1 is a mate. Rank percentiles over the whole pool (exact, numpy): the number of
+distractors scoring above the mate / N, by descriptor, by the screen (``screen_spectra``) and
+by the new policy's fused score. Projection to 1 M and 4 M: see :func:`tail_p` and
+RESULTS-scale.md. ``--tune``: the fusion grid on the synthetic sets only (:func:`tune_grid`).
 
 Hardness check: the same queries against full-simulation non-mates (seed :data:`HARD_SEED`, one
 shot per gun, instruments cycled) and against the cheap distractors.
@@ -29,6 +38,8 @@ Usage::
     nice -n 10 python benchmarks/scale.py --quick          # a couple of minutes
     nice -n 10 python benchmarks/scale_corpus.py --n 10000 --workers 2
     nice -n 10 python benchmarks/scale.py --sizes 1000,10000
+    nice -n 10 python benchmarks/scale.py --sizes 1000,10000 --stage3-every 0   # stages 1-2
+    nice -n 10 python benchmarks/scale.py --tune --fadul-slides 0 --hard 0 --sizes 1000,10000
 
 Writes ``benchmarks/results/scale.json`` (``scale-quick.json`` with ``--quick``).
 """
@@ -54,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import scale_corpus as sc
 from benchmarks._common import REAL, ROOT, machine
+from index.search import FUSION_WEIGHT, SCREEN_TAIL_QUANTILE
 
 QUERY_SEED = 301
 HARD_SEED = 201
@@ -61,6 +73,8 @@ DISTRACTOR_SEED = 7
 INSTRUMENTS_3D = ("confocal", "focus_variation", "photometric_stereo")
 QDIR = sc.CACHE / "queries"
 COMPARE_CACHE = sc.CACHE / "compare-cache.jsonl"
+#: compare_k values whose survival to comparison is also reported (cost: ~0.16 s CPU each)
+KEEP_CURVE = (10, 20, 30, 40)
 
 
 @dataclass
@@ -140,7 +154,11 @@ def _full_sim(fa: Any, shot: int, instrument: str) -> Any:
 
 
 def synth_items(
-    guns: int, shots: int, instruments: tuple[str, ...], failures: list[str]
+    guns: int,
+    shots: int,
+    instruments: tuple[str, ...],
+    failures: list[str],
+    seed: int = QUERY_SEED,
 ) -> list[Item]:
     """Full simulations: per instrument, ``guns`` 9-mm guns (consecutive-manufacture groups as
     ``make_firearms`` draws them) x ``shots``."""
@@ -148,10 +166,10 @@ def synth_items(
 
     out = []
     for j, inst in enumerate(instruments):
-        for fa in make_firearms(guns, seed=QUERY_SEED + j, calibers=("9mm",)):
+        for fa in make_firearms(guns, seed=seed + j, calibers=("9mm",)):
             for k in range(1, shots + 1):
                 it = _item(
-                    f"q{QUERY_SEED}-g{guns}/{inst}/{fa.id}-{k}",
+                    f"q{seed}-g{guns}/{inst}/{fa.id}-{k}",
                     f"{inst}/{fa.id}",
                     f"synth-{inst}",
                     lambda fa=fa, k=k, inst=inst: _full_sim(fa, k, inst),
@@ -185,23 +203,19 @@ def hard_items(n: int, failures: list[str]) -> list[Item]:
 
 
 def spectra(sig: np.ndarray, chunk: int = 5000) -> np.ndarray:
-    """rfft along the angle of (N, 32, 128) signatures: (N, 32, 65) complex64."""
-    out = np.empty((len(sig), sig.shape[1], sig.shape[2] // 2 + 1), np.complex64)
-    for a in range(0, len(sig), chunk):
-        out[a : a + chunk] = np.fft.rfft(np.asarray(sig[a : a + chunk], np.float32), axis=-1)
-    return out
+    """rfft along the angle of (N, 32, 128) signatures: (N, 32, 65) complex64
+    (``ballistics.screen.spectra``)."""
+    from ballistics.screen import spectra as _spectra
+
+    return _spectra(sig, chunk)
 
 
 def screen_all(q: np.ndarray, spec: np.ndarray, chunk: int = 5000) -> np.ndarray:
-    """``ballistics.screen.screen(q, sigs)[0]`` for every signature, from their spectra."""
-    from ballistics.screen import ANGLES
+    """``ballistics.screen.screen(q, sigs)[0]`` for every signature, from their spectra
+    (``ballistics.screen.screen_spectra``)."""
+    from ballistics.screen import screen_spectra
 
-    fq = np.conj(np.fft.rfft(q.astype(np.float32), axis=-1)).astype(np.complex64)
-    out = np.empty(len(spec), np.float64)
-    for a in range(0, len(spec), chunk):
-        prod = np.einsum("ra,nra->na", fq, spec[a : a + chunk])
-        out[a : a + chunk] = np.fft.irfft(prod, n=ANGLES, axis=-1).max(axis=1)
-    return out
+    return screen_spectra(q, spec, chunk)[0]
 
 
 # -- stage 3 -------------------------------------------------------------------------------
@@ -254,6 +268,110 @@ def run_compares(
     return cache
 
 
+# -- stages 1-2 under a candidate policy ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A candidate-generation policy: stage-1 ``rerank`` (None: ``index.search.RerankPolicy``
+    of the pool size), stage-2 fusion ``weight`` (None: the screen score alone) and ``keep``
+    (how many are fully compared)."""
+
+    name: str
+    rerank: int | None
+    weight: float | None
+    keep: int
+
+    def describe(self) -> dict[str, Any]:
+        from index.search import RerankPolicy
+
+        rp = RerankPolicy()
+        return {
+            "rerank_k": self.rerank
+            if self.rerank is not None
+            else f"{rp.fraction:g} x casings, at least {rp.floor}, at most {rp.cap}",
+            "stage2": "screen alone" if self.weight is None else f"fused, weight {self.weight}",
+            "compare_k": self.keep,
+        }
+
+
+def stage12(
+    n: int, D: np.ndarray, S: np.ndarray, items: list[Item], queries: list[int], policies: list
+) -> dict[str, Any]:
+    """Stages 1-2 for every query among the first ``n`` distractors under each policy, by the
+    real ``FaissIndex`` and ``index.search.screen_candidates`` (the engine's screen)."""
+    from index.engine import BallisticsEngine
+    from index.search import (
+        SCREEN_KEY,
+        Query,
+        RerankPolicy,
+        Screen,
+        screen_candidates,
+        tail_calibration,
+    )
+    from index.vectors import FaissIndex
+
+    Q = np.stack([i.desc for i in items])
+    ids = np.arange(n + len(items), dtype=np.int64)
+    t = time.perf_counter()
+    idx = FaissIndex.build(144, [(ids, np.concatenate([D[:n], Q]))])
+    out: dict[str, Any] = {
+        "faiss_factory": idx.factory,
+        "faiss_build_s": round(time.perf_counter() - t, 2),
+    }
+    score_fn = BallisticsEngine().screen
+    ks = {
+        p.name: p.rerank if p.rerank is not None else RerankPolicy().k(idx.count())
+        for p in policies
+    }
+    for pol in policies:
+        out[pol.name] = {"rerank_k": ks[pol.name], "rows": [], "stage1_ms": [], "stage2_ms": []}
+    for j in queries:  # policies interleaved per query, so machine load hits both alike
+        qid = n + j
+        mates = [m for m in range(len(items)) if m != j and items[m].gun == items[j].gun]
+        for pol in policies:
+            k = ks[pol.name]
+            t = time.perf_counter()
+            sc_, got = idx.search(Q[j], k + 1)
+            hits = [
+                (int(c), float(v))
+                for c, v in zip(got[0], sc_[0], strict=True)
+                if c >= 0 and c != qid
+            ][:k]
+            t1 = time.perf_counter() - t
+            cand = [c for c, _ in hits]
+            t = time.perf_counter()
+            # signatures as the store hands them over (flat float32 rows), then the real stage 2
+            sigs = {c: (S[c] if c < n else items[c - n].sig).ravel() for c in cand}
+            # kept in order up to the widest keep of the curve: a prefix is what a smaller
+            # keep gives (stage 2 sorts or alternates, then cuts)
+            widest = max(pol.keep, *KEEP_CURVE)
+            screen = Screen(score_fn, lambda ids_, sigs=sigs: sigs, widest, pol.weight)
+            q = Query({SCREEN_KEY: items[j].sig.ravel()}, None, rowid=qid)
+            screened, order = screen_candidates(screen, q, cand, dict(hits))
+            kept = order[: pol.keep]
+            t2 = time.perf_counter() - t
+            sv = np.array([screened[c] for c in cand])
+            calib = (
+                tail_calibration(np.array([v for _, v in hits]), 0.0),
+                tail_calibration(sv, SCREEN_TAIL_QUANTILE),
+            )
+            o = out[pol.name]
+            o["rows"].append(
+                {
+                    "q": j,
+                    "cand": set(cand),
+                    "kept": kept,
+                    "order": order,
+                    "mates": mates,
+                    "calibration": calib,
+                }
+            )
+            o["stage1_ms"].append(1e3 * t1)
+            o["stage2_ms"].append(1e3 * t2)
+    return out
+
+
 # -- projection ----------------------------------------------------------------------------
 
 
@@ -280,6 +398,139 @@ def survival(ps: list[float], m: int, keep: int) -> float:
     return float(np.mean([poisson.cdf(keep - 1, m * p) for p in ps])) if ps else math.nan
 
 
+def to_comparison(
+    pairs: list[tuple[int, int]],
+    ps_desc: list[float],
+    second: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+    desc_d: np.ndarray,
+    measured: dict[str, dict[str, Any]],
+    rerank: int,
+    keep: int,
+    ms: tuple[int, ...],
+) -> dict[str, Any]:
+    """Projected share of mates reaching the comparison at M casings, per policy.
+
+    Stage 1: P(Poisson(M p_desc) <= K(M) - 1), the descriptor's fit, K(M) the policy's.
+    Stage 2, three estimators (the mate assumed a candidate; for the new policy, which keeps
+    the screen's and the fused order's best alternately, the larger of the two chances of
+    being in their top ``keep // 2``, a lower bound):
+
+    * ``conditional``: stage 1 x the measured P(kept | stage 1) at the largest N (assumes it
+      does not change with M; optimistic for the new policy, whose K grows with M);
+    * ``joint``: P(Poisson(lambda) <= keep - 1), lambda = K(M) x P(a stage-1 candidate
+      outscores the mate on the stage-2 score), that conditional share estimated (``tail_p``)
+      on the pool's distractors inside the descriptor's top K(M) / M share - at least the top
+      50 (at 1 M and 4 M with a 10 k pool the top 40 / 10 are too few to fit; the top 50 have
+      lower descriptor scores than the true candidates, so this is optimistic there);
+    * ``whole_pool``: P(fewer than keep of *all* M distractors outscore it on the stage-2
+      score) (pessimistic: in the search only stage 1's candidates compete).
+    """
+    from scipy.stats import poisson
+
+    from index.search import RerankPolicy
+
+    nmax = desc_d.shape[1]
+    order = {j: np.argsort(-desc_d[j], kind="stable") for j, _ in pairs}
+    out: dict[str, Any] = {}
+    for pol, scores in second.items():
+        # the new policy keeps the screen's and the fused order's best alternately: a mate
+        # within the top keep // 2 of either goes on, so max(P(either)) is a lower bound
+        c = keep if pol == "old" else keep // 2
+        ps2 = [
+            [tail_p(sd[j], si[j, m], max(20, nmax // 100)) for j, m in pairs] for sd, si in scores
+        ]
+        cond = measured[pol]["stage2_given_stage1"]
+        out[pol] = {}
+        for big_m in ms:
+            k1 = rerank if pol == "old" else RerankPolicy().k(big_m)
+            p1 = np.array([poisson.cdf(k1 - 1, big_m * p) for p in ps_desc])
+            nt = int(min(nmax, max(50, round(k1 / big_m * nmax))))
+            p2j = np.max(
+                [
+                    poisson.cdf(
+                        c - 1,
+                        [
+                            k1 * tail_p(sd[j, order[j][:nt]], si[j, m], max(10, nt // 5))
+                            for j, m in pairs
+                        ],
+                    )
+                    for sd, si in scores
+                ],
+                axis=0,
+            )
+            p2w = np.max([poisson.cdf(c - 1, big_m * np.array(p)) for p in ps2], axis=0)
+            out[pol][str(big_m)] = {
+                "rerank_k": k1,
+                "stage1": round(float(p1.mean()), 4),
+                "conditional": round(float(p1.mean()) * cond, 4),
+                "joint": round(float((p1 * p2j).mean()), 4),
+                "joint_top_n_fitted": nt,
+                "whole_pool": round(float((p1 * p2w).mean()), 4),
+            }
+    return out
+
+
+def tune_grid(
+    sizes: list[int],
+    items: list[Item],
+    queries: list[int],
+    scores: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    keeps: tuple[int, ...] = (2, 3, 5, 10, 20),
+) -> dict[str, Any]:
+    """Stage-2 survival over a grid of fusion weights and screen-tail quantiles, on the
+    synthetic query sets only (Fadul is held out: never passed here). Candidates are the
+    descriptor's top K of the pool (K = 200 and the rerank policy's), scored exactly (numpy);
+    keep = how many are compared. Also the mean log2 of the mates' rank among the candidates."""
+    from index.search import RerankPolicy, _interleave, fused_scores
+
+    desc_d, desc_i, scr_d, scr_i = scores
+    synth = [j for j in queries if items[j].set != "fadul"]
+    weights: list[float | None] = [None, 0.0, 0.25, 0.5, 1.0, 2.0, 4.0]
+    out: dict[str, Any] = {"queries": len(synth), "by": []}
+    for n in sizes:
+        for k in sorted({200, RerankPolicy().k(n + len(items))}):
+            for quant in (0.5, 0.9, 0.98):
+                for w, rule in [(x, r) for x in weights for r in ("fused", "interleaved")]:
+                    if w is None and (quant != 0.9 or rule == "interleaved"):
+                        continue
+                    surv = dict.fromkeys(keeps, 0)
+                    logr = []
+                    mates = 0
+                    for j in synth:
+                        d = np.concatenate([desc_d[j, :n], desc_i[j]])
+                        v = np.concatenate([scr_d[j, :n], scr_i[j]])
+                        d[n + j] = -np.inf  # the query itself
+                        cand = np.argsort(-d, kind="stable")[:k]
+                        f = v[cand] if w is None else fused_scores(d[cand], v[cand], w, quant)
+                        by = np.argsort(-f, kind="stable").tolist()
+                        if rule == "interleaved" and w is not None:
+                            by = _interleave(np.argsort(-v[cand], kind="stable").tolist(), by)
+                        rank = np.empty(k, np.int64)
+                        rank[by] = np.arange(k)
+                        pos = {int(c): int(r) for c, r in zip(cand, rank, strict=True)}
+                        for m in range(len(items)):
+                            if m == j or items[m].gun != items[j].gun:
+                                continue
+                            mates += 1
+                            r = pos.get(n + m, k)  # not a candidate: lost at stage 1
+                            logr.append(math.log2(1 + r))
+                            for kk in keeps:
+                                surv[kk] += r < kk
+                    out["by"].append(
+                        {
+                            "n": n,
+                            "rerank_k": k,
+                            "screen_quantile": quant,
+                            "weight": w,
+                            "rule": "screen alone" if w is None else rule,
+                            "mate_pairs": mates,
+                            "mean_log2_rank": round(float(np.mean(logr)), 3),
+                            **{f"keep{kk}": round(surv[kk] / max(1, mates), 4) for kk in keeps},
+                        }
+                    )
+    return out
+
+
 # -- main ----------------------------------------------------------------------------------
 
 
@@ -293,13 +544,29 @@ def main() -> int:
     )
     ap.add_argument("--quick", action="store_true", help="small run (a couple of minutes)")
     ap.add_argument("--sizes", default="1000,10000", help="distractor counts N")
-    ap.add_argument("--rerank", type=int, default=200)
-    ap.add_argument("--compare", type=int, default=20)
+    ap.add_argument("--rerank", type=int, default=200, help="the old policy's stage-1 K")
+    ap.add_argument("--compare", type=int, default=20, help="compare_k of both policies")
     ap.add_argument("--guns", type=int, default=5, help="synthetic query guns per instrument")
+    ap.add_argument(
+        "--query-seed",
+        type=int,
+        default=QUERY_SEED,
+        help="seed of the synthetic query sets (301: the tuning sets of the candidate policy)",
+    )
     ap.add_argument("--shots", type=int, default=3)
     ap.add_argument("--fadul-slides", type=int, default=10)
     ap.add_argument("--hard", type=int, default=60, help="full-simulation non-mates")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--stage3-every",
+        type=int,
+        default=1,
+        help="run stage 3 (full comparison) for every k-th query only (0: none, stages 1-2"
+        " only: survival to comparison)",
+    )
+    ap.add_argument(
+        "--tune", action="store_true", help="the stage-2 fusion grid on the synthetic sets only"
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.quick:
@@ -319,7 +586,7 @@ def main() -> int:
         "rerank_k": args.rerank,
         "compare_k": args.compare,
         "seeds": {
-            "queries": QUERY_SEED,
+            "queries": args.query_seed,
             "hard_non_mates": HARD_SEED,
             "distractors": DISTRACTOR_SEED,
         },
@@ -330,7 +597,7 @@ def main() -> int:
     failures: list[str] = []
     instruments = INSTRUMENTS_3D[:1] if args.quick else INSTRUMENTS_3D
     items = fadul_items(args.fadul_slides, failures) + synth_items(
-        args.guns, args.shots, instruments, failures
+        args.guns, args.shots, instruments, failures, args.query_seed
     )
     hard = hard_items(args.hard, failures)
     res["query_prep_s"] = round(time.perf_counter() - t, 1)
@@ -376,75 +643,84 @@ def main() -> int:
     res["screen_all_max_abs_diff_vs_screen"] = float(np.abs(chk - scr_d[0, :200]).max())
     assert res["screen_all_max_abs_diff_vs_screen"] < 1e-4
 
-    # stages 1-2 per N, through the real index and screen
-    from ballistics.screen import screen as real_screen
-    from index.vectors import FaissIndex
+    if args.tune:
+        if res["fadul_present"]:
+            raise SystemExit("--tune runs on the synthetic sets only: add --fadul-slides 0")
+        res["tune"] = tune_grid(sizes, items, queries, (desc_d, desc_i, scr_d, scr_i))
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(res, indent=1))
+        for r in res["tune"]["by"]:
+            print(json.dumps(r))
+        return 0
 
+    # stages 1-2 per N and per policy, through the real index and stage-2 function
+
+    policies = [
+        Policy("old", args.rerank, None, args.compare),
+        Policy("new", None, FUSION_WEIGHT, args.compare),
+    ]
+    res["policies"] = {p.name: p.describe() for p in policies}
     per_n: dict[int, dict[str, Any]] = {}
     jobs: list[tuple[str, str]] = []
+    stage3_q = set(queries[:: args.stage3_every]) if args.stage3_every > 0 else set()
 
     def ref(pid: int, n: int) -> str:
         return f"d{DISTRACTOR_SEED}:{pid}" if pid < n else items[pid - n].key
 
     for n in sizes:
-        ids = np.arange(n + len(items), dtype=np.int64)
-        vecs = np.concatenate([D[:n], Q])
-        t = time.perf_counter()
-        idx = FaissIndex.build(144, [(ids, vecs)])
-        build_s = time.perf_counter() - t
-        rows = []
-        t1s, t2s = [], []
-        for j in queries:
-            qid = n + j
-            t = time.perf_counter()
-            _, got = idx.search(Q[j], args.rerank + 1)
-            cand = [int(c) for c in got[0] if c >= 0 and c != qid][: args.rerank]
-            t1s.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            sigs = np.stack([S[c] if c < n else QS[c - n] for c in cand]).astype(np.float32)
-            sc_scores = real_screen(QS[j], sigs)[0]
-            order = np.argsort(-sc_scores, kind="stable")[: args.compare]
-            kept = [cand[o] for o in order]
-            t2s.append(time.perf_counter() - t)
-            mates = [m for m in range(len(items)) if m != j and items[m].gun == items[j].gun]
-            rows.append({"q": j, "cand": cand, "kept": kept, "mates": mates})
-            jobs.extend((items[j].key, ref(c, n)) for c in kept)
-        per_n[n] = {
-            "rows": rows,
-            "faiss_factory": idx.factory,
-            "faiss_build_s": round(build_s, 2),
-            "stage1_ms": [1e3 * x for x in t1s],
-            "stage2_ms": [1e3 * x for x in t2s],
-        }
+        per_n[n] = stage12(n, D, S, items, queries, policies)
+        for pol in policies:
+            for r in per_n[n][pol.name]["rows"]:
+                if r["q"] in stage3_q:
+                    jobs.extend((items[r["q"]].key, ref(c, n)) for c in r["kept"])
 
     t = time.perf_counter()
-    cmp = run_compares(jobs, args.workers)
+    cmp = run_compares(jobs, args.workers) if jobs else {}
     res["stage3_wall_s"] = round(time.perf_counter() - t, 1)
+    res["stage3_queries"] = len(stage3_q)
 
     def summarise(rows: list[dict[str, Any]], n: int, sets: set[str]) -> dict[str, Any]:
-        m1 = m2 = m10 = mates = top1 = nq = 0
-        cpu = []
+        m1 = m2 = mates = nq = 0
+        m10 = mates3 = top1 = nq3 = kept3 = 0
+        cpu, n_cmp = [], []
+        curve = dict.fromkeys(KEEP_CURVE, 0)
         for r in rows:
             j = r["q"]
             if items[j].set not in sets:
                 continue
             nq += 1
-            scored = sorted(r["kept"], key=lambda c: -cmp[(items[j].key, ref(c, n))]["score"])
-            cpu.append(sum(cmp[(items[j].key, ref(c, n))]["cpu_s"] for c in r["kept"]))
-            top10 = set(scored[:10])
+            n_cmp.append(len(r["kept"]))
+            ms = [n + m for m in r["mates"]]
+            mates += len(ms)
+            m1 += sum(m in r["cand"] for m in ms)
+            m2 += sum(m in r["kept"] for m in ms)
+            for c in KEEP_CURVE:
+                curve[c] += sum(m in r["order"][:c] for m in ms)
+            if j not in stage3_q:
+                continue
+            got = [cmp[(items[j].key, ref(c, n))] for c in r["kept"]]
+            scored = [
+                c for _, c in sorted(zip(got, r["kept"], strict=True), key=lambda x: -x[0]["score"])
+            ]
+            cpu.append(sum(g["cpu_s"] for g in got))
+            nq3 += 1
+            mates3 += len(ms)
+            m10 += sum(m in scored[:10] for m in ms)
+            kept3 += sum(m in r["kept"] for m in ms)
             top1 += bool(scored) and scored[0] >= n and items[scored[0] - n].gun == items[j].gun
-            for m in r["mates"]:
-                mates += 1
-                m1 += (n + m) in r["cand"]
-                m2 += (n + m) in r["kept"]
-                m10 += (n + m) in top10
         return {
             "queries": nq,
             "mate_pairs": mates,
             "stage1": round(m1 / max(1, mates), 4),
             "stage2": round(m2 / max(1, mates), 4),
-            "top10": round(m10 / max(1, mates), 4),
-            "top1_is_mate": round(top1 / max(1, nq), 4),
+            "stage2_given_stage1": round(m2 / max(1, m1), 4),
+            "stage2_by_compare_k": {str(c): round(v / max(1, mates), 4) for c, v in curve.items()},
+            "compared_per_query_median": statistics.median(n_cmp) if n_cmp else None,
+            "stage3_queries": nq3,
+            "stage3_mate_pairs": mates3,
+            "top10": round(m10 / mates3, 4) if mates3 else None,
+            "top10_of_compared_mates": f"{m10}/{kept3}",
+            "top1_is_mate": round(top1 / nq3, 4) if nq3 else None,
             "stage3_cpu_s_per_query_median": round(statistics.median(cpu), 2) if cpu else None,
         }
 
@@ -456,9 +732,17 @@ def main() -> int:
         res["sizes"][str(n)] = {
             "faiss_factory": p["faiss_factory"],
             "faiss_build_s": p["faiss_build_s"],
-            "stage1_ms_median": round(statistics.median(p["stage1_ms"]), 3),
-            "stage2_ms_median": round(statistics.median(p["stage2_ms"]), 3),
-            "by_set": {g: summarise(p["rows"], n, s) for g, s in set_groups.items()},
+            "policies": {
+                pol.name: {
+                    "rerank_k": p[pol.name]["rerank_k"],
+                    "stage1_ms_median": round(statistics.median(p[pol.name]["stage1_ms"]), 3),
+                    "stage2_ms_median": round(statistics.median(p[pol.name]["stage2_ms"]), 3),
+                    "by_set": {
+                        g: summarise(p[pol.name]["rows"], n, s) for g, s in set_groups.items()
+                    },
+                }
+                for pol in policies
+            },
         }
     cpu_pairs = [cmp[j]["cpu_s"] for j in set(jobs)]
     res["timing"] = {
@@ -480,20 +764,37 @@ def main() -> int:
             if m != j and items[m].gun == items[j].gun
         ]
 
+    # the new policy's stage-2 score over the whole pool: the fusion calibrated, per query, on
+    # its stage-1 candidates at the largest N (as the search calibrates it)
+    fus_d = np.full_like(scr_d, np.nan)
+    fus_i = np.full_like(scr_i, np.nan)
+    new_rows = {r["q"]: r for r in per_n[nmax]["new"]["rows"]}
+    for j in queries:
+        (ud, bd), (us, bs) = new_rows[j]["calibration"]
+        fus_d[j] = (desc_d[j] - ud) / bd + FUSION_WEIGHT * (scr_d[j] - us) / bs
+        fus_i[j] = (desc_i[j] - ud) / bd + FUSION_WEIGHT * (scr_i[j] - us) / bs
+
     proj: dict[str, Any] = {}
     fit_k = max(20, nmax // 100)
+    ms = (10_000, 100_000, 1_000_000, 4_000_000)
     for g, sets in set_groups.items():
         pairs = mate_pairs(sets)
         out_g: dict[str, Any] = {"mate_pairs": len(pairs)}
-        for name, dist, own in (("descriptor", desc_d, desc_i), ("screen", scr_d, scr_i)):
+        ps_by: dict[str, list[float]] = {}
+        for name, dist, own in (
+            ("descriptor", desc_d, desc_i),
+            ("screen", scr_d, scr_i),
+            ("fused", fus_d, fus_i),
+        ):
             pct = [float((dist[j] > own[j, m]).sum()) / nmax for j, m in pairs]
             ps = [tail_p(dist[j], own[j, m], fit_k) for j, m in pairs]
+            ps_by[name] = ps
             # the fit checked out of sample: fitted on the first tenth, predicts the measured N
             n_small = nmax // 10
             ps_small = [
                 tail_p(dist[j, :n_small], own[j, m], max(20, n_small // 100)) for j, m in pairs
             ]
-            keeps = (args.rerank, args.compare) if name == "screen" else (args.rerank,)
+            keeps = (args.rerank,) if name == "descriptor" else (args.rerank, args.compare)
             out_g[name] = {
                 "rank_pct": {q: round(_q(pct, q), 6) for q in (10, 25, 50, 75, 90)},
                 "share_within": {
@@ -506,14 +807,22 @@ def main() -> int:
                         f"measured_{nmax}": round(float(np.mean([x * nmax < k for x in pct])), 4)
                         if pct
                         else None,
-                        **{
-                            str(m): round(survival(ps, m, k), 4)
-                            for m in (10_000, 100_000, 1_000_000, 4_000_000)
-                        },
+                        **{str(m): round(survival(ps, m, k), 4) for m in ms},
                     }
                     for k in keeps
                 },
             }
+        if pairs:
+            out_g["to_comparison"] = to_comparison(
+                pairs,
+                ps_by["descriptor"],
+                {"old": [(scr_d, scr_i)], "new": [(scr_d, scr_i), (fus_d, fus_i)]},
+                desc_d,
+                {p: res["sizes"][str(nmax)]["policies"][p]["by_set"][g] for p in ("old", "new")},
+                args.rerank,
+                args.compare,
+                ms,
+            )
         proj[g] = out_g
     res["rank_percentiles_and_projection"] = proj
     res["fit"] = {
@@ -573,12 +882,18 @@ def main() -> int:
     res["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(res, indent=1))
-    brief = {n: v["by_set"]["all"] for n, v in res["sizes"].items()}
+    brief = {
+        n: {
+            pol: {g: x["stage2"] for g, x in v["policies"][pol]["by_set"].items()}
+            for pol in v["policies"]
+        }
+        for n, v in res["sizes"].items()
+    }
     print(
         json.dumps(
             {
-                "sizes": brief,
-                "projection_all": proj["all"],
+                "survival_to_comparison": brief,
+                "projection_to_comparison": {g: proj[g].get("to_comparison") for g in proj},
                 "hardness_all": res.get("hardness", {}).get("all"),
             },
             indent=1,

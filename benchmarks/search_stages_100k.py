@@ -435,7 +435,7 @@ def replay(cat: Any, casing_id: str, filters: Any, rerank_k: int, keep: int, top
 
     t = time.perf_counter()
     screen = Screen(cat.engine.screen, load_signatures, keep)
-    screened, kept = screen_candidates(screen, q, live.order)
+    screened, kept = screen_candidates(screen, q, live.order, coarse.best)
     ms["screen"] = time.perf_counter() - t - ms["signatures"]
 
     ranking = sorted(live.order, key=lambda i: (-screened[i], -coarse.best[i]))[:top]

@@ -2,10 +2,18 @@
 
 Stage 1: for each region the query has a descriptor for, the vector index returns the top
 ``rerank_k`` casings *inside the filter* (calibre, firing-pin shape, dates, agencies).
+``rerank_k`` grows with the number of casings searched (:class:`RerankPolicy`: 2 % of them,
+at least 200, at most 4000) because a mate's descriptor rank grows with the store: a fixed 200
+is nearly the whole of a small store and 0.2 % of a 100 k one (``benchmarks/RESULTS-scale.md``).
+An explicit ``rerank_k`` is used as given.
 Stage 2 (optional, :class:`Screen`): the union of those candidates is screened with a cheap
-rotation-aligned comparison of stored signatures (``ballistics.screen``: microseconds per
-candidate, and no surface to load); the best ``keep`` go on. Candidates without a stored
-signature always go on, so a missing signature can cost time but never a match.
+rotation-aligned comparison of stored signatures (``ballistics.screen``: ~20 us per candidate
+vectorised, and no surface to load); ``keep`` go on, taken alternately from the screen's order
+and from the order of the *fusion* of descriptor and screen scores (:func:`fused_scores`): the
+screen's best always go on (it is the better discriminator at the top), and so does a mate the
+screen ranks badly but the descriptor far above the crowd (the screen alone ranks some real
+mates worse than the descriptor does). Candidates without a stored signature always go on, so
+a missing signature can cost time but never a match.
 Stage 3: the survivors are re-scored with the registration comparison
 (``score_fn(query_prepared, candidate_prepared)``; default ``ballistics.compare.compare``),
 best first, on a thread pool. Candidates screened out keep their coarse and screen scores with
@@ -30,6 +38,7 @@ coarse score with ``score=None`` / ``rescored=False`` and the result is ``partia
 from __future__ import annotations
 
 import concurrent.futures as cf
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -56,15 +65,101 @@ def indexed(descriptors: Mapping[str, Any]) -> dict[str, Any]:
     return {r: v for r, v in descriptors.items() if r != SCREEN_KEY}
 
 
+#: Stage-1 size when ``rerank_k`` is not given: this share of the casings searched ...
+RERANK_FRACTION = 0.02
+#: ... at least this many (what a fixed ``rerank_k`` was before; nearly all of a small store) ...
+RERANK_FLOOR = 200
+#: ... at most this many: loading and screening 4000 signatures costs ~0.1-0.3 s.
+RERANK_CAP = 4000
+#: Weight of the screen's calibrated score against the descriptor's in the stage-2 ranking
+#: (:func:`fused_scores`), and the quantile of the candidates' screen scores its scale is
+#: measured above: chosen on the synthetic query sets of ``benchmarks/scale.py --tune``
+#: (seed 301; Fadul held out), see RESULTS-scale.md.
+FUSION_WEIGHT = 0.5
+SCREEN_TAIL_QUANTILE = 0.5
+
+
+@dataclass(frozen=True)
+class RerankPolicy:
+    """Stage 1's ``rerank_k`` from the number of casings searched: ``fraction`` of them, at
+    least ``floor``, at most ``cap`` (at least ``top`` in any case, see :meth:`Searcher.search`)."""
+
+    fraction: float = RERANK_FRACTION
+    floor: int = RERANK_FLOOR
+    cap: int = RERANK_CAP
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.fraction <= 1.0) or self.floor <= 0 or self.cap < self.floor:
+            raise ValueError(
+                f"rerank policy needs 0 <= fraction <= 1 and 0 < floor <= cap; got "
+                f"fraction={self.fraction}, floor={self.floor}, cap={self.cap}"
+            )
+
+    def k(self, n_rows: int) -> int:
+        """``rerank_k`` for a search over ``n_rows`` casings."""
+        return int(min(self.cap, max(self.floor, math.ceil(self.fraction * max(0, n_rows)))))
+
+
+def tail_calibration(x: np.ndarray, quantile: float) -> tuple[float, float]:
+    """(u, beta) of scores ``x`` (N,): u their ``quantile``, beta the mean excess above u (an
+    exponential tail's scale: above u, ``-log P(a non-mate scores above s)`` grows as
+    (s - u) / beta)."""
+    u = float(np.quantile(x, quantile))
+    excess = x[x > u] - u
+    beta = float(excess.mean()) if excess.size else 0.0
+    if not beta > 0:
+        beta = float(np.std(x)) or 1.0  # all equal: no evidence either way
+    return u, beta
+
+
+def fused_scores(
+    coarse: np.ndarray,
+    screened: np.ndarray,
+    weight: float = FUSION_WEIGHT,
+    screen_quantile: float = SCREEN_TAIL_QUANTILE,
+) -> np.ndarray:
+    """Stage 2's ranking score of candidates from both their scores.
+
+    Each score is put in units of its own upper tail among the candidates
+    (:func:`tail_calibration`:
+    the descriptor's above the weakest candidate's, since the candidates *are* its top; the
+    screen's above its ``screen_quantile``), and the two are added, ``weight`` on the screen.
+    With exponential tails that is the sum of ``-log P(a non-mate scores above)`` of the two
+    (Fisher's combination), so a mate far out on either score ranks high even when the other
+    score is ordinary. Calibrated per query on its own candidates: no global constants, and a
+    query whose scores are all high (e.g. an unusual canvas) is not favoured.
+
+    Parameters
+    ----------
+    coarse, screened : ndarray of shape (N,)
+        Descriptor (stage 1) and screen scores of the same N candidates.
+
+    Returns
+    -------
+    ndarray of shape (N,), float64: higher is better.
+    """
+    c = np.asarray(coarse, np.float64)
+    s = np.asarray(screened, np.float64)
+    if c.shape != s.shape:
+        raise ValueError(f"coarse {c.shape} and screen {s.shape} scores must match")
+    if c.size < 2:
+        return s.copy()
+    (ud, bd), (us, bs) = tail_calibration(c, 0.0), tail_calibration(s, screen_quantile)
+    return (c - ud) / bd + weight * (s - us) / bs
+
+
 @dataclass
 class Screen:
     """The screening stage: ``score_fn(query_signature, signatures (N, D)) -> scores (N,)``,
-    ``load_fn(rowids) -> {rowid: signature}`` (missing ids: no stored signature) and how
-    many candidates to keep for the full comparison."""
+    ``load_fn(rowids) -> {rowid: signature}`` (missing ids: no stored signature), how many
+    candidates to keep for the full comparison, and how they are ranked: by
+    :func:`fused_scores` with the descriptor scores when those are given to
+    :func:`screen_candidates` (``fusion_weight``; None: by the screen score alone)."""
 
     score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
     load_fn: Callable[[list[int]], Mapping[int, np.ndarray]]
     keep: int
+    fusion_weight: float | None = FUSION_WEIGHT
 
 
 @dataclass
@@ -126,10 +221,13 @@ class SearchResult:
     """Visible casings whose file is byte-identical to the query's (the same scan stored again,
     e.g. by another agency): not compared, not ranked (``rank`` 0), listed here instead."""
     query_quality: dict[str, Any] | None = None
+    rerank_k: int = 0
+    """Stage 1's candidates per region in this search (given, or from the rerank policy)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "query_casing_id": self.query_casing_id,
+            "rerank_k": self.rerank_k,
             "query_quality": self.query_quality,
             "partial": self.partial,
             "n_candidates": self.n_candidates,
@@ -251,22 +349,54 @@ def live_candidates(store: Store, coarse: Coarse, query_sha256: str | None) -> L
 
 
 def screen_candidates(
-    screen: Screen | None, query: Query, order: list[int]
+    screen: Screen | None,
+    query: Query,
+    order: list[int],
+    coarse_scores: Mapping[int, float] | None = None,
 ) -> tuple[dict[int, float], list[int]]:
-    """Stage 2: (screen score by row id, the candidates kept for the comparison). Best screen
-    score first, so a deadline cuts the least promising; a candidate without a stored
-    signature goes first (it costs time, never a match). No screen: every candidate is kept."""
+    """Stage 2: (screen score by row id, the candidates kept for the comparison). When
+    ``coarse_scores`` (stage 1's, by row id) are given and ``screen.fusion_weight`` is set, the
+    kept are taken alternately from the screen's order and from the :func:`fused_scores` order
+    (so the screen's top ``keep / 2`` always go on, and so do the fused score's); else by the
+    screen score alone. Best first, so a deadline cuts the least promising. A candidate
+    without a stored signature goes first (it costs time, never a match). No screen: every
+    candidate is kept."""
     query_sig = query.descriptors.get(SCREEN_KEY)
     if screen is None or query_sig is None or not order:
         return {}, order
     sigs = screen.load_fn(order)
     have = [i for i in order if i in sigs]
     screened: dict[int, float] = {}
+    rank_by: dict[int, float] = {}
     if have:
-        values = screen.score_fn(query_sig, np.stack([sigs[i] for i in have]))
+        values = np.asarray(screen.score_fn(query_sig, np.stack([sigs[i] for i in have])))
         screened = {i: float(v) for i, v in zip(have, values, strict=True)}
-    kept = sorted(order, key=lambda i: -screened.get(i, np.inf))[: screen.keep]
-    return screened, kept
+        rank_by = screened
+        if screen.fusion_weight is not None and coarse_scores is not None:
+            fused = fused_scores(
+                np.array([coarse_scores[i] for i in have]), values, screen.fusion_weight
+            )
+            rank_by = {i: float(v) for i, v in zip(have, fused, strict=True)}
+    kept = sorted(order, key=lambda i: -rank_by.get(i, np.inf))
+    if rank_by is not screened:
+        # alternate the fused order with the screen's own, so the screen's best (the better
+        # discriminator at the very top) are never pushed out by casings only the descriptor
+        # likes, e.g. non-mates scanned with the same instrument and crop
+        by_screen = sorted(order, key=lambda i: -screened.get(i, np.inf))
+        kept = _interleave(by_screen, kept)
+    return screened, kept[: screen.keep]
+
+
+def _interleave(a: list[int], b: list[int]) -> list[int]:
+    """a[0], b[0], a[1], b[1], ... without repeats (both lists hold the same ids)."""
+    seen: set[int] = set()
+    out: list[int] = []
+    for pair in zip(a, b, strict=True):
+        for i in pair:
+            if i not in seen:
+                seen.add(i)
+                out.append(i)
+    return out
 
 
 def compare_one(store: Store, query: Query, rowid: int, score_fn: ScoreFn, load_fn: LoadFn) -> Any:
@@ -411,23 +541,33 @@ class Searcher:
         query: Query,
         *,
         top: int = 10,
-        rerank_k: int = 200,
+        rerank_k: int | None = None,
         filters: Filters | None = None,
         deadline_s: float | None = None,
         score_fn: ScoreFn,
         load_fn: LoadFn,
         nmf_fn: NmfFn | None = None,
         screen: Screen | None = None,
+        rerank_policy: RerankPolicy | None = None,
     ) -> SearchResult:
-        """The stages in order (see the module doc)."""
+        """The stages in order (see the module doc). ``rerank_k``: stage 1's candidates per
+        region; None: ``rerank_policy`` (default :class:`RerankPolicy`) of the number of
+        casings searched (those the filter allows, else the largest index)."""
         t0 = time.monotonic()
-        if top <= 0 or rerank_k <= 0:
+        if top <= 0 or (rerank_k is not None and rerank_k <= 0):
             raise ValueError("top and rerank_k must be positive")
-        rerank_k = max(rerank_k, top)
         allowed = allowed_ids(store, filters, query.rowid)
+        if rerank_k is None:
+            n_rows = (
+                len(allowed)
+                if allowed is not None
+                else max((idx.count() for idx in indexes.values()), default=0)
+            )
+            rerank_k = (rerank_policy or RerankPolicy()).k(n_rows)
+        rerank_k = max(rerank_k, top)
         coarse = coarse_candidates(indexes, query, allowed, rerank_k)
         live = live_candidates(store, coarse, query.sha256)
-        screened, to_compare = screen_candidates(screen, query, live.order)
+        screened, to_compare = screen_candidates(screen, query, live.order, coarse.best)
         timeout = None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - t0))
         compared = compare_candidates(
             self._pool,
@@ -452,4 +592,5 @@ class Searcher:
             plans=coarse.plans,
             identical=identical,
             query_quality=query_quality if isinstance(query_quality, dict) else None,
+            rerank_k=rerank_k,
         )

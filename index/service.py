@@ -30,7 +30,19 @@ import numpy as np
 
 from .engine import BallisticsEngine, Engine, Processed
 from .errors import CatalogLockedError, NotFoundError
-from .search import SCREEN_KEY, Query, Screen, Searcher, SearchResult, indexed
+from .search import (
+    FUSION_WEIGHT,
+    RERANK_CAP,
+    RERANK_FLOOR,
+    RERANK_FRACTION,
+    SCREEN_KEY,
+    Query,
+    RerankPolicy,
+    Screen,
+    Searcher,
+    SearchResult,
+    indexed,
+)
 from .store import CasingRecord, Decision, Filters, Store
 from .vectors import FaissIndex, SnapshotError, effective_factory
 
@@ -47,11 +59,18 @@ class CatalogConfig:
     nprobe: int = 64
     workers: int = 0
     """Re-ranking threads (0: all cores)."""
-    rerank_k: int = 200
-    """Descriptor candidates per region (stage 1)."""
+    rerank_k: int | None = None
+    """Descriptor candidates per region (stage 1); None: ``rerank_fraction`` of the casings
+    searched, at least ``rerank_floor``, at most ``rerank_cap`` (:class:`RerankPolicy`)."""
+    rerank_fraction: float = RERANK_FRACTION
+    rerank_floor: int = RERANK_FLOOR
+    rerank_cap: int = RERANK_CAP
     compare_k: int = 20
     """How many of them the screen keeps for the full comparison (0: compare every one).
-    20 of 200 keeps a search under 2 s on 2 cores (RESULTS-search-e2e.md: 1.2 s; 40: 2.1 s)."""
+    20 keeps a search under 2 s on 2 cores (RESULTS-search-e2e.md: 1.2 s; 40: 2.1 s)."""
+    fusion_weight: float | None = FUSION_WEIGHT
+    """Stage 2 ranks by descriptor and screen scores fused (:func:`index.search.fused_scores`)
+    with this weight on the screen; None: by the screen score alone (before 2026-12)."""
     snapshot_every: int = 500
     """Write index snapshots after this many changes (and on close)."""
     read_only: bool = False
@@ -562,8 +581,10 @@ class Catalog:
         from its own results), scan file bytes (not stored), or a prepared casing. Visible
         casings holding the query's very file (same SHA-256) are not ranked but listed in
         ``SearchResult.identical``.
-        ``rerank_k``: descriptor candidates per region; ``compare_k``: how many of them the
-        screen keeps for the full comparison (0: all; None: the configured value);
+        ``rerank_k``: descriptor candidates per region (None: the configured value, by default
+        2 % of the casings searched, at least 200, at most 4000); ``compare_k``: how many of
+        them stage 2 (screen and descriptor scores fused) keeps for the full comparison
+        (0: all; None: the configured value, by default 20);
         ``length_unit``: of an X3P query file ("m" or "um"); ``light``: of a 2-D query file
         (``ballistics.light.LightRequest``; None: detected)."""
         keep = self.config.compare_k if compare_k is None else int(compare_k)
@@ -595,6 +616,7 @@ class Catalog:
                 score_fn=screen_fn,
                 load_fn=lambda ids: self.store.vectors_of(ids, SCREEN_KEY, version),
                 keep=max(keep, top),
+                fusion_weight=self.config.fusion_weight,
             )
         return self._searcher.search(
             self.store,
@@ -602,6 +624,9 @@ class Catalog:
             q,
             top=top,
             rerank_k=rerank_k or self.config.rerank_k,
+            rerank_policy=RerankPolicy(
+                self.config.rerank_fraction, self.config.rerank_floor, self.config.rerank_cap
+            ),
             filters=filters,
             deadline_s=deadline_s,
             score_fn=self.engine.score,

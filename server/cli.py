@@ -243,14 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caliber", help="only casings of this calibre")
     p.add_argument("--json", action="store_true", help="one JSON object per candidate per line")
     p.add_argument(
-        "--rerank", type=int, default=200, help="descriptor candidates per region (stage 1)"
+        "--rerank",
+        type=int,
+        default=None,
+        metavar="K",
+        help="descriptor candidates per region (stage 1; default: 2%% of the casings searched,"
+        " at least 200, at most 4000)",
     )
     p.add_argument(
         "--compare",
         type=int,
         default=None,
         metavar="N",
-        help="candidates the screen keeps for the full comparison (0: all; default 20)",
+        help="candidates stage 2 keeps for the full comparison, taken alternately by screen"
+        " score and by screen and descriptor scores fused (0: all; default 20)",
     )
     p.add_argument(
         "--scope",

@@ -140,7 +140,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if not args.data_dir:
         return _fail("search needs --data-dir (or --server for a remote search)")
-    if args.top <= 0 or args.rerank <= 0:
+    if args.top <= 0 or (args.rerank is not None and args.rerank <= 0):
         return _fail("--top and --rerank must be positive")
     if args.compare is not None and args.compare < 0:
         return _fail("--compare must be >= 0 (0: compare every candidate)")

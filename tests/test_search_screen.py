@@ -158,3 +158,26 @@ def test_under_a_deadline_the_best_screened_are_compared_first(tmp_path):
         rest = [c for c in res.combined if not c.rescored]
         assert res.partial and done and rest
         assert min(c.screen_score for c in done) >= max(c.screen_score for c in rest)
+
+
+def test_vectorised_screen_equals_a_direct_shift_search():
+    """``screen`` / ``screen_spectra`` (batched rfft, einsum, in chunks) against the
+    definition: the best of the circular correlations over every angle shift."""
+    from ballistics.screen import ANGLES, SIGNATURE_SHAPE, screen, screen_spectra, spectra
+
+    rng = np.random.default_rng(3)
+    sigs = rng.standard_normal((7, *SIGNATURE_SHAPE)).astype(np.float32)
+    q = sigs[0]
+    direct = np.array(
+        [
+            [float((q * np.roll(c, -k, axis=1)).sum()) for k in range(ANGLES)]
+            for c in sigs.astype(np.float64)
+        ]
+    )
+    want, want_k = direct.max(axis=1), direct.argmax(axis=1)
+    got, rot = screen_spectra(q, spectra(sigs, chunk=3), chunk=2)
+    assert np.allclose(got, want, rtol=1e-5, atol=1e-4)
+    assert np.array_equal(rot, want_k * 180.0 / ANGLES)
+    assert np.allclose(screen(q, sigs)[0], got, atol=1e-6)
+    with pytest.raises(BallisticsError, match="spectra have shape"):
+        screen_spectra(q, np.zeros((2, 3, 4), np.complex64))
