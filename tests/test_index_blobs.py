@@ -7,12 +7,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import random
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -156,33 +154,44 @@ def test_old_store_with_blobs_is_migrated_on_open(tmp_path):
 
 
 MIGRATE_CHILD = r"""
-import sys
+import os, signal, sys
+from index import blobs
 from index.store import Store
-print("ready", flush=True)
+
+# SIGKILL this process after its N-th surface file is written: a kill at a chosen point of the
+# migration, whatever the machine's speed (a timed kill landed after the end on a fast one).
+kill_after, put = int(sys.argv[2]), blobs.BlobStore.put
+count = 0
+def counted(self, data):
+    global count
+    ref = put(self, data)
+    count += 1
+    if count == kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return ref
+blobs.BlobStore.put = counted
 Store(sys.argv[1])
 print("done", flush=True)
 """
 
 
 def test_migration_killed_part_way_loses_no_surface(tmp_path):
-    rng = random.Random(77)
     surfaces = [_surface(100 + i, 20000) for i in range(300)]
     ids = _legacy_store(tmp_path, surfaces)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     partial = 0
-    for _ in range(6):
-        p = subprocess.Popen(
-            [sys.executable, "-c", MIGRATE_CHILD, str(tmp_path)],
-            stdout=subprocess.PIPE,
+    # 300 surfaces in batches of 64, each run counting from its own start: kills inside the
+    # first batch (nothing moved yet), on its last file (before its commit), after a commit
+    for kill_after in (30, 70, 64, 100, 5, 140):
+        p = subprocess.run(
+            [sys.executable, "-c", MIGRATE_CHILD, str(tmp_path), str(kill_after)],
+            capture_output=True,
             text=True,
             env=env,
             cwd=ROOT,
+            timeout=300,
         )
-        assert p.stdout is not None
-        assert p.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.3, 1.5))  # the whole migration takes seconds
-        p.send_signal(signal.SIGKILL)
-        p.communicate()
+        assert p.returncode == -signal.SIGKILL, p.stderr
         con = sqlite3.connect(tmp_path / "store.sqlite", timeout=30)
         left = con.execute("SELECT COUNT(*) FROM surfaces").fetchone()[0]
         moved = con.execute("SELECT COUNT(*) FROM surface_files").fetchone()[0]
