@@ -26,8 +26,9 @@ class SurfaceFileError(RuntimeError):
     """A stored surface file is missing, truncated or does not match its recorded SHA-256."""
 
 
-def _fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename or a new entry inside it survives power loss."""
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename or a new entry inside it survives power loss (no-op where
+    unsupported)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -76,7 +77,7 @@ class BlobStore:
         for d in (self.root, path.parent.parent, path.parent):
             if not d.is_dir():
                 d.mkdir(parents=True, exist_ok=True)
-                _fsync_dir(d.parent)
+                fsync_dir(d.parent)
         tmp = path.with_name(f".{sha}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             with open(tmp, "wb") as f:
@@ -87,7 +88,7 @@ class BlobStore:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def get(self, sha256: str, size: int | None = None, *, what: str = "surface") -> bytes:
         """The file's bytes, verified against ``sha256`` (and ``size`` when given).
@@ -124,7 +125,7 @@ class BlobStore:
             path.unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
 
     def iter_shas(self) -> Iterator[str]:

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .blobs import BlobStore, SurfaceFileError
+from .blobs import BlobStore, SurfaceFileError, fsync_dir
 from .errors import NotFoundError
 
 VERDICTS = ("hit", "excluded", "inconclusive")
@@ -199,16 +199,6 @@ def _check_date(value: str | None, what: str) -> str | None:
         return _dt.date.fromisoformat(str(value)).isoformat()
     except ValueError:
         raise ValueError(f"{what} must be a date YYYY-MM-DD; got {value!r}") from None
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename inside it survives power loss (no-op where unsupported)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes | Path) -> None:
