@@ -1055,6 +1055,14 @@ def _find_pin_2d(z: np.ndarray, primer: _Circle, sp_lo: float, f: int) -> _Pin |
     cands: list[h.Stadium] = []
     for px, py, pr, _ in h.hough_circles(gx, gy, edge, *fr, center_region=inner, k=3):
         cands.append(em.refine(em.grow((px, py, pr), max(max_len - pr, 0.0)), max_len))
+        # a Hough peak keeps only its most complete ring; under a coaxial light that is the
+        # bright spot of the floor, and the rim is a concentric, larger ring of the same peak
+        radii = np.arange(math.ceil(1.3 * pr), fr[1] + 1e-9, 1.0)
+        if radii.size:
+            cov_r = [em.coverage((px, py, 0.0, float(rr), 0.0)) for rr in radii]
+            rr = float(radii[int(np.argmax(cov_r))])
+            if max(cov_r) >= PIN_2D_MIN_COVERAGE:
+                cands.append(em.refine(em.grow((px, py, rr), max(max_len - rr, 0.0)), max_len))
     # the outermost closed outline: under a directional light the lit floor of the
     # impression is a complete circle of its own, inside the rim
     filled = ndimage.binary_fill_holes(ndimage.binary_closing(edge, iterations=1))
@@ -1102,14 +1110,22 @@ PIN_2D_RIM_COVERAGE = 0.8
 its boundary is covered."""
 
 
+PIN_2D_CONCENTRIC_RIM_COVERAGE = 0.7
+"""As :data:`PIN_2D_RIM_COVERAGE`, for an outline concentric with the enclosed one: the floor's
+bright spot under a coaxial or ring light corroborates the rim around it, whose wall may be
+partly hidden where a mark next to the impression joins it."""
+
+
 def _outermost(scored: list[tuple[float, h.Stadium]]) -> tuple[float, h.Stadium]:
     """The rim among scored (coverage, stadium) outlines.
 
     Start from the best-covered outline; while a larger outline (1.3 times the area at
-    least) covered at least :data:`PIN_2D_RIM_COVERAGE` encloses it (its boundary at most
-    a fifth of the larger radius, and 1.5 px at least, outside), take the best-covered
-    such: under a directional light the lit floor of the impression is a complete outline
-    of its own, inside the rim, and so is the bright spot of its floor under a coaxial light.
+    least) covered at least :data:`PIN_2D_RIM_COVERAGE` (one concentric with it,
+    :data:`PIN_2D_CONCENTRIC_RIM_COVERAGE`) encloses it (its boundary at most a fifth of
+    the larger radius, and 1.5 px at least, outside), take the smallest such: under a
+    directional light the lit floor of the impression is a complete outline of its own,
+    inside the rim, and so is the bright spot of its floor under a coaxial light; a mark
+    joining the rim from outside makes larger outlines, never smaller ones.
     """
 
     def area(st: h.Stadium) -> float:
@@ -1119,18 +1135,26 @@ def _outermost(scored: list[tuple[float, h.Stadium]]) -> tuple[float, h.Stadium]
         x, y, _, _ = h.stadium_boundary(*inner)
         return float(np.max(h.stadium_distance(x, y, *outer))) <= max(1.5, 0.2 * outer[3])
 
+    def concentric(outer: h.Stadium, inner: h.Stadium) -> bool:
+        return math.hypot(outer[0] - inner[0], outer[1] - inner[1]) <= max(1.5, 0.1 * outer[3])
+
     best = max(scored, key=lambda t: t[0])
     while True:
         bigger = [
             t
             for t in scored
-            if t[0] >= PIN_2D_RIM_COVERAGE
+            if t[0]
+            >= (
+                PIN_2D_CONCENTRIC_RIM_COVERAGE if concentric(t[1], best[1]) else PIN_2D_RIM_COVERAGE
+            )
             and area(t[1]) > 1.3 * area(best[1])
             and encloses(t[1], best[1])
         ]
         if not bigger:
             return best
-        best = max(bigger, key=lambda t: (t[0], area(t[1])))
+        # the innermost: marks next to the impression (drag mark, aperture shear) can only
+        # add outlines outside the rim, never inside it
+        best = min(bigger, key=lambda t: area(t[1]))
 
 
 def _inside(st: h.Stadium, m: int, n: int) -> bool:

@@ -427,6 +427,29 @@ def test_side_light_round_pin_is_the_rim_not_the_lit_floor() -> None:
     assert seg.firing_pin_radius * 6.25e-6 == pytest.approx(tr.fp_axes_px[0] * 6.25e-6, rel=0.2)
 
 
+def test_coaxial_round_pin_is_the_rim_concentric_with_the_floor_spot() -> None:
+    """Under a coaxial light the floor's bright spot is the best-covered circle, and a mark
+    next to the impression (a dark crescent beside the rim) joined the rim into a larger,
+    off-centre outline that was taken for the pin: 36 px off (seed 6173, 3.125 um, found by
+    ``benchmarks/segmentation_styles.py``). The rim is the ring concentric with the spot."""
+    from ballistics.instruments import INSTRUMENTS, instrument_rng, record
+    from ballistics.synth import fired_surface, make_firearms
+
+    fa = next(f for f in make_firearms(48, seed=6173) if f.fp_shape == "round")
+    shot = 6173 * 1000
+    surface = fired_surface(fa, shot_seed=shot, spacing_m=3.125e-6)
+    img, tr = record(
+        surface,
+        "coaxial",
+        rng=instrument_rng(fa.seed, shot, "coaxial"),
+        params=replace(INSTRUMENTS["coaxial"].params, pixel_um=3.125),
+    )
+    for st in styled_variants(img, tr, seed=shot, variants=("case_head", "disc_fov_wide")):
+        seg = segment(st.scan)
+        assert seg.firing_pin_shape == "round"
+        assert math.dist(seg.firing_pin_center, st.fp_center) < 5.0  # measured 2.1, 2.0
+
+
 def test_partly_invalid_elongated_pin_centre() -> None:
     """Half an elongated pin invalid: a stadium fitted to the rim and the invalid part's
     outline at once. Before: the rim's ellipse or circle fit, 18-45 px off (and "round")."""
