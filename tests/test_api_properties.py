@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from index.service import Catalog
@@ -217,9 +217,11 @@ def test_api_property_no_internal_errors_no_leaks(world) -> None:
     users = sorted(USERS)
     outcomes: dict[str, int] = {}
 
+    # A fixed seed, not derandomize: derandomize seeds from the test's digest, which includes
+    # the world's random casing ids, so the draws (and how many calls succeed) changed per run.
+    @seed(20261205)
     @settings(
         max_examples=50,
-        derandomize=True,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
