@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,27 @@ def fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes | Path) -> None:
+    """Write ``data`` (bytes, or the content of a file, copied in 4 MiB blocks) to ``path``
+    atomically: temp file, fsync, rename, fsync directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            if isinstance(data, Path):
+                with open(data, "rb") as src:
+                    shutil.copyfileobj(src, f, 1 << 22)
+            else:
+                f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync_dir(path.parent)
 
 
 class BlobStore:
@@ -78,17 +100,7 @@ class BlobStore:
             if not d.is_dir():
                 d.mkdir(parents=True, exist_ok=True)
                 fsync_dir(d.parent)
-        tmp = path.with_name(f".{sha}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        fsync_dir(path.parent)
+        atomic_write(path, data)
 
     def get(self, sha256: str, size: int | None = None, *, what: str = "surface") -> bytes:
         """The file's bytes, verified against ``sha256`` (and ``size`` when given).

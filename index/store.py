@@ -34,7 +34,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import threading
 import uuid
@@ -46,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .blobs import BlobStore, SurfaceFileError, fsync_dir
+from .blobs import BlobStore, SurfaceFileError, atomic_write, fsync_dir
 from .errors import NotFoundError
 
 VERDICTS = ("hit", "excluded", "inconclusive")
@@ -199,27 +198,6 @@ def _check_date(value: str | None, what: str) -> str | None:
         return _dt.date.fromisoformat(str(value)).isoformat()
     except ValueError:
         raise ValueError(f"{what} must be a date YYYY-MM-DD; got {value!r}") from None
-
-
-def atomic_write(path: Path, data: bytes | Path) -> None:
-    """Write ``data`` (bytes, or the content of a file, copied in 4 MiB blocks) to ``path``
-    atomically: temp file, fsync, rename, fsync directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            if isinstance(data, Path):
-                with open(data, "rb") as src:
-                    shutil.copyfileobj(src, f, 1 << 22)
-            else:
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)
