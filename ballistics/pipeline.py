@@ -27,8 +27,9 @@ CANVAS_SPACING_M = 6.25e-6
 # prep-3: 2-D images conditioned by ballistics.image_condition; prep-4: black holes in image
 # files are invalid (ballistics.image_io.black_holes); prep-5: 3-D segmentation fits a partly
 # invalid firing pin to the breech-face outline and retries a soft primer edge before refusing;
-# prep-6: the 2-D firing pin is the smallest rim enclosing the floor spot (coaxial light)
-PREPARE_VERSION = "prep-6"
+# prep-6: the 2-D firing pin is the smallest rim enclosing the floor spot (coaxial light);
+# prep-7: among 2-D outlines enclosing the floor spot, one concentric with it comes first
+PREPARE_VERSION = "prep-7"
 _CANVAS_MULTIPLE = 16
 #: The pyramid levels (downsampling factors of the canvas) that comparison, descriptors and
 #: screen read: ``CompareParams`` cell_factor 2 (12.5 um), refine_factor 4 (25 um; also

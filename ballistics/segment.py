@@ -1122,10 +1122,13 @@ def _outermost(scored: list[tuple[float, h.Stadium]]) -> tuple[float, h.Stadium]
     Start from the best-covered outline; while a larger outline (1.3 times the area at
     least) covered at least :data:`PIN_2D_RIM_COVERAGE` (one concentric with it,
     :data:`PIN_2D_CONCENTRIC_RIM_COVERAGE`) encloses it (its boundary at most a fifth of
-    the larger radius, and 1.5 px at least, outside), take the smallest such: under a
-    directional light the lit floor of the impression is a complete outline of its own,
-    inside the rim, and so is the bright spot of its floor under a coaxial light; a mark
-    joining the rim from outside makes larger outlines, never smaller ones.
+    the larger radius, and 1.5 px at least, outside), take the smallest such, a concentric
+    one if there is any: under a directional light the lit floor of the impression is a
+    complete outline of its own, inside the rim, and so is the bright spot of its floor
+    under a ring or coaxial light; a mark joining the rim from outside makes larger
+    outlines, never smaller ones. Between a floor spot and its rim, an off-centre outline
+    touching the spot on one side and the rim on the other is covered nearly as well as
+    either and encloses the spot too, but only the rim shares the spot's centre.
     """
 
     def area(st: h.Stadium) -> float:
@@ -1152,9 +1155,13 @@ def _outermost(scored: list[tuple[float, h.Stadium]]) -> tuple[float, h.Stadium]
         ]
         if not bigger:
             return best
+        # concentric ones first: an off-centre outline between the floor's spot and the rim
+        # can ride on the spot on one side and on the rim on the other, and both enclose the
+        # spot; the rim shares the spot's centre (ring or coaxial light)
+        pool = [t for t in bigger if concentric(t[1], best[1])] or bigger
         # the innermost: marks next to the impression (drag mark, aperture shear) can only
         # add outlines outside the rim, never inside it
-        best = min(bigger, key=lambda t: area(t[1]))
+        best = min(pool, key=lambda t: area(t[1]))
 
 
 def _inside(st: h.Stadium, m: int, n: int) -> bool:

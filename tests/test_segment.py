@@ -450,6 +450,38 @@ def test_coaxial_round_pin_is_the_rim_concentric_with_the_floor_spot() -> None:
         assert math.dist(seg.firing_pin_center, st.fp_center) < 5.0  # measured 2.1, 2.0
 
 
+def test_rim_concentric_with_floor_spot_beats_smaller_off_centre_outline() -> None:
+    """Floor spot (r 17, fully covered), an off-centre outline touching the spot on one
+    side and the rim on the other (r 19.6, 3.4 px off, coverage 0.84) and the rim (r 23,
+    concentric, 0.91): the numbers of the render_ring miss of seed 8807. Both larger
+    outlines enclose the spot; taking the smaller put the pin 27 px off at 3.125 um."""
+    from ballistics.segment import _outermost
+
+    spot = (109.9, 101.2, 0.3, 17.0, 1.5)
+    between = (112.6, 103.3, 2.95, 19.57, 2.09)
+    rim = (109.9, 101.1, 0.7, 23.1, 1.4)
+    scored = [(1.0, spot), (0.838, between), (0.913, rim)]
+    assert _outermost(scored)[1] == rim
+    # with no concentric outline the smallest enclosing one is still the rim
+    assert _outermost([(1.0, spot), (0.838, between)])[1] == between
+
+
+def test_render_ring_round_pin_is_not_between_floor_spot_and_rim() -> None:
+    """``render_ring_light`` of a round pin at 3.125 um (seed 8807, casing
+    G8807-0002-8807000, found by ``benchmarks/segmentation_styles.py``): the pin centre
+    was 27 px off, on an outline between the floor's bright spot and the rim."""
+    from ballistics.render import render_ring_light
+    from ballistics.synth import make_firearms
+
+    fa = next(f for f in make_firearms(48, seed=8807) if f.fp_shape == "round")
+    assert fa.id == "G8807-0002"
+    scan, tr = fire(fa, shot_seed=8807 * 1000, spacing_m=3.125e-6)
+    (st,) = styled_variants(scan, tr, seed=8807 * 1000, variants=("case_head",))
+    seg = segment(render_ring_light(st.scan))
+    assert seg.firing_pin_shape == "round"
+    assert math.dist(seg.firing_pin_center, st.fp_center) < 5.0  # measured 27.4 before, 1.2
+
+
 def test_partly_invalid_elongated_pin_centre() -> None:
     """Half an elongated pin invalid: a stadium fitted to the rim and the invalid part's
     outline at once. Before: the rim's ellipse or circle fit, 18-45 px off (and "round")."""
