@@ -1,0 +1,144 @@
+"""Segmentation per style and instrument, before and after a change of the 2-D pin choice.
+
+Builds the cases of ``benchmarks/segmentation_styles.py`` (every cropping style, every 3-D
+instrument and 2-D light, the given spacings) once per seed and scores each with the current
+:func:`ballistics.segment.segment`; every 2-D case is scored a second time with
+``ballistics.segment._outermost`` taken from the git revision ``--before-rev`` (the only
+function of the 2-D path that prep-7 changed), so "before" and "after" see the very same
+images, and the synthesis (most of the run time) is paid once. 3-D cases never reach
+``_outermost`` (the run counts its calls on 3-D cases and fails if there are any), so their
+"before" is their "after".
+
+Usage::
+
+    python benchmarks/segmentation_styles_ab.py --seeds 9319 2719 --casings 3
+        [--spacings-um 6.25 7.5 3.125 2.5] [--before-rev f11a2e3] [--out out/ab]
+
+writes ``<out>/segmentation_styles_ab.json`` (records and per-style tables, before and after)
+after every seed and spacing. The micrometre X3P round trip is not run (3-D only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import segmentation_styles as ss  # noqa: E402
+
+import ballistics.segment as seg_mod  # noqa: E402
+
+
+def _function_at(rev: str, name: str) -> Callable[..., Any]:
+    """Function ``name`` of ``ballistics/segment.py`` at git revision ``rev``, bound to the
+    current module's globals (helpers and constants)."""
+    src = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:ballistics/segment.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    lines = src.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(f"def {name}("))
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i] and not lines[i][0].isspace()),
+        len(lines),
+    )
+    ns = dict(vars(seg_mod))
+    # our own repository's source, at a revision the user names
+    exec("\n".join(lines[start:end]), ns)
+    fn: Callable[..., Any] = ns[name]
+    return fn
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", required=True)
+    ap.add_argument("--casings", type=int, default=3, help="casings per spacing and seed")
+    ap.add_argument("--spacings-um", type=float, nargs="+", default=[6.25, 7.5, 3.125, 2.5])
+    ap.add_argument("--before-rev", default="f11a2e3", help="git revision of the 'before'")
+    ap.add_argument("--out", default=str(ROOT / "out" / "ab"))
+    args = ap.parse_args(argv)
+    after_fn = seg_mod._outermost
+    before_fn = _function_at(args.before_rev, "_outermost")
+    calls = {"n": 0}
+
+    def counted(scored: Any) -> Any:
+        calls["n"] += 1
+        return after_fn(scored)
+
+    seg_mod._outermost = counted
+    t0 = time.time()
+    recs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    done: list[tuple[int, float]] = []
+    for seed in args.seeds:
+        for sp in args.spacings_um:
+            for c in ss.synthetic_cases(sp, args.casings, seed, um_x3p=False):
+                calls["n"] = 0
+                (after,) = ss.measure([c])
+                if c.group["kind"] == "2d":
+                    seg_mod._outermost = before_fn
+                    try:
+                        (before,) = ss.measure([c])
+                    finally:
+                        seg_mod._outermost = counted
+                else:
+                    if calls["n"]:
+                        raise RuntimeError("a 3-D case reached _outermost; score it twice")
+                    before = after
+                recs["after"].append({**after, "seed": seed})
+                recs["before"].append({**before, "seed": seed})
+            done.append((seed, sp))
+            print(f"seed {seed}, {sp} um: {time.time() - t0:.0f} s", flush=True)
+            _write(recs, args, argv, done, time.time() - t0)
+    return 0
+
+
+def _write(
+    recs: dict[str, list[dict[str, Any]]],
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    done: list[tuple[int, float]],
+    wall: float,
+) -> None:
+    from _common import machine  # type: ignore[import-not-found]
+
+    k_main = ("kind", "instrument", "unit", "variant")
+    k_inst = ("kind", "instrument", "unit", "spacing_um")
+    tables = {
+        version: {
+            "by_style_and_instrument": ss.summarise(r, k_main),
+            "by_style_instrument_seed": ss.summarise(r, (*k_main, "seed")),
+            "by_instrument_and_spacing": ss.summarise(r, k_inst),
+        }
+        for version, r in recs.items()
+    }
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": str(machine()),
+        "command": "python benchmarks/segmentation_styles_ab.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "seeds": args.seeds,
+        "casings": args.casings,
+        "done_seed_spacing_um": done,
+        "before_rev": args.before_rev,
+        "wall_seconds": wall,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "segmentation_styles_ab.json").write_text(
+        json.dumps({"meta": meta, "tables": tables, "records": recs}, indent=1)
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
