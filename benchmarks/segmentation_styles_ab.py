@@ -62,12 +62,20 @@ def _function_at(rev: str, name: str) -> Callable[..., Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[9319, 2719])
     ap.add_argument("--casings", type=int, default=3, help="casings per spacing and seed")
     ap.add_argument("--spacings-um", type=float, nargs="+", default=[6.25, 7.5, 3.125, 2.5])
     ap.add_argument("--before-rev", default="f11a2e3", help="git revision of the 'before'")
     ap.add_argument("--out", default=str(ROOT / "out" / "ab"))
+    ap.add_argument(
+        "--report",
+        metavar="JSON",
+        help="only print the markdown tables of an earlier run's JSON (--seeds is then ignored)",
+    )
     args = ap.parse_args(argv)
+    if args.report:
+        print(report(json.loads(Path(args.report).read_text())))
+        return 0
     after_fn = seg_mod._outermost
     before_fn = _function_at(args.before_rev, "_outermost")
     calls = {"n": 0}
@@ -138,6 +146,53 @@ def _write(
     (out / "segmentation_styles_ab.json").write_text(
         json.dumps({"meta": meta, "tables": tables, "records": recs}, indent=1)
     )
+
+
+def _cell(b: Any, a: Any) -> str:
+    fb, fa = ss._fmt(b), ss._fmt(a)
+    return fa if fb == fa else f"{fb} -> {fa}"
+
+
+def report(res: dict[str, Any]) -> str:
+    """Markdown: per style and instrument (all seeds), each metric as "before -> after" where
+    they differ; then the rows missing a target, per seed, after the change."""
+    keys = ("kind", "instrument", "unit", "variant")
+    cols = (
+        ("n", "n"),
+        ("refused", "refused"),
+        ("primer_median_px", "primer med px"),
+        ("pin_median_px", "pin med px"),
+        ("pin_within_10px", "pin <= 10 px"),
+        ("shape", "shape ok"),
+        ("pin_false_found", "pin found (absent)"),
+        ("meets_targets", "targets"),
+    )
+    t = res["tables"]
+    before = {tuple(r[k] for k in keys): r for r in t["before"]["by_style_and_instrument"]}
+    lines = [
+        "| kind | instrument | style / variant | " + " | ".join(c[1] for c in cols) + " |",
+        "|" + "---|" * (3 + len(cols)),
+    ]
+    vorder = {v: i for i, v in enumerate(ss.VARIANTS)}
+    iorder = {v: i for i, v in enumerate((*ss.INSTRUMENT_NAMES, "render_ring"))}
+
+    def order(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["kind"], iorder.get(r["instrument"], 99), vorder.get(r["variant"], 99))
+
+    for r in sorted(t["after"]["by_style_and_instrument"], key=order):
+        b = before[tuple(r[k] for k in keys)]
+        cells = [_cell(b[k], r[k]) for k, _ in cols]
+        lines.append(
+            f"| {r['kind']} | {r['instrument']} | {r['variant']} | " + " | ".join(cells) + " |"
+        )
+    out = ["Before -> after, all seeds together:", "", *lines, ""]
+    for version in ("before", "after"):
+        rows = t[version]["by_style_instrument_seed"]
+        miss = ss._misses(rows, (*keys, "seed"))
+        out += [f"Rows missing a target per seed, {version}:", ""]
+        out += miss if miss else ["None."]
+        out.append("")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
