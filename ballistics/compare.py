@@ -43,7 +43,7 @@ from scipy import ndimage
 
 from .errors import BallisticsError
 from .pipeline import PreparedCasing
-from .register import local_contrast, masked_blur, ncc_maps, reference, rotate
+from .register import local_contrast, masked_blur, ncc_at, ncc_maps, reference, rotate
 from .screen import rotation_candidates, signature
 
 #: What each entry of :attr:`Comparison.flags` means.
@@ -359,14 +359,19 @@ def _sweep(
     ref: Any,
     moving: tuple[np.ndarray, np.ndarray],
     angles: np.ndarray,
-    max_shift: int,
+    dy: int | np.ndarray,
+    dx: np.ndarray | None = None,
 ) -> np.ndarray:
-    """NCC maps for ``moving`` rotated by each angle: shape (len(angles), 2s+1, 2s+1)."""
+    """NCC maps for ``moving`` rotated by each angle: shape (len(angles), 2s+1, 2s+1) for all
+    translations up to ``dy`` = s pixels, or (len(angles), len(dy), len(dx)) at the given
+    translations."""
     d = np.empty((len(angles), *moving[0].shape), np.float32)
     m = np.empty((len(angles), *moving[0].shape), bool)
     for k, ang in enumerate(angles):
         d[k], m[k] = rotate(moving[0], moving[1], float(ang))
-    return ncc_maps(ref, d, m, max_shift)
+    if dx is None:
+        return ncc_maps(ref, d, m, int(dy))
+    return ncc_at(ref, d, m, np.asarray(dy), dx)
 
 
 def _angle_diff(x: float, y: float) -> float:
@@ -457,10 +462,11 @@ def cell_evidence(
     # One cell rotation: a coarse pose is within half a coarse step (2 deg), which moves a
     # 25-um cell by less than a pixel; three rotations tripled the cost for no change in rank.
     pe = replace(params, cell_angles_deg=(0.0,))
+    ga, gb = _cell_grid(ra, pe), _cell_grid(rb, pe)
     out = []
     for h in hyps:
-        f = _congruence(_cells(ra, rb, h.pose, pe, spacing, "a->b"), pe)
-        r = _congruence(_cells(rb, ra, h.pose.inverse(), pe, spacing, "b->a"), pe)
+        f = _congruence(_cells(ra, rb, h.pose, pe, spacing, "a->b", ga), pe)
+        r = _congruence(_cells(rb, ra, h.pose.inverse(), pe, spacing, "b->a", gb), pe)
         # Congruent cells agree with each other, not necessarily with the hypothesis: a pose
         # 100-200 um off still collects them (each cell searches +-cell_search_um). Move the
         # pose to where the cells say, so such near-duplicates merge instead of competing.
@@ -494,34 +500,38 @@ def refine_hypotheses(
     # Coarse pixels are coarse_factor / refine_factor refinement pixels: search a little more.
     win = max(2, math.ceil(1.5 * params.coarse_factor / params.refine_factor))
     s = max(1, round(params.max_offset_um * 1e-6 / spacing)) + win
-    ref = reference(*ra, s)
 
-    def best_near(maps: np.ndarray, pose: Pose) -> tuple[int, int, int, float]:
-        cy = min(max(round(pose.dy_m / spacing), -s), s)
-        cx = min(max(round(pose.dx_m / spacing), -s), s)
-        y0, y1 = max(0, s + cy - win), min(2 * s + 1, s + cy + win + 1)
-        x0, x1 = max(0, s + cx - win), min(2 * s + 1, s + cx + win + 1)
-        sub = maps[:, y0:y1, x0:x1]
+    def centre(pose: Pose) -> tuple[int, int]:
+        return (
+            min(max(round(pose.dy_m / spacing), -s), s),
+            min(max(round(pose.dx_m / spacing), -s), s),
+        )
+
+    # Only windows of +-win around each hypothesis are read (two rounds: +-2 win in all), so
+    # the FFT needs to hold just the largest of those shifts, not all +-s.
+    reach = max(max(abs(c) for c in centre(h.pose)) for h in hyps) + 2 * win
+    ref = reference(*ra, min(reach, s))
+
+    def best_near(angles: np.ndarray, pose: Pose) -> tuple[int, int, int, float]:
+        """Best (angle index, dy px, dx px, NCC) within +-win of ``pose`` (clipped to +-s)."""
+        cy, cx = centre(pose)
+        ys = np.arange(max(-s, cy - win), min(s, cy + win) + 1)
+        xs = np.arange(max(-s, cx - win), min(s, cx + win) + 1)
+        sub = _sweep(ref, rb, angles, ys, xs)
         k, i, j = np.unravel_index(int(np.argmax(sub)), sub.shape)
-        return int(k), int(y0 + i), int(x0 + j), float(sub[k, i, j])
+        return int(k), int(ys[i]), int(xs[j]), float(sub[k, i, j])
 
     span = params.coarse_step_deg
     steps = np.arange(-span, span + 1e-9, 2.0 * params.refine_step_deg)
-    maps = _sweep(ref, rb, np.concatenate([h.pose.rotation_deg + steps for h in hyps]), s)
-    first = []
-    for n, h in enumerate(hyps):
-        k, i, j, v = best_near(maps[n * len(steps) : (n + 1) * len(steps)], h.pose)
-        first.append((h.pose.rotation_deg + float(steps[k]), i, j, v))
     near = np.array([-params.refine_step_deg, params.refine_step_deg])
-    maps2 = _sweep(ref, rb, np.concatenate([f[0] + near for f in first]), s)
     out = []
-    for n, (h, (ang, i, j, v)) in enumerate(zip(hyps, first, strict=True)):
-        start = Pose(ang, (i - s) * spacing, (j - s) * spacing)
-        k2, i2, j2, v2 = best_near(maps2[2 * n : 2 * n + 2], start)
+    for h in hyps:
+        k, i, j, v = best_near(h.pose.rotation_deg + steps, h.pose)
+        ang = h.pose.rotation_deg + float(steps[k])
+        k2, i2, j2, v2 = best_near(ang + near, Pose(ang, i * spacing, j * spacing))
         if v2 > v:
             ang, i, j, v = ang + float(near[k2]), i2, j2, v2
-        pose = Pose(ang % 360.0, (i - s) * spacing, (j - s) * spacing)
-        out.append(replace(h, pose=pose, ncc=v))
+        out.append(replace(h, pose=Pose(ang % 360.0, i * spacing, j * spacing), ncc=v))
     return out
 
 
@@ -562,29 +572,32 @@ def _refine_translation(
     return Pose(pose.rotation_deg, dy, dx), float(sub[i, j])
 
 
-def _cells(
-    a: tuple[np.ndarray, np.ndarray],
-    b: tuple[np.ndarray, np.ndarray],
-    pose: Pose,
-    params: CompareParams,
-    spacing_m: float,
-    direction: str,
-) -> list[CellResult]:
-    """Register each cell of ``a`` in ``b`` near ``pose``; congruence is decided later."""
+@dataclass(frozen=True)
+class _Cell:
+    """One grid cell of a reference surface, ready to be matched: its grid index, bounds on
+    its level (rows y0:y1, columns x0:x1), valid fraction and float32 template."""
+
+    row: int
+    col: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    valid_fraction: float
+    template: np.ndarray
+
+
+def _cell_grid(a: tuple[np.ndarray, np.ndarray], params: CompareParams) -> list[_Cell]:
+    """The cells of ``a`` that are matched (enough valid data, not flat). They do not depend
+    on the pose, so one grid serves every hypothesis of a comparison."""
     da, ma = a
-    size = da.shape[0]
     rows, cols = np.nonzero(ma)
     if rows.size == 0:
         return []
     r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     edges_r = np.linspace(r0, r1, params.grid + 1).round().astype(int)
     edges_c = np.linspace(c0, c1, params.grid + 1).round().astype(int)
-    search = max(1, round(params.cell_search_um * 1e-6 / spacing_m))
-    shift_px = (pose.dy_m / spacing_m, pose.dx_m / spacing_m)
-    moved = [rotate(b[0], b[1], pose.rotation_deg + d, shift_px) for d in params.cell_angles_deg]
-    out: list[CellResult] = []
-    f = params.cell_factor
-    method = cv2.TM_CCOEFF_NORMED if params.cell_normalise else cv2.TM_CCORR_NORMED
+    out = []
     for gi in range(params.grid):
         for gj in range(params.grid):
             y0, y1, x0, x1 = edges_r[gi], edges_r[gi + 1], edges_c[gj], edges_c[gj + 1]
@@ -598,35 +611,62 @@ def _cells(
             if params.cell_normalise:
                 # Invalid points at the cell's own mean vanish once the mean is removed.
                 tmpl = np.where(cm, tmpl, float(tmpl[cm].mean()))
-            sy0, sy1 = max(0, y0 - search), min(size, y1 + search)
-            sx0, sx1 = max(0, x0 - search), min(size, x1 + search)
-            best = (-2.0, 0.0, 0, 0)
-            for dang, (db, mb) in zip(params.cell_angles_deg, moved, strict=True):
-                region = db[sy0:sy1, sx0:sx1]
-                if not mb[sy0:sy1, sx0:sx1].any():
-                    continue
-                # OpenCV scores a flat window (0/0) as 0, never NaN.
-                res = cv2.matchTemplate(region, tmpl.astype(np.float32), method)
-                _, val, _, loc = cv2.minMaxLoc(res)
-                if val > best[0]:
-                    # loc = (x, y) of the template's top-left in the region.
-                    best = (float(val), dang, sy0 + loc[1] - y0, sx0 + loc[0] - x0)
-            if best[0] <= -2.0:
+            out.append(_Cell(gi, gj, y0, y1, x0, x1, frac, tmpl.astype(np.float32)))
+    return out
+
+
+def _cells(
+    a: tuple[np.ndarray, np.ndarray],
+    b: tuple[np.ndarray, np.ndarray],
+    pose: Pose,
+    params: CompareParams,
+    spacing_m: float,
+    direction: str,
+    grid: list[_Cell] | None = None,
+) -> list[CellResult]:
+    """Register each cell of ``a`` in ``b`` near ``pose``; congruence is decided later.
+    ``grid``: :func:`_cell_grid` of ``a`` with ``params``, when the caller already has it."""
+    if grid is None:
+        grid = _cell_grid(a, params)
+    if not grid:
+        return []
+    size = a[0].shape[0]
+    search = max(1, round(params.cell_search_um * 1e-6 / spacing_m))
+    shift_px = (pose.dy_m / spacing_m, pose.dx_m / spacing_m)
+    moved = [rotate(b[0], b[1], pose.rotation_deg + d, shift_px) for d in params.cell_angles_deg]
+    out: list[CellResult] = []
+    f = params.cell_factor
+    method = cv2.TM_CCOEFF_NORMED if params.cell_normalise else cv2.TM_CCORR_NORMED
+    for c in grid:
+        y0, y1, x0, x1 = c.y0, c.y1, c.x0, c.x1
+        sy0, sy1 = max(0, y0 - search), min(size, y1 + search)
+        sx0, sx1 = max(0, x0 - search), min(size, x1 + search)
+        best = (-2.0, 0.0, 0, 0)
+        for dang, (db, mb) in zip(params.cell_angles_deg, moved, strict=True):
+            if not mb[sy0:sy1, sx0:sx1].any():
                 continue
-            out.append(
-                CellResult(
-                    direction,
-                    gi,
-                    gj,
-                    (int(y0 * f), int(x0 * f), int(y1 * f), int(x1 * f)),
-                    frac,
-                    best[0],
-                    float(best[1]),
-                    float(best[2] * spacing_m),
-                    float(best[3] * spacing_m),
-                    False,
-                )
+            # OpenCV scores a flat window (0/0) as 0, never NaN.
+            res = cv2.matchTemplate(db[sy0:sy1, sx0:sx1], c.template, method)
+            _, val, _, loc = cv2.minMaxLoc(res)
+            if val > best[0]:
+                # loc = (x, y) of the template's top-left in the region.
+                best = (float(val), dang, sy0 + loc[1] - y0, sx0 + loc[0] - x0)
+        if best[0] <= -2.0:
+            continue
+        out.append(
+            CellResult(
+                direction,
+                c.row,
+                c.col,
+                (int(y0 * f), int(x0 * f), int(y1 * f), int(x1 * f)),
+                c.valid_fraction,
+                best[0],
+                float(best[1]),
+                float(best[2] * spacing_m),
+                float(best[3] * spacing_m),
+                False,
             )
+        )
     return out
 
 
@@ -646,7 +686,21 @@ def _congruence(cells: list[CellResult], params: CompareParams) -> list[CellResu
             and abs(c.rotation_deg - th) <= params.angle_tol_deg
             and math.hypot(c.dy_m - dy, c.dx_m - dx) <= tol
         )
-        out.append(replace(c, congruent=ok))
+        # Positional construction: dataclasses.replace costs ~10 us a cell, a few ms a pair.
+        out.append(
+            CellResult(
+                c.direction,
+                c.row,
+                c.col,
+                c.bbox_px,
+                c.valid_fraction,
+                c.ccf,
+                c.rotation_deg,
+                c.dy_m,
+                c.dx_m,
+                bool(ok),
+            )
+        )
     return out
 
 
@@ -753,6 +807,7 @@ def compare_traced(
     refined = refine_hypotheses(a, b, screened[: params.refine_peaks], params)
     spacing = a.surface.spacing_m[0] * params.cell_factor
     la, lb = _levels(a, b, params.cell_factor, params)
+    ga, gb = _cell_grid(la, params), _cell_grid(lb, params)
     final: list[Hypothesis] = []
     best: tuple[float, Pose, float, list[CellResult], list[CellResult], int] | None = None
     for n, h in enumerate(refined):
@@ -761,8 +816,8 @@ def compare_traced(
             # finest (the first is always scored): skip the most expensive step.
             continue
         pose, corr = _refine_translation(la, lb, h.pose, spacing)
-        fwd = _congruence(_cells(la, lb, pose, params, spacing, "a->b"), params)
-        bwd = _congruence(_cells(lb, la, pose.inverse(), params, spacing, "b->a"), params)
+        fwd = _congruence(_cells(la, lb, pose, params, spacing, "a->b", ga), params)
+        bwd = _congruence(_cells(lb, la, pose.inverse(), params, spacing, "b->a", gb), params)
         score, considered = _score(fwd, bwd, corr)
         final.append(replace(h, pose=pose, cells_forward=_count(fwd), cells_backward=_count(bwd)))
         if best is None or score > best[0]:
