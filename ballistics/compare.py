@@ -43,7 +43,7 @@ from scipy import ndimage
 
 from .errors import BallisticsError
 from .pipeline import PreparedCasing
-from .register import local_contrast, masked_blur, ncc_at, ncc_maps, reference, rotate
+from .register import downsample, local_contrast, masked_blur, ncc_at, ncc_maps, reference, rotate
 from .screen import rotation_candidates, signature
 
 #: What each entry of :attr:`Comparison.flags` means.
@@ -144,6 +144,8 @@ class CompareParams:
     coarse_factor: int = 8
     coarse_step_deg: float = 4.0
     coarse_blur_um: float | None = 35.0
+    presweep_keep: int | None = 12
+    presweep_blur_um: float | None = None
     coarse_peaks: int = 5
     rotation_hints: int = 1
     refine_peaks: int = 2
@@ -247,8 +249,10 @@ class Trace:
     """The pose hypotheses at each step of one comparison (for benchmarks and diagnosis).
 
     ``coarse``: from the sweep, best NCC first; ``screened``: the same with cell evidence on
-    the refinement level, best evidence first; ``refined``: the ones refined; ``final``: those
-    scored on the cell level (``cells_*`` = CMC counts), in the order scored."""
+    the refinement level, best evidence first; ``refined``: the ones refined (of the first
+    ``refine_peaks`` screened, those scored on the cell level: the first, then those with at
+    least ``accept_cmc`` congruent cells, until one is a CMC match); ``final``: the refined
+    ones scored on the cell level (``cells_*`` = CMC counts), in the order scored."""
 
     coarse: tuple[Hypothesis, ...]
     screened: tuple[Hypothesis, ...]
@@ -394,6 +398,29 @@ def _hint_groups(
     return groups
 
 
+def _presweep(
+    fa: tuple[np.ndarray, np.ndarray],
+    fb: tuple[np.ndarray, np.ndarray],
+    params: CompareParams,
+    spacing_m: float,
+    angles: np.ndarray,
+) -> np.ndarray | None:
+    """Indices of the ``presweep_keep`` rotations (of ``angles``) whose best NCC over all
+    translations is highest on the level twice coarser than ``fa``/``fb`` (the blurred coarse
+    level); None when the pre-sweep is off or would keep every rotation."""
+    keep = params.presweep_keep
+    if keep is None or keep >= len(angles):
+        return None
+    (da, ma), (db, mb) = (downsample(*fa, 2), downsample(*fb, 2))
+    sp = 2 * spacing_m
+    if params.presweep_blur_um is not None:
+        sigma = params.presweep_blur_um * 1e-6 / sp
+        da, db = masked_blur(da, ma, sigma), masked_blur(db, mb, sigma)
+    s = max(1, round(params.max_offset_um * 1e-6 / sp))
+    best = _sweep(reference(da, ma, s), (db, mb), angles, s).max(axis=(1, 2))
+    return np.sort(np.argsort(-best, kind="stable")[:keep])
+
+
 def coarse_hypotheses(
     a: PreparedCasing, b: PreparedCasing, params: CompareParams
 ) -> list[Hypothesis]:
@@ -407,7 +434,15 @@ def coarse_hypotheses(
         fa, fb = (masked_blur(*fa, sigma), fa[1]), (masked_blur(*fb, sigma), fb[1])
     s = max(1, round(params.max_offset_um * 1e-6 / spacing))
     angles = np.arange(0.0, 360.0, params.coarse_step_deg)
-    maps = _sweep(reference(*fa, s), fb, angles, s)
+    groups = _hint_groups(a, b, params, angles)
+    keep = _presweep(fa, fb, params, spacing, angles)
+    if keep is None:
+        maps = _sweep(reference(*fa, s), fb, angles, s)
+    else:
+        # The hints' rotations are always swept, so the hints add what they always added.
+        keep = np.union1d(keep, sorted({k for g in groups for k in g}))
+        maps = np.full((len(angles), 2 * s + 1, 2 * s + 1), -1.0)
+        maps[keep] = _sweep(reference(*fa, s), fb, angles[keep], s)
     # Local maxima over rotation (circular) and translation; the rest cannot be a peak.
     top = ndimage.maximum_filter(maps, size=3, mode=("wrap", "nearest", "nearest"))
     flat = maps.ravel()
@@ -429,7 +464,6 @@ def coarse_hypotheses(
             break
         if distinct(k, i, j):
             kept.append((k, i, j))
-    groups = _hint_groups(a, b, params, angles)
     hinted = {k for g in groups for k in g}
     main = len(kept)
     for g in groups:
@@ -597,17 +631,26 @@ def _cell_grid(a: tuple[np.ndarray, np.ndarray], params: CompareParams) -> list[
     r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     edges_r = np.linspace(r0, r1, params.grid + 1).round().astype(int)
     edges_c = np.linspace(c0, c1, params.grid + 1).round().astype(int)
+    # Valid counts and absolute sums of all cells at once (block sums over the grid edges),
+    # so only the cells worth matching are visited one by one.
+    def block_sums(x: np.ndarray) -> np.ndarray:
+        rows_ = np.add.reduceat(x[r0:r1], edges_r[:-1] - r0, axis=0)
+        return np.add.reduceat(rows_[:, c0:c1], edges_c[:-1] - c0, axis=1)
+
+    counts = block_sums(ma.astype(np.int64))
+    mass = block_sums(np.abs(da).astype(np.float64))
     out = []
     for gi in range(params.grid):
         for gj in range(params.grid):
             y0, y1, x0, x1 = edges_r[gi], edges_r[gi + 1], edges_c[gj], edges_c[gj + 1]
+            size = (y1 - y0) * (x1 - x0)
+            if size == 0 or y1 <= y0 or x1 <= x0:
+                continue
+            frac = float(counts[gi, gj]) / size
+            if frac < params.min_cell_valid or counts[gi, gj] < 16 or mass[gi, gj] == 0.0:
+                continue
             cm = ma[y0:y1, x0:x1]
-            frac = float(cm.mean()) if cm.size else 0.0
-            if frac < params.min_cell_valid or cm.sum() < 16:
-                continue
             tmpl = da[y0:y1, x0:x1]
-            if float(np.abs(tmpl).sum()) == 0.0:
-                continue
             if params.cell_normalise:
                 # Invalid points at the cell's own mean vanish once the mean is removed.
                 tmpl = np.where(cm, tmpl, float(tmpl[cm].mean()))
@@ -634,6 +677,9 @@ def _cells(
     search = max(1, round(params.cell_search_um * 1e-6 / spacing_m))
     shift_px = (pose.dy_m / spacing_m, pose.dx_m / spacing_m)
     moved = [rotate(b[0], b[1], pose.rotation_deg + d, shift_px) for d in params.cell_angles_deg]
+    # Integral images of the moved masks: whether a search region holds any valid point is
+    # then four lookups instead of a scan of the region.
+    sums = [cv2.integral(mb.view(np.uint8)) for _, mb in moved]
     out: list[CellResult] = []
     f = params.cell_factor
     method = cv2.TM_CCOEFF_NORMED if params.cell_normalise else cv2.TM_CCORR_NORMED
@@ -642,8 +688,8 @@ def _cells(
         sy0, sy1 = max(0, y0 - search), min(size, y1 + search)
         sx0, sx1 = max(0, x0 - search), min(size, x1 + search)
         best = (-2.0, 0.0, 0, 0)
-        for dang, (db, mb) in zip(params.cell_angles_deg, moved, strict=True):
-            if not mb[sy0:sy1, sx0:sx1].any():
+        for dang, (db, _), ii in zip(params.cell_angles_deg, moved, sums, strict=True):
+            if ii[sy1, sx1] - ii[sy0, sx1] - ii[sy1, sx0] + ii[sy0, sx0] == 0:
                 continue
             # OpenCV scores a flat window (0/0) as 0, never NaN.
             res = cv2.matchTemplate(db[sy0:sy1, sx0:sx1], c.template, method)
@@ -804,17 +850,20 @@ def compare_traced(
         )
     coarse = coarse_hypotheses(a, b, params)
     screened = cell_evidence(a, b, coarse, params)
-    refined = refine_hypotheses(a, b, screened[: params.refine_peaks], params)
     spacing = a.surface.spacing_m[0] * params.cell_factor
     la, lb = _levels(a, b, params.cell_factor, params)
     ga, gb = _cell_grid(la, params), _cell_grid(lb, params)
+    refined: list[Hypothesis] = []
     final: list[Hypothesis] = []
     best: tuple[float, Pose, float, list[CellResult], list[CellResult], int] | None = None
-    for n, h in enumerate(refined):
+    for n, h in enumerate(screened[: params.refine_peaks]):
         if n > 0 and h.evidence < params.accept_cmc:
             # Too little cell evidence on the refinement level to beat the first on the
-            # finest (the first is always scored): skip the most expensive step.
+            # finest (the first is always scored): skip the most expensive steps. Each
+            # hypothesis is refined on its own, only when it will be scored.
             continue
+        h = refine_hypotheses(a, b, [h], params)[0]
+        refined.append(h)
         pose, corr = _refine_translation(la, lb, h.pose, spacing)
         fwd = _congruence(_cells(la, lb, pose, params, spacing, "a->b", ga), params)
         bwd = _congruence(_cells(lb, la, pose.inverse(), params, spacing, "b->a", gb), params)
