@@ -590,9 +590,8 @@ def _refine_translation(
     cy, cx = round(pose.dy_m / spacing_m), round(pose.dx_m / spacing_m)
     reach = max(abs(cy), abs(cx)) + window + 1
     d, m = rotate(lb[0], lb[1], pose.rotation_deg)
-    ncc = ncc_maps(reference(*la, reach), d[None], m[None], reach)[0]
-    y0, x0 = reach + cy - window, reach + cx - window
-    sub = ncc[y0 : y0 + 2 * window + 1, x0 : x0 + 2 * window + 1]
+    span = np.arange(-window, window + 1)
+    sub = ncc_at(reference(*la, reach), d[None], m[None], cy + span, cx + span)[0]
     i, j = np.unravel_index(int(np.argmax(sub)), sub.shape)
 
     def vertex(lo: float, mid: float, hi: float) -> float:
