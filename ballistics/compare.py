@@ -6,7 +6,8 @@ without committing to one pose before the detail has been seen:
 
 1. **Coarse**: every rotation over 360 deg at ``coarse_step_deg`` on a heavily downsampled
    surface, masked NCC over all translations up to ``max_offset_um`` for each rotation in one
-   batched FFT. The ``coarse_peaks`` best distinct peaks in (rotation, translation) become pose
+   batched FFT (every rotation is first scored on a level twice coarser, and only the
+   ``presweep_keep`` best are scored on the coarse level). The ``coarse_peaks`` best distinct peaks in (rotation, translation) become pose
    *hypotheses*; the best peak near each of the spectrum screen's ``rotation_hints`` rotations
    is kept as well (the hints add hypotheses, they never remove any).
 2. **Cell evidence**: every hypothesis is scored by Congruent Matching Cells on the
@@ -89,6 +90,16 @@ class CompareParams:
         its texture (stitched fields of view: 1 of 8 matches found, 6 of 8 without blur);
         35 matched no blur there and on every other condition, and keeps an exact copy
         turned between two sampled rotations. None: no blur.
+    presweep_keep : int or None
+        Every rotation of the coarse sweep is first scored on the level twice coarser than
+        ``coarse_factor`` (100 um; best masked NCC over all translations within
+        ``max_offset_um``, no rotation skipped), and only the ``presweep_keep`` best rotations,
+        plus those near the screen's hints, are scored on the coarse level (the others cannot
+        give a hypothesis). About 2.3x cheaper than the full sweep. Chosen on seed 1 of every
+        instrument model and condition of ``benchmarks/compare_speed.py`` and the odd Fadul
+        slides: 3 to 30 all kept every pose the full sweep got right; 12 leaves a margin.
+        Judged on seed 2 and the even slides (RESULTS-compare-speed.md). None: the full sweep
+        (every rotation on the coarse level, the exhaustive full-rotation search).
     coarse_peaks : int
         Distinct (rotation, translation) peaks of the sweep kept as pose hypotheses; two peaks
         are distinct when they differ by at least 1.5 coarse steps in rotation or
@@ -145,7 +156,6 @@ class CompareParams:
     coarse_step_deg: float = 4.0
     coarse_blur_um: float | None = 35.0
     presweep_keep: int | None = 12
-    presweep_blur_um: float | None = None
     coarse_peaks: int = 5
     rotation_hints: int = 1
     refine_peaks: int = 2
@@ -175,6 +185,10 @@ class CompareParams:
         ):
             if int(getattr(self, name)) < 1:
                 raise BallisticsError(f"CompareParams.{name} must be >= 1")
+        if self.presweep_keep is not None and int(self.presweep_keep) < 1:
+            raise BallisticsError(
+                "CompareParams.presweep_keep must be >= 1, or None for the full sweep"
+            )
         if int(self.rotation_hints) < 0:
             raise BallisticsError("CompareParams.rotation_hints must be >= 0 (0: no hints)")
         if int(self.accept_cmc) < 0:
@@ -412,11 +426,7 @@ def _presweep(
     if keep is None or keep >= len(angles):
         return None
     (da, ma), (db, mb) = (downsample(*fa, 2), downsample(*fb, 2))
-    sp = 2 * spacing_m
-    if params.presweep_blur_um is not None:
-        sigma = params.presweep_blur_um * 1e-6 / sp
-        da, db = masked_blur(da, ma, sigma), masked_blur(db, mb, sigma)
-    s = max(1, round(params.max_offset_um * 1e-6 / sp))
+    s = max(1, round(params.max_offset_um * 1e-6 / (2 * spacing_m)))
     best = _sweep(reference(da, ma, s), (db, mb), angles, s).max(axis=(1, 2))
     return np.sort(np.argsort(-best, kind="stable")[:keep])
 
@@ -440,7 +450,7 @@ def coarse_hypotheses(
         maps = _sweep(reference(*fa, s), fb, angles, s)
     else:
         # The hints' rotations are always swept, so the hints add what they always added.
-        keep = np.union1d(keep, sorted({k for g in groups for k in g}))
+        keep = np.union1d(keep, np.array(sorted({k for g in groups for k in g}), dtype=int))
         maps = np.full((len(angles), 2 * s + 1, 2 * s + 1), -1.0)
         maps[keep] = _sweep(reference(*fa, s), fb, angles[keep], s)
     # Local maxima over rotation (circular) and translation; the rest cannot be a peak.
