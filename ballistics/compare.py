@@ -35,6 +35,7 @@ ranks continuously rather than in integer steps.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -663,7 +664,9 @@ def _cell_grid(a: tuple[np.ndarray, np.ndarray], params: CompareParams) -> list[
             if params.cell_normalise:
                 # Invalid points at the cell's own mean vanish once the mean is removed.
                 tmpl = np.where(cm, tmpl, float(tmpl[cm].mean()))
-            out.append(_Cell(gi, gj, y0, y1, x0, x1, frac, tmpl.astype(np.float32)))
+            # Python ints: the matching loop's index arithmetic is much slower on numpy scalars.
+            box = (int(y0), int(y1), int(x0), int(x1))
+            out.append(_Cell(gi, gj, *box, frac, tmpl.astype(np.float32)))
     return out
 
 
@@ -698,7 +701,8 @@ def _cells(
         sx0, sx1 = max(0, x0 - search), min(size, x1 + search)
         best = (-2.0, 0.0, 0, 0)
         for dang, (db, _), ii in zip(params.cell_angles_deg, moved, sums, strict=True):
-            if ii[sy1, sx1] - ii[sy0, sx1] - ii[sy1, sx0] + ii[sy0, sx0] == 0:
+            at = ii.item
+            if at(sy1, sx1) - at(sy0, sx1) - at(sy1, sx0) + at(sy0, sx0) == 0:
                 continue
             # OpenCV scores a flat window (0/0) as 0, never NaN.
             res = cv2.matchTemplate(db[sy0:sy1, sx0:sx1], c.template, method)
@@ -730,9 +734,10 @@ def _congruence(cells: list[CellResult], params: CompareParams) -> list[CellResu
     good = [c for c in cells if c.ccf >= params.ccf_threshold]
     if not good:
         return cells
-    th = float(np.median([c.rotation_deg for c in good]))
-    dy = float(np.median([c.dy_m for c in good]))
-    dx = float(np.median([c.dx_m for c in good]))
+    # statistics.median: the same value as np.median, without its per-call overhead.
+    th = float(statistics.median([c.rotation_deg for c in good]))
+    dy = float(statistics.median([c.dy_m for c in good]))
+    dx = float(statistics.median([c.dx_m for c in good]))
     tol = params.translation_tol_um * 1e-6
     out = []
     for c in cells:
@@ -741,6 +746,9 @@ def _congruence(cells: list[CellResult], params: CompareParams) -> list[CellResu
             and abs(c.rotation_deg - th) <= params.angle_tol_deg
             and math.hypot(c.dy_m - dy, c.dx_m - dx) <= tol
         )
+        if ok == c.congruent:
+            out.append(c)
+            continue
         # Positional construction: dataclasses.replace costs ~10 us a cell, a few ms a pair.
         out.append(
             CellResult(
@@ -783,9 +791,9 @@ def _consensus(cells: list[CellResult]) -> tuple[float, float, float] | None:
     if len(good) < 2:
         return None
     return (
-        float(np.median([c.rotation_deg for c in good])),
-        float(np.median([c.dy_m for c in good])),
-        float(np.median([c.dx_m for c in good])),
+        float(statistics.median([c.rotation_deg for c in good])),
+        float(statistics.median([c.dy_m for c in good])),
+        float(statistics.median([c.dx_m for c in good])),
     )
 
 

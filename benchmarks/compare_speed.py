@@ -5,13 +5,14 @@ every known match of every instrument model.
 Usage::
 
     python benchmarks/compare_speed.py [--pairs 20] [--seed 3] [--exhaustive 0]
-        [--models all] [--model-seed 2] [--same 6] [--diff 2] [--no-fadul-matches]
+        [--models all] [--model-seed 2] [--same 8] [--diff 4] [--no-fadul-matches]
 
 Methods (both with this tree's code, the same pipeline after the coarse sweep):
 
 * ``fast``: ``compare(a, b)`` with the default ``CompareParams``: every rotation of the
   coarse sweep is scored on the level twice coarser (100 um), and the ``presweep_keep`` best
   of them (plus the screen's hint rotations) are scored on the coarse level (50 um);
+* ``before``: the comparison of commit ``--before`` (main before this speed-up), timed only;
 * ``full_sweep`` (the exhaustive full-rotation search): the same with ``presweep_keep=None``:
   every rotation (4-deg steps, 360 deg) scored on the coarse level over all translations
   within +-1 mm, as the comparison did before the pre-sweep existed.
@@ -94,6 +95,8 @@ MODELS = (
     "stepped",
 )
 CACHE = ROOT / "benchmarks" / "_data" / "compare-speed"
+#: The comparison before the speed-up of issue 11 item 5 (main when it started).
+BEFORE = "f11a2e3"
 
 
 def exhaustive(a: Any, b: Any, batch: int = 8) -> dict[str, Any]:
@@ -126,6 +129,33 @@ def exhaustive(a: Any, b: Any, batch: int = 8) -> dict[str, Any]:
         "fft_size": ref.size,
         "canvas_px": int(da.shape[0]),
     }
+
+
+def load_before(commit: str) -> Any:
+    """``ballistics/compare.py`` and ``ballistics/register.py`` as of ``commit``, imported
+    beside this tree's (the comparison before the speed-up, timed in the same run)."""
+    import importlib.util
+    import subprocess
+
+    mods = {}
+    for name in ("register", "compare"):
+        src = subprocess.run(
+            ["git", "show", f"{commit}:ballistics/{name}.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        src = src.replace("from .register import", "from ._before_register import")
+        full = f"ballistics._before_{name}"
+        spec = importlib.util.spec_from_loader(full, loader=None)
+        assert spec is not None
+        mod = importlib.util.module_from_spec(spec)
+        mod.__package__ = "ballistics"
+        sys.modules[full] = mod
+        exec(compile(src, f"{commit}:ballistics/{name}.py", "exec"), mod.__dict__)
+        mods[name] = mod
+    return mods["compare"]
 
 
 def stage_split(a: Any, b: Any, p: Any) -> dict[str, float]:
@@ -282,10 +312,13 @@ def main() -> int:
     ap.add_argument("--wall", action="store_true", help="time with the wall clock, not CPU")
     ap.add_argument("--models", nargs="*", default=list(MODELS), help="part 3 ('none': skip)")
     ap.add_argument("--model-seed", type=int, default=2, help="seed of the synthetic pairs")
-    ap.add_argument("--same", type=int, default=6, help="same-gun pairs per model")
-    ap.add_argument("--diff", type=int, default=2, help="different-gun pairs per model")
+    ap.add_argument("--same", type=int, default=8, help="same-gun pairs per model")
+    ap.add_argument("--diff", type=int, default=4, help="different-gun pairs per model")
     ap.add_argument("--tol-um", type=float, default=10.0, help="same-pose translation tolerance")
     ap.add_argument("--no-fadul-matches", action="store_true", help="skip part 2")
+    ap.add_argument(
+        "--before", default=BEFORE, help="commit whose comparison is timed beside ('': none)"
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compare-speed.json"))
     args = ap.parse_args()
     global clock
@@ -311,6 +344,7 @@ def main() -> int:
 
     # -- part 1: speed, interleaved fast / full sweep ----------------------------------------
     compare(fresh(pairs[0][0]), fresh(pairs[0][1]))  # warm-up
+    before = load_before(args.before) if args.before else None
     per_pair = []
     for i, j in pairs:
         rec: dict[str, Any] = {
@@ -330,6 +364,10 @@ def main() -> int:
             rec[f"{name}_pose"] = pose_um(c)
             rec[f"{name}_cmc"] = c.cmc
             rec[f"{name}_score"] = round(c.score, 4)
+        if before is not None:
+            c, rec["before_cold_ms"] = timed(before.compare, fresh(i), fresh(j))
+            _, rec["before_stored_ms"] = timed(before.compare, from_store(i), from_store(j))
+            rec["before_pose"] = pose_um(c)
         for k in list(rec):
             if k.endswith("_ms"):
                 rec[k] = round(rec[k], 1)
@@ -415,7 +453,14 @@ def main() -> int:
         for name in ("fast", "full_sweep")
         for kind in ("cold", "stored", "warm", "coarse", "evidence", "refine", "cells")
     }
+    if before is not None:
+        speed["before_cold_ms"] = stat("before_cold_ms")
+        speed["before_stored_ms"] = stat("before_stored_ms")
+        speed["ratio_before_over_fast_cold"] = round(  # type: ignore[assignment]
+            speed["before_cold_ms"]["median"] / speed["fast_cold_ms"]["median"], 2
+        )
     res: dict[str, Any] = {
+        "before_commit": args.before or None,
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
