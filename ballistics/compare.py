@@ -380,17 +380,18 @@ def _sweep(
     angles: np.ndarray,
     dy: int | np.ndarray,
     dx: np.ndarray | None = None,
+    moving_valid: int | None = None,
 ) -> np.ndarray:
     """NCC maps for ``moving`` rotated by each angle: shape (len(angles), 2s+1, 2s+1) for all
     translations up to ``dy`` = s pixels, or (len(angles), len(dy), len(dx)) at the given
-    translations."""
+    translations. ``moving_valid``: see :func:`ballistics.register.ncc_maps`."""
     d = np.empty((len(angles), *moving[0].shape), np.float32)
     m = np.empty((len(angles), *moving[0].shape), bool)
     for k, ang in enumerate(angles):
         d[k], m[k] = rotate(moving[0], moving[1], float(ang))
     if dx is None:
-        return ncc_maps(ref, d, m, int(dy))
-    return ncc_at(ref, d, m, np.asarray(dy), dx)
+        return ncc_maps(ref, d, m, int(dy), moving_valid=moving_valid)
+    return ncc_at(ref, d, m, np.asarray(dy), dx, moving_valid=moving_valid)
 
 
 def _angle_diff(x: float, y: float) -> float:
@@ -447,17 +448,31 @@ def coarse_hypotheses(
     angles = np.arange(0.0, 360.0, params.coarse_step_deg)
     groups = _hint_groups(a, b, params, angles)
     keep = _presweep(fa, fb, params, spacing, angles)
+    n = len(angles)
+    peakable = np.ones(n, bool)
+    # The small-overlap rule uses b's own valid area whichever rotations are swept (the full
+    # sweep's first rotation, 0 deg, has exactly that area).
+    valid_b = int(fb[1].sum())
     if keep is None:
-        maps = _sweep(reference(*fa, s), fb, angles, s)
+        maps = _sweep(reference(*fa, s), fb, angles, s, moving_valid=valid_b)
     else:
         # The hints' rotations are always swept, so the hints add what they always added.
         keep = np.union1d(keep, np.array(sorted({k for g in groups for k in g}), dtype=int))
-        maps = np.full((len(angles), 2 * s + 1, 2 * s + 1), -1.0)
-        maps[keep] = _sweep(reference(*fa, s), fb, angles[keep], s)
+        # With both neighbours: a kept rotation is a local maximum over rotation exactly when
+        # it is one in the full sweep. An edge rotation (one neighbour not swept) may not be
+        # a peak: an unswept neighbour could be higher, and such false local maxima crowded
+        # out a true pose on a tuning pair (coaxial light, seed 1).
+        swept = np.union1d(keep, np.concatenate([(keep - 1) % n, (keep + 1) % n]))
+        maps = np.full((n, 2 * s + 1, 2 * s + 1), -1.0)
+        maps[swept] = _sweep(reference(*fa, s), fb, angles[swept], s, moving_valid=valid_b)
+        inner = np.zeros(n, bool)
+        inner[swept] = True
+        peakable = inner & np.roll(inner, 1) & np.roll(inner, -1)
     # Local maxima over rotation (circular) and translation; the rest cannot be a peak.
     top = ndimage.maximum_filter(maps, size=3, mode=("wrap", "nearest", "nearest"))
     flat = maps.ravel()
     cand = np.flatnonzero((flat >= top.ravel()) & (flat > -1.0))
+    cand = cand[peakable[cand // maps[0].size]]
     cand = cand[np.argsort(-flat[cand], kind="stable")][:2000]
     ks, is_, js = np.unravel_index(cand, maps.shape)
     sep_deg = 1.5 * params.coarse_step_deg

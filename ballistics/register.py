@@ -114,6 +114,7 @@ def ncc_maps(
     moving_mask: np.ndarray,
     max_shift: int,
     min_overlap: float = 0.3,
+    moving_valid: int | None = None,
 ) -> np.ndarray:
     """Masked NCC of ``ref`` with each of a batch of moving surfaces, over all translations.
 
@@ -127,6 +128,9 @@ def ncc_maps(
     min_overlap : float
         Translations where the overlap is below this fraction of the smaller valid area score
         -1, so tiny overlaps cannot produce spurious peaks.
+    moving_valid : int, optional
+        Valid points of the moving surface for that rule; default: those of ``moving_mask[0]``
+        (so a batch's threshold depends on its first member unless this is given).
 
     Returns
     -------
@@ -135,7 +139,7 @@ def ncc_maps(
         pixels (positive = down/right) against the reference.
     """
     shifts = np.arange(-max_shift, max_shift + 1)
-    return ncc_at(ref, moving, moving_mask, shifts, shifts, min_overlap)
+    return ncc_at(ref, moving, moving_mask, shifts, shifts, min_overlap, moving_valid)
 
 
 def ncc_at(
@@ -145,6 +149,7 @@ def ncc_at(
     dy: np.ndarray,
     dx: np.ndarray,
     min_overlap: float = 0.3,
+    moving_valid: int | None = None,
 ) -> np.ndarray:
     """:func:`ncc_maps` at chosen translations only (a window around a known pose costs about
     half the full map, the forward transforms being shared).
@@ -157,7 +162,7 @@ def ncc_at(
     moving, moving_mask : ndarray of shape (K, M, M)
     dy, dx : ndarray of int, shapes (R,) and (C,)
         Translations in pixels (positive = down/right).
-    min_overlap : float
+    min_overlap, moving_valid
         As in :func:`ncc_maps`.
 
     Returns
@@ -188,7 +193,8 @@ def ncc_at(
     num, cnt, ea, eb = _irfft2_at(prods, n, (-np.asarray(dy)) % n, (-np.asarray(dx)) % n)
     with np.errstate(invalid="ignore", divide="ignore"):
         ncc = num / np.sqrt(np.maximum(ea * eb, 1e-20))
-    small = min(ref.valid, int(moving_mask[0].sum()) or 1)
+    valid = int(moving_mask[0].sum()) if moving_valid is None else int(moving_valid)
+    small = min(ref.valid, valid or 1)
     ncc[(cnt < min_overlap * small) | ~np.isfinite(ncc)] = -1.0
     return ncc.astype(np.float64)
 
