@@ -7,9 +7,10 @@ without committing to one pose before the detail has been seen:
 1. **Coarse**: every rotation over 360 deg at ``coarse_step_deg`` on a heavily downsampled
    surface, masked NCC over all translations up to ``max_offset_um`` for each rotation in one
    batched FFT (every rotation is first scored on a level twice coarser, and only the
-   ``presweep_keep`` best are scored on the coarse level). The ``coarse_peaks`` best distinct peaks in (rotation, translation) become pose
-   *hypotheses*; the best peak near each of the spectrum screen's ``rotation_hints`` rotations
-   is kept as well (the hints add hypotheses, they never remove any).
+   ``presweep_keep`` best, with their neighbours, are scored on the coarse level). The
+   ``coarse_peaks`` best distinct peaks in (rotation, translation) become pose *hypotheses*;
+   the best peak near each of the spectrum screen's ``rotation_hints`` rotations is kept as
+   well (the hints add hypotheses, they never remove any).
 2. **Cell evidence**: every hypothesis is scored by Congruent Matching Cells on the
    refinement level, in both directions; hypotheses are ranked by congruent cells, then NCC.
 3. **Refine**: the ``refine_peaks`` best hypotheses are refined at finer rotation steps and
@@ -656,6 +657,7 @@ def _cell_grid(a: tuple[np.ndarray, np.ndarray], params: CompareParams) -> list[
     r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     edges_r = np.linspace(r0, r1, params.grid + 1).round().astype(int)
     edges_c = np.linspace(c0, c1, params.grid + 1).round().astype(int)
+
     # Valid counts and absolute sums of all cells at once (block sums over the grid edges),
     # so only the cells worth matching are visited one by one.
     def block_sums(x: np.ndarray) -> np.ndarray:

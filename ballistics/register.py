@@ -186,7 +186,9 @@ def ncc_at(
     # energy over the overlap. (Approximating the energies by the overlap count, both being
     # unit RMS overall, was tried and lost true rotations on real scans: Fadul AUC 1.00 -> 0.97.)
     prods = np.empty((4, *fb.shape), fb.dtype)
-    for out, (a, b) in zip(prods, ((ref.f, fb), (ref.fm, fmb), (ref.f2, fmb), (ref.fm, fb2))):
+    for out, (a, b) in zip(
+        prods, ((ref.f, fb), (ref.fm, fmb), (ref.f2, fmb), (ref.fm, fb2)), strict=True
+    ):
         np.multiply(a, b, out=out)  # into place: far faster than stacking temporaries
     # irfft(conj(A) B)[t] = sum_x a(x) b(x + t) = corr(a, b)[-t], where
     # corr(a, b)[s] = sum_x a(x) b(x - s) scores the moving surface shifted by s.

@@ -216,8 +216,8 @@ def timed(fn: Any, *args: Any, **kw: Any) -> tuple[Any, float]:
 def model_pairs(model: str, seed: int, n_same: int, n_diff: int) -> list[tuple[Any, ...]]:
     """(blob a, blob b, true canvas Pose or None, label) per pair of one model, generated with
     pose_survival's makers and cached under benchmarks/_data (ignored by git)."""
-    from benchmarks import pose_survival as ps
     from ballistics.pipeline import PreparedCasing
+    from benchmarks import pose_survival as ps
 
     dest = CACHE / f"{model}-seed{seed}-s{n_same}-d{n_diff}.pkl"
     if dest.exists():

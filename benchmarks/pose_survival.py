@@ -303,7 +303,14 @@ INSTRUMENT_CONDITIONS: dict[str, dict[str, Any]] = {
     # The other instrument models, 3-D and 2-D (same crop; used by compare_speed.py).
     **{
         name: {"instrument": name, "crop": "annulus_pin_invalid"}
-        for name in ("confocal", "focus_variation", "ring_low", "ring_high", "side_light", "coaxial")
+        for name in (
+            "confocal",
+            "focus_variation",
+            "ring_low",
+            "ring_high",
+            "side_light",
+            "coaxial",
+        )
     },
 }
 """Conditions recorded by an instrument model of :mod:`ballistics.instruments` (the true
