@@ -5,31 +5,33 @@ every known match of every instrument model.
 Usage::
 
     python benchmarks/compare_speed.py [--pairs 20] [--seed 3] [--exhaustive 0]
-        [--models all] [--model-seed 2] [--same 8] [--diff 4] [--no-fadul-matches]
+        [--models all] [--model-seed 2] [--same 8] [--diff 4] [--presweep 12]
+        [--no-fadul-matches]
 
-Methods (both with this tree's code, the same pipeline after the coarse sweep):
+Methods, all in this process:
 
-* ``fast``: ``compare(a, b)`` with the default ``CompareParams``: every rotation of the
-  coarse sweep is scored on the level twice coarser (100 um), and the ``presweep_keep`` best
-  of them (plus the screen's hint rotations) are scored on the coarse level (50 um);
-* ``before``: the comparison of commit ``--before`` (main before this speed-up), timed only;
-* ``full_sweep`` (the exhaustive full-rotation search): the same with ``presweep_keep=None``:
-  every rotation (4-deg steps, 360 deg) scored on the coarse level over all translations
-  within +-1 mm, as the comparison did before the pre-sweep existed.
+* ``fast``: this tree's ``compare(a, b)`` with the default ``CompareParams`` (the full
+  rotation sweep, with cheaper NCC transforms, cell grids, refinement and congruence);
+* ``full_sweep`` (the exhaustive full-rotation search, the reference): the comparison of
+  commit ``--before`` (main before this speed-up), loaded from git beside this tree's: every
+  rotation (4-deg steps over 360 deg) scored on the 50-um level over all translations within
+  +-1 mm, then the same hypothesis and cell stages;
+* ``presweep``: this tree with the opt-in ``presweep_keep=--presweep`` (rotations ranked on
+  the 100-um level first; 0: not run).
 
 Parts:
 
 1. *Speed, Fadul*: ``--pairs`` Fadul pairs (half same-slide, seeded choice), each casing
-   prepared once beforehand. Per pair, interleaved: ``fast`` and ``full_sweep`` cold (fresh
-   from the stored "full" blob, so pyramid levels are built inside the timing) and from the
-   "levels" blob (levels stored, as the index's file store keeps them), and the stage split.
-2. *Pose agreement, Fadul*: every known match (63 same-slide pairs): fast pose vs full-sweep
-   pose (rotation within 2 deg, translation within ``--tol-um``).
+   prepared once beforehand. Per pair, interleaved: each method cold (fresh from the stored
+   "full" blob, so pyramid levels are built inside the timing) and from the "levels" blob
+   (levels stored, as the index's file store keeps them); the stage split of this tree.
+2. *Pose agreement, Fadul*: every known match (63 same-slide pairs): each method's pose vs
+   the full sweep's (rotation within 2 deg, translation within ``--tol-um``).
 3. *Pose agreement, instrument models*: seeded synthetic pairs from
    ``benchmarks/pose_survival.py``'s makers (instrument models of :mod:`ballistics.instruments`,
    3-D and 2-D, and the built-in hard conditions of :mod:`ballistics.synth`) with the known
-   pose: per model, same pose as the full sweep, right (within 2 deg and 60 um of the truth)
-   for each, and ``lost`` = the full sweep right and the fast path not (must be 0).
+   pose: per model, same pose as the full sweep, right (within 2 deg and 60 um of the truth),
+   and ``lost`` = the full sweep right and the method not (must be 0).
 4. ``--exhaustive N``: the brute-force baseline of earlier versions (every 1-deg rotation at
    6.25 um, +-500 um) on the first N pairs, for the speed ratio.
 
@@ -242,61 +244,63 @@ def model_pairs(model: str, seed: int, n_same: int, n_diff: int) -> list[tuple[A
 
 
 def agreement(
-    pairs: list[tuple[Any, ...]], fast: Any, full: Any, tol_um: float
+    pairs: list[tuple[Any, ...]], methods: dict[str, Any], tol_um: float
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Fast vs full sweep on every pair (poses, CMC, times; against the truth when known)."""
-    from ballistics.compare import compare
+    """Every method on every pair (poses, CMC, times; against the truth when known), each
+    against the ``full_sweep`` method's pose."""
     from ballistics.pipeline import PreparedCasing
 
     rows = []
     for ba, bb, truth, label in pairs:
-        f, f_ms = timed(
-            compare, PreparedCasing.from_bytes(ba), PreparedCasing.from_bytes(bb), params=fast
-        )
-        e, e_ms = timed(
-            compare, PreparedCasing.from_bytes(ba), PreparedCasing.from_bytes(bb), params=full
-        )
-        row: dict[str, Any] = {
-            "pair": label,
-            "known_match": truth is not None or label.startswith("fadul"),
-            "fast_pose": pose_um(f),
-            "full_sweep_pose": pose_um(e),
-            "fast_cmc": f.cmc,
-            "full_sweep_cmc": e.cmc,
-            "fast_score": round(f.score, 4),
-            "full_sweep_score": round(e.score, 4),
-            "fast_ms": round(f_ms, 1),
-            "full_sweep_ms": round(e_ms, 1),
-        }
-        row["same_pose"] = same_pose(row["fast_pose"], row["full_sweep_pose"], tol_um)
-        row["translation_diff_um"] = round(
-            math.hypot(
-                row["fast_pose"][1] - row["full_sweep_pose"][1],
-                row["fast_pose"][2] - row["full_sweep_pose"][2],
-            ),
-            2,
-        )
+        row: dict[str, Any] = {"pair": label}
+        for name, fn in methods.items():
+            c, ms = timed(fn, PreparedCasing.from_bytes(ba), PreparedCasing.from_bytes(bb))
+            row[f"{name}_pose"] = pose_um(c)
+            row[f"{name}_cmc"] = c.cmc
+            row[f"{name}_score"] = round(c.score, 4)
+            row[f"{name}_ms"] = round(ms, 1)
+        ref = row["full_sweep_pose"]
+        t = None
         if truth is not None:
             t = [truth.rotation_deg, truth.dy_m * 1e6, truth.dx_m * 1e6]
             row["truth_pose"] = [round(x, 2) for x in t]
-            row["fast_right"] = same_pose(row["fast_pose"], t, TRUTH_TOL[1])
-            row["full_sweep_right"] = same_pose(row["full_sweep_pose"], t, TRUTH_TOL[1])
+        for name in methods:
+            q = row[f"{name}_pose"]
+            if name != "full_sweep":
+                row[f"{name}_same_pose"] = same_pose(q, ref, tol_um)
+                row[f"{name}_translation_diff_um"] = round(
+                    math.hypot(q[1] - ref[1], q[2] - ref[2]), 2
+                )
+            if t is not None:
+                row[f"{name}_right"] = same_pose(q, t, TRUTH_TOL[1])
         rows.append(row)
-    known = [r for r in rows if r["known_match"]]
-    summ: dict[str, Any] = {
-        "known_matches": len(known),
-        "same_pose": sum(r["same_pose"] for r in known),
-        "fast_median_ms": round(float(np.median([r["fast_ms"] for r in rows])), 1),
-        "full_sweep_median_ms": round(float(np.median([r["full_sweep_ms"] for r in rows])), 1),
-        "different_pose": [
-            {k: r[k] for k in r if k not in ("known_match",)} for r in known if not r["same_pose"]
-        ],
-    }
-    if any("truth_pose" in r for r in known):
-        summ["fast_right"] = sum(r["fast_right"] for r in known)
-        summ["full_sweep_right"] = sum(r["full_sweep_right"] for r in known)
-        summ["lost"] = sum(r["full_sweep_right"] and not r["fast_right"] for r in known)
-        summ["gained"] = sum(r["fast_right"] and not r["full_sweep_right"] for r in known)
+    summ: dict[str, Any] = {"known_matches": len(rows)}
+    for name in methods:
+        summ[f"{name}_median_ms"] = round(float(np.median([r[f"{name}_ms"] for r in rows])), 1)
+        if any("truth_pose" in r for r in rows):
+            summ[f"{name}_right"] = sum(r[f"{name}_right"] for r in rows)
+        if name == "full_sweep":
+            continue
+        summ[f"{name}_same_pose"] = sum(r[f"{name}_same_pose"] for r in rows)
+        summ[f"{name}_max_translation_diff_um_same_pose"] = max(
+            (r[f"{name}_translation_diff_um"] for r in rows if r[f"{name}_same_pose"]), default=None
+        )
+        if any("truth_pose" in r for r in rows):
+            summ[f"{name}_lost"] = sum(
+                r["full_sweep_right"] and not r[f"{name}_right"] for r in rows
+            )
+            summ[f"{name}_gained"] = sum(
+                r[f"{name}_right"] and not r["full_sweep_right"] for r in rows
+            )
+        summ[f"{name}_different_pose"] = [
+            {
+                k: r[k]
+                for k in r
+                if k == "pair" or k.startswith(("full_sweep_", f"{name}_", "truth"))
+            }
+            for r in rows
+            if not r[f"{name}_same_pose"]
+        ]
     return rows, summ
 
 
@@ -317,8 +321,9 @@ def main() -> int:
     ap.add_argument("--tol-um", type=float, default=10.0, help="same-pose translation tolerance")
     ap.add_argument("--no-fadul-matches", action="store_true", help="skip part 2")
     ap.add_argument(
-        "--before", default=BEFORE, help="commit whose comparison is timed beside ('': none)"
+        "--before", default=BEFORE, help="commit whose comparison is the full-sweep reference"
     )
+    ap.add_argument("--presweep", type=int, default=12, help="presweep_keep (0: not run)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compare-speed.json"))
     args = ap.parse_args()
     global clock
@@ -331,7 +336,14 @@ def main() -> int:
     from ballistics.pipeline import PreparedCasing, prepare
 
     fast = CompareParams()
-    full = dataclasses.replace(fast, presweep_keep=None)
+    before = load_before(args.before)
+    methods: dict[str, Any] = {
+        "fast": lambda a, b: compare(a, b, params=fast),
+        "full_sweep": lambda a, b: before.compare(a, b),
+    }
+    if args.presweep:
+        pre = dataclasses.replace(fast, presweep_keep=args.presweep)
+        methods["presweep"] = lambda a, b: compare(a, b, params=pre)
     folder = REAL / "csafe-cartridgeCaseScans"
     rows = list(csv.DictReader(open(folder / "MANIFEST.tsv"), delimiter="\t"))
     labels = [r["firearm_id"] for r in rows]
@@ -342,9 +354,9 @@ def main() -> int:
     fresh = lambda i: PreparedCasing.from_bytes(blobs[i])  # noqa: E731
     from_store = lambda i: PreparedCasing.from_bytes(stored[i])  # noqa: E731
 
-    # -- part 1: speed, interleaved fast / full sweep ----------------------------------------
-    compare(fresh(pairs[0][0]), fresh(pairs[0][1]))  # warm-up
-    before = load_before(args.before) if args.before else None
+    # -- part 1: speed, methods interleaved per pair -----------------------------------------
+    for fn in methods.values():
+        fn(fresh(pairs[0][0]), fresh(pairs[0][1]))  # warm-up
     per_pair = []
     for i, j in pairs:
         rec: dict[str, Any] = {
@@ -352,22 +364,17 @@ def main() -> int:
             "b": rows[j]["casing_id"],
             "same_slide": labels[i] == labels[j],
         }
-        for name, p in (("fast", fast), ("full_sweep", full)):
-            c, rec[f"{name}_cold_ms"] = timed(compare, fresh(i), fresh(j), params=p)
-            _, rec[f"{name}_stored_ms"] = timed(compare, from_store(i), from_store(j), params=p)
+        for name, fn in methods.items():
+            c, rec[f"{name}_cold_ms"] = timed(fn, fresh(i), fresh(j))
+            _, rec[f"{name}_stored_ms"] = timed(fn, from_store(i), from_store(j))
             a, b = fresh(i), fresh(j)
-            compare(a, b, params=p)
-            _, rec[f"{name}_warm_ms"] = timed(compare, a, b, params=p)
-            split = stage_split(a, b, p)
-            for k, v in split.items():
-                rec[f"{name}_{k}_ms"] = round(1000 * v, 1)
+            fn(a, b)
+            _, rec[f"{name}_warm_ms"] = timed(fn, a, b)
             rec[f"{name}_pose"] = pose_um(c)
             rec[f"{name}_cmc"] = c.cmc
             rec[f"{name}_score"] = round(c.score, 4)
-        if before is not None:
-            c, rec["before_cold_ms"] = timed(before.compare, fresh(i), fresh(j))
-            _, rec["before_stored_ms"] = timed(before.compare, from_store(i), from_store(j))
-            rec["before_pose"] = pose_um(c)
+        for k, v in stage_split(a, b, fast).items():
+            rec[f"fast_{k}_ms"] = 1000 * v
         for k in list(rec):
             if k.endswith("_ms"):
                 rec[k] = round(rec[k], 1)
@@ -428,7 +435,7 @@ def main() -> int:
             for i, j in itertools.combinations(range(len(rows)), 2)
             if labels[i] == labels[j]
         ]
-        fadul_rows, fadul_summ = agreement(matches, fast, full, args.tol_um)
+        fadul_rows, fadul_summ = agreement(matches, methods, args.tol_um)
         print(json.dumps({"fadul_known_matches": fadul_summ}), flush=True)
 
     # -- part 3: instrument models ------------------------------------------------------------
@@ -436,7 +443,8 @@ def main() -> int:
     model_rows: dict[str, list[dict[str, Any]]] = {}
     for model in [] if args.models == ["none"] else args.models:
         mp = model_pairs(model, args.model_seed, args.same, args.diff)
-        model_rows[model], models[model] = agreement(mp, fast, full, args.tol_um)
+        known = [x for x in mp if x[2] is not None]
+        model_rows[model], models[model] = agreement(known, methods, args.tol_um)
         print(json.dumps({model: models[model]}), flush=True)
 
     def stat(key: str) -> dict[str, float]:
@@ -448,19 +456,20 @@ def main() -> int:
 
     exh_s = [e["exhaustive_s"] for e in exh]
     beside = [e["compare_ms_beside"] for e in exh]
-    speed = {
-        f"{name}_{kind}_ms": stat(f"{name}_{kind}_ms")
-        for name in ("fast", "full_sweep")
-        for kind in ("cold", "stored", "warm", "coarse", "evidence", "refine", "cells")
-    }
-    if before is not None:
-        speed["before_cold_ms"] = stat("before_cold_ms")
-        speed["before_stored_ms"] = stat("before_stored_ms")
-        speed["ratio_before_over_fast_cold"] = round(  # type: ignore[assignment]
-            speed["before_cold_ms"]["median"] / speed["fast_cold_ms"]["median"], 2
+    kinds = ("cold", "stored", "warm")
+    speed = {f"{n}_{k}_ms": stat(f"{n}_{k}_ms") for n in methods for k in kinds}
+    for k in ("coarse", "evidence", "refine", "cells"):
+        speed[f"fast_{k}_ms"] = stat(f"fast_{k}_ms")
+    ratios = {
+        f"ratio_{n}_over_fast_{k}": round(
+            speed[f"{n}_{k}_ms"]["median"] / speed[f"fast_{k}_ms"]["median"], 2
         )
+        for n in methods
+        if n != "fast"
+        for k in ("cold", "stored")
+    }
     res: dict[str, Any] = {
-        "before_commit": args.before or None,
+        "before_commit": args.before,
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
@@ -469,17 +478,12 @@ def main() -> int:
         "wall_s": round(time.perf_counter() - wall0, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "params_fast": dataclasses.asdict(fast),
-        "params_full_sweep": {"presweep_keep": None},
+        "presweep_keep": args.presweep or None,
         "target_ms_median": TARGET_MS,
         "pairs": len(pairs),
         "same_slide_pairs": sum(p["same_slide"] for p in per_pair),
         **speed,
-        "ratio_full_sweep_over_fast_cold": round(
-            speed["full_sweep_cold_ms"]["median"] / speed["fast_cold_ms"]["median"], 2
-        ),
-        "ratio_full_sweep_over_fast_stored": round(
-            speed["full_sweep_stored_ms"]["median"] / speed["fast_stored_ms"]["median"], 2
-        ),
+        **ratios,
         "same_pose_speed_pairs": sum(p["same_pose"] for p in per_pair),
         "compare_cold_ms": speed["fast_cold_ms"],
         "compare_warm_ms": speed["fast_warm_ms"],
