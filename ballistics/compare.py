@@ -377,6 +377,10 @@ def _levels(
     return (local_contrast(*la, sigma), la[1]), (local_contrast(*lb, sigma), lb[1])
 
 
+#: Rotations per batched NCC call of :func:`_sweep`.
+_CHUNK = 8
+
+
 def _sweep(
     ref: Any,
     moving: tuple[np.ndarray, np.ndarray],
@@ -387,14 +391,24 @@ def _sweep(
 ) -> np.ndarray:
     """NCC maps for ``moving`` rotated by each angle: shape (len(angles), 2s+1, 2s+1) for all
     translations up to ``dy`` = s pixels, or (len(angles), len(dy), len(dx)) at the given
-    translations. ``moving_valid``: see :func:`ballistics.register.ncc_maps`."""
-    d = np.empty((len(angles), *moving[0].shape), np.float32)
-    m = np.empty((len(angles), *moving[0].shape), bool)
-    for k, ang in enumerate(angles):
-        d[k], m[k] = rotate(moving[0], moving[1], float(ang))
-    if dx is None:
-        return ncc_maps(ref, d, m, int(dy), moving_valid=moving_valid)
-    return ncc_at(ref, d, m, np.asarray(dy), dx, moving_valid=moving_valid)
+    translations. ``moving_valid``: see :func:`ballistics.register.ncc_maps` (default: the
+    valid points of ``moving`` rotated by the first angle, for every chunk)."""
+    out = []
+    # Chunks of rotations keep the spectra a few MB: one batch of 90 rotations allocates
+    # ~50 MB per call, and the page faults made a sweep's time vary 3x on a busy machine.
+    for c0 in range(0, len(angles), _CHUNK):
+        chunk = angles[c0 : c0 + _CHUNK]
+        d = np.empty((len(chunk), *moving[0].shape), np.float32)
+        m = np.empty((len(chunk), *moving[0].shape), bool)
+        for k, ang in enumerate(chunk):
+            d[k], m[k] = rotate(moving[0], moving[1], float(ang))
+        if moving_valid is None:
+            moving_valid = int(m[0].sum())
+        if dx is None:
+            out.append(ncc_maps(ref, d, m, int(dy), moving_valid=moving_valid))
+        else:
+            out.append(ncc_at(ref, d, m, np.asarray(dy), dx, moving_valid=moving_valid))
+    return np.concatenate(out)
 
 
 def _angle_diff(x: float, y: float) -> float:
