@@ -6,9 +6,11 @@ without committing to one pose before the detail has been seen:
 
 1. **Coarse**: every rotation over 360 deg at ``coarse_step_deg`` on a heavily downsampled
    surface, masked NCC over all translations up to ``max_offset_um`` for each rotation in one
-   batched FFT. The ``coarse_peaks`` best distinct peaks in (rotation, translation) become pose
-   *hypotheses*; the best peak near each of the spectrum screen's ``rotation_hints`` rotations
-   is kept as well (the hints add hypotheses, they never remove any).
+   batched FFT (opt-in, ``presweep_keep``: every rotation is first scored on a level twice
+   coarser, and only the best, with their neighbours, are scored on the coarse level). The
+   ``coarse_peaks`` best distinct peaks in (rotation, translation) become pose *hypotheses*;
+   the best peak near each of the spectrum screen's ``rotation_hints`` rotations is kept as
+   well (the hints add hypotheses, they never remove any).
 2. **Cell evidence**: every hypothesis is scored by Congruent Matching Cells on the
    refinement level, in both directions; hypotheses are ranked by congruent cells, then NCC.
 3. **Refine**: the ``refine_peaks`` best hypotheses are refined at finer rotation steps and
@@ -34,6 +36,7 @@ ranks continuously rather than in integer steps.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -43,7 +46,7 @@ from scipy import ndimage
 
 from .errors import BallisticsError
 from .pipeline import PreparedCasing
-from .register import local_contrast, masked_blur, ncc_maps, reference, rotate
+from .register import downsample, local_contrast, masked_blur, ncc_at, ncc_maps, reference, rotate
 from .screen import rotation_candidates, signature
 
 #: What each entry of :attr:`Comparison.flags` means.
@@ -89,6 +92,18 @@ class CompareParams:
         its texture (stitched fields of view: 1 of 8 matches found, 6 of 8 without blur);
         35 matched no blur there and on every other condition, and keeps an exact copy
         turned between two sampled rotations. None: no blur.
+    presweep_keep : int or None
+        Opt-in shortcut, off by default because it lost a true pose: every rotation of the
+        coarse sweep is first scored on the level twice coarser than ``coarse_factor`` (100
+        um; best masked NCC over all translations within ``max_offset_um``), and only the
+        ``presweep_keep`` best rotations (plus the screen's hint rotations, each with its two
+        neighbours) are scored on the coarse level. Chosen as 12 on seed 1 of every instrument
+        model and condition of ``benchmarks/compare_speed.py`` and the odd Fadul slides (no
+        true pose lost there, 3 to 30); on held-out seed 2 it kept every pose of the 3-D
+        models, the synthetic conditions and all 63 Fadul matches, but lost one of the 2-D
+        side-light model (the 100-um level ranked the true rotation 79th of 90; it is first on
+        the 50-um level). It saves about 10 ms a Fadul pair. None: the full sweep (every
+        rotation scored on the coarse level).
     coarse_peaks : int
         Distinct (rotation, translation) peaks of the sweep kept as pose hypotheses; two peaks
         are distinct when they differ by at least 1.5 coarse steps in rotation or
@@ -144,6 +159,7 @@ class CompareParams:
     coarse_factor: int = 8
     coarse_step_deg: float = 4.0
     coarse_blur_um: float | None = 35.0
+    presweep_keep: int | None = None
     coarse_peaks: int = 5
     rotation_hints: int = 1
     refine_peaks: int = 2
@@ -173,6 +189,10 @@ class CompareParams:
         ):
             if int(getattr(self, name)) < 1:
                 raise BallisticsError(f"CompareParams.{name} must be >= 1")
+        if self.presweep_keep is not None and int(self.presweep_keep) < 1:
+            raise BallisticsError(
+                "CompareParams.presweep_keep must be >= 1, or None for the full sweep"
+            )
         if int(self.rotation_hints) < 0:
             raise BallisticsError("CompareParams.rotation_hints must be >= 0 (0: no hints)")
         if int(self.accept_cmc) < 0:
@@ -247,8 +267,10 @@ class Trace:
     """The pose hypotheses at each step of one comparison (for benchmarks and diagnosis).
 
     ``coarse``: from the sweep, best NCC first; ``screened``: the same with cell evidence on
-    the refinement level, best evidence first; ``refined``: the ones refined; ``final``: those
-    scored on the cell level (``cells_*`` = CMC counts), in the order scored."""
+    the refinement level, best evidence first; ``refined``: the ones refined (of the first
+    ``refine_peaks`` screened, those scored on the cell level: the first, then those with at
+    least ``accept_cmc`` congruent cells, until one is a CMC match); ``final``: the refined
+    ones scored on the cell level (``cells_*`` = CMC counts), in the order scored."""
 
     coarse: tuple[Hypothesis, ...]
     screened: tuple[Hypothesis, ...]
@@ -355,18 +377,38 @@ def _levels(
     return (local_contrast(*la, sigma), la[1]), (local_contrast(*lb, sigma), lb[1])
 
 
+#: Rotations per batched NCC call of :func:`_sweep`.
+_CHUNK = 8
+
+
 def _sweep(
     ref: Any,
     moving: tuple[np.ndarray, np.ndarray],
     angles: np.ndarray,
-    max_shift: int,
+    dy: int | np.ndarray,
+    dx: np.ndarray | None = None,
+    moving_valid: int | None = None,
 ) -> np.ndarray:
-    """NCC maps for ``moving`` rotated by each angle: shape (len(angles), 2s+1, 2s+1)."""
-    d = np.empty((len(angles), *moving[0].shape), np.float32)
-    m = np.empty((len(angles), *moving[0].shape), bool)
-    for k, ang in enumerate(angles):
-        d[k], m[k] = rotate(moving[0], moving[1], float(ang))
-    return ncc_maps(ref, d, m, max_shift)
+    """NCC maps for ``moving`` rotated by each angle: shape (len(angles), 2s+1, 2s+1) for all
+    translations up to ``dy`` = s pixels, or (len(angles), len(dy), len(dx)) at the given
+    translations. ``moving_valid``: see :func:`ballistics.register.ncc_maps` (default: the
+    valid points of ``moving`` rotated by the first angle, for every chunk)."""
+    out = []
+    # Chunks of rotations keep the spectra a few MB: one batch of 90 rotations allocates
+    # ~50 MB per call, and the page faults made a sweep's time vary 3x on a busy machine.
+    for c0 in range(0, len(angles), _CHUNK):
+        chunk = angles[c0 : c0 + _CHUNK]
+        d = np.empty((len(chunk), *moving[0].shape), np.float32)
+        m = np.empty((len(chunk), *moving[0].shape), bool)
+        for k, ang in enumerate(chunk):
+            d[k], m[k] = rotate(moving[0], moving[1], float(ang))
+        if moving_valid is None:
+            moving_valid = int(m[0].sum())
+        if dx is None:
+            out.append(ncc_maps(ref, d, m, int(dy), moving_valid=moving_valid))
+        else:
+            out.append(ncc_at(ref, d, m, np.asarray(dy), dx, moving_valid=moving_valid))
+    return np.concatenate(out)
 
 
 def _angle_diff(x: float, y: float) -> float:
@@ -389,6 +431,25 @@ def _hint_groups(
     return groups
 
 
+def _presweep(
+    fa: tuple[np.ndarray, np.ndarray],
+    fb: tuple[np.ndarray, np.ndarray],
+    params: CompareParams,
+    spacing_m: float,
+    angles: np.ndarray,
+) -> np.ndarray | None:
+    """Indices of the ``presweep_keep`` rotations (of ``angles``) whose best NCC over all
+    translations is highest on the level twice coarser than ``fa``/``fb`` (the blurred coarse
+    level); None when the pre-sweep is off or would keep every rotation."""
+    keep = params.presweep_keep
+    if keep is None or keep >= len(angles):
+        return None
+    (da, ma), (db, mb) = (downsample(*fa, 2), downsample(*fb, 2))
+    s = max(1, round(params.max_offset_um * 1e-6 / (2 * spacing_m)))
+    best = _sweep(reference(da, ma, s), (db, mb), angles, s).max(axis=(1, 2))
+    return np.sort(np.argsort(-best, kind="stable")[:keep])
+
+
 def coarse_hypotheses(
     a: PreparedCasing, b: PreparedCasing, params: CompareParams
 ) -> list[Hypothesis]:
@@ -402,11 +463,33 @@ def coarse_hypotheses(
         fa, fb = (masked_blur(*fa, sigma), fa[1]), (masked_blur(*fb, sigma), fb[1])
     s = max(1, round(params.max_offset_um * 1e-6 / spacing))
     angles = np.arange(0.0, 360.0, params.coarse_step_deg)
-    maps = _sweep(reference(*fa, s), fb, angles, s)
+    groups = _hint_groups(a, b, params, angles)
+    keep = _presweep(fa, fb, params, spacing, angles)
+    n = len(angles)
+    peakable = np.ones(n, bool)
+    # The small-overlap rule uses b's own valid area whichever rotations are swept (the full
+    # sweep's first rotation, 0 deg, has exactly that area).
+    valid_b = int(fb[1].sum())
+    if keep is None:
+        maps = _sweep(reference(*fa, s), fb, angles, s, moving_valid=valid_b)
+    else:
+        # The hints' rotations are always swept, so the hints add what they always added.
+        keep = np.union1d(keep, np.array(sorted({k for g in groups for k in g}), dtype=int))
+        # With both neighbours: a kept rotation is a local maximum over rotation exactly when
+        # it is one in the full sweep. An edge rotation (one neighbour not swept) may not be
+        # a peak: an unswept neighbour could be higher, and such false local maxima crowded
+        # out a true pose on a tuning pair (coaxial light, seed 1).
+        swept = np.union1d(keep, np.concatenate([(keep - 1) % n, (keep + 1) % n]))
+        maps = np.full((n, 2 * s + 1, 2 * s + 1), -1.0)
+        maps[swept] = _sweep(reference(*fa, s), fb, angles[swept], s, moving_valid=valid_b)
+        inner = np.zeros(n, bool)
+        inner[swept] = True
+        peakable = inner & np.roll(inner, 1) & np.roll(inner, -1)
     # Local maxima over rotation (circular) and translation; the rest cannot be a peak.
     top = ndimage.maximum_filter(maps, size=3, mode=("wrap", "nearest", "nearest"))
     flat = maps.ravel()
     cand = np.flatnonzero((flat >= top.ravel()) & (flat > -1.0))
+    cand = cand[peakable[cand // maps[0].size]]
     cand = cand[np.argsort(-flat[cand], kind="stable")][:2000]
     ks, is_, js = np.unravel_index(cand, maps.shape)
     sep_deg = 1.5 * params.coarse_step_deg
@@ -424,7 +507,6 @@ def coarse_hypotheses(
             break
         if distinct(k, i, j):
             kept.append((k, i, j))
-    groups = _hint_groups(a, b, params, angles)
     hinted = {k for g in groups for k in g}
     main = len(kept)
     for g in groups:
@@ -457,10 +539,11 @@ def cell_evidence(
     # One cell rotation: a coarse pose is within half a coarse step (2 deg), which moves a
     # 25-um cell by less than a pixel; three rotations tripled the cost for no change in rank.
     pe = replace(params, cell_angles_deg=(0.0,))
+    ga, gb = _cell_grid(ra, pe), _cell_grid(rb, pe)
     out = []
     for h in hyps:
-        f = _congruence(_cells(ra, rb, h.pose, pe, spacing, "a->b"), pe)
-        r = _congruence(_cells(rb, ra, h.pose.inverse(), pe, spacing, "b->a"), pe)
+        f = _congruence(_cells(ra, rb, h.pose, pe, spacing, "a->b", ga), pe)
+        r = _congruence(_cells(rb, ra, h.pose.inverse(), pe, spacing, "b->a", gb), pe)
         # Congruent cells agree with each other, not necessarily with the hypothesis: a pose
         # 100-200 um off still collects them (each cell searches +-cell_search_um). Move the
         # pose to where the cells say, so such near-duplicates merge instead of competing.
@@ -494,34 +577,38 @@ def refine_hypotheses(
     # Coarse pixels are coarse_factor / refine_factor refinement pixels: search a little more.
     win = max(2, math.ceil(1.5 * params.coarse_factor / params.refine_factor))
     s = max(1, round(params.max_offset_um * 1e-6 / spacing)) + win
-    ref = reference(*ra, s)
 
-    def best_near(maps: np.ndarray, pose: Pose) -> tuple[int, int, int, float]:
-        cy = min(max(round(pose.dy_m / spacing), -s), s)
-        cx = min(max(round(pose.dx_m / spacing), -s), s)
-        y0, y1 = max(0, s + cy - win), min(2 * s + 1, s + cy + win + 1)
-        x0, x1 = max(0, s + cx - win), min(2 * s + 1, s + cx + win + 1)
-        sub = maps[:, y0:y1, x0:x1]
+    def centre(pose: Pose) -> tuple[int, int]:
+        return (
+            min(max(round(pose.dy_m / spacing), -s), s),
+            min(max(round(pose.dx_m / spacing), -s), s),
+        )
+
+    # Only windows of +-win around each hypothesis are read (two rounds: +-2 win in all), so
+    # the FFT needs to hold just the largest of those shifts, not all +-s.
+    reach = max(max(abs(c) for c in centre(h.pose)) for h in hyps) + 2 * win
+    ref = reference(*ra, min(reach, s))
+
+    def best_near(angles: np.ndarray, pose: Pose) -> tuple[int, int, int, float]:
+        """Best (angle index, dy px, dx px, NCC) within +-win of ``pose`` (clipped to +-s)."""
+        cy, cx = centre(pose)
+        ys = np.arange(max(-s, cy - win), min(s, cy + win) + 1)
+        xs = np.arange(max(-s, cx - win), min(s, cx + win) + 1)
+        sub = _sweep(ref, rb, angles, ys, xs)
         k, i, j = np.unravel_index(int(np.argmax(sub)), sub.shape)
-        return int(k), int(y0 + i), int(x0 + j), float(sub[k, i, j])
+        return int(k), int(ys[i]), int(xs[j]), float(sub[k, i, j])
 
     span = params.coarse_step_deg
     steps = np.arange(-span, span + 1e-9, 2.0 * params.refine_step_deg)
-    maps = _sweep(ref, rb, np.concatenate([h.pose.rotation_deg + steps for h in hyps]), s)
-    first = []
-    for n, h in enumerate(hyps):
-        k, i, j, v = best_near(maps[n * len(steps) : (n + 1) * len(steps)], h.pose)
-        first.append((h.pose.rotation_deg + float(steps[k]), i, j, v))
     near = np.array([-params.refine_step_deg, params.refine_step_deg])
-    maps2 = _sweep(ref, rb, np.concatenate([f[0] + near for f in first]), s)
     out = []
-    for n, (h, (ang, i, j, v)) in enumerate(zip(hyps, first, strict=True)):
-        start = Pose(ang, (i - s) * spacing, (j - s) * spacing)
-        k2, i2, j2, v2 = best_near(maps2[2 * n : 2 * n + 2], start)
+    for h in hyps:
+        k, i, j, v = best_near(h.pose.rotation_deg + steps, h.pose)
+        ang = h.pose.rotation_deg + float(steps[k])
+        k2, i2, j2, v2 = best_near(ang + near, Pose(ang, i * spacing, j * spacing))
         if v2 > v:
             ang, i, j, v = ang + float(near[k2]), i2, j2, v2
-        pose = Pose(ang % 360.0, (i - s) * spacing, (j - s) * spacing)
-        out.append(replace(h, pose=pose, ncc=v))
+        out.append(replace(h, pose=Pose(ang % 360.0, i * spacing, j * spacing), ncc=v))
     return out
 
 
@@ -546,9 +633,8 @@ def _refine_translation(
     cy, cx = round(pose.dy_m / spacing_m), round(pose.dx_m / spacing_m)
     reach = max(abs(cy), abs(cx)) + window + 1
     d, m = rotate(lb[0], lb[1], pose.rotation_deg)
-    ncc = ncc_maps(reference(*la, reach), d[None], m[None], reach)[0]
-    y0, x0 = reach + cy - window, reach + cx - window
-    sub = ncc[y0 : y0 + 2 * window + 1, x0 : x0 + 2 * window + 1]
+    span = np.arange(-window, window + 1)
+    sub = ncc_at(reference(*la, reach), d[None], m[None], cy + span, cx + span)[0]
     i, j = np.unravel_index(int(np.argmax(sub)), sub.shape)
 
     def vertex(lo: float, mid: float, hi: float) -> float:
@@ -562,6 +648,61 @@ def _refine_translation(
     return Pose(pose.rotation_deg, dy, dx), float(sub[i, j])
 
 
+@dataclass(frozen=True)
+class _Cell:
+    """One grid cell of a reference surface, ready to be matched: its grid index, bounds on
+    its level (rows y0:y1, columns x0:x1), valid fraction and float32 template."""
+
+    row: int
+    col: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    valid_fraction: float
+    template: np.ndarray
+
+
+def _cell_grid(a: tuple[np.ndarray, np.ndarray], params: CompareParams) -> list[_Cell]:
+    """The cells of ``a`` that are matched (enough valid data, not flat). They do not depend
+    on the pose, so one grid serves every hypothesis of a comparison."""
+    da, ma = a
+    rows, cols = np.nonzero(ma)
+    if rows.size == 0:
+        return []
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    edges_r = np.linspace(r0, r1, params.grid + 1).round().astype(int)
+    edges_c = np.linspace(c0, c1, params.grid + 1).round().astype(int)
+
+    # Valid counts and absolute sums of all cells at once (block sums over the grid edges),
+    # so only the cells worth matching are visited one by one.
+    def block_sums(x: np.ndarray) -> np.ndarray:
+        rows_ = np.add.reduceat(x[r0:r1], edges_r[:-1] - r0, axis=0)
+        return np.add.reduceat(rows_[:, c0:c1], edges_c[:-1] - c0, axis=1)
+
+    counts = block_sums(ma.astype(np.int64))
+    mass = block_sums(np.abs(da).astype(np.float64))
+    out = []
+    for gi in range(params.grid):
+        for gj in range(params.grid):
+            y0, y1, x0, x1 = edges_r[gi], edges_r[gi + 1], edges_c[gj], edges_c[gj + 1]
+            size = (y1 - y0) * (x1 - x0)
+            if size == 0 or y1 <= y0 or x1 <= x0:
+                continue
+            frac = float(counts[gi, gj]) / size
+            if frac < params.min_cell_valid or counts[gi, gj] < 16 or mass[gi, gj] == 0.0:
+                continue
+            cm = ma[y0:y1, x0:x1]
+            tmpl = da[y0:y1, x0:x1]
+            if params.cell_normalise:
+                # Invalid points at the cell's own mean vanish once the mean is removed.
+                tmpl = np.where(cm, tmpl, float(tmpl[cm].mean()))
+            # Python ints: the matching loop's index arithmetic is much slower on numpy scalars.
+            box = (int(y0), int(y1), int(x0), int(x1))
+            out.append(_Cell(gi, gj, *box, frac, tmpl.astype(np.float32)))
+    return out
+
+
 def _cells(
     a: tuple[np.ndarray, np.ndarray],
     b: tuple[np.ndarray, np.ndarray],
@@ -569,64 +710,55 @@ def _cells(
     params: CompareParams,
     spacing_m: float,
     direction: str,
+    grid: list[_Cell] | None = None,
 ) -> list[CellResult]:
-    """Register each cell of ``a`` in ``b`` near ``pose``; congruence is decided later."""
-    da, ma = a
-    size = da.shape[0]
-    rows, cols = np.nonzero(ma)
-    if rows.size == 0:
+    """Register each cell of ``a`` in ``b`` near ``pose``; congruence is decided later.
+    ``grid``: :func:`_cell_grid` of ``a`` with ``params``, when the caller already has it."""
+    if grid is None:
+        grid = _cell_grid(a, params)
+    if not grid:
         return []
-    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    edges_r = np.linspace(r0, r1, params.grid + 1).round().astype(int)
-    edges_c = np.linspace(c0, c1, params.grid + 1).round().astype(int)
+    size = a[0].shape[0]
     search = max(1, round(params.cell_search_um * 1e-6 / spacing_m))
     shift_px = (pose.dy_m / spacing_m, pose.dx_m / spacing_m)
     moved = [rotate(b[0], b[1], pose.rotation_deg + d, shift_px) for d in params.cell_angles_deg]
+    # Integral images of the moved masks: whether a search region holds any valid point is
+    # then four lookups instead of a scan of the region.
+    sums = [cv2.integral(mb.view(np.uint8)) for _, mb in moved]
     out: list[CellResult] = []
     f = params.cell_factor
     method = cv2.TM_CCOEFF_NORMED if params.cell_normalise else cv2.TM_CCORR_NORMED
-    for gi in range(params.grid):
-        for gj in range(params.grid):
-            y0, y1, x0, x1 = edges_r[gi], edges_r[gi + 1], edges_c[gj], edges_c[gj + 1]
-            cm = ma[y0:y1, x0:x1]
-            frac = float(cm.mean()) if cm.size else 0.0
-            if frac < params.min_cell_valid or cm.sum() < 16:
+    for c in grid:
+        y0, y1, x0, x1 = c.y0, c.y1, c.x0, c.x1
+        sy0, sy1 = max(0, y0 - search), min(size, y1 + search)
+        sx0, sx1 = max(0, x0 - search), min(size, x1 + search)
+        best = (-2.0, 0.0, 0, 0)
+        for dang, (db, _), ii in zip(params.cell_angles_deg, moved, sums, strict=True):
+            at = ii.item
+            if at(sy1, sx1) - at(sy0, sx1) - at(sy1, sx0) + at(sy0, sx0) == 0:
                 continue
-            tmpl = da[y0:y1, x0:x1]
-            if float(np.abs(tmpl).sum()) == 0.0:
-                continue
-            if params.cell_normalise:
-                # Invalid points at the cell's own mean vanish once the mean is removed.
-                tmpl = np.where(cm, tmpl, float(tmpl[cm].mean()))
-            sy0, sy1 = max(0, y0 - search), min(size, y1 + search)
-            sx0, sx1 = max(0, x0 - search), min(size, x1 + search)
-            best = (-2.0, 0.0, 0, 0)
-            for dang, (db, mb) in zip(params.cell_angles_deg, moved, strict=True):
-                region = db[sy0:sy1, sx0:sx1]
-                if not mb[sy0:sy1, sx0:sx1].any():
-                    continue
-                # OpenCV scores a flat window (0/0) as 0, never NaN.
-                res = cv2.matchTemplate(region, tmpl.astype(np.float32), method)
-                _, val, _, loc = cv2.minMaxLoc(res)
-                if val > best[0]:
-                    # loc = (x, y) of the template's top-left in the region.
-                    best = (float(val), dang, sy0 + loc[1] - y0, sx0 + loc[0] - x0)
-            if best[0] <= -2.0:
-                continue
-            out.append(
-                CellResult(
-                    direction,
-                    gi,
-                    gj,
-                    (int(y0 * f), int(x0 * f), int(y1 * f), int(x1 * f)),
-                    frac,
-                    best[0],
-                    float(best[1]),
-                    float(best[2] * spacing_m),
-                    float(best[3] * spacing_m),
-                    False,
-                )
+            # OpenCV scores a flat window (0/0) as 0, never NaN.
+            res = cv2.matchTemplate(db[sy0:sy1, sx0:sx1], c.template, method)
+            _, val, _, loc = cv2.minMaxLoc(res)
+            if val > best[0]:
+                # loc = (x, y) of the template's top-left in the region.
+                best = (float(val), dang, sy0 + loc[1] - y0, sx0 + loc[0] - x0)
+        if best[0] <= -2.0:
+            continue
+        out.append(
+            CellResult(
+                direction,
+                c.row,
+                c.col,
+                (int(y0 * f), int(x0 * f), int(y1 * f), int(x1 * f)),
+                c.valid_fraction,
+                best[0],
+                float(best[1]),
+                float(best[2] * spacing_m),
+                float(best[3] * spacing_m),
+                False,
             )
+        )
     return out
 
 
@@ -635,9 +767,10 @@ def _congruence(cells: list[CellResult], params: CompareParams) -> list[CellResu
     good = [c for c in cells if c.ccf >= params.ccf_threshold]
     if not good:
         return cells
-    th = float(np.median([c.rotation_deg for c in good]))
-    dy = float(np.median([c.dy_m for c in good]))
-    dx = float(np.median([c.dx_m for c in good]))
+    # statistics.median: the same value as np.median, without its per-call overhead.
+    th = float(statistics.median([c.rotation_deg for c in good]))
+    dy = float(statistics.median([c.dy_m for c in good]))
+    dx = float(statistics.median([c.dx_m for c in good]))
     tol = params.translation_tol_um * 1e-6
     out = []
     for c in cells:
@@ -646,7 +779,24 @@ def _congruence(cells: list[CellResult], params: CompareParams) -> list[CellResu
             and abs(c.rotation_deg - th) <= params.angle_tol_deg
             and math.hypot(c.dy_m - dy, c.dx_m - dx) <= tol
         )
-        out.append(replace(c, congruent=ok))
+        if ok == c.congruent:
+            out.append(c)
+            continue
+        # Positional construction: dataclasses.replace costs ~10 us a cell, a few ms a pair.
+        out.append(
+            CellResult(
+                c.direction,
+                c.row,
+                c.col,
+                c.bbox_px,
+                c.valid_fraction,
+                c.ccf,
+                c.rotation_deg,
+                c.dy_m,
+                c.dx_m,
+                bool(ok),
+            )
+        )
     return out
 
 
@@ -674,9 +824,9 @@ def _consensus(cells: list[CellResult]) -> tuple[float, float, float] | None:
     if len(good) < 2:
         return None
     return (
-        float(np.median([c.rotation_deg for c in good])),
-        float(np.median([c.dy_m for c in good])),
-        float(np.median([c.dx_m for c in good])),
+        float(statistics.median([c.rotation_deg for c in good])),
+        float(statistics.median([c.dy_m for c in good])),
+        float(statistics.median([c.dx_m for c in good])),
     )
 
 
@@ -750,19 +900,23 @@ def compare_traced(
         )
     coarse = coarse_hypotheses(a, b, params)
     screened = cell_evidence(a, b, coarse, params)
-    refined = refine_hypotheses(a, b, screened[: params.refine_peaks], params)
     spacing = a.surface.spacing_m[0] * params.cell_factor
     la, lb = _levels(a, b, params.cell_factor, params)
+    ga, gb = _cell_grid(la, params), _cell_grid(lb, params)
+    refined: list[Hypothesis] = []
     final: list[Hypothesis] = []
     best: tuple[float, Pose, float, list[CellResult], list[CellResult], int] | None = None
-    for n, h in enumerate(refined):
+    for n, h in enumerate(screened[: params.refine_peaks]):
         if n > 0 and h.evidence < params.accept_cmc:
             # Too little cell evidence on the refinement level to beat the first on the
-            # finest (the first is always scored): skip the most expensive step.
+            # finest (the first is always scored): skip the most expensive steps. Each
+            # hypothesis is refined on its own, only when it will be scored.
             continue
+        h = refine_hypotheses(a, b, [h], params)[0]
+        refined.append(h)
         pose, corr = _refine_translation(la, lb, h.pose, spacing)
-        fwd = _congruence(_cells(la, lb, pose, params, spacing, "a->b"), params)
-        bwd = _congruence(_cells(lb, la, pose.inverse(), params, spacing, "b->a"), params)
+        fwd = _congruence(_cells(la, lb, pose, params, spacing, "a->b", ga), params)
+        bwd = _congruence(_cells(lb, la, pose.inverse(), params, spacing, "b->a", gb), params)
         score, considered = _score(fwd, bwd, corr)
         final.append(replace(h, pose=pose, cells_forward=_count(fwd), cells_backward=_count(bwd)))
         if best is None or score > best[0]:

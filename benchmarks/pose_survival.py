@@ -300,6 +300,18 @@ INSTRUMENT_CONDITIONS: dict[str, dict[str, Any]] = {
         "amplitude_m": 0.7e-6,
         "contact_min": 0.1,
     },
+    # The other instrument models, 3-D and 2-D (same crop; used by compare_speed.py).
+    **{
+        name: {"instrument": name, "crop": "annulus_pin_invalid"}
+        for name in (
+            "confocal",
+            "focus_variation",
+            "ring_low",
+            "ring_high",
+            "side_light",
+            "coaxial",
+        )
+    },
 }
 """Conditions recorded by an instrument model of :mod:`ballistics.instruments` (the true
 surface of :func:`ballistics.synth.fired_surface` measured by the named model at one of its
