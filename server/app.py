@@ -153,6 +153,17 @@ def create_server(
         except FederationError as e:
             raise ServerStartError(str(e)) from e
     matching_pb2_grpc.add_MatchingServicer_to_server(servicer, server)
+    catalog = getattr(backend, "catalog", None)
+    if catalog is not None:  # firearms, series and reports live in the store (index.intel)
+        from index.intel import Intel
+
+        from .intel_service import IntelligenceService
+        from .proto_gen import intelligence_pb2_grpc
+
+        intelligence_pb2_grpc.add_IntelligenceServicer_to_server(
+            IntelligenceService(Intel(catalog.store), auth=auth, policy=policy, audit=audit),
+            server,
+        )
     health_servicer = health.HealthServicer(
         experimental_non_blocking=True,
         experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1),
