@@ -829,6 +829,8 @@ class Intel:
             ca, cb = casings[a], casings[b]
             js = [jur_of[ca["agency"]], jur_of[cb["agency"]]]
             lc = lead_created.get((min(a, b), max(a, b)))
+            if lc is not None and lc > t:
+                lc = None  # the examiner found it first: the lead came after the hit
             h = None if lc is None else _hours_between(lc, t)
             cross_j = js[0] != js[1]
             cross_a = ca["agency"] != cb["agency"]
@@ -879,7 +881,7 @@ class Intel:
                 "a lead or hit between two jurisdictions counts in each; the total counts it once",
                 "incident to lead: from the newer casing's incident date (00:00 UTC; else its "
                 "acquisition date) to the lead; lead to hit: from the lead to the latest hit "
-                "decision on the pair",
+                "decision on the pair (a hit decided before any lead counts as without lead)",
             ],
         }
 
