@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -165,9 +166,10 @@ def run(opts: argparse.Namespace) -> Result:
                 casing_of[path] = resp.casing_id
             say(f"   {len(casing_of)} casings stored ({len(others)} from other guns)")
 
-        def search_and_decide(agency: str, query: Path, want: Path | None = None) -> str:
-            """The examiner's search from ``query``; a hit on the top candidate if it is the
-            same gun (ground truth) -- else the demo fails."""
+        def search_and_decide(agency: str, query: Path) -> list[str]:
+            """The examiner's search from ``query``: the top candidate must be the same gun
+            (else the demo fails); a hit is recorded on each of the top three that is (the
+            synthetic ground truth stands in for the examiner's comparison)."""
             p = cli(
                 ["search", "--casing-id", casing_of[query], "--top", "5", "--json", *server],
                 token=tok(agency, "examiner"),
@@ -176,38 +178,39 @@ def run(opts: argparse.Namespace) -> Result:
             if not cands:
                 raise DemoError(f"no candidates for {casing_of[query]}")
             path_of = {v: k for k, v in casing_of.items()}
-            same = [
-                c for c in cands if gun_of.get(path_of.get(c["casing_id"], Path())) == gun_of[query]
-            ]
+
+            def same_gun(c: dict[str, Any]) -> bool:
+                return gun_of.get(path_of.get(c["casing_id"], Path())) == gun_of[query]
+
             for c in cands[:3]:
-                truth = gun_of.get(path_of.get(c["casing_id"], Path())) == gun_of[query]
                 say(
                     f"     #{c['rank']} {c['casing_id']} {c['agency']:<16} score"
                     f" {c['score'] if c['score'] is not None else '-'}  same gun: "
-                    f"{'yes' if truth else 'no'}"
+                    f"{'yes' if same_gun(c) else 'no'}"
                 )
-            top = cands[0]
-            if not same or top["casing_id"] != same[0]["casing_id"]:
+            if not same_gun(cands[0]):
                 raise DemoError(f"top candidate of {casing_of[query]} is not the same gun")
-            cli(
-                [
-                    "decide",
-                    casing_of[query],
-                    top["casing_id"],
-                    "--verdict",
-                    "hit",
-                    "--comment",
-                    "breech-face marks agree",
-                    *server,
-                ],
-                token=tok(agency, "examiner"),
-            )
-            return str(top["casing_id"])
+            hits = [str(c["casing_id"]) for c in cands[:3] if same_gun(c)]
+            for cid in hits:
+                cli(
+                    [
+                        "decide",
+                        casing_of[query],
+                        cid,
+                        "--verdict",
+                        "hit",
+                        "--comment",
+                        "breech-face marks agree",
+                        *server,
+                    ],
+                    token=tok(agency, "examiner"),
+                )
+            return hits
 
         with step(r, "link the shootings: searches and hits"):
-            search_and_decide(RIVERSIDE, crime[1])  # RPD-0402 -> RPD-0311
-            search_and_decide(LAKESIDE, crime[2])  # LSO-1177 -> a Riverside casing
-            search_and_decide(FEDERAL, crime[3])  # the national lab links its case
+            search_and_decide(RIVERSIDE, crime[1])  # RPD-0402: found among both states'
+            search_and_decide(LAKESIDE, crime[2])  # LSO-1177
+            search_and_decide(FEDERAL, crime[3])  # the national lab links its case too
         with step(r, "recover the pistol, test-fire it, hit the series"):
             p = cli(
                 [

@@ -15,7 +15,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from index.intel import Intel
+from index.intel import Intel, series_id_of
 from index.store import Store
 from server.policy import SharingPolicy
 
@@ -201,3 +201,89 @@ def test_reports_and_series_show_only_what_the_requester_may_see(
             assert len(every) == len(intel.components())
         finally:
             store.close()
+
+
+def brute_components(store: Store, intel: Intel) -> set[frozenset[tuple[str, str]]]:
+    """Series recomputed naively: replay every decision in order (the last per pair wins),
+    keep hits between live casings, flood-fill from each node."""
+    con = store._conn()
+    node: dict[int, tuple[str, str]] = {}
+    fires = dict(con.execute("SELECT casing, firearm_id FROM test_fires").fetchall())
+    for rid, cid, agency, inc, deleted in con.execute(
+        "SELECT id, casing_id, agency, incident, deleted FROM casings"
+    ):
+        if deleted:
+            continue
+        node[rid] = ("firearm", fires[rid]) if rid in fires else (agency, inc or f"casing:{cid}")
+    state: dict[frozenset[int], str] = {}
+    for a, b, v in con.execute("SELECT casing, candidate, verdict FROM decisions ORDER BY id"):
+        state[frozenset((a, b))] = v
+    adj: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for pair, v in state.items():
+        a, b = tuple(pair)
+        if v == "hit" and a in node and b in node and node[a] != node[b]:
+            adj.setdefault(node[a], set()).add(node[b])
+            adj.setdefault(node[b], set()).add(node[a])
+    comps, seen = set(), set()
+    for start in adj:
+        if start in seen:
+            continue
+        comp, stack = {start}, [start]
+        while stack:
+            for m in adj[stack.pop()]:
+                if m not in comp:
+                    comp.add(m)
+                    stack.append(m)
+        seen |= comp
+        comps.add(frozenset(comp))
+    return comps
+
+
+@seed(20261206)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(world_seed=st.integers(0, 10**6), more=st.integers(1, 6))
+def test_series_are_the_components_of_current_hits_and_stable(world_seed: int, more: int) -> None:
+    rng = random.Random(world_seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "d")
+        try:
+            intel = Intel(store)
+            build_world(store, intel, rng)
+            assert {frozenset(c) for c in intel.components()} == brute_components(store, intel)
+            before = {series_id_of(c): frozenset(c) for c in intel.components()}
+            # leads never change a series
+            live = [r[0] for r in store._conn().execute("SELECT id FROM casings WHERE deleted = 0")]
+            if len(live) >= 2:
+                a, b = sorted(rng.sample(live, 2))
+                store._conn().execute(
+                    "INSERT OR IGNORE INTO leads(casing_a, casing_b, job, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (a, b, b, "2025-01-01T00:00:00+00:00"),
+                )
+            assert {series_id_of(c): frozenset(c) for c in intel.components()} == before
+            # new decisions: still the brute-force components; a series that only grew (no
+            # split, merged with nothing holding a smaller key) keeps its id
+            ids = [
+                r[0]
+                for r in store._conn().execute("SELECT casing_id FROM casings WHERE deleted = 0")
+            ]
+            for _ in range(more):
+                if len(ids) < 2:
+                    break
+                a, b = rng.sample(ids, 2)
+                store.record_decision(
+                    a, b, rng.choice(["hit", "hit", "excluded", "inconclusive"]), examiner="e"
+                )
+                now = {series_id_of(c): frozenset(c) for c in intel.components()}
+                assert set(now.values()) == brute_components(store, intel)
+                for sid, comp in before.items():
+                    grown = [c for c in now.values() if comp <= c]
+                    if grown and min(map(_key, grown[0])) == min(map(_key, comp)):
+                        assert series_id_of(grown[0]) == sid
+                before = now
+        finally:
+            store.close()
+
+
+def _key(n: tuple[str, str]) -> str:
+    return f"{n[0]}/{n[1]}"
