@@ -89,7 +89,7 @@ def write_auth_and_policy(out: Path) -> tuple[Path, Path, dict[tuple[str, str], 
 SCENES = [
     (RIVERSIDE, "RPD-0311", -61, "Mill Rd & 4th St, Riverside", 41.712, -73.921),
     (RIVERSIDE, "RPD-0402", -30, "Harbor Park, Riverside", 41.701, -73.936),
-    (LAKESIDE, "LSO-1177", -2, "Route 9 gas station, Lakeside", 41.552, -73.874),
+    (LAKESIDE, "LSO-1177", -1, "Route 9 gas station, Lakeside", 41.552, -73.874),
     (FEDERAL, "FED-0042", -45, "federal case (interstate)", 41.630, -73.800),
 ]
 

@@ -76,6 +76,7 @@ class Server:
     guard: ServerGuard | None = None  # the limits (server.interceptors)
     federation: FederationNode | None = None  # peers' port (server.federation), if federated
     service: MatchingService | None = None  # the servicer (the review page calls it in-process)
+    intel: Any = None  # the Intelligence servicer (server.intel_service), when there is a store
 
     def start(self) -> None:
         self.grpc_server.start()
@@ -154,16 +155,17 @@ def create_server(
             raise ServerStartError(str(e)) from e
     matching_pb2_grpc.add_MatchingServicer_to_server(servicer, server)
     catalog = getattr(backend, "catalog", None)
+    intel_servicer = None
     if catalog is not None:  # firearms, series and reports live in the store (index.intel)
         from index.intel import Intel
 
         from .intel_service import IntelligenceService
         from .proto_gen import intelligence_pb2_grpc
 
-        intelligence_pb2_grpc.add_IntelligenceServicer_to_server(
-            IntelligenceService(Intel(catalog.store), auth=auth, policy=policy, audit=audit),
-            server,
+        intel_servicer = IntelligenceService(
+            Intel(catalog.store), auth=auth, policy=policy, audit=audit
         )
+        intelligence_pb2_grpc.add_IntelligenceServicer_to_server(intel_servicer, server)
     health_servicer = health.HealthServicer(
         experimental_non_blocking=True,
         experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1),
@@ -206,6 +208,7 @@ def create_server(
             guard,
             federation,
             servicer,
+            intel_servicer,
         ),
         port,
     )

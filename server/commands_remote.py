@@ -278,7 +278,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         assert server.service is not None
         try:
-            web = create_web_server(server.service, args.host, args.http_port, tls=tls)
+            web = create_web_server(
+                server.service, args.host, args.http_port, tls=tls, intel=server.intel
+            )
         except OSError as e:
             _err(
                 f"cannot serve the review page on {args.host}:{args.http_port}: {e}"

@@ -118,26 +118,40 @@ def series_text(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def html_table(head: list[str], rows: list[list[Any]], css_class: str = "") -> str:
+    """An escaped HTML table."""
+    e = html.escape
+    th = "".join(f"<th>{e(h)}</th>" for h in head)
+    trs = "".join(
+        "<tr>" + "".join(f"<td>{e('' if v is None else str(v))}</td>" for v in r) + "</tr>"
+        for r in rows
+    )
+    cls = f" class='{e(css_class)}'" if css_class else ""
+    return f"<table{cls}><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
 def series_html(s: dict[str, Any], png_name: str | None = None) -> str:
     """A printable, self-contained HTML report of the series (every value escaped)."""
     e = html.escape
-
-    def table(head: list[str], rows: list[list[Any]]) -> str:
-        th = "".join(f"<th>{e(h)}</th>" for h in head)
-        trs = "".join(
-            "<tr>" + "".join(f"<td>{e('' if v is None else str(v))}</td>" for v in r) + "</tr>"
-            for r in rows
-        )
-        return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
-
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>Series {e(s['series_id'])}</title>",
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>Series {e(s['series_id'])}</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
         "margin-bottom:1.5em}td,th{border:1px solid #999;padding:3px 8px;font-size:90%}"
-        ".note{border:2px solid #c60;padding:6px;margin:1em 0}"
-        "@media print{.noprint{display:none}}</style></head><body>",
-        f"<h1>Series {e(s['series_id'])}</h1>",
+        ".note{border:2px solid #c60;padding:6px;margin:1em 0}img{max-width:100%}"
+        "@media print{.noprint{display:none}}</style></head><body>"
+        f"<h1>Series {e(s['series_id'])}</h1>" + series_html_body(s, png_name) + "</body></html>"
+    )
+
+
+def series_html_body(s: dict[str, Any], png_src: str | None = None, css_class: str = "") -> str:
+    """The series report's body (no head, no inline style: the review page's CSP)."""
+    e = html.escape
+
+    def table(head: list[str], rows: list[list[Any]]) -> str:
+        return html_table(head, rows, css_class)
+
+    parts = [
         f"<p>{s['incidents']} incident(s), {s['firearms']} firearm(s), {s['links']} confirmed"
         f" link(s), {e(s['first_date'] or '?')} to {e(s['last_date'] or '?')}. Agencies:"
         f" {e(', '.join(s['agencies']))}. Jurisdictions:"
@@ -147,8 +161,8 @@ def series_html(s: dict[str, Any], png_name: str | None = None) -> str:
     hidden = _hidden_line(s)
     if hidden:
         parts.append(f"<p class='note'>{e(hidden)}</p>")
-    if png_name:
-        parts.append(f"<img src='{e(png_name)}' alt='map and timeline' style='max-width:100%'>")
+    if png_src:
+        parts.append(f"<p><img src='{e(png_src)}' alt='map and timeline'></p>")
     parts.append("<h2>Timeline</h2>")
     parts.append(
         table(
@@ -246,7 +260,6 @@ def series_html(s: dict[str, Any], png_name: str | None = None) -> str:
                 ],
             )
         )
-    parts.append("</body></html>")
     return "\n".join(parts)
 
 

@@ -208,3 +208,47 @@ def test_grpc_and_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[s
         cli_main(["report", "--data-dir", str(data), "--agency", "X", "--policy", str(bad_pol)])
         == 2
     )
+
+
+def test_review_pages_for_series_and_hub(tmp_path: Path) -> None:
+    from server.web import create_web_server
+    from tests.test_web_support import Browserless
+
+    data = tmp_path / "data"
+    catalog = Catalog.open(data, engine=FakeScreenEngine())
+    try:
+        with running_server(CatalogBackend(catalog), data) as srv:
+            with srv.client("north_exam") as n, srv.client("south_exam") as s:
+                a = n.submit(PNG_MAGIC + b"FAKE:2:0", incident_id="N-9", search=False)
+                b = s.submit(PNG_MAGIC + b"FAKE:2:1", incident_id="S-9", search=False)
+                n.decide(a.casing_id, b.casing_id, "hit", "")
+                n.set_incident_location("N-9", 51.5, -0.1)
+                sid = json.loads(n.list_series().series_json)[0]["series_id"]
+            assert srv.server.service is not None and srv.server.intel is not None
+            web = create_web_server(srv.server.service, "127.0.0.1", 0, intel=srv.server.intel)
+            try:
+                c = Browserless(web.url.rstrip("/"))
+                assert c.login(srv.tokens["north_exam"]) == 303
+                status, _, page = c.request("GET", "/series")
+                assert status == 200 and sid in page and "Hub report" in page
+                status, _, page = c.request("GET", f"/series/{sid}")
+                assert status == 200 and "N-9" in page and "S-9" in page
+                assert "<style>" not in page  # the page's CSP: no inline style
+                status, h, _ = c.request("GET", f"/series/{sid}.png")
+                assert status == 200 and h["content-type"] == "image/png"
+                status, _, page = c.request("GET", "/hub?from=2000-01-01")
+                assert status == 200 and "<td>north</td>" in page and "<td>east</td>" not in page
+                assert c.request("GET", "/hub.png")[0] == 200
+                assert c.request("GET", "/hub?from=bad")[0] == 400
+                e = Browserless(web.url.rstrip("/"))
+                assert e.login(srv.tokens["east_exam"]) == 303
+                assert e.request("GET", f"/series/{sid}")[0] == 404  # not shared: not found
+                status, _, page = e.request("GET", "/series")
+                assert status == 200 and sid not in page
+                sub = Browserless(web.url.rstrip("/"))
+                assert sub.login(srv.tokens["north_sub"]) == 303
+                assert sub.request("GET", "/hub")[0] == 403
+            finally:
+                web.stop()
+    finally:
+        catalog.close()
