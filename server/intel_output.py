@@ -324,7 +324,8 @@ def series_png(s: dict[str, Any], width: int = 1000, height: int = 760) -> bytes
                 cv2.rectangle(img, (p[0] - 7, p[1] - 7), (p[0] + 7, p[1] + 7), _BLUE, -1)
             else:
                 cv2.circle(img, p, 7, _RED, -1, cv2.LINE_AA)
-            _text(img, label, (p[0] + 10, p[1] - 8))
+            # firearms labelled below, incidents above: a gun recovered at a scene stays legible
+            _text(img, label, (p[0] + 10, p[1] + (20 if is_gun else -8)))
         # scale bar: a round number of km near a fifth of the map's width
         km_per_px = 111.32 / scale
         target = km_per_px * (mx1 - mx0) / 5
@@ -359,12 +360,22 @@ def series_png(s: dict[str, Any], width: int = 1000, height: int = 760) -> bytes
         t0, t1 = min(ts), max(ts)
         rng = max(t1 - t0, 1.0)
         colors = {"incident": _RED, "hit": (40, 150, 40), "firearm recovered": _BLUE}
-        for i, (e, t) in enumerate(zip(events, ts, strict=True)):
+        # events closer than 40 px share one label ("hit x3"), stacked above the axis
+        clusters: list[tuple[int, list[str]]] = []
+        for e, t in zip(events, ts, strict=True):
             x = int(tx0 + (t - t0) / rng * (tx1 - tx0))
-            c = colors.get(e["event"], _GREY)
-            cv2.circle(img, (x, ty), 5, c, -1, cv2.LINE_AA)
-            dy = -14 - 14 * (i % 4)
-            _text(img, e["event"], (min(x, tx1 - 90), ty + dy), 0.35, c)
+            cv2.circle(img, (x, ty), 5, colors.get(e["event"], _GREY), -1, cv2.LINE_AA)
+            if clusters and x - clusters[-1][0] < 40:
+                clusters[-1][1].append(e["event"])
+            else:
+                clusters.append((x, [e["event"]]))
+        for x, names in clusters:
+            for j, name in enumerate(dict.fromkeys(names)):
+                n = names.count(name)
+                label = name if n == 1 else f"{name} x{n}"
+                _text(
+                    img, label, (min(x, tx1 - 120), ty - 14 - 14 * j), 0.38, colors.get(name, _GREY)
+                )
         _text(img, events[0]["time"][:10], (tx0 - 20, ty + 22), 0.4)
         _text(img, events[-1]["time"][:10], (tx1 - 70, ty + 22), 0.4)
     _text(
