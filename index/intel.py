@@ -727,6 +727,7 @@ class Intel:
         date_from: str | None = None,
         date_to: str | None = None,
         jurisdictions: Iterable[str] | None = None,
+        border_hits: Iterable[tuple[str, str, str]] = (),
     ) -> dict[str, Any]:
         """The hub's figures per jurisdiction over [date_from, date_to] (dates, inclusive),
         counting only records whose every agency is in ``visible``.
@@ -734,8 +735,10 @@ class Intel:
         Per jurisdiction (a lead or hit between two jurisdictions counts in each; the total
         counts it once): scene casings and test fires entered, leads found, hits confirmed,
         hours from incident to lead and from lead to hit (median, 90th percentile, share
-        within the 48-hour goal), hits across agencies and jurisdictions, firearms
-        recovered, trace requests made and firearms traced.
+        within the 48-hour goal), hits across agencies and jurisdictions, hits across
+        national borders (``border_hits``: (local casing id, peer server, confirmed at) of the
+        federation's hits, ``server.federation_store``), firearms recovered, trace requests
+        made and firearms traced.
         """
         vis = frozenset(visible)
         dfrom = _date(date_from, "date_from")
@@ -850,6 +853,15 @@ class Intel:
                     r["cross_jurisdiction_pairs"][pair] = (
                         r["cross_jurisdiction_pairs"].get(pair, 0) + 1
                     )
+        by_id = {c["casing_id"]: c for c in casings.values()}
+        for local_id, peer, confirmed in border_hits:
+            local = by_id.get(local_id)
+            if local is None or not _in_period(confirmed, dfrom, dto):
+                continue
+            js = [jur_of[local["agency"]]]
+            for r in keep(js) + ([total] if counted(js) else []):
+                r["hits_cross_border"] += 1
+                r["cross_border_peers"][peer] = r["cross_border_peers"].get(peer, 0) + 1
         for fid, agency, recovered_on in con.execute(
             "SELECT firearm_id, agency, recovered_on FROM firearms"
         ):
@@ -895,6 +907,7 @@ REPORT_COUNTS = (
     "hits_cross_jurisdiction",
     "hits_firearm_to_scene",
     "hits_without_lead",
+    "hits_cross_border",
     "firearms_recovered",
     "trace_requests",
     "firearms_traced",
@@ -905,6 +918,7 @@ def _empty_row(jurisdiction: str) -> dict[str, Any]:
     r: dict[str, Any] = {"jurisdiction": jurisdiction}
     r.update({k: 0 for k in REPORT_COUNTS})
     r["cross_jurisdiction_pairs"] = {}
+    r["cross_border_peers"] = {}
     return r
 
 

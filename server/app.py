@@ -159,11 +159,16 @@ def create_server(
     if catalog is not None:  # firearms, series and reports live in the store (index.intel)
         from index.intel import Intel
 
-        from .intel_service import IntelligenceService
+        from .intel_service import IntelligenceService, federation_hits
         from .proto_gen import intelligence_pb2_grpc
 
+        node = federation
         intel_servicer = IntelligenceService(
-            Intel(catalog.store), auth=auth, policy=policy, audit=audit
+            Intel(catalog.store),
+            auth=auth,
+            policy=policy,
+            audit=audit,
+            border_hits=None if node is None else (lambda: federation_hits(node.store)),
         )
         intelligence_pb2_grpc.add_IntelligenceServicer_to_server(intel_servicer, server)
     health_servicer = health.HealthServicer(

@@ -225,6 +225,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.server:
         if not args.data_dir:
             raise UsageError("report needs --server, or --data-dir with --agency")
+        border: list[tuple[str, str, str]] = []
+        if (Path(args.data_dir) / "federation.sqlite").is_file():
+            from .federation_store import FederationStore
+            from .intel_service import federation_hits
+
+            fed = FederationStore(args.data_dir)
+            try:
+                border = federation_hits(fed)
+            finally:
+                fed.close()
         with _local(args) as (intel, visible, policy), _local_errors():
             rep = intel.report(
                 visible,
@@ -232,6 +242,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 date_from=args.date_from,
                 date_to=args.date_to,
                 jurisdictions=args.jurisdiction,
+                border_hits=border,
             )
         png = out.report_png(rep) if args.png else b""
     else:

@@ -37,6 +37,7 @@ REPORT_CSV_KEYS = (
     "hits_cross_jurisdiction",
     "hits_firearm_to_scene",
     "hits_without_lead",
+    "hits_cross_border",
     "firearms_recovered",
     "trace_requests",
     "firearms_traced",
@@ -434,6 +435,12 @@ def report_text(report: dict[str, Any]) -> str:
     if pairs:
         lines.append(
             "hits across jurisdictions: " + ", ".join(f"{k}: {v}" for k, v in sorted(pairs.items()))
+        )
+    peers = report["total"].get("cross_border_peers") or {}
+    if peers:
+        lines.append(
+            "hits across borders (federation): "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(peers.items()))
         )
     lines.append("(x-jur: hits across jurisdictions; gun: hits tying a test fire to a scene)")
     return "\n".join(lines)

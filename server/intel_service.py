@@ -15,7 +15,7 @@ series and reports`` (examiners and admins).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -97,6 +97,11 @@ def firearm_from_proto(m: ipb.Firearm) -> dict[str, Any]:
     }
 
 
+def federation_hits(store: Any) -> list[tuple[str, str, str]]:
+    """(local casing id, peer, confirmed at) of a ``server.federation_store`` store's hits."""
+    return [(h.local_casing_id, h.peer, h.confirmed_at) for h in store.hits()]
+
+
 def add_jurisdictions(view: dict[str, Any], policy: SharingPolicy) -> dict[str, Any]:
     view["jurisdictions"] = sorted({policy.jurisdiction_of(a) for a in view["agencies"]})
     return view
@@ -104,9 +109,17 @@ def add_jurisdictions(view: dict[str, Any], policy: SharingPolicy) -> dict[str, 
 
 class IntelligenceService(ipb_grpc.IntelligenceServicer):
     def __init__(
-        self, intel: Intel, *, auth: Authenticator, policy: SharingPolicy, audit: AuditLog
+        self,
+        intel: Intel,
+        *,
+        auth: Authenticator,
+        policy: SharingPolicy,
+        audit: AuditLog,
+        border_hits: Callable[[], list[tuple[str, str, str]]] | None = None,
     ) -> None:
         self.intel = intel
+        self.border_hits = border_hits
+        """(local casing id, peer, confirmed at) of the federation's hits, when federated."""
         self.auth = auth
         self.policy = policy
         self.audit = audit
@@ -312,6 +325,7 @@ class IntelligenceService(ipb_grpc.IntelligenceServicer):
                 date_from=request.date_from or None,
                 date_to=request.date_to or None,
                 jurisdictions=list(request.jurisdictions) or None,
+                border_hits=self.border_hits() if self.border_hits else (),
             )
         return ipb.HubReport(
             report_json=json.dumps(rep, sort_keys=True),

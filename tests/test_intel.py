@@ -212,3 +212,21 @@ def test_report_durations_and_cross_jurisdiction(world) -> None:
     # a period before everything: zero, not an error
     empty = intel.report({"PD-A"}, jur.__getitem__, date_to="2000-01-01")
     assert empty["total"]["scene_casings"] == 0 and empty["total"]["leads"] == 0
+
+
+def test_report_counts_federation_hits_of_visible_casings(world) -> None:
+    store, intel = world
+    a1 = add(store, "PD-A", "A-1")
+    x1 = add(store, "LAB-X", "X-1")
+    border = [
+        (a1, "server-B", "2026-01-02T10:00:00+00:00"),
+        (x1, "server-C", "2026-01-02T10:00:00+00:00"),  # a casing the viewer may not see
+        ("no-such-casing", "server-B", "2026-01-02T10:00:00+00:00"),
+        (a1, "server-B", "2020-01-01T00:00:00+00:00"),  # outside the period
+    ]
+    jur = {"PD-A": "north", "LAB-X": "lab"}
+    rep = intel.report({"PD-A"}, jur.__getitem__, date_from="2026-01-01", border_hits=border)
+    assert rep["total"]["hits_cross_border"] == 1
+    assert rep["total"]["cross_border_peers"] == {"server-B": 1}
+    assert "server-C" not in json.dumps(rep)
+    assert "hits across borders (federation): server-B: 1" in out.report_text(rep)
