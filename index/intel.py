@@ -526,11 +526,32 @@ class Intel:
         """Series with at least one node the viewer may see: id, counts and dates."""
         vis = frozenset(visible)
         edges, owner = self._edges()
+        comps = _components(edges)
+        by_comp = _edges_by_component(comps, edges)
+        con = self.store._conn()
+        # the summaries' dates, read once (not per node)
+        inc_dates = {
+            (str(a), str(i)): d
+            for a, i, d in con.execute("SELECT agency, id, date FROM incidents")
+            if d
+        }
+        acq: dict[tuple[str, str], str] = {}
+        for a, i, d in con.execute(
+            "SELECT agency, incident, MIN(acquisition_date) FROM casings WHERE deleted = 0 "
+            "AND incident IS NOT NULL AND acquisition_date IS NOT NULL GROUP BY agency, incident"
+        ):
+            acq[(str(a), str(i))] = str(d)
+        fa_dates = {
+            ("firearm", str(f)): d
+            for f, d in con.execute("SELECT firearm_id, recovered_on FROM firearms")
+            if d
+        }
+        dates = {**acq, **inc_dates, **fa_dates}
         out = []
-        for comp in _components(edges):
+        for k, comp in enumerate(comps):
             if not any(owner.get(n) in vis for n in comp):
                 continue
-            view = self._series_view(comp, edges, owner, vis, full=False)
+            view = self._series_view(comp, by_comp.get(k, []), owner, vis, dates=dates)
             out.append(view)
         return out
 
@@ -562,44 +583,62 @@ class Intel:
                 raise NotFoundError(f"no series with {casing_id} (or none you may see)")
         elif firearm_id is not None:
             start = ("firearm", firearm_id)
-        for comp in _components(edges):
+        comps = _components(edges)
+        by_comp = _edges_by_component(comps, edges)
+        for k, comp in enumerate(comps):
             if not any(owner.get(n) in vis for n in comp):
                 continue
             if series_id is not None and series_id_of(comp) != series_id:
                 continue
             if start is not None and (start not in comp or owner.get(start) not in vis):
                 continue
-            return self._series_view(comp, edges, owner, vis, full=True)
+            return self._series_view(comp, by_comp.get(k, []), owner, vis)
         what = series_id or casing_id or firearm_id or (incident[1] if incident else "")
         raise NotFoundError(f"no series with {what} (or none you may see)")
 
     def _series_view(
         self,
         comp: list[tuple[str, str]],
-        edges: list[_Edge],
+        comp_edges: list[_Edge],
         owner: dict[tuple[str, str], str],
         vis: frozenset[str],
         *,
-        full: bool,
+        dates: Mapping[tuple[str, str], str] | None = None,
     ) -> dict[str, Any]:
-        cset = set(comp)
+        """The series as ``vis`` may see it: the summary when ``dates`` (node -> date) is
+        given, else the full view (incidents, firearms, hits, leads, evidence, timeline)."""
         shown_nodes = [n for n in comp if owner.get(n) in vis]
-        comp_edges = [e for e in edges if e.node_a in cset and e.node_a != e.node_b]
         shown = [
             e
             for e in comp_edges
             if {e.agency_a, e.agency_b, owner[e.node_a], owner[e.node_b]} <= vis
         ]
+        summary = {
+            "series_id": series_id_of(comp),
+            "incidents": len([n for n in shown_nodes if n[0] != "firearm"]),
+            "firearms": len([n for n in shown_nodes if n[0] == "firearm"]),
+            "links": len(shown),
+            "hidden_links": len(comp_edges) - len(shown),
+            "hidden_nodes": len(comp) - len(shown_nodes),
+            "agencies": sorted({owner[n] for n in shown_nodes}),
+        }
+        if dates is not None:
+            known = [dates[n] for n in shown_nodes if n in dates]
+            return {
+                **summary,
+                "first_date": min(known, default=None),
+                "last_date": max(known, default=None),
+            }
         con = self.store._conn()
         incidents: list[dict[str, Any]] = []
         firearms: list[dict[str, Any]] = []
-        dates: list[str] = []
+        node_dates: list[str] = []
         for n in shown_nodes:
             if n[0] == "firearm":
                 fa = self.get_firearm(n[1]).as_dict()
                 firearms.append(fa)
                 if fa["recovered_on"]:
-                    dates.append(fa["recovered_on"])
+                    node_dates.append(fa["recovered_on"])
                 continue
             agency, inc = n
             row = con.execute(
@@ -630,7 +669,7 @@ class Intel:
                 (c["acquisition_date"] for c in casings if c["acquisition_date"]), default=None
             )
             if date:
-                dates.append(date)
+                node_dates.append(date)
             incidents.append(
                 {
                     "incident": inc,
@@ -644,18 +683,10 @@ class Intel:
                 }
             )
         view: dict[str, Any] = {
-            "series_id": series_id_of(comp),
-            "incidents": len([n for n in shown_nodes if n[0] != "firearm"]),
-            "firearms": len([n for n in shown_nodes if n[0] == "firearm"]),
-            "links": len(shown),
-            "hidden_links": len(comp_edges) - len(shown),
-            "hidden_nodes": len(comp) - len(shown_nodes),
-            "agencies": sorted({owner[n] for n in shown_nodes}),
-            "first_date": min(dates, default=None),
-            "last_date": max(dates, default=None),
+            **summary,
+            "first_date": min(node_dates, default=None),
+            "last_date": max(node_dates, default=None),
         }
-        if not full:
-            return view
         view["incident_list"] = sorted(incidents, key=lambda i: (i["date"] or "", i["incident"]))
         view["firearm_list"] = firearms
         view["hits"] = [
@@ -920,6 +951,19 @@ def _empty_row(jurisdiction: str) -> dict[str, Any]:
     r["cross_jurisdiction_pairs"] = {}
     r["cross_border_peers"] = {}
     return r
+
+
+def _edges_by_component(
+    comps: list[list[tuple[str, str]]], edges: list[_Edge]
+) -> dict[int, list[_Edge]]:
+    """Each series' edges (between two of its nodes; a hit inside one node is no link)."""
+    where = {n: k for k, comp in enumerate(comps) for n in comp}
+    out: dict[int, list[_Edge]] = {}
+    for e in edges:
+        k = where.get(e.node_a)
+        if k is not None and e.node_a != e.node_b:
+            out.setdefault(k, []).append(e)
+    return out
 
 
 def _components(edges: list[_Edge]) -> list[list[tuple[str, str]]]:
