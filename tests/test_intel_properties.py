@@ -115,11 +115,20 @@ def recount(store: Store, visible: set[str], jur_of: Any, dfrom: str | None, dto
             bump(js, "hits")
             if len(js) == 2:
                 bump(js, "hits_cross_jurisdiction")
+            if casings[a][0] != casings[b][0]:
+                bump(js, "hits_cross_agency")
+            if (a in fires) != (b in fires):
+                bump(js, "hits_firearm_to_scene")
     for fid, agency, rec_on in con.execute("SELECT firearm_id, agency, recovered_on FROM firearms"):
         if agency not in visible:
             continue
         if period(rec_on):
             bump({jur_of(agency)}, "firearms_recovered")
+        for (req_at,) in con.execute(
+            "SELECT requested_at FROM trace_requests WHERE firearm_id = ?", (fid,)
+        ):
+            if period(req_at):
+                bump({jur_of(agency)}, "trace_requests")
         if any(
             s == "completed" and period(u)
             for s, u in con.execute(
@@ -136,7 +145,10 @@ KEYS = (
     "leads",
     "hits",
     "hits_cross_jurisdiction",
+    "hits_cross_agency",
+    "hits_firearm_to_scene",
     "firearms_recovered",
+    "trace_requests",
     "firearms_traced",
 )
 
