@@ -238,30 +238,51 @@ def run(opts: argparse.Namespace) -> Result:
                 token=tok(LAKESIDE, "submitter"),
             )
             fid = json.loads(p.stdout)["firearm_id"]
-            for i, path in enumerate(crime[4:6]):
-                p = cli(
-                    [
-                        "submit",
-                        str(path),
-                        *server,
-                        "--incident",
-                        f"TF-{fid}",
-                        "--date",
-                        day(0),
-                        "--caliber",
-                        calibre,
-                        "--no-search",
-                        "--json",
-                    ],
-                    token=tok(LAKESIDE, "submitter"),
-                )
-                casing_of[path] = json_lines(p.stdout)[0]["casing_id"]
-                cli(
-                    ["firearm", "test-fire", fid, casing_of[path], *server],
-                    token=tok(LAKESIDE, "submitter"),
-                )
-                if i == 0:  # before the second test fire exists, so the top is a scene casing
-                    search_and_decide(LAKESIDE, path)
+            # the first test fire: submitted, then marked (`firearm test-fire`); its search
+            # runs before the second exists, so the top candidates are scene casings
+            tf1, tf2 = crime[4], crime[5]
+            p = cli(
+                [
+                    "submit",
+                    str(tf1),
+                    *server,
+                    "--incident",
+                    f"TF-{fid}",
+                    "--date",
+                    day(0),
+                    "--caliber",
+                    calibre,
+                    "--no-search",
+                    "--json",
+                ],
+                token=tok(LAKESIDE, "submitter"),
+            )
+            casing_of[tf1] = json_lines(p.stdout)[0]["casing_id"]
+            cli(
+                ["firearm", "test-fire", fid, casing_of[tf1], *server],
+                token=tok(LAKESIDE, "submitter"),
+            )
+            search_and_decide(LAKESIDE, tf1)
+            # the second in one command (`submit --test-fire-of`)
+            p = cli(
+                [
+                    "submit",
+                    str(tf2),
+                    *server,
+                    "--incident",
+                    f"TF-{fid}",
+                    "--date",
+                    day(0),
+                    "--caliber",
+                    calibre,
+                    "--test-fire-of",
+                    fid,
+                    "--no-search",
+                    "--json",
+                ],
+                token=tok(LAKESIDE, "submitter"),
+            )
+            casing_of[tf2] = json_lines(p.stdout)[0]["casing_id"]
             p = cli(
                 [
                     "firearm",

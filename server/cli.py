@@ -397,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--place", help="where the casing was found")
     p.add_argument("--spacing-um", type=float, help=_SPACING_HELP)
     p.add_argument("--no-search", action="store_true", help="store only; do not search")
+    p.add_argument(
+        "--test-fire-of",
+        metavar="FIREARM_ID",
+        help="each casing is a test fire of this firearm of your agency (firearm test-fire)",
+    )
     _length_unit_option(p)
     _light_options(p)
     p.add_argument("--json", action="store_true", help="one JSON object per file per line")

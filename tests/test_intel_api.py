@@ -171,6 +171,27 @@ def test_grpc_and_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[s
             sub = ["--server", srv.address, f"--token={srv.tokens['north_sub']}"]
             assert cli_main(["firearm", "add", "--make", "Colt", "--json", *sub]) == 0
             assert json.loads(capsys.readouterr().out)["make"] == "Colt"
+            # submit --test-fire-of: the casing stored and linked in one command
+            tf = tmp_path / "tf.png"
+            tf.write_bytes(PNG_MAGIC + b"FAKE:1:4")
+            argv = ["submit", str(tf), "--test-fire-of", fa.firearm_id, "--no-search", "--json"]
+            assert cli_main([*argv, *sub]) == 0
+            sent = json.loads(capsys.readouterr().out)
+            assert sent["test_fire_of"] == fa.firearm_id
+            assert cli_main(["firearm", "show", fa.firearm_id, "--json", *base]) == 0
+            assert sent["casing_id"] in json.loads(capsys.readouterr().out)["test_fires"]
+            with srv.client("north_exam") as n2:
+                before = len(n2.list().casings)
+                tf.write_bytes(PNG_MAGIC + b"FAKE:1:5")
+                assert cli_main(["submit", str(tf), "--test-fire-of", "F-nope", *sub]) == 2
+                assert "NOT_FOUND" in capsys.readouterr().err
+                assert len(n2.list().casings) == before  # refused before any upload
+            # the series and report now include that test fire: what the local view must match
+            assert cli_main(["series", "--firearm-id", fa.firearm_id, "--json", *base]) == 0
+            remote_series = json.loads(capsys.readouterr().out)
+            assert cli_main(["report", "--json", *base]) == 0
+            remote_report = json.loads(capsys.readouterr().out)
+            assert remote_report["total"]["test_fires"] == 2
             # CLI errors: one line, exit 2
             for argv in (
                 ["firearm", "show", "F-nope", *base],
