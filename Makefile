@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-network test lint proto clean
+.PHONY: demo demo-network demo-intel test lint proto clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,3 +33,7 @@ proto: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out
+
+# Crime-gun intelligence: a recovered firearm, its test fires, the series and the hub report
+demo-intel: $(STAMP)
+	$(BIN)/python scripts/demo_intel.py

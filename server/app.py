@@ -76,6 +76,7 @@ class Server:
     guard: ServerGuard | None = None  # the limits (server.interceptors)
     federation: FederationNode | None = None  # peers' port (server.federation), if federated
     service: MatchingService | None = None  # the servicer (the review page calls it in-process)
+    intel: Any = None  # the Intelligence servicer (server.intel_service), when there is a store
 
     def start(self) -> None:
         self.grpc_server.start()
@@ -153,6 +154,23 @@ def create_server(
         except FederationError as e:
             raise ServerStartError(str(e)) from e
     matching_pb2_grpc.add_MatchingServicer_to_server(servicer, server)
+    catalog = getattr(backend, "catalog", None)
+    intel_servicer = None
+    if catalog is not None:  # firearms, series and reports live in the store (index.intel)
+        from index.intel import Intel
+
+        from .intel_service import IntelligenceService, federation_hits
+        from .proto_gen import intelligence_pb2_grpc
+
+        node = federation
+        intel_servicer = IntelligenceService(
+            Intel(catalog.store),
+            auth=auth,
+            policy=policy,
+            audit=audit,
+            border_hits=None if node is None else (lambda: federation_hits(node.store)),
+        )
+        intelligence_pb2_grpc.add_IntelligenceServicer_to_server(intel_servicer, server)
     health_servicer = health.HealthServicer(
         experimental_non_blocking=True,
         experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1),
@@ -195,6 +213,7 @@ def create_server(
             guard,
             federation,
             servicer,
+            intel_servicer,
         ),
         port,
     )

@@ -52,14 +52,17 @@ class Permission(Enum):
     LINKS = "links"
     DELETE = "delete"
     LEADS = "list leads"
+    FIREARMS = "record firearms"
+    INTEL = "read series and reports"
 
 
-_SUBMITTER = frozenset({Permission.SUBMIT, Permission.SEARCH, Permission.READ})
+_SUBMITTER = frozenset({Permission.SUBMIT, Permission.SEARCH, Permission.READ, Permission.FIREARMS})
 _EXAMINER = _SUBMITTER | {
     Permission.COMPARE,
     Permission.DECIDE,
     Permission.LINKS,
     Permission.LEADS,
+    Permission.INTEL,
 }
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "submitter": _SUBMITTER,

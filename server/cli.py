@@ -36,6 +36,10 @@ _HANDLERS: dict[str, str] = {
     "leads-remote": "server.commands_leads:cmd_leads_remote",
     "auth": "server.commands_auth:cmd_auth",
     "federation": "server.commands_federation:cmd_federation",
+    "firearm": "server.commands_intel:cmd_firearm",
+    "locate": "server.commands_intel:cmd_locate",
+    "series": "server.commands_intel:cmd_series",
+    "report": "server.commands_intel:cmd_report",
 }
 
 #: Roles of the auth file (server.auth.ROLES; repeated so the parser does not import gRPC).
@@ -393,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--place", help="where the casing was found")
     p.add_argument("--spacing-um", type=float, help=_SPACING_HELP)
     p.add_argument("--no-search", action="store_true", help="store only; do not search")
+    p.add_argument(
+        "--test-fire-of",
+        metavar="FIREARM_ID",
+        help="each casing is a test fire of this firearm of your agency (firearm test-fire)",
+    )
     _length_unit_option(p)
     _light_options(p)
     p.add_argument("--json", action="store_true", help="one JSON object per file per line")
@@ -487,7 +496,116 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument("--role", required=True, choices=list(ROLES))
         if name == "list":
             a.add_argument("--json", action="store_true", help="one JSON object per user")
+    _intel_parsers(command)
     return ap
+
+
+def _intel_local_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="local: read the embedded store instead of a server")
+    p.add_argument("--agency", help="local: whose view (required with --data-dir)")
+    p.add_argument("--policy", help="local: sharing policy for --agency (default: isolated)")
+
+
+def _intel_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """``firearm``, ``locate``, ``series``, ``report`` (server/commands_intel.py)."""
+    p = command(
+        "firearm",
+        "recovered firearms: add, show (its JSON is the export form), test-fire (mark a"
+        " submitted casing as its test fire), trace (record a trace request), trace-result",
+        "ballistics firearm add --make Glock --model 17 --caliber 9mm --serial ABC123"
+        " --recovered-on 2025-03-04 --place 'Elm St' --server 127.0.0.1",
+        "ballistics firearm test-fire F-0123456789ab CASING --server 127.0.0.1",
+        "ballistics firearm show F-0123456789ab --json --server 127.0.0.1",
+        "ballistics firearm trace F-0123456789ab --requested-of 'National tracing centre'"
+        " --server 127.0.0.1",
+        "ballistics firearm trace-result T-0123456789ab --status completed --outcome"
+        " 'first retail buyer: ...' --server 127.0.0.1",
+    )
+    fsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, text: str) -> argparse.ArgumentParser:
+        a = fsub.add_parser(name, help=text, description=text, formatter_class=_HelpFormatter)
+        a.add_argument("--json", action="store_true", help="one JSON object (the firearm)")
+        _remote_options(a)
+        return a
+
+    a = action("add", "record a recovered or seized firearm of your agency")
+    a.add_argument("--id", dest="firearm_id", help="its id (default: F-<12 hex digits>)")
+    a.add_argument("--make")
+    a.add_argument("--model")
+    a.add_argument("--caliber", help="calibre (e.g. 9mm)")
+    a.add_argument("--serial", help="serial number")
+    a.add_argument("--recovered-on", help="recovery date YYYY-MM-DD")
+    a.add_argument("--place", help="where it was recovered")
+    a.add_argument("--lat", type=float, help="latitude (WGS84 degrees)")
+    a.add_argument("--lon", type=float, help="longitude (WGS84 degrees)")
+    a.add_argument(
+        "--status",
+        default="recovered",
+        choices=["recovered", "seized", "test_fired", "traced", "returned", "destroyed"],
+    )
+    a = action("show", "a firearm with its test fires and traces (--json: the export form)")
+    a.add_argument("firearm_id")
+    _intel_local_options(a)
+    a = action("test-fire", "mark a casing your agency submitted as a test fire of the firearm")
+    a.add_argument("firearm_id")
+    a.add_argument("casing_ids", nargs="+", metavar="CASING_ID")
+    a = action("trace", "record a trace request (nothing outside is called)")
+    a.add_argument("firearm_id")
+    a.add_argument("--requested-of", required=True, help="who was asked to trace it")
+    a.add_argument("--date", help="request date YYYY-MM-DD (default: today)")
+    a = action("trace-result", "record a trace request's status and outcome")
+    a.add_argument("trace_id")
+    a.add_argument(
+        "--status", required=True, choices=["requested", "completed", "no_result", "refused"]
+    )
+    a.add_argument("--outcome", default="", help="free text: last legal owner, transfer chain")
+
+    p = command(
+        "locate",
+        "record the coordinates of one of your incidents (for series maps)",
+        "ballistics locate INC-1 --lat 40.71 --lon -74.00 --server 127.0.0.1",
+    )
+    p.add_argument("incident_id")
+    p.add_argument("--lat", type=float, required=True, help="latitude (WGS84 degrees)")
+    p.add_argument("--lon", type=float, required=True, help="longitude (WGS84 degrees)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    _remote_options(p)
+
+    p = command(
+        "series",
+        "incidents linked by confirmed hits (leads apart): list them, or one series as you may"
+        " see it, with its timeline, places, agencies, firearm and evidence",
+        "ballistics series --server 127.0.0.1",
+        "ballistics series --incident-id INC-1 --html s.html --png s.png --csv s.csv"
+        " --server 127.0.0.1",
+        "ballistics series --data-dir data/store --agency PD-North --policy policy.json --json",
+    )
+    p.add_argument("series_id", nargs="?", help="one series (S-...); none: list them")
+    p.add_argument("--incident-id", help="the series of this incident")
+    p.add_argument("--casing-id", help="the series of this casing")
+    p.add_argument("--firearm-id", help="the series of this firearm")
+    p.add_argument("--html", metavar="OUT.html", help="write the printable report")
+    p.add_argument("--png", metavar="OUT.png", help="write the map and timeline picture")
+    p.add_argument("--csv", metavar="OUT.csv", help="write the evidence list")
+    p.add_argument("--json", action="store_true", help="one JSON object (per series when listing)")
+    _intel_local_options(p)
+    _remote_options(p)
+
+    p = command(
+        "report",
+        "the hub's report per jurisdiction and period: acquisitions, leads, hits, hours to lead"
+        " and to hit against the 48-hour goal, links across jurisdictions, firearms",
+        "ballistics report --from 2025-01-01 --to 2025-12-31 --png hub.png --server 127.0.0.1",
+    )
+    p.add_argument("--from", dest="date_from", help="first day YYYY-MM-DD (inclusive)")
+    p.add_argument("--to", dest="date_to", help="last day YYYY-MM-DD (inclusive)")
+    p.add_argument("--jurisdiction", action="append", help="only this jurisdiction (repeatable)")
+    p.add_argument("--png", metavar="OUT.png", help="write the chart")
+    p.add_argument("--csv", metavar="OUT.csv", help="write the table")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    _intel_local_options(p)
+    _remote_options(p)
 
 
 def _correlation_options(p: argparse.ArgumentParser) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from .proto_gen import intelligence_pb2 as ipb
+from .proto_gen import intelligence_pb2_grpc as ipb_grpc
 from .proto_gen import matching_pb2 as pb
 from .proto_gen import matching_pb2_grpc as pb_grpc
 
@@ -114,6 +116,7 @@ class Client:
     ) -> None:
         self.channel = channel_for(address, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         self.stub = pb_grpc.MatchingStub(self.channel)
+        self.intel = ipb_grpc.IntelligenceStub(self.channel)
         self.timeout = timeout
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
@@ -281,6 +284,59 @@ class Client:
         correlation queue's progress."""
         req = pb.ListLeadsRequest(state=state, limit=limit, offset=offset)
         return self.stub.ListLeads(req, **self._kw(timeout))
+
+    # ------------------------------------------------------------------ intelligence
+
+    def add_firearm(self, *, timeout: float | None = None, **fields: Any) -> ipb.Firearm:
+        """Record a firearm (fields of ``AddFirearmRequest``: make, model, calibre, ...)."""
+        return self.intel.AddFirearm(ipb.AddFirearmRequest(**fields), **self._kw(timeout))
+
+    def get_firearm(self, firearm_id: str, *, timeout: float | None = None) -> ipb.Firearm:
+        req = ipb.GetFirearmRequest(firearm_id=firearm_id)
+        return self.intel.GetFirearm(req, **self._kw(timeout))
+
+    def add_test_fire(
+        self, firearm_id: str, casing_id: str, *, timeout: float | None = None
+    ) -> ipb.Firearm:
+        req = ipb.AddTestFireRequest(firearm_id=firearm_id, casing_id=casing_id)
+        return self.intel.AddTestFire(req, **self._kw(timeout))
+
+    def add_trace(
+        self,
+        firearm_id: str,
+        requested_of: str,
+        requested_at: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> ipb.Firearm:
+        req = ipb.AddTraceRequest(
+            firearm_id=firearm_id, requested_of=requested_of, requested_at=requested_at
+        )
+        return self.intel.AddTrace(req, **self._kw(timeout))
+
+    def update_trace(
+        self, trace_id: str, status: str, outcome: str = "", *, timeout: float | None = None
+    ) -> ipb.Firearm:
+        req = ipb.UpdateTraceRequest(trace_id=trace_id, status=status, outcome=outcome)
+        return self.intel.UpdateTrace(req, **self._kw(timeout))
+
+    def set_incident_location(
+        self, incident_id: str, lat: float, lon: float, *, timeout: float | None = None
+    ) -> None:
+        req = ipb.SetIncidentLocationRequest(incident_id=incident_id, lat=lat, lon=lon)
+        self.intel.SetIncidentLocation(req, **self._kw(timeout))
+
+    def list_series(self, *, timeout: float | None = None) -> ipb.ListSeriesResponse:
+        return self.intel.ListSeries(ipb.ListSeriesRequest(), **self._kw(timeout))
+
+    def get_series(self, *, timeout: float | None = None, **fields: Any) -> ipb.SeriesReport:
+        """One series (``series_id``, ``incident_id``, ``casing_id`` or ``firearm_id``;
+        ``with_html``, ``with_png``)."""
+        return self.intel.GetSeries(ipb.GetSeriesRequest(**fields), **self._kw(timeout))
+
+    def report(self, *, timeout: float | None = None, **fields: Any) -> ipb.HubReport:
+        """The hub report (``date_from``, ``date_to``, ``jurisdictions``, ``with_png``)."""
+        return self.intel.GetReport(ipb.ReportRequest(**fields), **self._kw(timeout))
 
     def health(self, service: str = "", *, timeout: float | None = 5.0) -> str:
         """Health status name: "SERVING", "NOT_SERVING", ..."""

@@ -278,7 +278,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         assert server.service is not None
         try:
-            web = create_web_server(server.service, args.host, args.http_port, tls=tls)
+            web = create_web_server(
+                server.service, args.host, args.http_port, tls=tls, intel=server.intel
+            )
         except OSError as e:
             _err(
                 f"cannot serve the review page on {args.host}:{args.http_port}: {e}"
@@ -384,10 +386,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     }
     progress = _Progress(sum(f.stat().st_size for f in files), len(files), path.is_dir())
     failed = 0
+    test_fire_of = getattr(args, "test_fire_of", None)
     with _client(args) as client:
+        if test_fire_of:  # before any upload: an unknown or unseen firearm stops here
+            client.get_firearm(test_fire_of)
         for f in files:
             try:
                 resp = client.submit(f, on_chunk=progress.chunk, search=not args.no_search, **meta)
+                if test_fire_of:  # the recovering agency's test fire (Intelligence service)
+                    client.add_test_fire(test_fire_of, resp.casing_id)
             except grpc.RpcError as e:
                 code = e.code()
                 bad_file = code in (
@@ -404,9 +411,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
             finally:
                 progress.file_done()
             if args.json:
-                _print_json({"file": str(f), **_to_dict(resp)})
+                extra = {"test_fire_of": test_fire_of} if test_fire_of else {}
+                _print_json({"file": str(f), **_to_dict(resp), **extra})
             elif not path.is_dir():
                 print(f"{resp.casing_id}  sha256={resp.sha256}  {resp.size_bytes:,} bytes")
+                if test_fire_of:
+                    print(f"test fire of firearm {test_fire_of}")
                 if resp.HasField("search"):
                     print("\n".join(_fmt_candidates(resp.search)))
     progress.close()

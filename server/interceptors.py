@@ -65,6 +65,8 @@ HEALTH_THREADS = 2
 #: How long the end of a stream waits for a cancellation that raced it (seconds).
 CANCEL_GRACE_S = 0.05
 MATCHING_PREFIX = "/ballistics.v1.Matching/"
+#: The intelligence calls (server.intel_service) share the Matching workers' limits.
+GUARDED_PREFIXES = (MATCHING_PREFIX, "/ballistics.v1.Intelligence/")
 UPLOAD_METHODS = frozenset({MATCHING_PREFIX + "SubmitCasing"})
 #: Refusal records queued for the writer thread at most (a burst beyond it is counted).
 QUEUE_SIZE = 1000
@@ -229,7 +231,7 @@ class ServerGuard(grpc.ServerInterceptor):
     ) -> Any:
         handler = continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or not method.startswith(MATCHING_PREFIX):
+        if handler is None or not method.startswith(GUARDED_PREFIXES):
             return handler
         upload = method in UPLOAD_METHODS
         name = _method_name(handler_call_details)

@@ -383,15 +383,26 @@ class Call:
 
 
 _R = TypeVar("_R")
-_Handler = Callable[["MatchingService", Any, grpc.ServicerContext, Call], _R]
+
+
+class Audited(Protocol):
+    """What :func:`_rpc` needs of a servicer: the authenticator and the audit writer."""
+
+    auth: Authenticator
+
+    def _audit(self, call: Call, outcome: str, detail: str) -> None: ...
+
+
+_S = TypeVar("_S", bound=Audited)
+_Handler = Callable[[_S, Any, grpc.ServicerContext, Call], _R]
 
 
 def _rpc(
     method: str, permission: Permission
-) -> Callable[[_Handler[_R]], Callable[[MatchingService, Any, grpc.ServicerContext], _R]]:
-    def deco(fn: _Handler[_R]) -> Callable[[MatchingService, Any, grpc.ServicerContext], _R]:
+) -> Callable[[_Handler[_S, _R]], Callable[[_S, Any, grpc.ServicerContext], _R]]:
+    def deco(fn: _Handler[_S, _R]) -> Callable[[_S, Any, grpc.ServicerContext], _R]:
         @functools.wraps(fn)
-        def wrapper(self: MatchingService, request: Any, context: grpc.ServicerContext) -> _R:
+        def wrapper(self: _S, request: Any, context: grpc.ServicerContext) -> _R:
             call = Call(method, peer=peer_of(context))
             try:
                 check_ids(request)  # before anything else: a 70 KB id is never audited

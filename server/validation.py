@@ -58,12 +58,31 @@ FIELD_LIMITS: dict[str, int] = {
     "jurisdictions": 64,
     "comment": 4000,
     "reason": 1000,
+    # intelligence (server.intel_service)
+    "firearm_id": 128,
+    "series_id": 128,
+    "trace_id": 128,
+    "serial_number": 64,
+    "recovered_on": 10,
+    "requested_at": 10,
+    "outcome": 2000,
 }
 #: The id fields checked before authentication, and their limit (characters).
-ID_FIELDS = ("casing_id", "casing_a", "casing_b", "candidate_id", "incident_id")
+ID_FIELDS = (
+    "casing_id",
+    "casing_a",
+    "casing_b",
+    "candidate_id",
+    "incident_id",
+    "firearm_id",
+    "series_id",
+    "trace_id",
+)
 MAX_ID_CHARS = 128
-MULTILINE_FIELDS = frozenset({"comment", "reason"})
-DATE_FIELDS = frozenset({"acquisition_date", "date_from", "date_to"})
+MULTILINE_FIELDS = frozenset({"comment", "reason", "outcome"})
+DATE_FIELDS = frozenset(
+    {"acquisition_date", "date_from", "date_to", "recovered_on", "requested_at"}
+)
 SPACING_FIELDS = frozenset({"pixel_spacing_m"})
 NON_NEGATIVE_FIELDS = frozenset({"max_results", "limit", "offset"})
 MAX_REPEATED = 32  # entries of a repeated string field (jurisdictions)

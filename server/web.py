@@ -242,8 +242,11 @@ class ReviewApp:
     pictures; the numbers all come from the RPCs.
     """
 
-    def __init__(self, service: MatchingService, *, secure: bool = False) -> None:
+    def __init__(
+        self, service: MatchingService, *, secure: bool = False, intel: Any = None
+    ) -> None:
         self.service = service
+        self.intel = intel  # server.intel_service.IntelligenceService, or None: no such pages
         self.backend: Any = service.backend
         self.secure = secure
         self.sessions = Sessions()
@@ -257,6 +260,15 @@ class ReviewApp:
         s = req.session
         ctx = WebContext(s.token if s else "", req.peer, req.cert_subject)
         return getattr(self.service, method)(message, ctx)
+
+    def intel_rpc(self, req: Request, method: str, message: Any) -> Any:
+        """Call ``IntelligenceService.<method>`` as the session's user (NOT_FOUND page when
+        the server has no intelligence service)."""
+        if self.intel is None:
+            raise WebAbort(grpc.StatusCode.NOT_FOUND, "no intelligence service")
+        s = req.session
+        ctx = WebContext(s.token if s else "", req.peer, req.cert_subject)
+        return getattr(self.intel, method)(message, ctx)
 
     def audit(self, req: Request, method: str, outcome: str, identity: Identity | None) -> None:
         self.service.audit.append(
@@ -367,12 +379,17 @@ class ReviewApp:
             ("GET", "/render.png"): self.render,
             ("POST", "/decide"): self.decide,
             ("GET", "/report"): self.report,
+            ("GET", "/series"): self.series_list,
+            ("GET", "/hub"): self.hub,
+            ("GET", "/hub.png"): self.hub_png,
         }
         fn = routes.get((method, path))
         if fn is not None:
             return fn(req)
         if method == "GET" and path.startswith("/search/"):
             return self.search_page(req, path.removeprefix("/search/"))
+        if method == "GET" and path.startswith("/series/"):
+            return self.series_page(req, path.removeprefix("/series/"))
         return self.page(
             req, "Not found", f"<p>{esc(NOT_FOUND_TEXT)}</p>", status=HTTPStatus.NOT_FOUND
         )
@@ -415,7 +432,12 @@ class ReviewApp:
             who = (
                 f'<span class="who">{esc(i.user)} &middot; {esc(i.agency)} &middot; {esc(i.role)}'
                 f"</span> <a href='/queue'>Queue</a>"
-                f' <form method="post" action="/logout" class="inline">{self.csrf_field(req)}'
+                + (
+                    " <a href='/series'>Series</a> <a href='/hub'>Hub report</a>"
+                    if self.intel
+                    else ""
+                )
+                + f' <form method="post" action="/logout" class="inline">{self.csrf_field(req)}'
                 '<button type="submit">Log out</button></form>'
             )
         doc = (
@@ -1008,6 +1030,84 @@ class ReviewApp:
         )
         return self.page(req, "Case-file report", body, body_class="report")
 
+    # -- intelligence: series and the hub report (server.intel_service) ---------------------
+    def series_list(self, req: Request) -> Response:
+        from .proto_gen import intelligence_pb2 as ipb
+
+        views = json.loads(self.intel_rpc(req, "ListSeries", ipb.ListSeriesRequest()).series_json)
+        rows = "".join(
+            f"<tr><td><a href='/series/{esc(v['series_id'])}'>{esc(v['series_id'])}</a></td>"
+            f"<td>{v['incidents']}</td><td>{v['firearms']}</td><td>{v['links']}</td>"
+            f"<td>{v['hidden_links']}</td><td>{esc(', '.join(v['agencies']))}</td>"
+            f"<td>{esc(v['first_date'] or '')}</td><td>{esc(v['last_date'] or '')}</td></tr>"
+            for v in views
+        )
+        body = (
+            "<p>Incidents linked by confirmed hits (leads are not links). Hidden: links to"
+            " records you may not see.</p><table class='grid'><thead><tr><th>series</th>"
+            "<th>incidents</th><th>firearms</th><th>links</th><th>hidden</th><th>agencies</th>"
+            f"<th>first</th><th>last</th></tr></thead><tbody>{rows}</tbody></table>"
+            if views
+            else "<p>No series you may see.</p>"
+        )
+        return self.page(req, "Series", body)
+
+    def series_page(self, req: Request, name: str) -> Response:
+        from .intel_output import series_html_body
+        from .proto_gen import intelligence_pb2 as ipb
+
+        png = name.endswith(".png")
+        sid = name.removesuffix(".png")
+        resp = self.intel_rpc(req, "GetSeries", ipb.GetSeriesRequest(series_id=sid, with_png=png))
+        if png:
+            return Response(HTTPStatus.OK, resp.png, "image/png")
+        view = json.loads(resp.series_json)
+        body = series_html_body(view, f"/series/{view['series_id']}.png", css_class="grid")
+        body += "<p class='noprint'><button type='button' id='print'>Print</button></p>"
+        return self.page(req, f"Series {view['series_id']}", body, body_class="report")
+
+    def _report_request(self, req: Request, with_png: bool) -> Any:
+        from .proto_gen import intelligence_pb2 as ipb
+
+        return self.intel_rpc(
+            req,
+            "GetReport",
+            ipb.ReportRequest(
+                date_from=req.query.get("from", ""),
+                date_to=req.query.get("to", ""),
+                with_png=with_png,
+            ),
+        )
+
+    def hub(self, req: Request) -> Response:
+        from .intel_output import REPORT_CSV_KEYS, html_table
+
+        rep = json.loads(self._report_request(req, False).report_json)
+        rows = []
+        for r in [*rep["jurisdictions"], rep["total"]]:
+            flat = dict(r)
+            for k in ("incident_to_lead", "lead_to_hit"):
+                flat[f"{k}_n"] = r[k]["n"]
+                flat[f"{k}_median_h"] = r[k]["median_h"]
+                flat[f"{k}_share_within_goal"] = r[k]["share_within_goal"]
+            rows.append([flat.get(k) for k in REPORT_CSV_KEYS])
+        q = urlencode(
+            {k: v for k, v in (("from", rep["period"]["from"]), ("to", rep["period"]["to"])) if v}
+        )
+        body = (
+            "<form method='get' action='/hub' class='noprint'>From <input name='from' type='date'"
+            f" value='{esc(rep['period']['from'] or '')}'> to <input name='to' type='date'"
+            f" value='{esc(rep['period']['to'] or '')}'> <button type='submit'>Show</button>"
+            "</form>"
+            + html_table(list(REPORT_CSV_KEYS), rows, "grid")
+            + f"<p><img src='/hub.png?{esc(q)}' alt='hub report chart'></p>"
+            + "".join(f"<p>{esc(n)}.</p>" for n in rep["notes"])
+        )
+        return self.page(req, "Hub report", body, body_class="report")
+
+    def hub_png(self, req: Request) -> Response:
+        return Response(HTTPStatus.OK, self._report_request(req, True).png, "image/png")
+
 
 class _Forbidden(Exception):
     """A POST without the session's CSRF token."""
@@ -1178,6 +1278,7 @@ def create_web_server(
     port: int,
     *,
     tls: TlsConfig | None = None,
+    intel: Any = None,
 ) -> WebServer:
     """Bind the review page on ``host:port`` (0: any free port) and start it in a thread.
 
@@ -1185,7 +1286,7 @@ def create_web_server(
     requires) a client certificate signed by ``tls.client_ca`` when ``tls.require_client_cert``.
     Raises ``OSError`` when the address cannot be bound.
     """
-    app = ReviewApp(service, secure=tls is not None)
+    app = ReviewApp(service, secure=tls is not None, intel=intel)
     handler = type("ReviewHandler", (_Handler,), {"app": app})
     httpd = ThreadingHTTPServer((host, port), handler)
     httpd.daemon_threads = True

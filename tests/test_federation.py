@@ -310,6 +310,21 @@ def test_notify_hit_twice_records_one_hit_on_both_sides(net: dict[str, Any]) -> 
     assert e.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
 
 
+def test_hub_reports_count_the_cross_border_hit(net: dict[str, Any]) -> None:
+    """A hit across the border shows in both servers' hub reports (index.intel), each
+    counting it against its own casing and naming the peer."""
+    a, b, ids = net["A"], net["B"], net["_ids"]
+    ref = _b_ref(net)
+    with _client(a, "PD-A") as cl:
+        cl.decide(ids["a1"], ref, "hit", "same breech face", candidate_server="B")  # idempotent
+        ra = json.loads(cl.report().report_json)
+    with _client(b, "PD-B") as cl:
+        rb = json.loads(cl.report().report_json)
+    assert ra["total"]["hits_cross_border"] >= 1 and ra["total"]["cross_border_peers"].get("B")
+    assert rb["total"]["hits_cross_border"] >= 1 and rb["total"]["cross_border_peers"].get("A")
+    assert "C" not in ra["total"]["cross_border_peers"]
+
+
 def test_both_audit_logs_hold_every_cross_border_call(net: dict[str, Any]) -> None:
     a, b = net["A"], net["B"]
     _b_ref(net)  # at least one call
