@@ -78,10 +78,10 @@ class PgConnection:
 def _connect(url: str) -> psycopg.Connection[Any]:
     raw = psycopg.connect(url, autocommit=True)
     # numpy integers and floats reach the store from callers that index arrays
-    for t in (np.int64, np.int32):
-        raw.adapters.register_dumper(t, Int8Dumper)
-    for t in (np.float64, np.float32):
-        raw.adapters.register_dumper(t, FloatDumper)
+    raw.adapters.register_dumper(np.int64, Int8Dumper)
+    raw.adapters.register_dumper(np.int32, Int8Dumper)
+    raw.adapters.register_dumper(np.float64, FloatDumper)
+    raw.adapters.register_dumper(np.float32, FloatDumper)
     return raw
 
 
@@ -159,7 +159,9 @@ class PgStore(Store):
 
     # -- row-level security ------------------------------------------------------------------
     @contextlib.contextmanager
-    def acting_for(self, agency: str | None, readable: Iterable[str] | None = None) -> Iterator[None]:
+    def acting_for(
+        self, agency: str | None, readable: Iterable[str] | None = None
+    ) -> Iterator[None]:
         """Within the block, this thread's session writes only ``agency``'s rows and reads
         only casings and incidents of ``readable`` (None: unrestricted), enforced by the
         database's row-level security (migration 0002), whatever the SQL asks."""
@@ -259,7 +261,9 @@ class PgStore(Store):
             with contextlib.suppress(psycopg.Error):
                 self._conn().execute("SELECT pg_advisory_unlock(?, ?)", (JOB_LOCK, int(rowid)))
 
-    def finish_job(self, rowid: int, leads: Iterable[Any], *, n_screened: int, n_compared: int) -> int:
+    def finish_job(
+        self, rowid: int, leads: Iterable[Any], *, n_screened: int, n_compared: int
+    ) -> int:
         try:
             return super().finish_job(rowid, leads, n_screened=n_screened, n_compared=n_compared)
         finally:
@@ -290,7 +294,7 @@ class PgStore(Store):
             if rowid in self._held_jobs:
                 continue  # this store's own job in hand
             got = con.execute("SELECT pg_try_advisory_lock(?, ?)", (JOB_LOCK, rowid)).fetchone()
-            if not got[0]:
+            if not (got and got[0]):
                 continue  # a live worker holds it
             try:
                 with self._tx() as tx:
@@ -311,5 +315,5 @@ def redact(url: str) -> str:
     except psycopg.ProgrammingError:
         return "<unparseable PostgreSQL URL>"
     info.pop("password", None)
-    host = info.get("host", "")
-    return f"postgresql://{info.get('user', '')}@{host}:{info.get('port', '')}/{info.get('dbname', '')}"
+    user, host = info.get("user", ""), info.get("host", "")
+    return f"postgresql://{user}@{host}:{info.get('port', '')}/{info.get('dbname', '')}"

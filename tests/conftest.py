@@ -53,8 +53,16 @@ def pg_url(pg_cluster):
     pg_cluster.drop_database(url)
 
 
+@pytest.fixture
+def pg_url_2(pg_cluster):
+    """A second fresh database, for a test that needs two independent stores."""
+    url = pg_cluster.create_database()
+    yield url
+    pg_cluster.drop_database(url)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store_engine(request, monkeypatch):
+def store_engine(request, monkeypatch, tmp_path):
     """Run the test on each store engine: SQLite in the test's data directory, or a fresh
     PostgreSQL database chosen through ``BALLISTICS_STORE`` (so subprocesses the test starts
     use it too; :func:`index.store.open_store`). Yields the engine's name."""
@@ -63,3 +71,5 @@ def store_engine(request, monkeypatch):
     else:
         monkeypatch.setenv("BALLISTICS_STORE", request.getfixturevalue("pg_url"))
     yield request.param
+    if request.param == "postgresql":  # the test really ran on PostgreSQL
+        assert not list(tmp_path.rglob("store.sqlite")), "a SQLite store was opened"

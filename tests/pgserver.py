@@ -62,14 +62,39 @@ class PgCluster:
         if os.geteuid() == 0:  # initdb and postgres refuse root
             self.as_user = ["runuser", "-u", "postgres", "--"]
             shutil.chown(self.root, "postgres", "postgres")
-        self._run(["initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E",
-                   "UTF8", "--no-sync"])
+        self._run(
+            [
+                "initdb",
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
+        )
         opts = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories="
             f"{self.root} -c fsync=off -c max_connections=200 -c shared_buffers=32MB"
         )
-        self._run(["pg_ctl", "-D", str(self.data), "-o", opts, "-w", "-t", "60", "-l",
-                   str(self.root / "log"), "start"])
+        self._run(
+            [
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(self.root / "log"),
+                "start",
+            ]
+        )
         self.admin(f"CREATE ROLE {ROLE} LOGIN NOSUPERUSER CREATEDB")
 
     def _run(self, argv: list[str]) -> None:
