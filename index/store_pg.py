@@ -168,7 +168,7 @@ class PgStore(Store):
         con = self._conn()
         ags = None if readable is None else ",".join(sorted(readable))
         if ags is not None and not ags:
-            ags = "\x00none"  # an empty list must restrict to nothing, not lift the restriction
+            ags = ","  # no agency ('' is never one): an empty list restricts to nothing
         con.raw.execute(
             "SELECT set_config('app.agency', %s, false), set_config('app.agencies', %s, false)",
             (agency or "", ags or ""),

@@ -644,5 +644,9 @@ def open_backend(
     """Open the embedded catalog in ``data_dir``; returns (backend, close)."""
     from index.service import Catalog
 
-    catalog = Catalog.open(data_dir, config, engine=limited_engine(limits or ServiceLimits()))
+    from .commands_index import _engine
+
+    # BALLISTICS_INDEX_ENGINE swaps the pipeline for a test engine, as for ingest and search
+    engine = _engine() or limited_engine(limits or ServiceLimits())
+    catalog = Catalog.open(data_dir, config, engine=engine)
     return CatalogBackend(catalog), catalog.close

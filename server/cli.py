@@ -363,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--once", action="store_true", help="run one job and exit")
     g.add_argument("--max-jobs", type=int, metavar="N", help="run at most N jobs")
+    g.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep running, taking new jobs as they come, until SIGTERM or Ctrl-C (a worker"
+        " beside servers on a shared --store postgresql://...)",
+    )
     p.add_argument(
         "--backfill",
         action="store_true",

@@ -118,7 +118,10 @@ def cmd_correlate(args: argparse.Namespace) -> int:
                 if args.backfill:
                     n = cat.store.enqueue_missing_jobs()
                     print(f"backfill: {n} stored casing(s) queued", file=sys.stderr)
-                worker.drain(max_jobs)
+                if getattr(args, "follow", False):
+                    _follow(worker)
+                else:
+                    worker.drain(max_jobs)
             finally:
                 worker.stop()
             jobs = cat.store.job_counts()
@@ -126,6 +129,20 @@ def cmd_correlate(args: argparse.Namespace) -> int:
         return _fail(f"{e}; a running server correlates in the background itself")
     print(_progress_line(jobs), file=sys.stderr)
     return 0
+
+
+def _follow(worker: Any) -> None:
+    """Run ``worker`` in its background thread until SIGTERM or SIGINT."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    worker.start()
+    print("correlation worker running; SIGTERM or Ctrl-C stops", file=sys.stderr, flush=True)
+    while not stop.wait(1.0):
+        worker.wake()  # other processes' ingests do not wake this one: poll
 
 
 def _print_leads(leads: list[dict[str, Any]], jobs: dict[str, int], as_json: bool) -> None:
