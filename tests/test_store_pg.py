@@ -302,3 +302,105 @@ def test_two_servers_one_postgresql_sigkill_mid_work(tmp_path: Path, pg_url: str
         assert n_rows > 0
     finally:
         s.close()
+
+
+WORKER = r"""
+import sys
+from index.correlate import CorrelationConfig, CorrelationWorker
+from index.service import Catalog, CatalogConfig
+from index.testing import FakeScreenEngine
+eng = FakeScreenEngine()
+eng.score_delay_s = 0.02  # a comparison that takes time, so kills land mid-job
+cfg = CatalogConfig(store=sys.argv[2], files_dir=sys.argv[3])
+cat = Catalog.open(sys.argv[1], cfg, engine=eng)
+w = CorrelationWorker(
+    cat,
+    config=CorrelationConfig(lead_max_nmf=0.3, max_attempts=1000),
+    on_done=lambda o: print(o.casing, flush=True),
+)
+print("ready", flush=True)
+w.drain()
+print("drained", flush=True)
+w.stop()
+cat.close()
+"""
+
+
+def _fill(cat) -> None:
+    from index.testing import PNG_MAGIC
+
+    for g in range(8):
+        for s in range(4):
+            body = PNG_MAGIC + f"FAKE:{g}:{s}".encode()
+            cat.ingest_bytes(body, f"g{g}s{s}.png", {"casing_id": f"g{g}s{s}"})
+
+
+@pytest.mark.slow
+def test_two_workers_sigkill_mid_job_no_job_lost_or_run_twice(
+    tmp_path: Path, pg_url: str, pg_url_2: str
+) -> None:
+    from index.correlate import CorrelationConfig, CorrelationWorker
+    from index.service import Catalog, CatalogConfig
+    from index.testing import FakeScreenEngine
+
+    files = tmp_path / "files"
+    with Catalog.open(
+        tmp_path / "fill",
+        CatalogConfig(store=pg_url, files_dir=str(files)),
+        engine=FakeScreenEngine(),
+    ) as cat:
+        _fill(cat)
+    ref_cfg = CatalogConfig(store=pg_url_2, files_dir=str(tmp_path / "ref-files"))
+    with Catalog.open(tmp_path / "ref", ref_cfg, engine=FakeScreenEngine()) as cat:
+        _fill(cat)  # the same queue, drained by one worker never killed
+        w = CorrelationWorker(cat, config=CorrelationConfig(lead_max_nmf=0.3))
+        w.drain()
+        w.stop()
+        expected = {frozenset((ld.casing_a, ld.casing_b)) for ld in cat.store.list_leads()}
+    assert len(expected) == 8 * 6
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def start(name: str) -> subprocess.Popen[str]:
+        p = subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(tmp_path / name), pg_url, str(files)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        return p
+
+    rng = random.Random(20261205)
+    finished: list[str] = []  # jobs acknowledged by either worker (printed after the commit)
+    steady = start("w2")  # runs throughout, beside a worker killed again and again
+    kills = 0
+    for _ in range(6):
+        p = start("w1")
+        time.sleep(rng.uniform(0.1, 0.4))
+        p.send_signal(signal.SIGKILL)
+        out, _ = p.communicate()
+        lines = out.split("\n")
+        kills += "drained" not in lines
+        finished += [ln for ln in lines[:-1] if ln.isdigit()]  # a torn last line: not acked
+    p = start("w1")  # the last one finishes, taking back what the killed left running
+    for q in (p, steady):
+        out, _ = q.communicate(timeout=300)
+        finished += [ln for ln in out.split("\n") if ln.isdigit()]
+    assert kills >= 3
+    assert len(finished) == len(set(finished))  # no job finished twice, by either worker
+    s = _store(pg_url, files)
+    try:
+        assert s.job_counts() == {"pending": 0, "running": 0, "done": 32, "failed": 0}
+        assert len(finished) == len(set(finished)) == 32
+        got = {frozenset((ld.casing_a, ld.casing_b)) for ld in s.list_leads()}
+        assert got == expected  # no lead lost
+        con = s._conn()
+        assert con.execute("SELECT COUNT(*) FROM leads").fetchone()[0] == len(expected)
+        n_leads = con.execute("SELECT SUM(n_leads) FROM correlation_jobs").fetchone()[0]
+        assert n_leads == len(expected)  # each job's leads recorded by one finish
+        retaken = con.execute("SELECT COUNT(*) FROM correlation_jobs WHERE attempts > 1")
+        assert retaken.fetchone()[0] >= 1  # some kill did land mid-job
+    finally:
+        s.close()
