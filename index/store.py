@@ -320,6 +320,15 @@ class Store:
             self._conns.clear()
         self._closed = True
 
+    @contextlib.contextmanager
+    def acting_for(
+        self, agency: str | None, readable: Iterable[str] | None = None
+    ) -> Iterator[None]:
+        """Row-level security for the calls of this thread in the block (PostgreSQL:
+        :meth:`index.store_pg.PgStore.acting_for`). SQLite has none: a no-op, the sharing
+        policy is the only line."""
+        yield
+
     # -- originals ---------------------------------------------------------------------------
     def object_path(self, sha256: str) -> Path:
         return self.objects_dir / sha256[:2] / sha256[2:]
