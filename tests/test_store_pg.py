@@ -404,3 +404,32 @@ def test_two_workers_sigkill_mid_job_no_job_lost_or_run_twice(
         assert retaken.fetchone()[0] >= 1  # some kill did land mid-job
     finally:
         s.close()
+
+
+def test_cli_store_option_two_data_dirs_one_store(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """`ingest` from one machine's data dir, `search` and `leads` from another's: the store and
+    the files are the shared ones named by --store and --files."""
+    import json
+
+    from server.cli import main as cli_main
+
+    monkeypatch.delenv("BALLISTICS_STORE", raising=False)
+    monkeypatch.setenv("BALLISTICS_INDEX_ENGINE", "index.testing:FakeEngine")
+    src = tmp_path / "src"
+    src.mkdir()
+    for g in range(3):
+        for s in range(2):
+            (src / f"g{g}s{s}.x3p").write_bytes(f"FAKE:{g}:{s}".encode())
+    shared = ["--store", pg_url, "--files", str(tmp_path / "files")]
+    assert cli_main(["ingest", str(src), "--data-dir", str(tmp_path / "a"), *shared, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["added"]) == 6
+    q = ["search", "--file", str(src / "g1s0.x3p"), "--json", "--top", "2"]
+    assert cli_main([*q, "--data-dir", str(tmp_path / "b"), *shared]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[-1]["identical_file"] and rows[0]["rank"] == 1
+    assert not (tmp_path / "a" / "store.sqlite").exists()
+    assert not (tmp_path / "b" / "store.sqlite").exists()
+    assert cli_main(["leads", "--data-dir", str(tmp_path / "c"), *shared, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["jobs"]["pending"] == 6
