@@ -25,6 +25,11 @@ process must not write the same directory concurrently (the :class:`index.servic
 takes an exclusive file lock).
 
 FAISS ids are the ``casings.id`` integer primary key (AUTOINCREMENT: never reused).
+
+Schema: versioned SQL files ``index/migrations/sqlite/NNNN_*.sql`` applied on open
+(:mod:`index.migrations`). The same store on PostgreSQL, for several servers and workers:
+:mod:`index.store_pg`; :func:`open_store` chooses (the SQL below is written in the dialect both
+engines speak: ``ON CONFLICT``, ``RETURNING``, no SQLite-only functions).
 """
 
 from __future__ import annotations
