@@ -310,6 +310,9 @@ class CorrelationWorker:
             self.recover()
         store = self.catalog.store
         rowid = store.take_job(self.name, max_attempts=self.config.max_attempts)
+        if rowid is None and store.shared and store.requeue_running_jobs():
+            # a worker of another process died mid-job (PostgreSQL: its lock went with it)
+            rowid = store.take_job(self.name, max_attempts=self.config.max_attempts)
         if rowid is None:
             return None
         try:

@@ -43,7 +43,7 @@ from .search import (
     SearchResult,
     indexed,
 )
-from .store import CasingRecord, Decision, Filters, Store
+from .store import CasingRecord, Decision, Filters, Store, open_store
 from .vectors import FaissIndex, SnapshotError, effective_factory
 
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -77,6 +77,14 @@ class CatalogConfig:
     default_agency: str = "local"
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     auto_reextract: bool = True
+    store: str | None = None
+    """Where the store of record lives: None (SQLite in the data directory, unless the
+    environment variable ``BALLISTICS_STORE`` names a server) or ``postgresql://...``
+    (:func:`index.store.open_store`). The data directory then keeps this process's index
+    snapshots and lock only."""
+    files_dir: str | None = None
+    """A PostgreSQL store's shared folder of originals and surfaces (None:
+    ``BALLISTICS_FILES``, else the data directory)."""
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any] | None) -> CatalogConfig:
@@ -166,7 +174,7 @@ class Catalog:
                 raise CatalogLockedError(
                     f"data directory {d} is open for writing by another process"
                 ) from None
-        store = Store(d)
+        store = open_store(d, cfg.store, files_dir=cfg.files_dir)
         self = cls(d, cfg, engine or BallisticsEngine(), store)
         self._lock_fd = lock_fd
         try:
@@ -424,7 +432,9 @@ class Catalog:
                 spacing_m=proc.spacing_m,
                 quality=proc.quality,
             )
-            if rec.created:
+            if rec.created and self.store.shared:
+                self._catch_up()  # other processes' changes up to and including this one
+            elif rec.created:
                 self._apply_add(rec.id, proc.descriptors)
                 self.applied_seq = seq
                 self._after_change()
@@ -471,11 +481,57 @@ class Catalog:
         """Soft-delete (kept for audit); removed from every index without a rebuild."""
         with self._write_lock:
             rec, seq = self.store.delete_casing(casing_id, reason)
+            if self.store.shared:
+                self._catch_up()
+                return rec
             for idx in self.indexes.values():
                 idx.remove([rec.id])
             self.applied_seq = seq
             self._after_change()
         return rec
+
+    def sync(self) -> int:
+        """Apply the changes other processes committed to a shared store (PostgreSQL) since
+        this catalog's ``applied_seq``; returns how many. A no-op on a store only this process
+        writes. Searches call it first, so every server answers from the same casings."""
+        if not self.store.shared:
+            return 0
+        if self.store.seq() == self.applied_seq:
+            return 0
+        with self._write_lock:
+            return self._catch_up()
+
+    def _catch_up(self) -> int:
+        """Replay the store's changes after ``applied_seq`` into the indexes (under the write
+        lock). The store commits changes in ``seq`` order (index/store_pg.py), so nothing
+        committed later can carry a smaller number."""
+        changes = self.store.changes_since(self.applied_seq)
+        if not changes:
+            return 0
+        if any(ch.kind == "reextract" for ch in changes):
+            self.rebuild()  # descriptors changed under us: rebuild from the store
+            return len(changes)
+        for ch in changes:
+            if ch.casing is None:
+                continue
+            if ch.kind == "delete":
+                for idx in self.indexes.values():
+                    idx.remove([ch.casing])
+                continue
+            rec = self.store.get_casing(ch.casing, include_deleted=True)
+            if rec.deleted:
+                continue
+            descs = self.store.descriptors_of(ch.casing, self.extractor_version)
+            fresh = {
+                r: v
+                for r, v in indexed(descs).items()
+                if r not in self.indexes or not self.indexes[r].contains(ch.casing)
+            }
+            if fresh:
+                self._apply_add(ch.casing, fresh)
+        self.applied_seq = changes[-1].seq
+        self._after_change()
+        return len(changes)
 
     def record_decision(
         self,
@@ -590,6 +646,7 @@ class Catalog:
         keep = self.config.compare_k if compare_k is None else int(compare_k)
         if keep < 0:
             raise ValueError(f"compare_k must be >= 0 (0: compare every candidate); got {keep}")
+        self.sync()
         with self._interactive():
             return self._search(
                 query, top, rerank_k, keep, filters, deadline_s, spacing_um, length_unit, light

@@ -25,6 +25,11 @@ process must not write the same directory concurrently (the :class:`index.servic
 takes an exclusive file lock).
 
 FAISS ids are the ``casings.id`` integer primary key (AUTOINCREMENT: never reused).
+
+Schema: versioned SQL files ``index/migrations/sqlite/NNNN_*.sql`` applied on open
+(:mod:`index.migrations`). The same store on PostgreSQL, for several servers and workers:
+:mod:`index.store_pg`; :func:`open_store` chooses (the SQL below is written in the dialect both
+engines speak: ``ON CONFLICT``, ``RETURNING``, no SQLite-only functions).
 """
 
 from __future__ import annotations
@@ -47,115 +52,9 @@ import numpy as np
 
 from .blobs import BlobStore, SurfaceFileError, atomic_write, fsync_dir
 from .errors import NotFoundError
+from .migrations import apply_sqlite
 
 VERDICTS = ("hit", "excluded", "inconclusive")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS agencies(
-    id TEXT PRIMARY KEY, name TEXT, jurisdiction TEXT);
--- Incidents are scoped per agency: (agency, id). Two agencies' "2024-001" are two incidents,
--- and a casing always belongs to an incident of its own agency.
-CREATE TABLE IF NOT EXISTS incidents(
-    agency TEXT NOT NULL REFERENCES agencies(id), id TEXT NOT NULL, case_number TEXT,
-    date TEXT, place TEXT, PRIMARY KEY(agency, id));
-{casings}
-CREATE UNIQUE INDEX IF NOT EXISTS casings_live_sha_agency
-    ON casings(sha256, agency) WHERE deleted = 0;
-CREATE INDEX IF NOT EXISTS casings_class ON casings(caliber, firing_pin_shape);
--- Covers every search filter (the sharing policy filters by agency on every remote search), so
--- filter_ids reads this small index instead of the table.
-CREATE INDEX IF NOT EXISTS casings_filter
-    ON casings(deleted, agency, caliber, firing_pin_shape, acquisition_date);
-CREATE INDEX IF NOT EXISTS casings_incident ON casings(incident);
-CREATE TABLE IF NOT EXISTS descriptors(
-    casing INTEGER NOT NULL REFERENCES casings(id),
-    region TEXT NOT NULL,
-    extractor_version TEXT NOT NULL,
-    dim INTEGER NOT NULL,
-    vector BLOB NOT NULL,
-    PRIMARY KEY(casing, region, extractor_version));
-CREATE INDEX IF NOT EXISTS descriptors_region ON descriptors(region, extractor_version);
--- Legacy: surfaces stored inside SQLite (empty once _migrate_surface_blobs has run).
-CREATE TABLE IF NOT EXISTS surfaces(
-    casing INTEGER PRIMARY KEY REFERENCES casings(id), codec TEXT NOT NULL, data BLOB NOT NULL);
--- The prepared surface of a casing: a file under surfaces/ named by the SHA-256 of its bytes
--- (index.blobs). codec: how the file's bytes encode what Engine.load takes ('raw': as is).
--- Casings with identical surfaces share one file; it is removed with the last row using it.
-CREATE TABLE IF NOT EXISTS surface_files(
-    casing INTEGER PRIMARY KEY REFERENCES casings(id), codec TEXT NOT NULL,
-    sha256 TEXT NOT NULL, size INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS surface_files_sha ON surface_files(sha256);
--- The scan's quality record (JSON, ballistics.quality); no row: casing stored before quality
--- records existed (unknown, not zero). Kept apart from the surface so a search can attach it
--- to every candidate without decompressing surfaces.
-CREATE TABLE IF NOT EXISTS qualities(
-    casing INTEGER PRIMARY KEY REFERENCES casings(id), record TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS decisions(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    casing INTEGER NOT NULL REFERENCES casings(id),
-    candidate INTEGER NOT NULL REFERENCES casings(id),
-    verdict TEXT NOT NULL CHECK(verdict IN ('hit', 'excluded', 'inconclusive')),
-    comment TEXT NOT NULL DEFAULT '',
-    examiner TEXT NOT NULL,
-    agency TEXT,
-    time TEXT NOT NULL,
-    supersedes INTEGER REFERENCES decisions(id));
-CREATE INDEX IF NOT EXISTS decisions_pair ON decisions(casing, candidate);
-CREATE INDEX IF NOT EXISTS decisions_candidate ON decisions(candidate);
-CREATE TRIGGER IF NOT EXISTS decisions_append_only_u BEFORE UPDATE ON decisions
-    BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS decisions_append_only_d BEFORE DELETE ON decisions
-    BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
--- Free-form metadata per casing from an ingest manifest's extra columns (e.g. firearm_id,
--- the ground truth of a validation run); never used for search filtering.
-CREATE TABLE IF NOT EXISTS casing_metadata(
-    casing INTEGER NOT NULL REFERENCES casings(id),
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY(casing, key));
-CREATE TABLE IF NOT EXISTS changes(
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL CHECK(kind IN ('add', 'delete', 'reextract')),
-    casing INTEGER,
-    time TEXT NOT NULL);
--- Background correlation (index/correlate.py): one job per casing, written in the same
--- transaction as the casing, so no stored casing can miss its job. 'running' jobs of a process
--- that died are put back to 'pending' when a worker starts (requeue_running_jobs).
-CREATE TABLE IF NOT EXISTS correlation_jobs(
-    casing INTEGER PRIMARY KEY REFERENCES casings(id),
-    state TEXT NOT NULL DEFAULT 'pending'
-        CHECK(state IN ('pending', 'running', 'done', 'failed')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL,
-    started_at TEXT,
-    finished_at TEXT,
-    worker TEXT,
-    error TEXT,
-    n_screened INTEGER,
-    n_compared INTEGER,
-    n_leads INTEGER);
-CREATE INDEX IF NOT EXISTS correlation_jobs_state ON correlation_jobs(state, casing);
--- A lead: a pair whose full comparison passed the lead threshold. One row per unordered pair
--- (casing_a < casing_b: row ids), so a retaken job can never double it. Its state is not kept
--- here: it is the pair's latest examiner decision (decisions table, the Decide path).
-CREATE TABLE IF NOT EXISTS leads(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    casing_a INTEGER NOT NULL REFERENCES casings(id),
-    casing_b INTEGER NOT NULL REFERENCES casings(id),
-    job INTEGER NOT NULL REFERENCES casings(id),
-    score REAL,
-    cmc REAL,
-    non_match_frequency REAL,
-    screen_score REAL,
-    low_confidence INTEGER NOT NULL DEFAULT 0,
-    low_confidence_reasons TEXT NOT NULL DEFAULT '[]',
-    flags TEXT NOT NULL DEFAULT '[]',
-    created_at TEXT NOT NULL,
-    CHECK(casing_a < casing_b),
-    UNIQUE(casing_a, casing_b));
-CREATE INDEX IF NOT EXISTS leads_b ON leads(casing_b);
-"""
 
 _CASINGS_TABLE = """
 CREATE TABLE IF NOT EXISTS {name}(
@@ -178,7 +77,6 @@ CREATE TABLE IF NOT EXISTS {name}(
     superseded_by INTEGER REFERENCES casings(id),
     FOREIGN KEY(agency, incident) REFERENCES incidents(agency, id));
 """
-_SCHEMA = _SCHEMA.replace("{casings}", _CASINGS_TABLE.format(name="casings"))
 
 _CASING_COLS = (
     "id, casing_id, exhibit_id, incident, caliber, firing_pin_shape, acquisition_date, agency, "
@@ -295,7 +193,7 @@ class Filters:
         if self.agencies is not None:
             ags = sorted(self.agencies)
             if not ags:
-                clauses.append("0")
+                clauses.append("1 = 0")
             else:
                 clauses.append(f"agency IN ({','.join('?' * len(ags))})")
                 params.extend(ags)
@@ -303,6 +201,50 @@ class Filters:
             clauses.append("incident = ?")
             params.append(self.incident)
         return " AND ".join(clauses), params
+
+
+#: Where the store of record lives when no ``--store`` is given: a PostgreSQL URL, or unset
+#: (SQLite in the data directory, the default).
+STORE_ENV = "BALLISTICS_STORE"
+#: The shared folder of originals and surfaces for a PostgreSQL store (default: the data dir).
+FILES_ENV = "BALLISTICS_FILES"
+
+
+def open_store(
+    data_dir: str | os.PathLike[str],
+    url: str | None = None,
+    *,
+    files_dir: str | os.PathLike[str] | None = None,
+) -> Store:
+    """Open the store of record: the one place that chooses the engine.
+
+    ``url``: ``postgresql://user@host:port/db`` (PostgreSQL, :class:`index.store_pg.PgStore`)
+    or None / ``"sqlite"`` (SQLite in ``data_dir``, the default). None also consults the
+    environment variable ``BALLISTICS_STORE``. ``files_dir``: a PostgreSQL store's shared
+    folder of originals and surfaces (default ``BALLISTICS_FILES``, else ``data_dir``)."""
+    if url is None:
+        url = os.environ.get(STORE_ENV) or None
+    if url is None or url == "sqlite":
+        return Store(data_dir)
+    if url.startswith(("postgresql://", "postgres://")):
+        from .store_pg import PgStore  # psycopg is needed only for this engine
+
+        files = files_dir or os.environ.get(FILES_ENV) or data_dir
+        return PgStore(url, files)
+    raise ValueError(
+        f"unknown store {url.split('@')[-1]!r}: give a postgresql://user@host:port/db URL, "
+        "or nothing for the embedded SQLite store in the data directory"
+    )
+
+
+def store_exists(data_dir: str | os.PathLike[str], url: str | None = None) -> bool:
+    """Whether there is a store to read: a SQLite file in ``data_dir``, or a server URL (its
+    database is checked when opened)."""
+    if url is None:
+        url = os.environ.get(STORE_ENV) or None
+    if url is not None and url != "sqlite":
+        return True
+    return (Path(data_dir) / "store.sqlite").is_file()
 
 
 def decode_surface(codec: str, blob: bytes) -> bytes:
@@ -314,7 +256,18 @@ def decode_surface(codec: str, blob: bytes) -> bytes:
 
 
 class Store:
-    """SQLite store of record. Open with ``Store(data_dir)``; close with :meth:`close`."""
+    """SQLite store of record. Open with ``Store(data_dir)``; close with :meth:`close`.
+
+    :class:`index.store_pg.PgStore` is the same store on PostgreSQL (the SQL here is written
+    in the dialect both engines speak; :func:`open_store` chooses from a URL)."""
+
+    engine = "sqlite"
+    shared = False
+    """True when other processes may write the same store at the same time (PostgreSQL):
+    the catalog then catches up on their changes before it searches."""
+    legacy_blobs = True
+    """Whether the store may still hold surfaces as BLOBs (SQLite stores from before
+    surface files); never on PostgreSQL."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = Path(data_dir)
@@ -330,11 +283,13 @@ class Store:
         con = self._conn()
         with self._write_lock:
             _migrate_incident_owner(con)
-            con.executescript(_SCHEMA)
+            apply_sqlite(con)
         _migrate_surface_blobs(self)
 
     # -- connections -------------------------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> Any:
+        """This thread's connection (``sqlite3.Connection``; a PgStore's speaks the same
+        ``execute(sql with ?, params)``)."""
         if self._closed:
             raise RuntimeError("store is closed")
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
@@ -350,7 +305,7 @@ class Store:
         return con
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Any]:
         """One write transaction (BEGIN IMMEDIATE ... COMMIT) under the writer lock."""
         with self._write_lock:
             con = self._conn()
@@ -369,6 +324,15 @@ class Store:
                     con.close()
             self._conns.clear()
         self._closed = True
+
+    @contextlib.contextmanager
+    def acting_for(
+        self, agency: str | None, readable: Iterable[str] | None = None
+    ) -> Iterator[None]:
+        """Row-level security for the calls of this thread in the block (PostgreSQL:
+        :meth:`index.store_pg.PgStore.acting_for`). SQLite has none: a no-op, the sharing
+        policy is the only line."""
+        yield
 
     # -- originals ---------------------------------------------------------------------------
     def object_path(self, sha256: str) -> Path:
@@ -474,17 +438,20 @@ class Store:
                 return _record(row), self._seq(con)
             if con.execute("SELECT 1 FROM casings WHERE casing_id = ?", (cid,)).fetchone():
                 raise ValueError(f"casing id {cid!r} already exists")
-            con.execute("INSERT OR IGNORE INTO agencies(id, name) VALUES (?, ?)", (agency, agency))
+            con.execute(
+                "INSERT INTO agencies(id, name) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (agency, agency),
+            )
             if incident:
                 con.execute(  # the caller's own incident of that name (created on first use)
-                    "INSERT OR IGNORE INTO incidents(agency, id, case_number, date, place) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO incidents(agency, id, case_number, date, place) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (agency, incident, case_number, acquisition_date, place),
                 )
             cur = con.execute(
                 "INSERT INTO casings(casing_id, exhibit_id, incident, caliber, firing_pin_shape,"
                 " acquisition_date, agency, sha256, filename, format, spacing_m, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     cid,
                     exhibit_id,
@@ -500,7 +467,7 @@ class Store:
                     now,
                 ),
             )
-            rowid = int(cur.lastrowid or 0)
+            rowid = int(cur.fetchone()[0])
             for region, a in vecs.items():
                 con.execute(
                     "INSERT INTO descriptors(casing, region, extractor_version, dim, vector) "
@@ -515,7 +482,8 @@ class Store:
                     (rowid, json.dumps(dict(quality), sort_keys=True)),
                 )
             con.execute(  # its correlation job, in the same transaction: never lost
-                "INSERT OR IGNORE INTO correlation_jobs(casing, created_at) VALUES (?, ?)",
+                "INSERT INTO correlation_jobs(casing, created_at) VALUES (?, ?) "
+                "ON CONFLICT DO NOTHING",
                 (rowid, now),
             )
             seq = self._log(con, "add", rowid, now)
@@ -525,11 +493,12 @@ class Store:
         rec = _record(row)
         return CasingRecord(**{**rec.as_dict(), "created": True}), seq
 
-    def _log(self, con: sqlite3.Connection, kind: str, casing: int | None, now: str) -> int:
+    def _log(self, con: Any, kind: str, casing: int | None, now: str) -> int:
         cur = con.execute(
-            "INSERT INTO changes(kind, casing, time) VALUES (?, ?, ?)", (kind, casing, now)
+            "INSERT INTO changes(kind, casing, time) VALUES (?, ?, ?) RETURNING seq",
+            (kind, casing, now),
         )
-        return int(cur.lastrowid or 0)
+        return int(cur.fetchone()[0])
 
     def get_casing(self, casing_id: str | int, *, include_deleted: bool = False) -> CasingRecord:
         """Look a casing up by public id (str) or row id (int); NotFoundError when absent."""
@@ -581,7 +550,8 @@ class Store:
             return
         with self._tx() as con:
             con.executemany(
-                "INSERT OR REPLACE INTO casing_metadata(casing, key, value) VALUES (?, ?, ?)",
+                "INSERT INTO casing_metadata(casing, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT(casing, key) DO UPDATE SET value = excluded.value",
                 [(int(rowid), str(k), str(v)) for k, v in items.items()],
             )
 
@@ -620,14 +590,15 @@ class Store:
                     "SELECT sha256 FROM surface_files WHERE casing = ?", (rec.id,)
                 ).fetchone()
                 con.execute("DELETE FROM surface_files WHERE casing = ?", (rec.id,))
-                con.execute("DELETE FROM surfaces WHERE casing = ?", (rec.id,))
+                if self.legacy_blobs:
+                    con.execute("DELETE FROM surfaces WHERE casing = ?", (rec.id,))
             if row is not None:
                 self._drop_unreferenced(str(row[0]))
         return self.get_casing(rec.id, include_deleted=True), seq
 
     # -- sequence / changes ------------------------------------------------------------------
     @staticmethod
-    def _seq(con: sqlite3.Connection) -> int:
+    def _seq(con: Any) -> int:
         row = con.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
         return int(row[0])
 
@@ -758,6 +729,8 @@ class Store:
             what = f"casing {casing}" if isinstance(casing, str) else f"casing row {rowid}"
             raw = self.surface_files.get(str(row[1]), int(row[2]), what=what)
             return decode_surface(str(row[0]), raw)
+        if not self.legacy_blobs:
+            return None
         # A legacy BLOB not yet moved out (another process opened the store mid-migration).
         row = con.execute(
             "SELECT codec, data FROM surfaces WHERE casing = ?", (int(rowid),)
@@ -773,14 +746,15 @@ class Store:
                 old = con.execute(
                     "SELECT sha256 FROM surface_files WHERE casing = ?", (int(rowid),)
                 ).fetchone()
-                con.execute("DELETE FROM surfaces WHERE casing = ?", (int(rowid),))
+                if self.legacy_blobs:
+                    con.execute("DELETE FROM surfaces WHERE casing = ?", (int(rowid),))
                 self._insert_surface_file(con, int(rowid), surface, ref, replace=True)
             if old is not None and old[0] != ref[0]:
                 self._drop_unreferenced(str(old[0]))
 
     def _insert_surface_file(
         self,
-        con: sqlite3.Connection,
+        con: Any,
         rowid: int,
         surface: bytes,
         ref: tuple[str, int],
@@ -793,9 +767,14 @@ class Store:
         sha, size = ref
         if not self.surface_files.has(sha, size):
             self.surface_files.put(surface)
-        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        upsert = (
+            " ON CONFLICT(casing) DO UPDATE SET codec = excluded.codec, sha256 = excluded.sha256,"
+            " size = excluded.size"
+            if replace
+            else ""
+        )
         con.execute(
-            f"{verb} INTO surface_files(casing, codec, sha256, size) VALUES (?, ?, ?, ?)",
+            f"INSERT INTO surface_files(casing, codec, sha256, size) VALUES (?, ?, ?, ?){upsert}",
             (int(rowid), "raw", sha, int(size)),
         )
 
@@ -825,6 +804,8 @@ class Store:
                 "size": int(row[2]),
                 "path": str(self.surface_files.path(str(row[1]))),
             }
+        if not self.legacy_blobs:
+            return None
         row = con.execute(
             "SELECT codec, LENGTH(data) FROM surfaces WHERE casing = ?", (int(rowid),)
         ).fetchone()
@@ -884,7 +865,8 @@ class Store:
         """Store (or replace) the quality record of a casing."""
         with self._tx() as con:
             con.execute(
-                "INSERT OR REPLACE INTO qualities(casing, record) VALUES (?, ?)",
+                "INSERT INTO qualities(casing, record) VALUES (?, ?) "
+                "ON CONFLICT(casing) DO UPDATE SET record = excluded.record",
                 (int(rowid), json.dumps(dict(quality), sort_keys=True)),
             )
 
@@ -933,10 +915,10 @@ class Store:
             ).fetchone()[0]
             cur = con.execute(
                 "INSERT INTO decisions(casing, candidate, verdict, comment, examiner, agency, "
-                "time, supersedes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "time, supersedes) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (a.id, b.id, verdict, comment or "", examiner, agency, now, prev),
             )
-            did = int(cur.lastrowid or 0)
+            did = int(cur.fetchone()[0])
         return Decision(
             did,
             a.casing_id,
@@ -984,8 +966,10 @@ class Store:
             "SELECT d.id, d.verdict, d.examiner, d.agency, d.time, a.casing_id, a.incident, "
             "a.agency, b.casing_id, b.incident, b.agency FROM decisions d "
             "JOIN casings a ON a.id = d.casing JOIN casings b ON b.id = d.candidate "
-            "WHERE d.id IN (SELECT MAX(id) FROM decisions GROUP BY MIN(casing, candidate), "
-            "MAX(casing, candidate)) AND a.deleted = 0 AND b.deleted = 0"
+            "WHERE d.id IN (SELECT MAX(id) FROM decisions GROUP BY "
+            "CASE WHEN casing < candidate THEN casing ELSE candidate END, "
+            "CASE WHEN casing < candidate THEN candidate ELSE casing END) "
+            "AND a.deleted = 0 AND b.deleted = 0"
         )
         return [
             HitEdge(
@@ -1095,9 +1079,9 @@ class Store:
         existed); returns how many were added."""
         with self._tx() as con:
             cur = con.execute(
-                "INSERT OR IGNORE INTO correlation_jobs(casing, created_at) SELECT id, ? FROM "
+                "INSERT INTO correlation_jobs(casing, created_at) SELECT id, ? FROM "
                 "casings c WHERE deleted = 0 AND NOT EXISTS (SELECT 1 FROM correlation_jobs j "
-                "WHERE j.casing = c.id)",
+                "WHERE j.casing = c.id) ON CONFLICT DO NOTHING",
                 (_now(),),
             )
             return int(cur.rowcount or 0)
@@ -1161,9 +1145,10 @@ class Store:
             for ld in leads:
                 a, b = sorted((int(ld["a"]), int(ld["b"])))
                 cur = con.execute(
-                    "INSERT OR IGNORE INTO leads(casing_a, casing_b, job, score, cmc, "
+                    "INSERT INTO leads(casing_a, casing_b, job, score, cmc, "
                     "non_match_frequency, screen_score, low_confidence, low_confidence_reasons,"
-                    " flags, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " flags, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
                     (
                         a,
                         b,
@@ -1195,7 +1180,8 @@ class Store:
         with self._tx() as con:
             con.execute(
                 "UPDATE correlation_jobs SET state = 'pending', worker = NULL, "
-                "attempts = MAX(attempts - 1, 0) WHERE casing = ? AND state = 'running'",
+                "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
+                "WHERE casing = ? AND state = 'running'",
                 (int(rowid),),
             )
 
@@ -1264,7 +1250,7 @@ class Store:
             "LEFT JOIN decisions d ON d.id = (SELECT MAX(x.id) FROM decisions x WHERE "
             "(x.casing = l.casing_a AND x.candidate = l.casing_b) OR "
             "(x.casing = l.casing_b AND x.candidate = l.casing_a)) "
-            f"WHERE {' AND '.join(where)})"
+            f"WHERE {' AND '.join(where)}) AS t"
         )
         if state is not None:
             sql += " WHERE state = ?"

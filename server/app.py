@@ -376,8 +376,10 @@ class CatalogBackend:
         if meta.length_unit != "m":
             md["length_unit"] = meta.length_unit
         md["light"] = _light_request(meta.light, meta.light_azimuth_deg)
-        # the spooled file as it is: hashed once while spooled, read by the scan reader
-        done = self.catalog.ingest_file(upload, meta.file_name or None, md, sha256=sha256)
+        # the spooled file as it is: hashed once while spooled, read by the scan reader.
+        # acting_for: on PostgreSQL the database itself refuses a row of another agency.
+        with self.catalog.store.acting_for(agency):
+            done = self.catalog.ingest_file(upload, meta.file_name or None, md, sha256=sha256)
         rec = done.record
         if done.processed is not None:  # what this ingest computed, not decoded again
             out = self._casing(rec, done.segmentation, done.quality)
@@ -532,9 +534,10 @@ class CatalogBackend:
         examiner: str,
         agency: str,
     ) -> DecisionRec:
-        d = self.catalog.record_decision(
-            casing_id, candidate_id, verdict, examiner=examiner, comment=comment, agency=agency
-        )
+        with self.catalog.store.acting_for(agency):  # PostgreSQL: the database checks it too
+            d = self.catalog.record_decision(
+                casing_id, candidate_id, verdict, examiner=examiner, comment=comment, agency=agency
+            )
         return DecisionRec(
             decision_id=str(d.id),
             casing_id=d.casing_id,
@@ -663,5 +666,9 @@ def open_backend(
     """Open the embedded catalog in ``data_dir``; returns (backend, close)."""
     from index.service import Catalog
 
-    catalog = Catalog.open(data_dir, config, engine=limited_engine(limits or ServiceLimits()))
+    from .commands_index import _engine
+
+    # BALLISTICS_INDEX_ENGINE swaps the pipeline for a test engine, as for ingest and search
+    engine = _engine() or limited_engine(limits or ServiceLimits())
+    catalog = Catalog.open(data_dir, config, engine=engine)
     return CatalogBackend(catalog), catalog.close

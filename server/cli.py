@@ -91,6 +91,23 @@ _SPACING_HELP = "pixel spacing in micrometres, for 2-D images without resolution
 _JSON_HELP = "one JSON object per line"
 
 
+def _store_options(p: argparse.ArgumentParser) -> None:
+    """--store / --files: where the store of record lives (index.store.open_store)."""
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="store of record: postgresql://user@host:port/db (shared by several servers and"
+        " workers; the data dir then keeps this process's index snapshots, lock and audit log);"
+        " default: SQLite in --data-dir (or the BALLISTICS_STORE environment variable)",
+    )
+    p.add_argument(
+        "--files",
+        metavar="DIR",
+        help="with --store postgresql://...: the folder of originals and surfaces that every"
+        " server and worker mounts (default: BALLISTICS_FILES, else --data-dir)",
+    )
+
+
 def _length_unit_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--length-unit",
@@ -220,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="+", metavar="DIR_OR_FILES")
     p.add_argument("--data-dir", required=True, help="the store's folder (created if absent)")
+    _store_options(p)
     p.add_argument(
         "--manifest",
         help="CSV or TSV with a header; columns file (required), casing_id, incident_id,"
@@ -243,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--casing-id", help="a stored casing (never listed as its own candidate)")
     g.add_argument("--file", help="a scan file (not stored)")
     p.add_argument("--data-dir", help="embedded store (local search)")
+    _store_options(p)
     p.add_argument("--top", type=int, default=10, help="candidates to list")
     p.add_argument("--caliber", help="only casings of this calibre")
     p.add_argument("--json", action="store_true", help="one JSON object per candidate per line")
@@ -279,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ballistics serve --data-dir data/store --auth auth.json --policy policy.json",
     )
     p.add_argument("--data-dir", required=True, help="the store's folder (created if absent)")
+    _store_options(p)
     p.add_argument("--port", type=int, default=50051, help="TCP port (0: any free port)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     p.add_argument(
@@ -343,9 +363,16 @@ def build_parser() -> argparse.ArgumentParser:
         "ballistics correlate --data-dir data/store --once --json",
     )
     p.add_argument("--data-dir", required=True, help="the store's folder")
+    _store_options(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--once", action="store_true", help="run one job and exit")
     g.add_argument("--max-jobs", type=int, metavar="N", help="run at most N jobs")
+    g.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep running, taking new jobs as they come, until SIGTERM or Ctrl-C (a worker"
+        " beside servers on a shared --store postgresql://...)",
+    )
     p.add_argument(
         "--backfill",
         action="store_true",
@@ -366,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ballistics leads --server 127.0.0.1 --json",
     )
     p.add_argument("--data-dir", help="embedded store (local list)")
+    _store_options(p)
     p.add_argument(
         "--state",
         choices=["new", "reviewed", "confirmed", "excluded"],

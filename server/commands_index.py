@@ -67,7 +67,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         return _fail(str(e))
     try:
         manifest = read_manifest(args.manifest) if args.manifest else None
-        with Catalog.open(args.data_dir, engine=_engine()) as cat:
+        with Catalog.open(args.data_dir, store_config(args), engine=_engine()) as cat:
             rep = ingest_paths(
                 cat,
                 args.paths,
@@ -103,16 +103,28 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0 if not rep.failed or rep.added or rep.existing or rep.skipped_done else 2
 
 
-def _reextract_if_needed(data_dir: str) -> bool:
+def store_config(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--store`` / ``--files`` options as :class:`index.service.CatalogConfig` fields
+    (empty: the default, SQLite in the data dir or ``BALLISTICS_STORE``)."""
+    out = {}
+    if getattr(args, "store", None):
+        out["store"] = str(args.store)
+    if getattr(args, "files", None):
+        out["files_dir"] = str(args.files)
+    return out
+
+
+def _reextract_if_needed(data_dir: str, store_kw: dict[str, str] | None = None) -> bool:
     """A store written by an older descriptor version is re-described once, before a read-only
     search would find no current descriptors; False (with a message) when that cannot be done."""
     from index.engine import BallisticsEngine
-    from index.service import Catalog
-    from index.store import Store
+    from index.service import Catalog, CatalogConfig
+    from index.store import open_store
 
+    kw = store_kw or {}
     # The store alone answers this; opening a Catalog would load every index snapshot twice.
     version = str((_engine() or BallisticsEngine()).extractor_version)
-    store = Store(data_dir)
+    store = open_store(data_dir, kw.get("store"), files_dir=kw.get("files_dir"))
     try:
         missing = len(store.casings_missing_version(version))
     finally:
@@ -124,7 +136,9 @@ def _reextract_if_needed(data_dir: str) -> bool:
         file=sys.stderr,
     )
     try:
-        with Catalog.open(data_dir, engine=_engine()):  # start-up re-extracts and rebuilds
+        with Catalog.open(
+            data_dir, CatalogConfig.from_mapping(kw), engine=_engine()
+        ):  # re-extracts
             return True
     except CatalogLockedError:
         _fail(
@@ -154,11 +168,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _fail(str(e))
     if not args.file and not light.is_auto:
         return _fail("--light applies to --file; a stored casing's light was recorded at ingest")
-    if not (Path(args.data_dir) / "store.sqlite").is_file():
-        return _fail(f"no store in {args.data_dir} (run 'ballistics ingest' first)")
-    from index.store import Store
+    from index.store import open_store, store_exists
 
-    store = Store(args.data_dir)
+    skw = store_config(args)
+    if not store_exists(args.data_dir, skw.get("store")):
+        return _fail(f"no store in {args.data_dir} (run 'ballistics ingest' first)")
+    store = open_store(args.data_dir, skw.get("store"), files_dir=skw.get("files_dir"))
     try:
         n_live = store.count_live()
     finally:
@@ -177,9 +192,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         query = args.casing_id
     try:
-        if not _reextract_if_needed(args.data_dir):
+        if not _reextract_if_needed(args.data_dir, skw):
             return 2
-        with Catalog.open(args.data_dir, CatalogConfig(read_only=True), engine=_engine()) as cat:
+        cfg = CatalogConfig.from_mapping({"read_only": True, **skw})
+        with Catalog.open(args.data_dir, cfg, engine=_engine()) as cat:
             res = cat.search(
                 query,
                 top=args.top,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from .commands_remote import _client, _handles_errors
@@ -70,11 +69,13 @@ def cmd_correlate(args: argparse.Namespace) -> int:
     from index.correlate import CorrelationWorker, JobOutcome
     from index.errors import CatalogLockedError
     from index.service import Catalog
+    from index.store import store_exists
 
-    from .commands_index import _engine
+    from .commands_index import _engine, store_config
     from .policy import PolicyError
 
-    if not (Path(args.data_dir) / "store.sqlite").is_file():
+    skw = store_config(args)
+    if not store_exists(args.data_dir, skw.get("store")):
         return _fail(f"no store in {args.data_dir} (run 'ballistics ingest' first)")
     try:
         cfg = correlation_config(args)
@@ -85,7 +86,7 @@ def cmd_correlate(args: argparse.Namespace) -> int:
     if max_jobs is not None and max_jobs < 1:
         return _fail("--max-jobs must be >= 1")
     try:
-        with Catalog.open(args.data_dir, engine=_engine()) as cat:
+        with Catalog.open(args.data_dir, skw, engine=_engine()) as cat:
             names: dict[int, str] = {}
 
             def done(out: JobOutcome) -> None:
@@ -117,7 +118,10 @@ def cmd_correlate(args: argparse.Namespace) -> int:
                 if args.backfill:
                     n = cat.store.enqueue_missing_jobs()
                     print(f"backfill: {n} stored casing(s) queued", file=sys.stderr)
-                worker.drain(max_jobs)
+                if getattr(args, "follow", False):
+                    _follow(worker)
+                else:
+                    worker.drain(max_jobs)
             finally:
                 worker.stop()
             jobs = cat.store.job_counts()
@@ -125,6 +129,20 @@ def cmd_correlate(args: argparse.Namespace) -> int:
         return _fail(f"{e}; a running server correlates in the background itself")
     print(_progress_line(jobs), file=sys.stderr)
     return 0
+
+
+def _follow(worker: Any) -> None:
+    """Run ``worker`` in its background thread until SIGTERM or SIGINT."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    worker.start()
+    print("correlation worker running; SIGTERM or Ctrl-C stops", file=sys.stderr, flush=True)
+    while not stop.wait(1.0):
+        worker.wake()  # other processes' ingests do not wake this one: poll
 
 
 def _print_leads(leads: list[dict[str, Any]], jobs: dict[str, int], as_json: bool) -> None:
@@ -154,13 +172,15 @@ def _print_leads(leads: list[dict[str, Any]], jobs: dict[str, int], as_json: boo
 def cmd_leads(args: argparse.Namespace) -> int:
     """``ballistics leads --data-dir D``: the store's leads (``--agency A``: only those an
     examiner of A may see under ``--policy``, isolated without one)."""
-    from index.store import Store
+    from index.store import open_store, store_exists
 
+    from .commands_index import store_config
     from .policy import PolicyError, SharingPolicy
 
     if not args.data_dir:
         return _fail("leads needs --data-dir (or --server for a remote list)")
-    if not (Path(args.data_dir) / "store.sqlite").is_file():
+    skw = store_config(args)
+    if not store_exists(args.data_dir, skw.get("store")):
         return _fail(f"no store in {args.data_dir} (run 'ballistics ingest' first)")
     if args.limit < 0 or args.offset < 0:
         return _fail("--limit and --offset must be >= 0")
@@ -173,7 +193,7 @@ def cmd_leads(args: argparse.Namespace) -> int:
     visible = None
     if args.agency:
         visible = (policy or SharingPolicy.isolated()).allowed_agencies(args.agency)
-    store = Store(args.data_dir)
+    store = open_store(args.data_dir, skw.get("store"), files_dir=skw.get("files_dir"))
     try:
         leads = store.list_leads(
             state=args.state,

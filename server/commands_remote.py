@@ -213,7 +213,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        backend, close = open_backend(data_dir, limits)
+        from .commands_index import store_config
+
+        backend, close = open_backend(data_dir, limits, store_config(args) or None)
     except CatalogLockedError as e:
         _err(f"{e}; is another server running on it?")
         return 2

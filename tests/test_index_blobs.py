@@ -128,6 +128,7 @@ def _legacy_store(data: Path, surfaces: list[bytes]) -> list[int]:
     s.close()
     con = sqlite3.connect(data / "store.sqlite")
     con.execute("DROP TABLE surface_files")
+    con.execute("DROP TABLE schema_migrations")  # that code recorded no migration versions
     for rowid, surf in zip(ids, surfaces, strict=True):
         z = zlib.compress(surf, 3)
         codec, blob = ("zlib", z) if len(z) < len(surf) else ("raw", surf)

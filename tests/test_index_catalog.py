@@ -17,6 +17,9 @@ from index.service import Catalog, CatalogConfig, reextract
 from index.store import Filters
 from index.testing import FakeEngine
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py: store_engine).
+pytestmark = pytest.mark.usefixtures("store_engine")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

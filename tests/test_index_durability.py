@@ -17,10 +17,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from index.search import Query
 from index.service import Catalog
 from index.testing import FakeEngine
+
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py: store_engine).
+pytestmark = pytest.mark.usefixtures("store_engine")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +56,8 @@ def test_sigkill_during_ingest_never_loses_acknowledged_casings(tmp_path):
         )
         assert p.stdout is not None
         assert p.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.25))
+        # a PostgreSQL round trip per commit: give each child as many commits between kills
+        time.sleep(rng.uniform(0.0, 0.5 if os.environ.get("BALLISTICS_STORE") else 0.25))
         p.send_signal(signal.SIGKILL)
         out, _ = p.communicate()
         lines = out.split("\n")

@@ -8,7 +8,19 @@ import numpy as np
 import pytest
 
 from index.errors import NotFoundError
-from index.store import Filters, Store
+from index.store import Filters, Store, open_store
+
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py: store_engine).
+pytestmark = pytest.mark.usefixtures("store_engine")
+
+
+def _db_errors() -> tuple[type[Exception], ...]:
+    """The database-error classes of both engines (psycopg only when installed)."""
+    try:
+        import psycopg
+    except ImportError:
+        return (sqlite3.DatabaseError,)
+    return (sqlite3.DatabaseError, psycopg.Error)
 
 
 def _add(store: Store, data: bytes, **kw):
@@ -24,7 +36,7 @@ def _add(store: Store, data: bytes, **kw):
 
 
 def test_add_is_idempotent_and_content_addressed(tmp_path):
-    s = Store(tmp_path)
+    s = open_store(tmp_path)
     r1, seq1 = _add(s, b"scan-1", caliber="9mm", incident="I1")
     r2, seq2 = _add(s, b"scan-1", caliber="9mm")
     assert r1.created and not r2.created and r1.casing_id == r2.casing_id and seq1 == seq2
@@ -39,7 +51,7 @@ def test_add_is_idempotent_and_content_addressed(tmp_path):
 
 
 def test_delete_filters_and_changes(tmp_path):
-    s = Store(tmp_path)
+    s = open_store(tmp_path)
     a, _ = _add(s, b"a", caliber="9mm", acquisition_date="2024-01-05")
     b, _ = _add(s, b"b", caliber="45", acquisition_date="2024-03-01")
     assert list(s.filter_ids(Filters(caliber="9mm"))) == [a.id]
@@ -61,7 +73,7 @@ def test_delete_filters_and_changes(tmp_path):
 
 
 def test_decisions_append_only_and_links(tmp_path):
-    s = Store(tmp_path)
+    s = open_store(tmp_path)
     a, _ = _add(s, b"a", incident="I1")
     b, _ = _add(s, b"b", incident="I2")
     c, _ = _add(s, b"c", incident="I3")
@@ -76,8 +88,10 @@ def test_decisions_append_only_and_links(tmp_path):
     g = s.links(incident_id="I3")
     assert {n["incident"] for n in g["nodes"]} == {"I3", f"casing:{e.casing_id}"}
     assert len(s.decisions_for(b.casing_id)) == 3
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    with pytest.raises(_db_errors(), match="append-only"):
         s._conn().execute("UPDATE decisions SET verdict = 'hit'")
+    with pytest.raises(_db_errors(), match="append-only"):
+        s._conn().execute("DELETE FROM decisions")
     with pytest.raises(ValueError):
         s.record_decision(a.casing_id, b.casing_id, "maybe", examiner="x")
     with pytest.raises(NotFoundError):

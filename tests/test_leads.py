@@ -25,13 +25,16 @@ import pytest
 
 from index.correlate import CorrelationConfig, CorrelationWorker, partition_agencies
 from index.service import Catalog, CatalogConfig
-from index.store import LEAD_STATES, Store
+from index.store import LEAD_STATES, Store, open_store
 from index.testing import PNG_MAGIC, FakeScreenEngine
 from server.app import CatalogBackend
 from server.cli import main as cli_main
 from server.output import JOB_KEYS, LEAD_KEYS
 from server.policy import SharingPolicy
 from tests.test_server_support import POLICY, running_server
+
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py: store_engine).
+pytestmark = pytest.mark.usefixtures("store_engine")
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = CorrelationConfig(lead_max_nmf=0.3, poll_s=0.05)
@@ -309,8 +312,9 @@ def test_cli_correlate_and_leads_local(
     assert cli_main(["leads", "--data-dir", d]) == 0
     out = capsys.readouterr().out
     assert "6 done" in out and "local-g0s0" in out
-    assert cli_main(["leads", "--data-dir", str(tmp_path / "none")]) == 2
-    assert "no store" in capsys.readouterr().err
+    if os.environ.get("BALLISTICS_STORE") is None:  # a server store exists wherever the dir
+        assert cli_main(["leads", "--data-dir", str(tmp_path / "none")]) == 2
+        assert "no store" in capsys.readouterr().err
 
 
 def test_rpc_and_cli_list_leads_through_the_policy(
@@ -429,15 +433,25 @@ def _child(data: Path) -> subprocess.Popen[str]:
     return p
 
 
-def test_sigkill_mid_queue_no_job_lost_no_lead_doubled(tmp_path: Path) -> None:
+def test_sigkill_mid_queue_no_job_lost_no_lead_doubled(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     rng = random.Random(20240611)
     data, reference = tmp_path / "data", tmp_path / "reference"
     with Catalog.open(data, CatalogConfig(snapshot_every=5), engine=FakeScreenEngine()) as cat:
         for g in range(8):
             for s in range(4):
                 _add(cat, g, s)
-    shutil.copytree(data, reference)
-    with Catalog.open(reference, engine=FakeScreenEngine()) as cat:  # the same queue, unkilled
+    ref_cfg = CatalogConfig()
+    if os.environ.get("BALLISTICS_STORE"):  # PostgreSQL: the reference in its own database
+        ref_cfg = CatalogConfig(store=request.getfixturevalue("pg_url_2"))
+        with Catalog.open(reference, ref_cfg, engine=FakeScreenEngine()) as cat:
+            for g in range(8):
+                for s in range(4):
+                    _add(cat, g, s)
+    else:
+        shutil.copytree(data, reference)
+    with Catalog.open(reference, ref_cfg, engine=FakeScreenEngine()) as cat:  # same queue
         _drain(cat, config=CorrelationConfig(lead_max_nmf=0.3))
         expected = _pairs(cat.store)
     assert len(expected) == 8 * 6
@@ -455,7 +469,7 @@ def test_sigkill_mid_queue_no_job_lost_no_lead_doubled(tmp_path: Path) -> None:
             break
         kills += 1
         finished += [ln for ln in lines[:-1] if ln.isdigit()]  # a torn last line: not acked
-        store = Store(data)
+        store = open_store(data)
         try:
             counts = store.job_counts()
             assert sum(counts.values()) == 32 and counts["failed"] == 0
@@ -469,7 +483,7 @@ def test_sigkill_mid_queue_no_job_lost_no_lead_doubled(tmp_path: Path) -> None:
         finished += [ln for ln in out.split("\n") if ln.isdigit()]
     assert kills >= 5
     assert len(finished) == len(set(finished))  # no acknowledged job was done again
-    store = Store(data)
+    store = open_store(data)
     try:
         assert store.job_counts() == {"pending": 0, "running": 0, "done": 32, "failed": 0}
         assert _pairs(store) == expected  # no lead lost

@@ -28,6 +28,9 @@ from server.policy import SharingPolicy
 from server.service import ServiceLimits
 from tests.test_server_support import Running, running_server, scratch_audit
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py: store_engine).
+pytestmark = pytest.mark.usefixtures("store_engine")
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]
 

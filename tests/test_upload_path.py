@@ -17,6 +17,9 @@ from index.service import Catalog
 from index.testing import FakeEngine
 from tests.test_server_support import Running, catalog_server
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py: store_engine).
+pytestmark = pytest.mark.usefixtures("store_engine")
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
