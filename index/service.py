@@ -45,6 +45,10 @@ from .search import (
 )
 from .store import CasingRecord, Decision, Filters, Store
 from .vectors import FaissIndex, SnapshotError, effective_factory
+from .vectors_milvus import MilvusIndex, MilvusVectors, parse_vectors_uri
+
+#: A region's vector index: embedded FAISS (default) or a Milvus collection.
+RegionIndex = FaissIndex | MilvusIndex
 
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
 
@@ -77,6 +81,10 @@ class CatalogConfig:
     default_agency: str = "local"
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     auto_reextract: bool = True
+    vectors: str | None = None
+    """Vector engine URI (:func:`index.vectors_milvus.parse_vectors_uri`): None or "faiss" for
+    the embedded FAISS indexes (default), ``milvus://host:19530`` or
+    ``milvus-lite:///path/vectors.db`` for Milvus."""
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any] | None) -> CatalogConfig:
@@ -130,7 +138,9 @@ class Catalog:
         self.config = config
         self.engine = engine
         self.store = store
-        self.indexes: dict[str, FaissIndex] = {}
+        self.indexes: dict[str, RegionIndex] = {}
+        self.milvus: MilvusVectors | None = None
+        """The Milvus connection when ``config.vectors`` names Milvus (else FAISS)."""
         self.applied_seq = 0
         self.extractor_version = str(engine.extractor_version)
         self._write_lock = threading.RLock()
@@ -166,10 +176,13 @@ class Catalog:
                 raise CatalogLockedError(
                     f"data directory {d} is open for writing by another process"
                 ) from None
+        uri = parse_vectors_uri(cfg.vectors)  # a bad URI fails before anything is opened
         store = Store(d)
         self = cls(d, cfg, engine or BallisticsEngine(), store)
         self._lock_fd = lock_fd
         try:
+            if uri.engine == "milvus":
+                self.milvus = MilvusVectors(uri, ef_search=cfg.ef_search)
             self._startup()
         except BaseException:
             self.close(snapshot=False)
@@ -184,7 +197,9 @@ class Catalog:
             self.applied_seq = self.store.seq()
             regions = set(indexed(dict.fromkeys(self.store.regions(self.extractor_version))))
             idx_dir = self.data_dir / "index"
-            if idx_dir.is_dir():
+            if self.milvus is not None:
+                regions |= set(self.milvus.regions())
+            elif idx_dir.is_dir():
                 regions |= {p.stem for p in idx_dir.glob("*.faiss")}
             changed = False
             for region in sorted(regions):
@@ -205,7 +220,9 @@ class Catalog:
     def _index_kwargs(self) -> dict[str, Any]:
         return {"ef_search": self.config.ef_search, "nprobe": self.config.nprobe}
 
-    def _load_or_rebuild(self, region: str) -> tuple[FaissIndex | None, str]:
+    def _load_or_rebuild(self, region: str) -> tuple[RegionIndex | None, str]:
+        if self.milvus is not None:
+            return self._load_or_rebuild_milvus(region)
         path = self._snapshot_path(region)
         store_seq = self.applied_seq
         why = "no snapshot"
@@ -234,7 +251,56 @@ class Catalog:
                 why = str(e)
         return self._build(region), f"rebuilt: {why}"
 
-    def _replay(self, region: str, idx: FaissIndex, seq: int) -> int:
+    def _attrs(self, ids: np.ndarray) -> builtins.list[tuple[str, str]]:
+        """(agency, caliber) of casings, for Milvus's partition-key and scalar fields."""
+        recs = self.store.get_many(ids.tolist())
+        return [
+            (recs[i].agency or "", recs[i].caliber or "") if i in recs else ("", "")
+            for i in ids.tolist()
+        ]
+
+    def _load_or_rebuild_milvus(self, region: str) -> tuple[RegionIndex | None, str]:
+        """The region's Milvus collection if its recorded seq and extractor version check out
+        (store changes after that seq are replayed), else rebuilt from the store. A read-only
+        catalog never writes to Milvus: it refuses a collection that is not current."""
+        assert self.milvus is not None
+        store_seq = self.applied_seq
+        why = "no collection"
+        try:
+            idx = self.milvus.open(region, self._attrs)
+        except Exception as e:  # a collection of another layout (e.g. made by hand)
+            idx, why = None, f"unreadable collection: {type(e).__name__}: {e}"
+        if idx is not None:
+            try:
+                meta = idx.meta()
+                if meta.get("extractor_version") != self.extractor_version:
+                    raise SnapshotError("extractor version differs")
+                if meta.get("region") != region:
+                    raise SnapshotError("region differs")
+                seq = int(meta.get("seq", -1))
+                if seq > store_seq or seq < 0:
+                    raise SnapshotError(f"collection seq {seq} is ahead of the store ({store_seq})")
+                n = 0
+                if seq < store_seq:
+                    if self.config.read_only:
+                        raise SnapshotError(f"collection at seq {seq}, store at {store_seq}")
+                    n = self._replay(region, idx, seq)
+                expect = self.store.live_vector_ids(region, self.extractor_version)
+                if not np.array_equal(idx.ids(), expect):
+                    raise SnapshotError(
+                        f"collection holds {idx.count()} rows, the store {len(expect)}"
+                    )
+                return idx, ("loaded" if n == 0 else f"replayed {n}")
+            except (SnapshotError, ValueError, KeyError) as e:
+                why = str(e)
+        if self.config.read_only:
+            raise SnapshotError(
+                f"Milvus collection {self.milvus.collection(region)} is not current ({why}); "
+                "open the catalog read-write once (ballistics serve) to rebuild it"
+            )
+        return self._build(region), f"rebuilt: {why}"
+
+    def _replay(self, region: str, idx: RegionIndex, seq: int) -> int:
         n = 0
         for ch in self.store.changes_since(seq):
             n += 1
@@ -253,15 +319,22 @@ class Catalog:
                 idx.remove([ch.casing])
         return n
 
-    def _build(self, region: str) -> FaissIndex | None:
+    def _build(self, region: str) -> RegionIndex | None:
         n = self.store.count_vectors(region, self.extractor_version)
         if n == 0:
+            if self.milvus is not None:
+                self.milvus.drop(region)
             with contextlib.suppress(FileNotFoundError):
                 self._snapshot_path(region).unlink()
             return None
         batches = self.store.iter_vectors(region, self.extractor_version)
         first = next(iter(self.store.iter_vectors(region, self.extractor_version, batch=1)))
         dim = first[1].shape[1]
+        if self.milvus is not None:
+            idx = self.milvus.create(region, dim, self._attrs)
+            for ids, vecs in batches:
+                idx.add(ids, vecs)
+            return idx
         return FaissIndex.build(dim, batches, factory=self.config.factory, **self._index_kwargs())
 
     def rebuild(self, region: str | None = None) -> None:
@@ -305,6 +378,8 @@ class Catalog:
         if self.applied_seq - self._last_snapshot_seq >= self.config.snapshot_every:
             if not self.config.factory:  # grow Flat -> HNSW -> IVF as the rule says
                 for region, idx in list(self.indexes.items()):
+                    if not isinstance(idx, FaissIndex):
+                        continue  # Milvus builds and grows its own index
                     if effective_factory(idx.count(), idx.dim) != idx.factory:
                         self.indexes[region] = FaissIndex.build(
                             idx.dim,
@@ -323,6 +398,8 @@ class Catalog:
                 with contextlib.suppress(OSError):
                     self.snapshot()
             self._searcher.close()
+            if self.milvus is not None:
+                self.milvus.close()
             self.store.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
@@ -457,15 +534,65 @@ class Catalog:
                 if self._searching == 0:
                     self._idle.notify_all()
 
-    def _apply_add(self, rowid: int, descriptors: Mapping[str, np.ndarray]) -> None:
+    def _apply_add(
+        self, rowid: int, descriptors: Mapping[str, np.ndarray], *, skip_present: bool = False
+    ) -> None:
+        """Add one casing's descriptors to each region's index (created when new).
+        ``skip_present``: an index that has the id already is left alone (replaying changes)."""
         for region, v in indexed(descriptors).items():
             vec = np.ascontiguousarray(v, dtype=np.float32).reshape(1, -1)
             idx = self.indexes.get(region)
+            if idx is None and self.milvus is not None:
+                idx = self.milvus.open(region, self._attrs)  # another server may have made it
+                if idx is not None:
+                    self.indexes[region] = idx
+            if idx is not None and (skip_present or self.milvus is not None):
+                if idx.contains(rowid):
+                    continue
+            if isinstance(idx, MilvusIndex) and self.config.read_only:
+                idx.mark([rowid], live=True)  # the writer stores the row; never write here
+                continue
             if idx is None:
-                f = effective_factory(0, vec.shape[1], self.config.factory)
-                idx = FaissIndex(vec.shape[1], f, **self._index_kwargs())
+                if self.milvus is not None:
+                    if self.config.read_only:
+                        continue  # no collection yet: the writer makes it, a later sync finds it
+                    idx = self.milvus.create(region, vec.shape[1], self._attrs)
+                else:
+                    f = effective_factory(0, vec.shape[1], self.config.factory)
+                    idx = FaissIndex(vec.shape[1], f, **self._index_kwargs())
                 self.indexes[region] = idx
             idx.add(np.array([rowid], dtype=np.int64), vec)
+
+    def sync(self) -> int:
+        """Apply the store's changes made by other processes since :attr:`applied_seq` (a
+        read-only replica beside a writer, or several servers on one store): every index
+        follows the store's sequence numbers, as at start-up. Returns how many changes were
+        applied. A read-only catalog on Milvus only updates its id mirror (the writer that
+        made the change writes the rows); re-extracted descriptors rebuild the indexes."""
+        if self.store.seq() == self.applied_seq:
+            return 0
+        with self._write_lock:
+            changes = self.store.changes_since(self.applied_seq)
+            for ch in changes:
+                if ch.kind == "reextract":
+                    self.rebuild()  # reads the store's current state: nothing left to apply
+                    break
+                if ch.casing is None:
+                    continue
+                if ch.kind == "add":
+                    rec = self.store.get_casing(ch.casing, include_deleted=True)
+                    if not rec.deleted:
+                        descs = self.store.descriptors_of(ch.casing, self.extractor_version)
+                        self._apply_add(ch.casing, descs, skip_present=True)
+                elif ch.kind == "delete":
+                    for idx in self.indexes.values():
+                        if isinstance(idx, MilvusIndex) and self.config.read_only:
+                            idx.mark([ch.casing], live=False)
+                        else:
+                            idx.remove([ch.casing])
+            if changes:
+                self.applied_seq = max(self.applied_seq, changes[-1].seq)
+            return len(changes)
 
     def delete(self, casing_id: str, reason: str) -> CasingRecord:
         """Soft-delete (kept for audit); removed from every index without a rebuild."""
@@ -607,6 +734,7 @@ class Catalog:
         length_unit: str,
         light: Any,
     ) -> SearchResult:
+        self.sync()  # another process may have written to the store (replicas, servers)
         q = self.make_query(query, spacing_um=spacing_um, length_unit=length_unit, light=light)
         screen_fn = self.engine.screen
         screen = None

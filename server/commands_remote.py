@@ -196,6 +196,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.auth:
         _err("refusing to start without --auth (a tokens file); see server/auth.py")
         return 2
+    from index.vectors_milvus import VectorsURIError, parse_vectors_uri
+
+    vectors = getattr(args, "vectors", None)
+    try:
+        parse_vectors_uri(vectors)
+    except VectorsURIError as e:
+        _err(f"--vectors: {e}")
+        return 2
     from .interceptors import limits_from_args
 
     try:
@@ -213,7 +221,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        backend, close = open_backend(data_dir, limits)
+        backend, close = open_backend(data_dir, limits, {"vectors": vectors} if vectors else None)
     except CatalogLockedError as e:
         _err(f"{e}; is another server running on it?")
         return 2
