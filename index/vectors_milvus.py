@@ -29,12 +29,16 @@ for one client only) is enough. Strong costs a wait for the latest write timesta
 Filtered search (the planner contract of :class:`index.vectors.FaissIndex`: top-k *inside*
 the allowed ids, equal to exact filtered search on the test data): the allowed ids become a
 boolean ``filter`` expression on the primary key, ``id in [...]``, or ``id not in [...]`` over
-the live ids the filter excludes when that list is shorter (a 90 % filter costs the 10 %). Milvus
-evaluates it into a bitset before the vector search; when the filter leaves few rows
-(``exact_max_rows`` / ``exact_fraction``, as for FAISS) the search asks for ``ef`` = the
-whole allowed set, which makes the HNSW walk exhaustive over them, and Milvus itself falls
-back to brute force over the bitset on very narrow filters; wider filters raise ``ef`` by
-1/selectivity (capped at ``ef_cap``), the same rule as FAISS HNSW.
+the live ids the filter excludes when that list is shorter (a 90 % filter costs the 10 %), and
+``ef`` is raised by 1/selectivity (capped at ``ef_cap``), the rule of FAISS HNSW (plan
+``filter``). A narrow filter (at most ``exact_max_rows`` allowed rows) is not left to the
+graph: the allowed rows' vectors are fetched by primary key and scored exactly here (plan
+``exact-fetch``). Why: HNSW with a filter walks a neighbourhood of about ``ef`` nodes, most of
+them excluded, and misses allowed rows that lie elsewhere; milvus-lite (FAISS HNSW per sealed
+segment) has no brute-force fallback, and at 1 M rows with ``ef`` = the allowed rows it found
+recall@100 0.36 at 1,000 allowed rows and 0.01 at 100 (benchmarks/RESULTS-vector-engines.md).
+Milvus standalone/cluster switch to brute force by themselves on narrow filters; fetching keeps
+the result exact on every Milvus.
 
 Ids: a local mirror of the live ids (bool mask by id) answers ``count``/``ids``/``contains``
 and checks duplicate adds without a round trip; :meth:`MilvusIndex.refresh` reloads it from
@@ -200,8 +204,8 @@ class MilvusIndex:
     ``dim`` None opens an existing collection (dimension from its schema); an int creates it.
     ``index_type``: Milvus index on ``vec`` ("HNSW", M 32, efConstruction 80 like FAISS's
     HNSW32; or "FLAT", "IVF_FLAT", "AUTOINDEX"). ``ef_search``: HNSW ef for an unfiltered
-    search (at least k). ``exact_max_rows`` / ``exact_fraction``: a filter keeping at most
-    this many / this share of the rows is searched exhaustively (ef = allowed rows).
+    search (at least k). ``exact_max_rows``: a filter keeping at most this many rows is
+    searched exactly on the allowed rows' vectors fetched by id (``exact-fetch``).
     """
 
     def __init__(
@@ -215,9 +219,8 @@ class MilvusIndex:
         m: int = 32,
         ef_construction: int = 80,
         ef_search: int = 128,
-        ef_cap: int = 4096,
-        exact_max_rows: int = 20_000,
-        exact_fraction: float = 0.02,
+        ef_cap: int = 16384,
+        exact_max_rows: int = 4096,
     ) -> None:
         self.client = client
         self.collection = collection
@@ -225,7 +228,6 @@ class MilvusIndex:
         self.ef_search = int(ef_search)
         self.ef_cap = int(ef_cap)
         self.exact_max_rows = int(exact_max_rows)
-        self.exact_fraction = float(exact_fraction)
         self._lock = threading.RLock()
         if dim is None:
             desc = client.describe_collection(collection)
@@ -367,38 +369,63 @@ class MilvusIndex:
 
     # -- search ------------------------------------------------------------------------------
     def plan(self, n_allowed: int | None, k: int = 100) -> str:
-        """'full', 'exhaustive' (narrow filter: ef = allowed rows) or 'filter'."""
+        """'full', 'exact-fetch' (narrow filter: exact on the fetched vectors) or 'filter'."""
         if n_allowed is None:
             return "full"
-        n = max(self._n_live, 1)
-        if n_allowed <= self.exact_max_rows or n_allowed <= self.exact_fraction * n:
-            return "exhaustive"
-        return "filter"
+        return "exact-fetch" if n_allowed <= self.exact_max_rows else "filter"
 
     def _ef(self, n_allowed: int | None, k: int) -> int:
         ef = max(self.ef_search, k)
         if n_allowed is None:
             return ef
-        if self.plan(n_allowed, k) == "exhaustive":
-            return max(ef, min(n_allowed, MILVUS_MAX_TOPK * 2))
         sel = n_allowed / max(self._n_live, 1)
         return int(min(max(self.ef_cap, ef), max(ef, ef / max(sel, 1e-6))))
 
-    def _expr(self, allowed_ids: Any) -> tuple[int, str | None]:
-        """Allowed ids -> (live allowed count, filter expression; None: no filter needed)."""
+    def _allowed(self, allowed_ids: Any) -> np.ndarray:
+        """The allowed ids that are live here: sorted, unique."""
         a = np.asarray(allowed_ids, dtype=np.int64).reshape(-1)
-        a = a[(a >= 0) & (a < len(self._live))]
-        a = np.unique(a)
-        a = a[self._live[a]]
+        a = np.unique(a[(a >= 0) & (a < len(self._live))])
+        return a[self._live[a]]
+
+    def _expr(self, a: np.ndarray) -> str | None:
+        """Filter expression for live allowed ids ``a`` (None: they are every live row)."""
         n = len(a)
         if n == self._n_live:
-            return n, None
+            return None
         if 2 * n <= self._n_live:
-            return n, f"id in [{','.join(map(str, a.tolist()))}]"
+            return f"id in [{','.join(map(str, a.tolist()))}]"
         mask = self._live.copy()
         mask[a] = False
-        out = np.flatnonzero(mask)
-        return n, f"id not in [{','.join(map(str, out.tolist()))}]"
+        return f"id not in [{','.join(map(str, np.flatnonzero(mask).tolist()))}]"
+
+    def _exact_fetch(self, q: np.ndarray, k: int, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the live allowed ids ``a``: their vectors fetched by primary key."""
+        got_ids: list[int] = []
+        vecs: list[Any] = []
+        for s in range(0, len(a), WRITE_BATCH):
+            rows = self.client.get(
+                self.collection,
+                ids=a[s : s + WRITE_BATCH].tolist(),
+                output_fields=["vec"],
+                consistency_level="Strong",
+            )
+            got_ids += [int(r["id"]) for r in rows]
+            vecs += [r["vec"] for r in rows]
+        nq = q.shape[0]
+        scores = np.full((nq, k), -np.inf, np.float32)
+        out = np.full((nq, k), -1, np.int64)
+        if not got_ids:
+            return scores, out
+        x = np.asarray(vecs, dtype=np.float32).reshape(len(got_ids), self.dim)
+        ids = np.asarray(got_ids, dtype=np.int64)
+        order = np.argsort(ids, kind="stable")  # ties broken by id, whatever order get() used
+        x, ids = x[order], ids[order]
+        sims = q @ x.T
+        kk = min(k, len(ids))
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
+        scores[:, :kk] = np.take_along_axis(sims, top, axis=1)
+        out[:, :kk] = ids[top]
+        return scores, out
 
     def search(
         self, queries: Any, k: int, allowed_ids: Any | None = None
@@ -415,14 +442,19 @@ class MilvusIndex:
         with self._lock:
             n_allowed: int | None = None
             expr: str | None = None
+            a = None
             if allowed_ids is not None:
-                n_allowed, expr = self._expr(allowed_ids)
+                a = self._allowed(allowed_ids)
+                n_allowed = len(a)
                 if n_allowed == 0:
                     return scores, out
+                expr = self._expr(a)
                 if expr is None:
                     n_allowed = None
             if self._n_live == 0:
                 return scores, out
+            if a is not None and n_allowed is not None and self.plan(n_allowed) == "exact-fetch":
+                return self._exact_fetch(q, k, a)
             kk = min(k, MILVUS_MAX_TOPK, self._n_live if n_allowed is None else n_allowed)
             ef = self._ef(n_allowed, kk)
         params: dict[str, Any] = {"metric_type": "IP"}
