@@ -45,40 +45,6 @@ TRACE_STATUSES = ("requested", "completed", "no_result", "refused")
 #: NIBIN's goal: a lead within 24-48 hours of the evidence coming in.
 GOAL_HOURS = 48.0
 
-INTEL_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS firearms(
-    firearm_id TEXT PRIMARY KEY,
-    agency TEXT NOT NULL,
-    make TEXT, model TEXT, caliber TEXT, serial_number TEXT,
-    recovered_on TEXT, place TEXT, lat REAL, lon REAL,
-    status TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    created_by TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS firearms_agency ON firearms(agency)",
-    """CREATE TABLE IF NOT EXISTS test_fires(
-    casing INTEGER PRIMARY KEY REFERENCES casings(id),
-    firearm_id TEXT NOT NULL REFERENCES firearms(firearm_id),
-    created_at TEXT NOT NULL,
-    created_by TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS test_fires_firearm ON test_fires(firearm_id)",
-    """CREATE TABLE IF NOT EXISTS trace_requests(
-    trace_id TEXT PRIMARY KEY,
-    firearm_id TEXT NOT NULL REFERENCES firearms(firearm_id),
-    requested_of TEXT NOT NULL,
-    requested_at TEXT NOT NULL,
-    status TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    updated_by TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS trace_requests_firearm ON trace_requests(firearm_id)",
-    """CREATE TABLE IF NOT EXISTS incident_locations(
-    agency TEXT NOT NULL,
-    incident TEXT NOT NULL,
-    lat REAL NOT NULL,
-    lon REAL NOT NULL,
-    PRIMARY KEY(agency, incident))""",
-)
-
 _MAX_TEXT = 2000
 
 
@@ -250,13 +216,10 @@ def duration_stats(hours: list[float], goal_h: float = GOAL_HOURS) -> dict[str, 
 
 class Intel:
     """Intelligence records and views over one :class:`index.store.Store` (its connection and
-    transaction helpers; the tables are created on first use)."""
+    transaction helpers)."""
 
     def __init__(self, store: Store) -> None:
-        self.store = store
-        with store._tx() as con:
-            for stmt in INTEL_SCHEMA:
-                con.execute(stmt)
+        self.store = store  # its tables: migration 0003_intelligence (index/migrations)
 
     # -- firearms ------------------------------------------------------------------------
     def add_firearm(

@@ -45,6 +45,10 @@ from .search import (
 )
 from .store import CasingRecord, Decision, Filters, Store, open_store
 from .vectors import FaissIndex, SnapshotError, effective_factory
+from .vectors_milvus import MilvusIndex, MilvusVectors, parse_vectors_uri
+
+#: A region's vector index: embedded FAISS (default) or a Milvus collection.
+RegionIndex = FaissIndex | MilvusIndex
 
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
 
@@ -85,6 +89,10 @@ class CatalogConfig:
     files_dir: str | None = None
     """A PostgreSQL store's shared folder of originals and surfaces (None:
     ``BALLISTICS_FILES``, else the data directory)."""
+    vectors: str | None = None
+    """Vector engine URI (:func:`index.vectors_milvus.parse_vectors_uri`): None or "faiss" for
+    the embedded FAISS indexes (default), ``milvus://host:19530`` or
+    ``milvus-lite:///path/vectors.db`` for Milvus."""
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any] | None) -> CatalogConfig:
@@ -138,7 +146,9 @@ class Catalog:
         self.config = config
         self.engine = engine
         self.store = store
-        self.indexes: dict[str, FaissIndex] = {}
+        self.indexes: dict[str, RegionIndex] = {}
+        self.milvus: MilvusVectors | None = None
+        """The Milvus connection when ``config.vectors`` names Milvus (else FAISS)."""
         self.applied_seq = 0
         self.extractor_version = str(engine.extractor_version)
         self._write_lock = threading.RLock()
@@ -174,10 +184,13 @@ class Catalog:
                 raise CatalogLockedError(
                     f"data directory {d} is open for writing by another process"
                 ) from None
+        uri = parse_vectors_uri(cfg.vectors)  # a bad URI fails before anything is opened
         store = open_store(d, cfg.store, files_dir=cfg.files_dir)
         self = cls(d, cfg, engine or BallisticsEngine(), store)
         self._lock_fd = lock_fd
         try:
+            if uri.engine == "milvus":
+                self.milvus = MilvusVectors(uri, ef_search=cfg.ef_search)
             self._startup()
         except BaseException:
             self.close(snapshot=False)
@@ -192,7 +205,9 @@ class Catalog:
             self.applied_seq = self.store.seq()
             regions = set(indexed(dict.fromkeys(self.store.regions(self.extractor_version))))
             idx_dir = self.data_dir / "index"
-            if idx_dir.is_dir():
+            if self.milvus is not None:
+                regions |= set(self.milvus.regions())
+            elif idx_dir.is_dir():
                 regions |= {p.stem for p in idx_dir.glob("*.faiss")}
             changed = False
             for region in sorted(regions):
@@ -213,7 +228,9 @@ class Catalog:
     def _index_kwargs(self) -> dict[str, Any]:
         return {"ef_search": self.config.ef_search, "nprobe": self.config.nprobe}
 
-    def _load_or_rebuild(self, region: str) -> tuple[FaissIndex | None, str]:
+    def _load_or_rebuild(self, region: str) -> tuple[RegionIndex | None, str]:
+        if self.milvus is not None:
+            return self._load_or_rebuild_milvus(region)
         path = self._snapshot_path(region)
         store_seq = self.applied_seq
         why = "no snapshot"
@@ -242,7 +259,56 @@ class Catalog:
                 why = str(e)
         return self._build(region), f"rebuilt: {why}"
 
-    def _replay(self, region: str, idx: FaissIndex, seq: int) -> int:
+    def _attrs(self, ids: np.ndarray) -> builtins.list[tuple[str, str]]:
+        """(agency, caliber) of casings, for Milvus's partition-key and scalar fields."""
+        recs = self.store.get_many(ids.tolist())
+        return [
+            (recs[i].agency or "", recs[i].caliber or "") if i in recs else ("", "")
+            for i in ids.tolist()
+        ]
+
+    def _load_or_rebuild_milvus(self, region: str) -> tuple[RegionIndex | None, str]:
+        """The region's Milvus collection if its recorded seq and extractor version check out
+        (store changes after that seq are replayed), else rebuilt from the store. A read-only
+        catalog never writes to Milvus: it refuses a collection that is not current."""
+        assert self.milvus is not None
+        store_seq = self.applied_seq
+        why = "no collection"
+        try:
+            idx = self.milvus.open(region, self._attrs)
+        except Exception as e:  # a collection of another layout (e.g. made by hand)
+            idx, why = None, f"unreadable collection: {type(e).__name__}: {e}"
+        if idx is not None:
+            try:
+                meta = idx.meta()
+                if meta.get("extractor_version") != self.extractor_version:
+                    raise SnapshotError("extractor version differs")
+                if meta.get("region") != region:
+                    raise SnapshotError("region differs")
+                seq = int(meta.get("seq", -1))
+                if seq > store_seq or seq < 0:
+                    raise SnapshotError(f"collection seq {seq} is ahead of the store ({store_seq})")
+                n = 0
+                if seq < store_seq:
+                    if self.config.read_only:
+                        raise SnapshotError(f"collection at seq {seq}, store at {store_seq}")
+                    n = self._replay(region, idx, seq)
+                expect = self.store.live_vector_ids(region, self.extractor_version)
+                if not np.array_equal(idx.ids(), expect):
+                    raise SnapshotError(
+                        f"collection holds {idx.count()} rows, the store {len(expect)}"
+                    )
+                return idx, ("loaded" if n == 0 else f"replayed {n}")
+            except (SnapshotError, ValueError, KeyError) as e:
+                why = str(e)
+        if self.config.read_only:
+            raise SnapshotError(
+                f"Milvus collection {self.milvus.collection(region)} is not current ({why}); "
+                "open the catalog read-write once (ballistics serve) to rebuild it"
+            )
+        return self._build(region), f"rebuilt: {why}"
+
+    def _replay(self, region: str, idx: RegionIndex, seq: int) -> int:
         n = 0
         for ch in self.store.changes_since(seq):
             n += 1
@@ -261,15 +327,22 @@ class Catalog:
                 idx.remove([ch.casing])
         return n
 
-    def _build(self, region: str) -> FaissIndex | None:
+    def _build(self, region: str) -> RegionIndex | None:
         n = self.store.count_vectors(region, self.extractor_version)
         if n == 0:
+            if self.milvus is not None:
+                self.milvus.drop(region)
             with contextlib.suppress(FileNotFoundError):
                 self._snapshot_path(region).unlink()
             return None
         batches = self.store.iter_vectors(region, self.extractor_version)
         first = next(iter(self.store.iter_vectors(region, self.extractor_version, batch=1)))
         dim = first[1].shape[1]
+        if self.milvus is not None:
+            idx = self.milvus.create(region, dim, self._attrs)
+            for ids, vecs in batches:
+                idx.add(ids, vecs)
+            return idx
         return FaissIndex.build(dim, batches, factory=self.config.factory, **self._index_kwargs())
 
     def rebuild(self, region: str | None = None) -> None:
@@ -313,6 +386,8 @@ class Catalog:
         if self.applied_seq - self._last_snapshot_seq >= self.config.snapshot_every:
             if not self.config.factory:  # grow Flat -> HNSW -> IVF as the rule says
                 for region, idx in list(self.indexes.items()):
+                    if not isinstance(idx, FaissIndex):
+                        continue  # Milvus builds and grows its own index
                     if effective_factory(idx.count(), idx.dim) != idx.factory:
                         self.indexes[region] = FaissIndex.build(
                             idx.dim,
@@ -331,6 +406,8 @@ class Catalog:
                 with contextlib.suppress(OSError):
                     self.snapshot()
             self._searcher.close()
+            if self.milvus is not None:
+                self.milvus.close()
             self.store.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
@@ -467,13 +544,32 @@ class Catalog:
                 if self._searching == 0:
                     self._idle.notify_all()
 
-    def _apply_add(self, rowid: int, descriptors: Mapping[str, np.ndarray]) -> None:
+    def _apply_add(
+        self, rowid: int, descriptors: Mapping[str, np.ndarray], *, skip_present: bool = False
+    ) -> None:
+        """Add one casing's descriptors to each region's index (created when new).
+        ``skip_present``: an index that has the id already is left alone (replaying changes)."""
         for region, v in indexed(descriptors).items():
             vec = np.ascontiguousarray(v, dtype=np.float32).reshape(1, -1)
             idx = self.indexes.get(region)
+            if idx is None and self.milvus is not None:
+                idx = self.milvus.open(region, self._attrs)  # another server may have made it
+                if idx is not None:
+                    self.indexes[region] = idx
+            if idx is not None and (skip_present or self.milvus is not None):
+                if idx.contains(rowid):
+                    continue
+            if isinstance(idx, MilvusIndex) and self.config.read_only:
+                idx.mark([rowid], live=True)  # the writer stores the row; never write here
+                continue
             if idx is None:
-                f = effective_factory(0, vec.shape[1], self.config.factory)
-                idx = FaissIndex(vec.shape[1], f, **self._index_kwargs())
+                if self.milvus is not None:
+                    if self.config.read_only:
+                        continue  # no collection yet: the writer makes it, a later sync finds it
+                    idx = self.milvus.create(region, vec.shape[1], self._attrs)
+                else:
+                    f = effective_factory(0, vec.shape[1], self.config.factory)
+                    idx = FaissIndex(vec.shape[1], f, **self._index_kwargs())
                 self.indexes[region] = idx
             idx.add(np.array([rowid], dtype=np.int64), vec)
 
@@ -491,11 +587,11 @@ class Catalog:
         return rec
 
     def sync(self) -> int:
-        """Apply the changes other processes committed to a shared store (PostgreSQL) since
-        this catalog's ``applied_seq``; returns how many. A no-op on a store only this process
-        writes. Searches call it first, so every server answers from the same casings."""
-        if not self.store.shared:
-            return 0
+        """Apply the changes other processes committed to the store since this catalog's
+        ``applied_seq`` (several servers on PostgreSQL; a read-only replica beside a SQLite
+        writer); returns how many. Searches call it first, so every server answers from the
+        same casings. A read-only catalog on Milvus only updates its id mirror (the writer that
+        made the change writes the rows); re-extracted descriptors rebuild the indexes."""
         if self.store.seq() == self.applied_seq:
             return 0
         with self._write_lock:
@@ -516,7 +612,10 @@ class Catalog:
                 continue
             if ch.kind == "delete":
                 for idx in self.indexes.values():
-                    idx.remove([ch.casing])
+                    if isinstance(idx, MilvusIndex) and self.config.read_only:
+                        idx.mark([ch.casing], live=False)
+                    else:
+                        idx.remove([ch.casing])
                 continue
             rec = self.store.get_casing(ch.casing, include_deleted=True)
             if rec.deleted:

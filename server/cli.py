@@ -321,6 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--require-client-cert", action="store_true", help="refuse clients without a certificate"
     )
+    p.add_argument(
+        "--vectors",
+        metavar="URI",
+        default=None,
+        help="vector engine: 'faiss' (default: embedded, snapshots in --data-dir),"
+        " 'milvus://HOST:19530[/DB][?prefix=NAME]' (token from $BALLISTICS_MILVUS_TOKEN)"
+        " or 'milvus-lite:///path/vectors.db' (docs/deployment-milvus.md)",
+    )
     add_serve_limit_options(p)
     _audit_key_option(p)
     p.add_argument(

@@ -196,6 +196,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.auth:
         _err("refusing to start without --auth (a tokens file); see server/auth.py")
         return 2
+    from index.vectors_milvus import VectorsURIError, parse_vectors_uri
+
+    vectors = getattr(args, "vectors", None)
+    try:
+        parse_vectors_uri(vectors)
+    except VectorsURIError as e:
+        _err(f"--vectors: {e}")
+        return 2
     from .interceptors import limits_from_args
 
     try:
@@ -215,7 +223,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .commands_index import store_config
 
-        backend, close = open_backend(data_dir, limits, store_config(args) or None)
+        catalog_cfg: dict[str, str] = store_config(args)
+        if vectors:
+            catalog_cfg["vectors"] = vectors
+        backend, close = open_backend(data_dir, limits, catalog_cfg or None)
     except CatalogLockedError as e:
         _err(f"{e}; is another server running on it?")
         return 2

@@ -11,7 +11,7 @@ import pytest
 
 from index.errors import NotFoundError
 from index.intel import Intel, IntelError, series_id_of
-from index.store import Store
+from index.store import Store, open_store
 from server import intel_output as out
 
 _n = itertools.count()
@@ -43,8 +43,9 @@ def add_lead(store: Store, a: str, b: str, created_at: str | None = None) -> Non
 
 
 @pytest.fixture
-def world(tmp_path: Path):
-    store = Store(tmp_path / "d")
+def world(tmp_path: Path, store_engine: str):
+    """A store on each engine (SQLite; PostgreSQL where installed) with its intelligence."""
+    store = open_store(tmp_path / "d")
     intel = Intel(store)
     yield store, intel
     store.close()
