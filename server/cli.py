@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="vector engine: 'faiss' (default: embedded, snapshots in --data-dir),"
         " 'milvus://HOST:19530[/DB][?prefix=NAME]' (token from $BALLISTICS_MILVUS_TOKEN)"
-        " or 'milvus-lite:///path/vectors.db' (docs/deployment-milvus.md)",
+        " or 'milvus-lite:///path/vectors.db' (docs/deployment.md)",
     )
     add_serve_limit_options(p)
     _audit_key_option(p)
