@@ -171,9 +171,10 @@ def test_catalogs_of_two_processes_see_each_others_casings(tmp_path: Path, pg_ur
 
 # -- two `ballistics serve` processes on one PostgreSQL -----------------------------------------
 def _serve(
-    data: Path, url: str, files: Path, auth: Path, key: Path
+    data: Path, url: str, files: Path, auth: Path, key: Path, *extra: str
 ) -> tuple[subprocess.Popen, int]:
-    """``ballistics serve`` on the shared store (the fake pipeline); returns (process, port)."""
+    """``ballistics serve`` on the shared store (the fake pipeline), with ``extra`` options;
+    returns (process, port)."""
     log = data.with_suffix(".log")
     n_started = log.read_text().count("serving on") if log.exists() else 0
     env = {
@@ -200,6 +201,7 @@ def _serve(
         "0",
         "--lead-max-nmf",  # the fake pipeline's same-gun pairs (as test_leads.py)
         "0.3",
+        *extra,
     ]
     log = data.with_suffix(".log")
     with open(log, "a") as err:  # a file, not a pipe: nobody has to keep reading it
@@ -433,3 +435,52 @@ def test_cli_store_option_two_data_dirs_one_store(
     assert not (tmp_path / "b" / "store.sqlite").exists()
     assert cli_main(["leads", "--data-dir", str(tmp_path / "c"), *shared, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["jobs"]["pending"] == 6
+
+
+def test_serve_on_postgresql_and_milvus_answers_as_faiss(tmp_path: Path, pg_url: str) -> None:
+    """The whole service on both external engines: ``serve --store postgresql://...
+    --vectors milvus-lite://...`` stores, lists and searches, and answers a search with the
+    same list as a server on the same store keeping its own FAISS replica."""
+    pytest.importorskip("milvus_lite", reason="needs milvus-lite (the dev extra)")
+    from index.testing import PNG_MAGIC
+    from server.audit import generate_key
+    from server.auth import new_token_entry, write_auth_file
+    from server.client import Client
+
+    files = tmp_path / "files"
+    key = generate_key(tmp_path / "audit.key")
+    sub_token, sub = new_token_entry("sub", "PD-North", "submitter")
+    ex_token, ex = new_token_entry("ex", "PD-North", "examiner")
+    write_auth_file(tmp_path / "auth.json", [sub, ex])
+    args = (pg_url, files, tmp_path / "auth.json", key)
+    milvus_uri = f"milvus-lite://{tmp_path / 'milvus' / 'vectors.db'}"
+    pm, port_m = _serve(tmp_path / "m", *args, "--vectors", milvus_uri, "--no-correlate")
+    pf, port_f = _serve(tmp_path / "f", *args, "--no-correlate")
+    try:
+        with (
+            Client(f"127.0.0.1:{port_m}", sub_token, timeout=30) as cm,
+            Client(f"127.0.0.1:{port_m}", ex_token, timeout=30) as em,
+            Client(f"127.0.0.1:{port_f}", ex_token, timeout=30) as ef,
+        ):
+            ids = [
+                cm.submit(
+                    PNG_MAGIC + f"FAKE:{i % 4}:{i}".encode(), file_name="x.png", search=False
+                ).casing_id
+                for i in range(16)
+            ]
+            assert {r.casing_id for r in em.list(limit=100).casings} == set(ids)
+            for cid in ids[:4]:
+                rm = em.search(cid, max_results=6)
+                rf = ef.search(cid, max_results=6)
+                lm = [(c.casing_id, round(c.score, 9)) for c in rm.combined.candidates]
+                lf = [(c.casing_id, round(c.score, 9)) for c in rf.combined.candidates]
+                assert lm == lf and len(lm) == 6
+                assert cid not in {c for c, _ in lm}
+    finally:
+        for p in (pm, pf):
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+    assert (tmp_path / "milvus" / "vectors.db").exists()  # the vectors really went to Milvus
+    assert not (tmp_path / "m" / "index").exists() or not list(
+        (tmp_path / "m" / "index").glob("*.faiss")
+    )
