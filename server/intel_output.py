@@ -18,6 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from index.intel import REPORT_COUNTS
+
 SERIES_CSV_KEYS = (
     "casing_id",
     "agency",
@@ -29,18 +31,7 @@ SERIES_CSV_KEYS = (
 )
 REPORT_CSV_KEYS = (
     "jurisdiction",
-    "scene_casings",
-    "test_fires",
-    "leads",
-    "hits",
-    "hits_cross_agency",
-    "hits_cross_jurisdiction",
-    "hits_firearm_to_scene",
-    "hits_without_lead",
-    "hits_cross_border",
-    "firearms_recovered",
-    "trace_requests",
-    "firearms_traced",
+    *REPORT_COUNTS,
     "incident_to_lead_n",
     "incident_to_lead_median_h",
     "incident_to_lead_share_within_goal",

@@ -30,7 +30,7 @@ from .auth import Authenticator, Permission
 from .policy import SharingPolicy
 from .proto_gen import intelligence_pb2 as ipb
 from .proto_gen import intelligence_pb2_grpc as ipb_grpc
-from .service import Call, ServiceError, _rpc
+from .service import Call, ServiceError, _rpc, audit_call
 from .validation import InvalidRequest
 
 
@@ -125,21 +125,7 @@ class IntelligenceService(ipb_grpc.IntelligenceServicer):
         self.audit = audit
 
     def _audit(self, call: Call, outcome: str, detail: str) -> None:
-        ident = call.identity
-        try:
-            self.audit.append(
-                user=ident.user if ident else "",
-                agency=ident.agency if ident else "",
-                method=call.method,
-                targets=call.targets,
-                outcome=outcome,
-                detail=detail,
-                peer=call.peer,
-            )
-        except Exception as exc:
-            raise ServiceError(
-                grpc.StatusCode.UNAVAILABLE, "audit log unavailable; call refused"
-            ) from exc
+        audit_call(self.audit, call, outcome, detail)
 
     # ------------------------------------------------------------------ helpers
     def _firearm(self, call: Call, firearm_id: str, *, own: bool = False) -> Firearm:

@@ -382,6 +382,27 @@ class Call:
         return self.identity
 
 
+def audit_call(audit: AuditLog, call: Call, outcome: str, detail: str) -> None:
+    """Append one record of ``call`` to the audit log; a log that cannot be written refuses
+    the call (UNAVAILABLE): no record, no answer."""
+    ident = call.identity
+    try:
+        audit.append(
+            user=ident.user if ident else "",
+            agency=ident.agency if ident else "",
+            method=call.method,
+            targets=call.targets,
+            outcome=outcome,
+            detail=detail,
+            peer=call.peer,
+        )
+    except Exception as exc:
+        log.exception("audit write failed")
+        raise ServiceError(
+            grpc.StatusCode.UNAVAILABLE, "audit log unavailable; call refused"
+        ) from exc
+
+
 _R = TypeVar("_R")
 
 
@@ -455,22 +476,7 @@ class MatchingService(pb_grpc.MatchingServicer):
     # ------------------------------------------------------------------ helpers
 
     def _audit(self, call: Call, outcome: str, detail: str) -> None:
-        ident = call.identity
-        try:
-            self.audit.append(
-                user=ident.user if ident else "",
-                agency=ident.agency if ident else "",
-                method=call.method,
-                targets=call.targets,
-                outcome=outcome,
-                detail=detail,
-                peer=call.peer,
-            )
-        except Exception as exc:
-            log.exception("audit write failed")
-            raise ServiceError(
-                grpc.StatusCode.UNAVAILABLE, "audit log unavailable; call refused"
-            ) from exc
+        audit_call(self.audit, call, outcome, detail)
 
     def _begin(self, call: Call) -> None:
         """Audit a STARTED record before a side effect: no record, no side effect (UNAVAILABLE)."""
