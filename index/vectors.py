@@ -44,10 +44,12 @@ a plain search. Then a planner picks, per index kind:
 
 HNSW (and Flat): HNSW with a selector loses recall when the filter is narrow (the graph walk is
 spent on excluded nodes), so the plan is ``exact-subset`` when the allowed subset has at most
-``exact_max_rows`` (20k) rows or at most ``exact_fraction`` (2 %) of the rows (capped at 250k
-rows); otherwise ``selector`` with efSearch scaled up by 1/selectivity (capped at 4096). At 1 M
-rows this keeps filtered recall@100 >= 0.974 at every selectivity. For Flat, selector search is
-exact anyway.
+``exact_max_rows`` (100k) rows or at most ``exact_fraction`` (2 %) of the rows (capped at 250k
+rows); otherwise ``selector`` with efSearch scaled up by 1/selectivity (capped at 4096). The
+selector's recall depends on how clustered the vectors are: at 1 M rows and a 10 % filter it was
+0.974 on the search-core data but 0.856 on the clustered data of
+``benchmarks/vector_engines.py``, so filters up to 100k rows are scored exactly (~9 ms a query
+at 100k rows, RESULTS-vector-engines.md). For Flat, selector search is exact anyway.
 
 IVF: an IVF scan with a selector skips excluded ids cheaply and stays accurate as long as the
 probed lists hold enough allowed rows, so the plan is ``selector`` down to
@@ -249,7 +251,7 @@ class FaissIndex:
         ef_search: int = 128,
         ef_construction: int = 80,
         nprobe: int = 64,
-        exact_max_rows: int = 20_000,
+        exact_max_rows: int = 100_000,
         exact_fraction: float = 0.02,
         ivf_exact_max_rows: int = IVF_EXACT_MAX_ROWS,
         ivf_scan_factor: float = IVF_SCAN_FACTOR,
