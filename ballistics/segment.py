@@ -1133,7 +1133,8 @@ def _outermost(scored: list[tuple[float, h.Stadium]]) -> tuple[float, h.Stadium]
     under a ring or coaxial light; a mark joining the rim from outside makes larger
     outlines, never smaller ones. Between a floor spot and its rim, an off-centre outline
     touching the spot on one side and the rim on the other is covered nearly as well as
-    either and encloses the spot too, but only the rim shares the spot's centre.
+    either and encloses the spot too, but only the rim shares the spot's centre: of the
+    concentric ones, those within half a pixel of the least centre offset are taken first.
     """
 
     def area(st: h.Stadium) -> float:
