@@ -1057,7 +1057,7 @@ def _find_pin_2d(z: np.ndarray, primer: _Circle, sp_lo: float, f: int) -> _Pin |
         cands.append(em.refine(em.grow((px, py, pr), max(max_len - pr, 0.0)), max_len))
         # a Hough peak keeps only its most complete ring; under a coaxial light that is the
         # bright spot of the floor, and the rim is a concentric, larger ring of the same peak
-        radii = np.arange(math.ceil(1.3 * pr), fr[1] + 1e-9, 1.0)
+        radii = np.arange(math.ceil(pr + PIN_2D_RING_GAP_PX), fr[1] + 1e-9, 1.0)
         if radii.size:
             cov_r = [em.coverage((px, py, 0.0, float(rr), 0.0)) for rr in radii]
             rr = float(radii[int(np.argmax(cov_r))])
@@ -1110,6 +1110,11 @@ PIN_2D_RIM_COVERAGE = 0.8
 its boundary is covered."""
 
 
+PIN_2D_RING_GAP_PX = 3.0
+"""Least gap (working pixels, 75 um) between a 2-D Hough ring and the concentric rim sought
+around it: the floor's bright spot of a shallow impression reaches 0.8 of the rim radius."""
+
+
 PIN_2D_CONCENTRIC_RIM_COVERAGE = 0.7
 """As :data:`PIN_2D_RIM_COVERAGE`, for an outline concentric with the enclosed one: the floor's
 bright spot under a coaxial or ring light corroborates the rim around it, whose wall may be
@@ -1128,7 +1133,8 @@ def _outermost(scored: list[tuple[float, h.Stadium]]) -> tuple[float, h.Stadium]
     under a ring or coaxial light; a mark joining the rim from outside makes larger
     outlines, never smaller ones. Between a floor spot and its rim, an off-centre outline
     touching the spot on one side and the rim on the other is covered nearly as well as
-    either and encloses the spot too, but only the rim shares the spot's centre.
+    either and encloses the spot too, but only the rim shares the spot's centre: of the
+    concentric ones, those within half a pixel of the least centre offset are taken first.
     """
 
     def area(st: h.Stadium) -> float:
@@ -1138,8 +1144,11 @@ def _outermost(scored: list[tuple[float, h.Stadium]]) -> tuple[float, h.Stadium]
         x, y, _, _ = h.stadium_boundary(*inner)
         return float(np.max(h.stadium_distance(x, y, *outer))) <= max(1.5, 0.2 * outer[3])
 
+    def offset(outer: h.Stadium, inner: h.Stadium) -> float:
+        return math.hypot(outer[0] - inner[0], outer[1] - inner[1])
+
     def concentric(outer: h.Stadium, inner: h.Stadium) -> bool:
-        return math.hypot(outer[0] - inner[0], outer[1] - inner[1]) <= max(1.5, 0.1 * outer[3])
+        return offset(outer, inner) <= max(1.5, 0.1 * outer[3])
 
     best = max(scored, key=lambda t: t[0])
     while True:
@@ -1158,10 +1167,15 @@ def _outermost(scored: list[tuple[float, h.Stadium]]) -> tuple[float, h.Stadium]
         # concentric ones first: an off-centre outline between the floor's spot and the rim
         # can ride on the spot on one side and on the rim on the other, and both enclose the
         # spot; the rim shares the spot's centre (ring or coaxial light)
-        pool = [t for t in bigger if concentric(t[1], best[1])] or bigger
+        pool = [t for t in bigger if concentric(t[1], best[1])]
+        if pool:
+            # the most concentric (to half a pixel): an outline riding the spot on one side and
+            # the rim on the other can pass as concentric too, but lies off the spot's centre
+            off = [offset(t[1], best[1]) for t in pool]
+            pool = [t for t, o in zip(pool, off, strict=True) if o <= min(off) + 0.5]
         # the innermost: marks next to the impression (drag mark, aperture shear) can only
         # add outlines outside the rim, never inside it
-        best = min(pool, key=lambda t: area(t[1]))
+        best = min(pool or bigger, key=lambda t: area(t[1]))
 
 
 def _inside(st: h.Stadium, m: int, n: int) -> bool:

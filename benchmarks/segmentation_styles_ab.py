@@ -1,18 +1,17 @@
-"""Segmentation per style and instrument, before and after a change of the 2-D pin choice.
+"""Segmentation per style and instrument, before and after a change of the segmentation.
 
 Builds the cases of ``benchmarks/segmentation_styles.py`` (every cropping style, every 3-D
-instrument and 2-D light, the given spacings) once per seed and scores each with the current
-:func:`ballistics.segment.segment`; every 2-D case is scored a second time with
-``ballistics.segment._outermost`` taken from the git revision ``--before-rev`` (the only
-function of the 2-D path that prep-7 changed), so "before" and "after" see the very same
-images, and the synthesis (most of the run time) is paid once. 3-D cases never reach
-``_outermost`` (the run counts its calls on 3-D cases and fails if there are any), so their
-"before" is their "after".
+instrument and 2-D light, the given spacings) once per seed and scores each twice: with the
+current :func:`ballistics.segment.segment` and with ``ballistics/segment.py`` as it was at the
+git revision ``--before-rev`` (loaded as a module of its own, beside the current one), so
+"before" and "after" see the very same scans, and the synthesis (most of the run time) is
+paid once. With ``--only-2d`` the 3-D instruments are not recorded and no 3-D case is
+scored (for a change of the 2-D path only: 3-D cases never run it).
 
 Usage::
 
-    python benchmarks/segmentation_styles_ab.py --seeds 9319 2719 --casings 3
-        [--spacings-um 6.25 7.5 3.125 2.5] [--before-rev f11a2e3] [--out out/ab]
+    python benchmarks/segmentation_styles_ab.py --seeds 5113 7741 --casings 3
+        [--spacings-um 6.25 7.5 3.125 2.5] [--before-rev 8546fb3] [--only-2d] [--out out/ab]
 
 writes ``<out>/segmentation_styles_ab.json`` (records and per-style tables, before and after)
 after every seed and spacing. The micrometre X3P round trip is not run (3-D only).
@@ -25,6 +24,7 @@ import json
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,37 +35,39 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import segmentation_styles as ss  # noqa: E402
 
-import ballistics.segment as seg_mod  # noqa: E402
+from ballistics.instruments import INSTRUMENTS  # noqa: E402
 
 
-def _function_at(rev: str, name: str) -> Callable[..., Any]:
-    """Function ``name`` of ``ballistics/segment.py`` at git revision ``rev``, bound to the
-    current module's globals (helpers and constants)."""
+def _segment_at(rev: str) -> Callable[..., Any]:
+    """:func:`segment` of ``ballistics/segment.py`` at git revision ``rev``, as a module of its
+    own in the ``ballistics`` package (same helpers, constants of that revision)."""
     src = subprocess.run(
         ["git", "-C", str(ROOT), "show", f"{rev}:ballistics/segment.py"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    lines = src.splitlines()
-    start = next(i for i, ln in enumerate(lines) if ln.startswith(f"def {name}("))
-    end = next(
-        (i for i in range(start + 1, len(lines)) if lines[i] and not lines[i][0].isspace()),
-        len(lines),
-    )
-    ns = dict(vars(seg_mod))
+    name = f"ballistics._segment_at_{rev}"
+    mod = types.ModuleType(name)
+    mod.__package__ = "ballistics"
+    sys.modules[name] = mod  # dataclasses look their module up
     # our own repository's source, at a revision the user names
-    exec("\n".join(lines[start:end]), ns)
-    fn: Callable[..., Any] = ns[name]
+    exec(compile(src, f"{rev}:ballistics/segment.py", "exec"), mod.__dict__)
+    fn: Callable[..., Any] = mod.segment
     return fn
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[9319, 2719])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[5113, 7741])
     ap.add_argument("--casings", type=int, default=3, help="casings per spacing and seed")
     ap.add_argument("--spacings-um", type=float, nargs="+", default=[6.25, 7.5, 3.125, 2.5])
-    ap.add_argument("--before-rev", default="f11a2e3", help="git revision of the 'before'")
+    ap.add_argument(
+        "--before-rev", default="8546fb3", help="git revision of the 'before' (main, prep-7)"
+    )
+    ap.add_argument(
+        "--only-2d", action="store_true", help="record and score 2-D cases only (2-D change)"
+    )
     ap.add_argument("--out", default=str(ROOT / "out" / "ab"))
     ap.add_argument(
         "--report",
@@ -76,33 +78,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report:
         print(report(json.loads(Path(args.report).read_text())))
         return 0
-    after_fn = seg_mod._outermost
-    before_fn = _function_at(args.before_rev, "_outermost")
-    calls = {"n": 0}
-
-    def counted(scored: Any) -> Any:
-        calls["n"] += 1
-        return after_fn(scored)
-
-    seg_mod._outermost = counted
+    after_fn = ss.segment
+    before_fn = _segment_at(args.before_rev)
+    instruments = [
+        n
+        for n in ss.INSTRUMENT_NAMES
+        if not args.only_2d or n == "generic" or INSTRUMENTS[n].kind == "image"
+    ]
     t0 = time.time()
     recs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
     done: list[tuple[int, float]] = []
     for seed in args.seeds:
         for sp in args.spacings_um:
-            for c in ss.synthetic_cases(sp, args.casings, seed, um_x3p=False):
-                calls["n"] = 0
+            for c in ss.synthetic_cases(
+                sp, args.casings, seed, um_x3p=False, instruments=instruments
+            ):
+                if args.only_2d and c.group["kind"] != "2d":
+                    continue
                 (after,) = ss.measure([c])
-                if c.group["kind"] == "2d":
-                    seg_mod._outermost = before_fn
-                    try:
-                        (before,) = ss.measure([c])
-                    finally:
-                        seg_mod._outermost = counted
-                else:
-                    if calls["n"]:
-                        raise RuntimeError("a 3-D case reached _outermost; score it twice")
-                    before = after
+                ss.segment = before_fn
+                try:
+                    (before,) = ss.measure([c])
+                finally:
+                    ss.segment = after_fn
                 recs["after"].append({**after, "seed": seed})
                 recs["before"].append({**before, "seed": seed})
             done.append((seed, sp))
@@ -139,6 +137,7 @@ def _write(
         "casings": args.casings,
         "done_seed_spacing_um": done,
         "before_rev": args.before_rev,
+        "only_2d": args.only_2d,
         "wall_seconds": wall,
     }
     out = Path(args.out)

@@ -482,6 +482,52 @@ def test_render_ring_round_pin_is_not_between_floor_spot_and_rim() -> None:
     assert math.dist(seg.firing_pin_center, st.fp_center) < 5.0  # measured 27.4 before, 1.2
 
 
+def test_most_concentric_rim_beats_outline_riding_spot_and_rim() -> None:
+    """The numbers of the render_ring miss of tuning seed 2719 (G2719-0000-2719000,
+    disc_fov_wide, 2.5 um): floor spot (r 16.2), the rim (r 21.4, 0.1 px off the spot's
+    centre, coverage 0.78) and an outline riding the spot below and the rim above (r 17.1,
+    half-length 5, 1.6 px off: within the concentric tolerance too, and smaller). prep-7 took
+    the smaller, 16 px off at 2.5 um; the rim shares the spot's centre."""
+    from ballistics.segment import _outermost
+
+    spot = (102.6, 99.2, 0.4, 16.2, 1.06)
+    beside = (102.7, 102.5, 2.9, 16.7, 1.52)
+    rim_and_mark = (99.4, 95.7, 6.2, 21.0, 0.83)
+    rim = (102.5, 99.1, 1.0, 21.4, 0.81)
+    riding = (103.1, 100.8, 5.0, 17.1, 3.01)
+    scored = [(1.0, spot), (0.92, beside), (0.79, rim_and_mark), (0.78, rim), (0.77, riding)]
+    assert _outermost(scored)[1] == rim
+    # without the rim, the concentric outline riding the spot and the rim is still taken
+    assert _outermost([t for t in scored if t[1] != rim])[1] == riding
+
+
+def test_rim_of_shallow_impression_just_outside_its_floor_spot() -> None:
+    """A shallow impression's bright floor spot reaches 0.8 of the rim radius (tuning seed
+    9319, G9319-0008-9319002, render_ring disc_fov_wide at 2.5 um: spot r 23.8, rim 29.8
+    working px). The concentric rim was sought only from 1.3 spot radii (31 px) out, found
+    a fainter ring beyond the rim, and an off-centre outline between spot and rim was taken
+    (39 px off at 2.5 um). Here on the working grid (25 um): the rim is broken where a mark
+    joins it, a faint partial arc lies outside it."""
+    from ballistics.segment import _Circle, _find_pin_2d
+
+    rng = np.random.default_rng(7)
+    m = 200
+    yy, xx = np.mgrid[:m, :m]
+    cx, cy = 101.3, 98.6
+    r = np.hypot(xx - cx, yy - cy)
+    ang = np.arctan2(yy - cy, xx - cx)
+    z = np.full((m, m), 0.6) + 0.02 * rng.standard_normal((m, m))
+    z[(r < 30) & (np.abs(ang - 2.0) > 0.8)] = 0.35  # dark wall, broken over 1.6 rad
+    z[(r > 35) & (r < 38) & (np.abs(ang + 1.0) < 1.6)] = 0.45  # faint arc outside the rim
+    z[r < 24] = 1.0  # the floor's bright spot
+    z[np.hypot(xx - 100, yy - 100) > 80] = 0.3  # outside the primer
+    pin = _find_pin_2d(z, _Circle(100.0, 100.0, 80.0, 1.0), 25e-6, 1)
+    assert pin is not None
+    row, col, major, minor = pin.full[:4]
+    assert math.dist((row, col), (cy, cx)) < 1.0  # prep-7: 3.2 px off (spot-rim outline)
+    assert abs(minor - 30.0) < 1.5 and abs(major - 30.0) < 1.5  # prep-7: 26.1 and 29.1
+
+
 def test_partly_invalid_elongated_pin_centre() -> None:
     """Half an elongated pin invalid: a stadium fitted to the rim and the invalid part's
     outline at once. Before: the rim's ellipse or circle fit, 18-45 px off (and "round")."""
