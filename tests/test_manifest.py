@@ -169,8 +169,15 @@ def _cli(args: list[str], **kw: Any) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell's background job inherits SIGINT ignored, and Python keeps it so: give
+        # the child the default, so Ctrl-C reaches it however the test run was started
+        preexec_fn=_sigint_default,
         **kw,
     )
+
+
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ctrl_c_during_ingest_exits_130_and_a_rerun_resumes(tmp_path: Path) -> None:
