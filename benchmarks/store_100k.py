@@ -139,6 +139,8 @@ def main() -> int:
                     "rescored": r.n_rescored,
                     "errors": r.n_errors,
                     "partial": r.partial,
+                    "rerank_k": r.rerank_k,
+                    "stage_s": {k: round(v, 4) for k, v in r.stage_s.items()},
                 }
             )
         res["search_s"] = {
@@ -146,6 +148,10 @@ def main() -> int:
             "p90": round(float(np.quantile(times, 0.9)), 3),
             "max": round(float(np.max(times)), 3),
             "queries": len(times),
+            "stage_median_s": {
+                k: round(float(np.median([d["stage_s"][k] for d in details])), 4)
+                for k in details[0]["stage_s"]
+            },
         }
         res["searches"] = details
     db = sum((d / f).stat().st_size for f in os.listdir(d) if f.startswith("store.sqlite"))

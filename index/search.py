@@ -223,6 +223,10 @@ class SearchResult:
     query_quality: dict[str, Any] | None = None
     rerank_k: int = 0
     """Stage 1's candidates per region in this search (given, or from the rerank policy)."""
+    stage_s: dict[str, float] = field(default_factory=dict)
+    """Wall seconds per stage: ``candidates`` (filter, vector search, records), ``screen``
+    (signatures loaded and scored), ``compare`` (the full comparisons, on the pool) and
+    ``rank``."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -235,6 +239,7 @@ class SearchResult:
             "n_rescored": self.n_rescored,
             "n_errors": self.n_errors,
             "elapsed_s": self.elapsed_s,
+            "stage_s": dict(self.stage_s),
             "plans": dict(self.plans),
             "combined": [c.as_dict() for c in self.combined],
             "regions": {r: [c.as_dict() for c in cs] for r, cs in self.regions.items()},
@@ -567,17 +572,22 @@ class Searcher:
         rerank_k = max(rerank_k, top)
         coarse = coarse_candidates(indexes, query, allowed, rerank_k)
         live = live_candidates(store, coarse, query.sha256)
+        t1 = time.monotonic()
         screened, to_compare = screen_candidates(screen, query, live.order, coarse.best)
-        timeout = None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - t0))
+        t2 = time.monotonic()
+        timeout = None if deadline_s is None else max(0.0, deadline_s - (t2 - t0))
         compared = compare_candidates(
             self._pool,
             to_compare,
             partial(compare_one, store, query, score_fn=score_fn, load_fn=load_fn),
             timeout,
         )
+        t3 = time.monotonic()
         per_region, combined, identical = rank_candidates(
             store, query, coarse, live, screened, compared, top=top, nmf_fn=nmf_fn
         )
+        t4 = time.monotonic()
+        stage_s = {"candidates": t1 - t0, "screen": t2 - t1, "compare": t3 - t2, "rank": t4 - t3}
         query_quality = getattr(query.prepared, "quality", None)
         return SearchResult(
             query_casing_id=query.casing_id,
@@ -589,6 +599,7 @@ class Searcher:
             n_rescored=len(compared.results),
             n_errors=compared.n_errors,
             elapsed_s=time.monotonic() - t0,
+            stage_s=stage_s,
             plans=coarse.plans,
             identical=identical,
             query_quality=query_quality if isinstance(query_quality, dict) else None,

@@ -98,6 +98,12 @@ def test_deadline_returns_partial(tmp_path):
         res = cat.search(recs[0].casing_id, top=10, deadline_s=0.12)
         assert res.partial and 0 < res.n_rescored < res.n_candidates
         assert any(not c.rescored and c.score is None for c in res.combined)
+        # the stages' times: the comparisons stopped at the deadline, and they add up
+        st = res.stage_s
+        assert set(st) == {"candidates", "screen", "compare", "rank"}
+        assert 0.05 <= st["compare"] < 0.5 and all(v >= 0 for v in st.values())
+        assert sum(st.values()) <= res.elapsed_s + 1e-6
+        assert res.as_dict()["stage_s"] == st
 
 
 def test_reextract_after_version_change(tmp_path):
