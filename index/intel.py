@@ -105,9 +105,24 @@ class TraceRequest:
 
 
 @dataclass(frozen=True)
+class StatusChange:
+    """One change of a firearm's status after it was recorded (oldest first on a firearm)."""
+
+    status: str
+    previous: str
+    comment: str
+    changed_at: str
+    changed_by: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Firearm:
     """A recovered or seized firearm; ``test_fires`` are casing ids, ``traces`` its trace
-    requests (oldest first)."""
+    requests and ``status_changes`` the changes of its status made with
+    :meth:`Intel.set_status` (both oldest first)."""
 
     firearm_id: str
     agency: str
@@ -124,10 +139,12 @@ class Firearm:
     created_by: str
     test_fires: list[str] = field(default_factory=list)
     traces: list[TraceRequest] = field(default_factory=list)
+    status_changes: list[StatusChange] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["traces"] = [t.as_dict() for t in self.traces]
+        d["status_changes"] = [c.as_dict() for c in self.status_changes]
         return d
 
 
@@ -293,6 +310,14 @@ class Intel:
                 (firearm_id,),
             )
         ]
+        changes = [
+            StatusChange(*r)
+            for r in con.execute(
+                "SELECT status, previous, comment, changed_at, changed_by "
+                "FROM firearm_status_changes WHERE firearm_id = ? ORDER BY seq",
+                (firearm_id,),
+            )
+        ]
         return Firearm(
             firearm_id=str(row[0]),
             agency=str(row[1]),
@@ -309,7 +334,38 @@ class Intel:
             created_by=str(row[12]),
             test_fires=fires,
             traces=traces,
+            status_changes=changes,
         )
+
+    def set_status(self, firearm_id: str, status: str, *, comment: str, user: str) -> Firearm:
+        """Change the firearm's status (e.g. ``returned``, ``destroyed``), recording who, when,
+        the previous status and why (``comment``, required). Setting the status it already
+        has changes nothing and records nothing."""
+        if status not in FIREARM_STATUSES:
+            raise IntelError(f"status must be one of {FIREARM_STATUSES}; got {status!r}")
+        why = _text(comment, "comment", required=True, limit=_MAX_TEXT)
+        user_ = _text(user, "user", required=True)
+        with self.store._tx() as con:
+            row = con.execute(
+                "SELECT status FROM firearms WHERE firearm_id = ?", (firearm_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"no firearm with id {firearm_id}")
+            if str(row[0]) != status:
+                seq = con.execute(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM firearm_status_changes "
+                    "WHERE firearm_id = ?",
+                    (firearm_id,),
+                ).fetchone()[0]
+                con.execute(
+                    "INSERT INTO firearm_status_changes(firearm_id, seq, status, previous, "
+                    "comment, changed_at, changed_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (firearm_id, int(seq), status, str(row[0]), why, _now(), user_),
+                )
+                con.execute(
+                    "UPDATE firearms SET status = ? WHERE firearm_id = ?", (status, firearm_id)
+                )
+        return self.get_firearm(firearm_id)
 
     def list_firearms(self, visible: Iterable[str] | None = None) -> list[Firearm]:
         ids = [
@@ -980,6 +1036,14 @@ def _timeline(view: Mapping[str, Any]) -> list[dict[str, Any]]:
                     "event": "trace requested",
                     "what": f"trace {t['trace_id']} of {f['firearm_id']} asked of "
                     f"{t['requested_of']}: {t['status']}",
+                }
+            )
+        for c in f.get("status_changes", []):
+            ev.append(
+                {
+                    "time": c["changed_at"],
+                    "event": "firearm status",
+                    "what": f"{f['firearm_id']} {c['previous']} -> {c['status']}: {c['comment']}",
                 }
             )
     for h in view["hits"]:

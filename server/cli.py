@@ -546,12 +546,15 @@ def _intel_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
     """``firearm``, ``locate``, ``series``, ``report`` (server/commands_intel.py)."""
     p = command(
         "firearm",
-        "recovered firearms: add, show (its JSON is the export form), test-fire (mark a"
-        " submitted casing as its test fire), trace (record a trace request), trace-result",
+        "recovered firearms: add, show (its JSON is the export form), status (returned,"
+        " destroyed, ...: kept with who, when and why), test-fire (mark a submitted casing as"
+        " its test fire), trace (record a trace request), trace-result",
         "ballistics firearm add --make Glock --model 17 --caliber 9mm --serial ABC123"
         " --recovered-on 2025-03-04 --place 'Elm St' --server 127.0.0.1",
         "ballistics firearm test-fire F-0123456789ab CASING --server 127.0.0.1",
         "ballistics firearm show F-0123456789ab --json --server 127.0.0.1",
+        "ballistics firearm status F-0123456789ab --status destroyed --comment 'court order"
+        " 2026/118' --server 127.0.0.1",
         "ballistics firearm trace F-0123456789ab --requested-of 'National tracing centre'"
         " --server 127.0.0.1",
         "ballistics firearm trace-result T-0123456789ab --status completed --outcome"
@@ -583,6 +586,14 @@ def _intel_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
     a = action("show", "a firearm with its test fires and traces (--json: the export form)")
     a.add_argument("firearm_id")
     _intel_local_options(a)
+    a = action("status", "change a firearm's status, saying why (every change is kept)")
+    a.add_argument("firearm_id")
+    a.add_argument(
+        "--status",
+        required=True,
+        choices=["recovered", "seized", "test_fired", "traced", "returned", "destroyed"],
+    )
+    a.add_argument("--comment", required=True, help="why (e.g. the court order or receipt)")
     a = action("test-fire", "mark a casing your agency submitted as a test fire of the firearm")
     a.add_argument("firearm_id")
     a.add_argument("casing_ids", nargs="+", metavar="CASING_ID")

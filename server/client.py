@@ -295,6 +295,12 @@ class Client:
         req = ipb.GetFirearmRequest(firearm_id=firearm_id)
         return self.intel.GetFirearm(req, **self._kw(timeout))
 
+    def set_firearm_status(
+        self, firearm_id: str, status: str, comment: str, *, timeout: float | None = None
+    ) -> ipb.Firearm:
+        req = ipb.SetFirearmStatusRequest(firearm_id=firearm_id, status=status, comment=comment)
+        return self.intel.SetFirearmStatus(req, **self._kw(timeout))
+
     def add_test_fire(
         self, firearm_id: str, casing_id: str, *, timeout: float | None = None
     ) -> ipb.Firearm:

@@ -1,7 +1,7 @@
 """CLI handlers for crime-gun intelligence: ``ballistics firearm``, ``locate``, ``series``,
 ``report`` (index/intel.py, server/intel_service.py).
 
-Changes (firearm add, test-fire, trace, trace-result, locate) go through a server
+Changes (firearm add, status, test-fire, trace, trace-result, locate) go through a server
 (``--server``), so they carry the token's agency and are audited. Reading (firearm show,
 series, report) works remotely or locally on a store (``--data-dir D --agency A [--policy
 P]``: the view an examiner of A gets under that policy). ``--json`` prints the documented
@@ -81,6 +81,11 @@ def _firearm_out(doc: dict[str, Any], as_json: bool) -> None:
             f"  trace {t['trace_id']} asked of {t['requested_of']} on {t['requested_at']}:"
             f" {t['status']}" + (f" -- {t['outcome']}" if t["outcome"] else "")
         )
+    for c in doc.get("status_changes", []):
+        print(
+            f"  status {c['previous']} -> {c['status']} on {c['changed_at'][:10]}"
+            f" by {c['changed_by']}: {c['comment']}"
+        )
 
 
 @_handles_errors
@@ -99,6 +104,8 @@ def cmd_firearm(args: argparse.Namespace) -> int:
         _firearm_out(doc, args.json)
         return 0
     if not args.server:
+        if args.action == "show":
+            raise UsageError("firearm show needs --server, or --data-dir with --agency")
         raise UsageError(f"firearm {args.action} needs --server (changes are audited there)")
     with _client(args) as client:
         if args.action == "add":
@@ -119,6 +126,8 @@ def cmd_firearm(args: argparse.Namespace) -> int:
             msg = client.add_firearm(**fields)
         elif args.action == "show":
             msg = client.get_firearm(args.firearm_id)
+        elif args.action == "status":
+            msg = client.set_firearm_status(args.firearm_id, args.status, args.comment)
         elif args.action == "test-fire":
             for cid in args.casing_ids:
                 msg = client.add_test_fire(args.firearm_id, cid)

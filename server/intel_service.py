@@ -58,6 +58,7 @@ def firearm_to_proto(fa: Firearm, casings: list[str] | None = None) -> ipb.Firea
         created_by=fa.created_by,
         test_fire_casing_ids=fa.test_fires if casings is None else casings,
         traces=[ipb.TraceRequest(**t.as_dict()) for t in fa.traces],
+        status_changes=[ipb.StatusChange(**c.as_dict()) for c in fa.status_changes],
     )
     if fa.lat is not None and fa.lon is not None:
         msg.lat, msg.lon = fa.lat, fa.lon
@@ -93,6 +94,16 @@ def firearm_from_proto(m: ipb.Firearm) -> dict[str, Any]:
                 "updated_by": t.updated_by,
             }
             for t in m.traces
+        ],
+        "status_changes": [
+            {
+                "status": c.status,
+                "previous": c.previous,
+                "comment": c.comment,
+                "changed_at": c.changed_at,
+                "changed_by": c.changed_by,
+            }
+            for c in m.status_changes
         ],
     }
 
@@ -181,6 +192,17 @@ class IntelligenceService(ipb_grpc.IntelligenceServicer):
         self, request: ipb.GetFirearmRequest, context: grpc.ServicerContext, call: Call
     ) -> ipb.Firearm:
         return self._firearm_proto(call, self._firearm(call, request.firearm_id))
+
+    @_rpc("SetFirearmStatus", Permission.FIREARMS)
+    def SetFirearmStatus(
+        self, request: ipb.SetFirearmStatusRequest, context: grpc.ServicerContext, call: Call
+    ) -> ipb.Firearm:
+        fa = self._firearm(call, request.firearm_id, own=True)
+        with _input_errors():
+            fa = self.intel.set_status(
+                fa.firearm_id, request.status, comment=request.comment, user=call.who.user
+            )
+        return self._firearm_proto(call, fa)
 
     @_rpc("AddTestFire", Permission.FIREARMS)
     def AddTestFire(

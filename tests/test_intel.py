@@ -139,6 +139,12 @@ def test_firearm_test_fire_links_series_and_hidden_parts_are_counted(world) -> N
     assert out.series_png(s)[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<table>" in out.series_html(s) and "LAB-X" not in out.series_html(s)
     assert out.series_csv(s).count("\n") == 1 + len(s["evidence"])
+    # a later status change is on the series timeline
+    intel.set_status(fa.firearm_id, "destroyed", comment="court order 118", user="u")
+    s = intel.find_series({"PD-A", "PD-B"}, firearm_id=fa.firearm_id)
+    (ev,) = [e for e in s["timeline"] if e["event"] == "firearm status"]
+    assert "test_fired -> destroyed: court order 118" in ev["what"]
+    assert "court order 118" in out.series_text(s)
     # an agency seeing nothing of it gets NOT_FOUND, like an unknown series
     with pytest.raises(NotFoundError):
         intel.find_series({"PD-Z"}, series_id=s["series_id"])
@@ -184,6 +190,41 @@ def test_trace_requests_and_bad_input(world) -> None:
     intel.add_test_fire(fa.firearm_id, c, user="u")
     with pytest.raises(IntelError, match="already a test fire"):
         intel.add_test_fire(fb.firearm_id, c, user="u")
+
+
+def test_status_changes_are_kept_with_who_when_and_why(world) -> None:
+    _, intel = world
+    fa = intel.add_firearm(agency="PD-A", user="u", serial_number="S9")
+    assert fa.status == "recovered" and fa.status_changes == []
+    got = intel.set_status(fa.firearm_id, "returned", comment="owner's receipt 17", user="clerk")
+    assert got.status == "returned"
+    (ch,) = got.status_changes
+    assert (ch.previous, ch.status, ch.comment, ch.changed_by) == (
+        "recovered",
+        "returned",
+        "owner's receipt 17",
+        "clerk",
+    )
+    # the same status again records nothing; a further change is appended, oldest first
+    assert intel.set_status(
+        fa.firearm_id, "returned", comment="again", user="u"
+    ).status_changes == [ch]
+    got = intel.set_status(fa.firearm_id, "destroyed", comment="court order 2026/118", user="u")
+    assert [(c.previous, c.status) for c in got.status_changes] == [
+        ("recovered", "returned"),
+        ("returned", "destroyed"),
+    ]
+    assert (
+        json.loads(json.dumps(got.as_dict()))["status_changes"][1]["comment"]
+        == "court order 2026/118"
+    )
+    with pytest.raises(IntelError, match="status must be one of"):
+        intel.set_status(fa.firearm_id, "lost", comment="x", user="u")
+    with pytest.raises(IntelError, match="comment is required"):
+        intel.set_status(fa.firearm_id, "seized", comment="", user="u")
+    with pytest.raises(NotFoundError, match="no firearm"):
+        intel.set_status("F-nope", "seized", comment="x", user="u")
+    assert intel.get_firearm(fa.firearm_id).status == "destroyed"  # refusals changed nothing
 
 
 def test_report_durations_and_cross_jurisdiction(world) -> None:

@@ -170,7 +170,39 @@ def test_grpc_and_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[s
             assert json.loads(capsys.readouterr().out)["series_id"] == view["series_id"]
             sub = ["--server", srv.address, f"--token={srv.tokens['north_sub']}"]
             assert cli_main(["firearm", "add", "--make", "Colt", "--json", *sub]) == 0
-            assert json.loads(capsys.readouterr().out)["make"] == "Colt"
+            colt = json.loads(capsys.readouterr().out)
+            assert colt["make"] == "Colt"
+            # a status change: kept with who, when and why; only the owning agency changes it
+            why = ["--comment", "court order 2026/118"]
+            argv = ["firearm", "status", colt["firearm_id"], "--status", "destroyed", *why]
+            assert cli_main([*argv, "--json", *sub]) == 0
+            doc = json.loads(capsys.readouterr().out)
+            assert doc["status"] == "destroyed"
+            assert [(c["previous"], c["status"], c["comment"]) for c in doc["status_changes"]] == [
+                ("recovered", "destroyed", "court order 2026/118")
+            ]
+            assert cli_main(["firearm", "show", colt["firearm_id"], *base]) == 0
+            assert "recovered -> destroyed" in capsys.readouterr().out
+            with srv.client("south_exam") as s2, srv.client("east_exam") as e2:
+                fid = colt["firearm_id"]
+                assert _code(lambda: s2.set_firearm_status(fid, "returned", "x")) is (
+                    grpc.StatusCode.PERMISSION_DENIED
+                )
+                assert _code(lambda: e2.set_firearm_status(fid, "returned", "x")) is (
+                    grpc.StatusCode.NOT_FOUND
+                )
+            with srv.client("north_sub") as n3:
+                for bad_call in (
+                    lambda: n3.set_firearm_status(fid, "lost", "x"),
+                    lambda: n3.set_firearm_status(fid, "returned", ""),
+                    lambda: n3.set_firearm_status("", "returned", "x"),
+                ):
+                    assert _code(bad_call) is grpc.StatusCode.INVALID_ARGUMENT
+                assert n3.get_firearm(fid).status == "destroyed"  # refusals changed nothing
+            audit = [json.loads(line) for line in srv.audit.path.read_text().splitlines()]
+            assert {("SetFirearmStatus", o) for o in ("OK", "PERMISSION_DENIED", "NOT_FOUND")} <= {
+                (r["method"], r["outcome"]) for r in audit
+            }
             # submit --test-fire-of: the casing stored and linked in one command
             tf = tmp_path / "tf.png"
             tf.write_bytes(PNG_MAGIC + b"FAKE:1:4")
@@ -201,11 +233,17 @@ def test_grpc_and_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[s
                 ["series", "--png", "x.png", *base],
                 ["report", *sub],
                 ["firearm", "add"],
+                ["firearm", "show", fa.firearm_id],
+                ["firearm", "status", fa.firearm_id, "--status", "returned", "--comment", "x"],
                 ["series", "--data-dir", str(data)],
             ):
                 assert cli_main(argv) == 2, argv
                 err = capsys.readouterr().err
                 assert err.startswith("ballistics: ") and "Traceback" not in err
+            with pytest.raises(SystemExit) as no_comment:  # argparse: --comment is required
+                cli_main(["firearm", "status", fa.firearm_id, "--status", "returned", *base])
+            assert no_comment.value.code == 2
+            assert "--comment" in capsys.readouterr().err
     finally:
         catalog.close()
     # CLI, local: the same series and report under the same policy

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ballistics/v1/intelligence.proto\x12\rballistics.v1\"\xa9\x01\n\x0cTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x12\n\nfirearm_id\x18\x02 \x01(\t\x12\x14\n\x0crequested_of\x18\x03 \x01(\t\x12\x14\n\x0crequested_at\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0f\n\x07outcome\x18\x06 \x01(\t\x12\x12\n\nupdated_at\x18\x07 \x01(\t\x12\x12\n\nupdated_by\x18\x08 \x01(\t\"\xce\x02\n\x07\x46irearm\x12\x12\n\nfirearm_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61gency\x18\x02 \x01(\t\x12\x0c\n\x04make\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07\x63\x61libre\x18\x05 \x01(\t\x12\x15\n\rserial_number\x18\x06 \x01(\t\x12\x14\n\x0crecovered_on\x18\x07 \x01(\t\x12\r\n\x05place\x18\x08 \x01(\t\x12\x10\n\x03lat\x18\t \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03lon\x18\n \x01(\x01H\x01\x88\x01\x01\x12\x0e\n\x06status\x18\x0b \x01(\t\x12\x12\n\ncreated_at\x18\x0c \x01(\t\x12\x12\n\ncreated_by\x18\r \x01(\t\x12\x1c\n\x14test_fire_casing_ids\x18\x0e \x03(\t\x12+\n\x06traces\x18\x0f \x03(\x0b\x32\x1b.ballistics.v1.TraceRequestB\x06\n\x04_latB\x06\n\x04_lon\"\xd5\x01\n\x11\x41\x64\x64\x46irearmRequest\x12\x12\n\nfirearm_id\x18\x01 \x01(\t\x12\x0c\n\x04make\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61libre\x18\x04 \x01(\t\x12\x15\n\rserial_number\x18\x05 \x01(\t\x12\x14\n\x0crecovered_on\x18\x06 \x01(\t\x12\r\n\x05place\x18\x07 \x01(\t\x12\x10\n\x03lat\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03lon\x18\t \x01(\x01H\x01\x88\x01\x01\x12\x0e\n\x06status\x18\n \x01(\tB\x06\n\x04_latB\x06\n\x04_lon\"\'\n\x11GetFirearmRequest\x12\x12\n\nfirearm_id\x18\x01 \x01(\t\";\n\x12\x41\x64\x64TestFireRequest\x12\x12\n\nfirearm_id\x18\x01 \x01(\t\x12\x11\n\tcasing_id\x18\x02 \x01(\t\"Q\n\x0f\x41\x64\x64TraceRequest\x12\x12\n\nfirearm_id\x18\x01 \x01(\t\x12\x14\n\x0crequested_of\x18\x02 \x01(\t\x12\x14\n\x0crequested_at\x18\x03 \x01(\t\"G\n\x12UpdateTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\"K\n\x1aSetIncidentLocationRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x0b\n\x03lat\x18\x02 \x01(\x01\x12\x0b\n\x03lon\x18\x03 \x01(\x01\"\x1d\n\x1bSetIncidentLocationResponse\"\x13\n\x11ListSeriesRequest\")\n\x12ListSeriesResponse\x12\x13\n\x0bseries_json\x18\x01 \x01(\t\"\x86\x01\n\x10GetSeriesRequest\x12\x11\n\tseries_id\x18\x01 \x01(\t\x12\x13\n\x0bincident_id\x18\x02 \x01(\t\x12\x11\n\tcasing_id\x18\x03 \x01(\t\x12\x12\n\nfirearm_id\x18\x04 \x01(\t\x12\x11\n\twith_html\x18\x05 \x01(\x08\x12\x10\n\x08with_png\x18\x06 \x01(\x08\"K\n\x0cSeriesReport\x12\x13\n\x0bseries_json\x18\x01 \x01(\t\x12\x0b\n\x03\x63sv\x18\x02 \x01(\t\x12\x0c\n\x04html\x18\x03 \x01(\t\x12\x0b\n\x03png\x18\x04 \x01(\x0c\"\\\n\rReportRequest\x12\x11\n\tdate_from\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61te_to\x18\x02 \x01(\t\x12\x15\n\rjurisdictions\x18\x03 \x03(\t\x12\x10\n\x08with_png\x18\x04 \x01(\x08\":\n\tHubReport\x12\x13\n\x0breport_json\x18\x01 \x01(\t\x12\x0b\n\x03\x63sv\x18\x02 \x01(\t\x12\x0b\n\x03png\x18\x03 \x01(\x0c\x32\xc7\x05\n\x0cIntelligence\x12\x46\n\nAddFirearm\x12 .ballistics.v1.AddFirearmRequest\x1a\x16.ballistics.v1.Firearm\x12\x46\n\nGetFirearm\x12 .ballistics.v1.GetFirearmRequest\x1a\x16.ballistics.v1.Firearm\x12H\n\x0b\x41\x64\x64TestFire\x12!.ballistics.v1.AddTestFireRequest\x1a\x16.ballistics.v1.Firearm\x12\x42\n\x08\x41\x64\x64Trace\x12\x1e.ballistics.v1.AddTraceRequest\x1a\x16.ballistics.v1.Firearm\x12H\n\x0bUpdateTrace\x12!.ballistics.v1.UpdateTraceRequest\x1a\x16.ballistics.v1.Firearm\x12l\n\x13SetIncidentLocation\x12).ballistics.v1.SetIncidentLocationRequest\x1a*.ballistics.v1.SetIncidentLocationResponse\x12Q\n\nListSeries\x12 .ballistics.v1.ListSeriesRequest\x1a!.ballistics.v1.ListSeriesResponse\x12I\n\tGetSeries\x12\x1f.ballistics.v1.GetSeriesRequest\x1a\x1b.ballistics.v1.SeriesReport\x12\x43\n\tGetReport\x12\x1c.ballistics.v1.ReportRequest\x1a\x18.ballistics.v1.HubReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ballistics/v1/intelligence.proto\x12\rballistics.v1\"\xa9\x01\n\x0cTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x12\n\nfirearm_id\x18\x02 \x01(\t\x12\x14\n\x0crequested_of\x18\x03 \x01(\t\x12\x14\n\x0crequested_at\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0f\n\x07outcome\x18\x06 \x01(\t\x12\x12\n\nupdated_at\x18\x07 \x01(\t\x12\x12\n\nupdated_by\x18\x08 \x01(\t\"i\n\x0cStatusChange\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x10\n\x08previous\x18\x02 \x01(\t\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\x12\x12\n\nchanged_at\x18\x04 \x01(\t\x12\x12\n\nchanged_by\x18\x05 \x01(\t\"\x83\x03\n\x07\x46irearm\x12\x12\n\nfirearm_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61gency\x18\x02 \x01(\t\x12\x0c\n\x04make\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07\x63\x61libre\x18\x05 \x01(\t\x12\x15\n\rserial_number\x18\x06 \x01(\t\x12\x14\n\x0crecovered_on\x18\x07 \x01(\t\x12\r\n\x05place\x18\x08 \x01(\t\x12\x10\n\x03lat\x18\t \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03lon\x18\n \x01(\x01H\x01\x88\x01\x01\x12\x0e\n\x06status\x18\x0b \x01(\t\x12\x12\n\ncreated_at\x18\x0c \x01(\t\x12\x12\n\ncreated_by\x18\r \x01(\t\x12\x1c\n\x14test_fire_casing_ids\x18\x0e \x03(\t\x12+\n\x06traces\x18\x0f \x03(\x0b\x32\x1b.ballistics.v1.TraceRequest\x12\x33\n\x0estatus_changes\x18\x10 \x03(\x0b\x32\x1b.ballistics.v1.StatusChangeB\x06\n\x04_latB\x06\n\x04_lon\"\xd5\x01\n\x11\x41\x64\x64\x46irearmRequest\x12\x12\n\nfirearm_id\x18\x01 \x01(\t\x12\x0c\n\x04make\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61libre\x18\x04 \x01(\t\x12\x15\n\rserial_number\x18\x05 \x01(\t\x12\x14\n\x0crecovered_on\x18\x06 \x01(\t\x12\r\n\x05place\x18\x07 \x01(\t\x12\x10\n\x03lat\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03lon\x18\t \x01(\x01H\x01\x88\x01\x01\x12\x0e\n\x06status\x18\n \x01(\tB\x06\n\x04_latB\x06\n\x04_lon\"\'\n\x11GetFirearmRequest\x12\x12\n\nfirearm_id\x18\x01 \x01(\t\"N\n\x17SetFirearmStatusRequest\x12\x12\n\nfirearm_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\";\n\x12\x41\x64\x64TestFireRequest\x12\x12\n\nfirearm_id\x18\x01 \x01(\t\x12\x11\n\tcasing_id\x18\x02 \x01(\t\"Q\n\x0f\x41\x64\x64TraceRequest\x12\x12\n\nfirearm_id\x18\x01 \x01(\t\x12\x14\n\x0crequested_of\x18\x02 \x01(\t\x12\x14\n\x0crequested_at\x18\x03 \x01(\t\"G\n\x12UpdateTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\"K\n\x1aSetIncidentLocationRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x0b\n\x03lat\x18\x02 \x01(\x01\x12\x0b\n\x03lon\x18\x03 \x01(\x01\"\x1d\n\x1bSetIncidentLocationResponse\"\x13\n\x11ListSeriesRequest\")\n\x12ListSeriesResponse\x12\x13\n\x0bseries_json\x18\x01 \x01(\t\"\x86\x01\n\x10GetSeriesRequest\x12\x11\n\tseries_id\x18\x01 \x01(\t\x12\x13\n\x0bincident_id\x18\x02 \x01(\t\x12\x11\n\tcasing_id\x18\x03 \x01(\t\x12\x12\n\nfirearm_id\x18\x04 \x01(\t\x12\x11\n\twith_html\x18\x05 \x01(\x08\x12\x10\n\x08with_png\x18\x06 \x01(\x08\"K\n\x0cSeriesReport\x12\x13\n\x0bseries_json\x18\x01 \x01(\t\x12\x0b\n\x03\x63sv\x18\x02 \x01(\t\x12\x0c\n\x04html\x18\x03 \x01(\t\x12\x0b\n\x03png\x18\x04 \x01(\x0c\"\\\n\rReportRequest\x12\x11\n\tdate_from\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61te_to\x18\x02 \x01(\t\x12\x15\n\rjurisdictions\x18\x03 \x03(\t\x12\x10\n\x08with_png\x18\x04 \x01(\x08\":\n\tHubReport\x12\x13\n\x0breport_json\x18\x01 \x01(\t\x12\x0b\n\x03\x63sv\x18\x02 \x01(\t\x12\x0b\n\x03png\x18\x03 \x01(\x0c\x32\x9b\x06\n\x0cIntelligence\x12\x46\n\nAddFirearm\x12 .ballistics.v1.AddFirearmRequest\x1a\x16.ballistics.v1.Firearm\x12\x46\n\nGetFirearm\x12 .ballistics.v1.GetFirearmRequest\x1a\x16.ballistics.v1.Firearm\x12R\n\x10SetFirearmStatus\x12&.ballistics.v1.SetFirearmStatusRequest\x1a\x16.ballistics.v1.Firearm\x12H\n\x0b\x41\x64\x64TestFire\x12!.ballistics.v1.AddTestFireRequest\x1a\x16.ballistics.v1.Firearm\x12\x42\n\x08\x41\x64\x64Trace\x12\x1e.ballistics.v1.AddTraceRequest\x1a\x16.ballistics.v1.Firearm\x12H\n\x0bUpdateTrace\x12!.ballistics.v1.UpdateTraceRequest\x1a\x16.ballistics.v1.Firearm\x12l\n\x13SetIncidentLocation\x12).ballistics.v1.SetIncidentLocationRequest\x1a*.ballistics.v1.SetIncidentLocationResponse\x12Q\n\nListSeries\x12 .ballistics.v1.ListSeriesRequest\x1a!.ballistics.v1.ListSeriesResponse\x12I\n\tGetSeries\x12\x1f.ballistics.v1.GetSeriesRequest\x1a\x1b.ballistics.v1.SeriesReport\x12\x43\n\tGetReport\x12\x1c.ballistics.v1.ReportRequest\x1a\x18.ballistics.v1.HubReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,34 +33,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRACEREQUEST']._serialized_start=52
   _globals['_TRACEREQUEST']._serialized_end=221
-  _globals['_FIREARM']._serialized_start=224
-  _globals['_FIREARM']._serialized_end=558
-  _globals['_ADDFIREARMREQUEST']._serialized_start=561
-  _globals['_ADDFIREARMREQUEST']._serialized_end=774
-  _globals['_GETFIREARMREQUEST']._serialized_start=776
-  _globals['_GETFIREARMREQUEST']._serialized_end=815
-  _globals['_ADDTESTFIREREQUEST']._serialized_start=817
-  _globals['_ADDTESTFIREREQUEST']._serialized_end=876
-  _globals['_ADDTRACEREQUEST']._serialized_start=878
-  _globals['_ADDTRACEREQUEST']._serialized_end=959
-  _globals['_UPDATETRACEREQUEST']._serialized_start=961
-  _globals['_UPDATETRACEREQUEST']._serialized_end=1032
-  _globals['_SETINCIDENTLOCATIONREQUEST']._serialized_start=1034
-  _globals['_SETINCIDENTLOCATIONREQUEST']._serialized_end=1109
-  _globals['_SETINCIDENTLOCATIONRESPONSE']._serialized_start=1111
-  _globals['_SETINCIDENTLOCATIONRESPONSE']._serialized_end=1140
-  _globals['_LISTSERIESREQUEST']._serialized_start=1142
-  _globals['_LISTSERIESREQUEST']._serialized_end=1161
-  _globals['_LISTSERIESRESPONSE']._serialized_start=1163
-  _globals['_LISTSERIESRESPONSE']._serialized_end=1204
-  _globals['_GETSERIESREQUEST']._serialized_start=1207
-  _globals['_GETSERIESREQUEST']._serialized_end=1341
-  _globals['_SERIESREPORT']._serialized_start=1343
-  _globals['_SERIESREPORT']._serialized_end=1418
-  _globals['_REPORTREQUEST']._serialized_start=1420
-  _globals['_REPORTREQUEST']._serialized_end=1512
-  _globals['_HUBREPORT']._serialized_start=1514
-  _globals['_HUBREPORT']._serialized_end=1572
-  _globals['_INTELLIGENCE']._serialized_start=1575
-  _globals['_INTELLIGENCE']._serialized_end=2286
+  _globals['_STATUSCHANGE']._serialized_start=223
+  _globals['_STATUSCHANGE']._serialized_end=328
+  _globals['_FIREARM']._serialized_start=331
+  _globals['_FIREARM']._serialized_end=718
+  _globals['_ADDFIREARMREQUEST']._serialized_start=721
+  _globals['_ADDFIREARMREQUEST']._serialized_end=934
+  _globals['_GETFIREARMREQUEST']._serialized_start=936
+  _globals['_GETFIREARMREQUEST']._serialized_end=975
+  _globals['_SETFIREARMSTATUSREQUEST']._serialized_start=977
+  _globals['_SETFIREARMSTATUSREQUEST']._serialized_end=1055
+  _globals['_ADDTESTFIREREQUEST']._serialized_start=1057
+  _globals['_ADDTESTFIREREQUEST']._serialized_end=1116
+  _globals['_ADDTRACEREQUEST']._serialized_start=1118
+  _globals['_ADDTRACEREQUEST']._serialized_end=1199
+  _globals['_UPDATETRACEREQUEST']._serialized_start=1201
+  _globals['_UPDATETRACEREQUEST']._serialized_end=1272
+  _globals['_SETINCIDENTLOCATIONREQUEST']._serialized_start=1274
+  _globals['_SETINCIDENTLOCATIONREQUEST']._serialized_end=1349
+  _globals['_SETINCIDENTLOCATIONRESPONSE']._serialized_start=1351
+  _globals['_SETINCIDENTLOCATIONRESPONSE']._serialized_end=1380
+  _globals['_LISTSERIESREQUEST']._serialized_start=1382
+  _globals['_LISTSERIESREQUEST']._serialized_end=1401
+  _globals['_LISTSERIESRESPONSE']._serialized_start=1403
+  _globals['_LISTSERIESRESPONSE']._serialized_end=1444
+  _globals['_GETSERIESREQUEST']._serialized_start=1447
+  _globals['_GETSERIESREQUEST']._serialized_end=1581
+  _globals['_SERIESREPORT']._serialized_start=1583
+  _globals['_SERIESREPORT']._serialized_end=1658
+  _globals['_REPORTREQUEST']._serialized_start=1660
+  _globals['_REPORTREQUEST']._serialized_end=1752
+  _globals['_HUBREPORT']._serialized_start=1754
+  _globals['_HUBREPORT']._serialized_end=1812
+  _globals['_INTELLIGENCE']._serialized_start=1815
+  _globals['_INTELLIGENCE']._serialized_end=2610
 # @@protoc_insertion_point(module_scope)

@@ -26,8 +26,22 @@ class TraceRequest(_message.Message):
     updated_by: str
     def __init__(self, trace_id: _Optional[str] = ..., firearm_id: _Optional[str] = ..., requested_of: _Optional[str] = ..., requested_at: _Optional[str] = ..., status: _Optional[str] = ..., outcome: _Optional[str] = ..., updated_at: _Optional[str] = ..., updated_by: _Optional[str] = ...) -> None: ...
 
+class StatusChange(_message.Message):
+    __slots__ = ("status", "previous", "comment", "changed_at", "changed_by")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_BY_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    previous: str
+    comment: str
+    changed_at: str
+    changed_by: str
+    def __init__(self, status: _Optional[str] = ..., previous: _Optional[str] = ..., comment: _Optional[str] = ..., changed_at: _Optional[str] = ..., changed_by: _Optional[str] = ...) -> None: ...
+
 class Firearm(_message.Message):
-    __slots__ = ("firearm_id", "agency", "make", "model", "calibre", "serial_number", "recovered_on", "place", "lat", "lon", "status", "created_at", "created_by", "test_fire_casing_ids", "traces")
+    __slots__ = ("firearm_id", "agency", "make", "model", "calibre", "serial_number", "recovered_on", "place", "lat", "lon", "status", "created_at", "created_by", "test_fire_casing_ids", "traces", "status_changes")
     FIREARM_ID_FIELD_NUMBER: _ClassVar[int]
     AGENCY_FIELD_NUMBER: _ClassVar[int]
     MAKE_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +57,7 @@ class Firearm(_message.Message):
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     TEST_FIRE_CASING_IDS_FIELD_NUMBER: _ClassVar[int]
     TRACES_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CHANGES_FIELD_NUMBER: _ClassVar[int]
     firearm_id: str
     agency: str
     make: str
@@ -58,7 +73,8 @@ class Firearm(_message.Message):
     created_by: str
     test_fire_casing_ids: _containers.RepeatedScalarFieldContainer[str]
     traces: _containers.RepeatedCompositeFieldContainer[TraceRequest]
-    def __init__(self, firearm_id: _Optional[str] = ..., agency: _Optional[str] = ..., make: _Optional[str] = ..., model: _Optional[str] = ..., calibre: _Optional[str] = ..., serial_number: _Optional[str] = ..., recovered_on: _Optional[str] = ..., place: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., status: _Optional[str] = ..., created_at: _Optional[str] = ..., created_by: _Optional[str] = ..., test_fire_casing_ids: _Optional[_Iterable[str]] = ..., traces: _Optional[_Iterable[_Union[TraceRequest, _Mapping]]] = ...) -> None: ...
+    status_changes: _containers.RepeatedCompositeFieldContainer[StatusChange]
+    def __init__(self, firearm_id: _Optional[str] = ..., agency: _Optional[str] = ..., make: _Optional[str] = ..., model: _Optional[str] = ..., calibre: _Optional[str] = ..., serial_number: _Optional[str] = ..., recovered_on: _Optional[str] = ..., place: _Optional[str] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., status: _Optional[str] = ..., created_at: _Optional[str] = ..., created_by: _Optional[str] = ..., test_fire_casing_ids: _Optional[_Iterable[str]] = ..., traces: _Optional[_Iterable[_Union[TraceRequest, _Mapping]]] = ..., status_changes: _Optional[_Iterable[_Union[StatusChange, _Mapping]]] = ...) -> None: ...
 
 class AddFirearmRequest(_message.Message):
     __slots__ = ("firearm_id", "make", "model", "calibre", "serial_number", "recovered_on", "place", "lat", "lon", "status")
@@ -89,6 +105,16 @@ class GetFirearmRequest(_message.Message):
     FIREARM_ID_FIELD_NUMBER: _ClassVar[int]
     firearm_id: str
     def __init__(self, firearm_id: _Optional[str] = ...) -> None: ...
+
+class SetFirearmStatusRequest(_message.Message):
+    __slots__ = ("firearm_id", "status", "comment")
+    FIREARM_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    firearm_id: str
+    status: str
+    comment: str
+    def __init__(self, firearm_id: _Optional[str] = ..., status: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
 
 class AddTestFireRequest(_message.Message):
     __slots__ = ("firearm_id", "casing_id")

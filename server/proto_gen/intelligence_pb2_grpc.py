@@ -44,6 +44,11 @@ class IntelligenceStub:
                 request_serializer=ballistics_dot_v1_dot_intelligence__pb2.GetFirearmRequest.SerializeToString,
                 response_deserializer=ballistics_dot_v1_dot_intelligence__pb2.Firearm.FromString,
                 _registered_method=True)
+        self.SetFirearmStatus = channel.unary_unary(
+                '/ballistics.v1.Intelligence/SetFirearmStatus',
+                request_serializer=ballistics_dot_v1_dot_intelligence__pb2.SetFirearmStatusRequest.SerializeToString,
+                response_deserializer=ballistics_dot_v1_dot_intelligence__pb2.Firearm.FromString,
+                _registered_method=True)
         self.AddTestFire = channel.unary_unary(
                 '/ballistics.v1.Intelligence/AddTestFire',
                 request_serializer=ballistics_dot_v1_dot_intelligence__pb2.AddTestFireRequest.SerializeToString,
@@ -93,6 +98,14 @@ class IntelligenceServicer:
 
     def GetFirearm(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetFirearmStatus(self, request, context):
+        """Change a firearm's status (e.g. returned, destroyed); each change is kept with who, when
+        and why. Only the recovering agency changes its firearm.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -156,6 +169,11 @@ def add_IntelligenceServicer_to_server(servicer, server):
             'GetFirearm': grpc.unary_unary_rpc_method_handler(
                     servicer.GetFirearm,
                     request_deserializer=ballistics_dot_v1_dot_intelligence__pb2.GetFirearmRequest.FromString,
+                    response_serializer=ballistics_dot_v1_dot_intelligence__pb2.Firearm.SerializeToString,
+            ),
+            'SetFirearmStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFirearmStatus,
+                    request_deserializer=ballistics_dot_v1_dot_intelligence__pb2.SetFirearmStatusRequest.FromString,
                     response_serializer=ballistics_dot_v1_dot_intelligence__pb2.Firearm.SerializeToString,
             ),
             'AddTestFire': grpc.unary_unary_rpc_method_handler(
@@ -247,6 +265,33 @@ class Intelligence:
             target,
             '/ballistics.v1.Intelligence/GetFirearm',
             ballistics_dot_v1_dot_intelligence__pb2.GetFirearmRequest.SerializeToString,
+            ballistics_dot_v1_dot_intelligence__pb2.Firearm.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFirearmStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ballistics.v1.Intelligence/SetFirearmStatus',
+            ballistics_dot_v1_dot_intelligence__pb2.SetFirearmStatusRequest.SerializeToString,
             ballistics_dot_v1_dot_intelligence__pb2.Firearm.FromString,
             options,
             channel_credentials,
