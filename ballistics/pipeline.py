@@ -30,7 +30,8 @@ CANVAS_SPACING_M = 6.25e-6
 # prep-6: the 2-D firing pin is the smallest rim enclosing the floor spot (coaxial light);
 # prep-7: among 2-D outlines enclosing the floor spot, one concentric with it comes first
 # prep-8: the most concentric of those first; the concentric rim sought from 3 px past the spot
-PREPARE_VERSION = "prep-8"
+# prep-9: 2-D floor (spot) inside rim and mark proposed; a rim concentric with it stays
+PREPARE_VERSION = "prep-9"
 _CANVAS_MULTIPLE = 16
 #: The pyramid levels (downsampling factors of the canvas) that comparison, descriptors and
 #: screen read: ``CompareParams`` cell_factor 2 (12.5 um), refine_factor 4 (25 um; also

@@ -52,8 +52,9 @@ Method (on a downsampled copy at ~25 um per pixel, then refined):
 * **Firing pin** (2-D): the rim is the strongest closed outline of shading edges once the
   texture is blurred away: thinned edges, Hough circles each grown into the stadium whose
   boundary the edges cover best (an elongated pin is found from one end), outlines of
-  filled edge regions; the best-covered outline, or a well-covered one enclosing it (the
-  lit floor under a side light is an outline of its own inside the rim).
+  filled edge regions and the innermost closed outline around each circle's centre; the
+  best-covered outline, or a well-covered one enclosing it (the lit floor under a side
+  light is an outline of its own inside the rim).
 * **Aperture shear**: the angular sector just outside the firing-pin impression where the
   high-pass surface is striated along the radial direction markedly more than further out.
 
@@ -1035,8 +1036,10 @@ def _find_pin_2d(z: np.ndarray, primer: _Circle, sp_lo: float, f: int) -> _Pin |
     away. The rim is thinned (non-maximum suppression) and kept where the gradient is a
     good share of the strongest near the centre; a gradient Hough transform proposes
     circles (a round pin, or one end of an elongated one), each is grown into the stadium
-    its rim covers best (:func:`_segment_helpers.fit_stadium`), and the best-covered one is
-    the pin. ``z`` is the normalised working-grid image.
+    its rim covers best (:meth:`_segment_helpers.EdgeMap.grow`); closed outlines of the
+    edges around each circle's centre (the outermost, and the innermost: the floor, or its
+    bright spot, inside the rim) are candidates too; :func:`_outermost` picks the rim among
+    them. ``z`` is the normalised working-grid image.
     """
     m, n = z.shape
     cx, cy, r = primer.cx, primer.cy, primer.r
@@ -1065,12 +1068,22 @@ def _find_pin_2d(z: np.ndarray, primer: _Circle, sp_lo: float, f: int) -> _Pin |
                 cands.append(em.refine(em.grow((px, py, rr), max(max_len - rr, 0.0)), max_len))
     # the outermost closed outline: under a directional light the lit floor of the
     # impression is a complete circle of its own, inside the rim
-    filled = ndimage.binary_fill_holes(ndimage.binary_closing(edge, iterations=1))
+    closed = ndimage.binary_closing(edge, iterations=1)
+    filled = ndimage.binary_fill_holes(closed)
     if cands:
         lab, _ = ndimage.label(filled)
         seeds = {int(lab[round(c[1]), round(c[0])]) for c in cands if _inside(c, m, n)}
-        for k in seeds - {0}:
-            reg = ndimage.binary_opening(lab == k, iterations=2)
+        regions = [lab == k for k in seeds - {0}]
+        # and the innermost closed outline around each candidate's centre: filling merges
+        # the floor (or its bright spot) with the rim around it and a mark joining the rim
+        # into one region, whose outline is then neither
+        holes, _ = ndimage.label(filled & ~closed)
+        inner_k = {int(holes[round(c[1]), round(c[0])]) for c in cands if _inside(c, m, n)}
+        regions += [
+            ndimage.binary_dilation(ndimage.binary_fill_holes(holes == k)) for k in inner_k - {0}
+        ]
+        for reg in regions:
+            reg = ndimage.binary_opening(reg, iterations=2)
             st = h.region_stadium(h.largest_component(reg)) if reg.any() else None
             if st is not None and st[2] + st[3] <= max_len:
                 cands.append(em.refine(st, max_len))
@@ -1135,6 +1148,9 @@ def _outermost(scored: list[tuple[float, h.Stadium]]) -> tuple[float, h.Stadium]
     touching the spot on one side and the rim on the other is covered nearly as well as
     either and encloses the spot too, but only the rim shares the spot's centre: of the
     concentric ones, those within half a pixel of the least centre offset are taken first.
+    Once an outline was taken as concentric with the one it encloses (a rim around its
+    floor or floor spot), only a concentric outline may replace it: an off-centre one
+    enclosing it is the rim joined by a mark beside the impression.
     """
 
     def area(st: h.Stadium) -> float:
@@ -1151,6 +1167,7 @@ def _outermost(scored: list[tuple[float, h.Stadium]]) -> tuple[float, h.Stadium]
         return offset(outer, inner) <= max(1.5, 0.1 * outer[3])
 
     best = max(scored, key=lambda t: t[0])
+    centred = False  # whether best was taken as concentric with the outline it encloses
     while True:
         bigger = [
             t
@@ -1161,6 +1178,9 @@ def _outermost(scored: list[tuple[float, h.Stadium]]) -> tuple[float, h.Stadium]
             )
             and area(t[1]) > 1.3 * area(best[1])
             and encloses(t[1], best[1])
+            # a rim found around its floor (spot) is left only for a concentric outline: an
+            # off-centre one enclosing both is the rim joined by a mark beside it
+            and (not centred or concentric(t[1], best[1]))
         ]
         if not bigger:
             return best
@@ -1176,6 +1196,7 @@ def _outermost(scored: list[tuple[float, h.Stadium]]) -> tuple[float, h.Stadium]
         # the innermost: marks next to the impression (drag mark, aperture shear) can only
         # add outlines outside the rim, never inside it
         best = min(pool or bigger, key=lambda t: area(t[1]))
+        centred = bool(pool)
 
 
 def _inside(st: h.Stadium, m: int, n: int) -> bool:

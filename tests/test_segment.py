@@ -528,6 +528,87 @@ def test_rim_of_shallow_impression_just_outside_its_floor_spot() -> None:
     assert abs(minor - 30.0) < 1.5 and abs(major - 30.0) < 1.5  # prep-7: 26.1 and 29.1
 
 
+def _coaxial_pin_with_mark(shift: float) -> tuple[np.ndarray, tuple[float, float]]:
+    """Working-grid (25 um) coaxial image of a round impression (r 21): dark, a bright spot
+    on its floor smaller than any pin (Gaussian, sigma 4.5), and a dark mark beside it (the
+    impression shifted by ``shift`` px, over +-0.65 rad) that joins the rim and hides it
+    there. Returns the image and the true centre (col, row)."""
+    rng = np.random.default_rng(3)
+    m = 200
+    yy, xx = np.mgrid[:m, :m]
+    cx, cy, a = 101.3, 98.6, -2.3
+    r = np.hypot(xx - cx, yy - cy)
+    ang = np.angle(np.exp(1j * (np.arctan2(yy - cy, xx - cx) - a)))
+    z = np.full((m, m), 0.45) + 0.03 * rng.standard_normal((m, m))
+    shifted = np.hypot(xx - cx - shift * math.cos(a), yy - cy - shift * math.sin(a)) < 21
+    z[shifted & (np.abs(ang) < 0.65)] = 0.12
+    z[r < 21] = 0.05
+    z += 0.85 * np.exp(-0.5 * (r / 4.5) ** 2)
+    z[np.hypot(xx - 100, yy - 100) > 80] = 0.3  # outside the primer
+    return z, (cx, cy)
+
+
+def test_rim_around_floor_spot_smaller_than_any_pin() -> None:
+    """Tuning seed 2719, coaxial, G2719-0000-2719000 (3.125 um both crops 45 px off, 2.5 um
+    case head 55 px): the floor's bright spot (r 6.6 working px) is smaller than any pin, so
+    no Hough circle proposes it, and filling the closed edges merged it with the rim and the
+    aperture-shear mark joining the rim into one region. The best-covered outline was then
+    the rim and the mark together (0.82 against the rim's 0.79). Now the innermost closed
+    outline around each candidate's centre is proposed too: the spot, and the rim
+    concentric with it is the pin."""
+    from ballistics.segment import _Circle, _find_pin_2d
+
+    z, (cx, cy) = _coaxial_pin_with_mark(10.0)
+    pin = _find_pin_2d(z, _Circle(100.0, 100.0, 80.0, 1.0), 25e-6, 1)
+    assert pin is not None
+    row, col, major, minor = pin.full[:4]
+    assert math.dist((row, col), (cy, cx)) < 1.0  # prep-8: 4.8 px off (rim and mark)
+    assert abs(minor - 21.0) < 1.5 and abs(major - 21.0) < 1.5
+
+
+def test_rim_found_around_floor_spot_is_not_left_for_rim_joined_by_mark() -> None:
+    """As above with a longer mark: the outline of rim and mark encloses the rim, is well
+    covered and 1.3 times its area, and was taken next (6 px off). A rim taken as concentric
+    with the floor (spot) it encloses is left only for a concentric outline."""
+    from ballistics.segment import _Circle, _find_pin_2d
+
+    z, (cx, cy) = _coaxial_pin_with_mark(12.0)
+    pin = _find_pin_2d(z, _Circle(100.0, 100.0, 80.0, 1.0), 25e-6, 1)
+    assert pin is not None
+    assert math.dist(pin.full[:2], (cy, cx)) < 1.0  # prep-8: 6.0 px off
+
+
+def test_elongated_rim_around_lit_floor_merged_with_mark() -> None:
+    """Tuning seed 2719, ring_high, G2719-0011-2719001 (elongated, 2.5 um, both crops 27 px
+    off): under a high ring light the wall is a thin dark band around the lit floor; a dark
+    mark beside a long side joins it, and filling merged floor, wall and mark into one
+    region. An outline riding the floor's edge on one side and the rim on the other was the
+    best covered (0.86 against the rim's 0.82). Here on the working grid (25 um): the lit
+    floor, proposed as the innermost closed outline around a candidate's centre, finds the
+    rim concentric with it."""
+    from ballistics import _segment_helpers as h
+    from ballistics.segment import _Circle, _find_pin_2d
+
+    rng = np.random.default_rng(3)
+    m = 200
+    yy, xx = np.mgrid[:m, :m]
+    cx, cy, half, b, th = 101.3, 98.6, 8.8, 14.0, 2.1
+    z = np.full((m, m), 0.85) + 0.03 * rng.standard_normal((m, m))
+    a = th + math.pi / 2
+    su = (xx - cx) * math.cos(a) + (yy - cy) * math.sin(a)
+    sv = -(xx - cx) * math.sin(a) + (yy - cy) * math.cos(a)
+    z[(su > 0.85 * b) & (su < 0.85 * b + 12) & (np.abs(sv) < 0.6 * b)] = 0.35  # the mark
+    dist = h.stadium_distance(xx, yy, cx, cy, half, b, th)
+    z[dist < 0] = 0.35  # the wall
+    z[dist < -3.0] = 0.95  # the lit floor
+    z[np.hypot(xx - 100, yy - 100) > 80] = 0.6  # outside the primer
+    pin = _find_pin_2d(z, _Circle(100.0, 100.0, 80.0, 1.0), 25e-6, 1)
+    assert pin is not None
+    row, col, major, minor = pin.full[:4]
+    assert math.dist((row, col), (cy, cx)) < 1.2  # prep-8: 2.2 px off (riding outline)
+    assert major / minor > 1.4  # elongated
+
+
 def test_partly_invalid_elongated_pin_centre() -> None:
     """Half an elongated pin invalid: a stadium fitted to the rim and the invalid part's
     outline at once. Before: the rim's ellipse or circle fit, 18-45 px off (and "round")."""
