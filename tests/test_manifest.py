@@ -159,25 +159,27 @@ def test_ingest_of_a_folder_without_scans_says_so(tmp_path: Path, capsys) -> Non
     assert rc == 2 and "no scan files in this folder" in err and ".x3p" in err
 
 
+#: Run the CLI with SIGINT's default handler: a shell's background job inherits SIGINT
+#: ignored and Python keeps it so; set here in the child itself (a ``preexec_fn`` can deadlock
+#: a child forked from a process with threads).
+_CLI_SIGINT_DEFAULT = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'ballistics'; runpy.run_module('server.cli', run_name='__main__')"
+)
+
+
 def _cli(args: list[str], **kw: Any) -> subprocess.Popen[str]:
     env = {**os.environ, "BALLISTICS_INDEX_ENGINE": "tests.test_manifest:SlowEngine",
            "PYTHONPATH": str(ROOT)}  # fmt: skip
     return subprocess.Popen(
-        [sys.executable, "-m", "server.cli", *args],
+        [sys.executable, "-c", _CLI_SIGINT_DEFAULT, *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # a shell's background job inherits SIGINT ignored, and Python keeps it so: give
-        # the child the default, so Ctrl-C reaches it however the test run was started
-        preexec_fn=_sigint_default,
         **kw,
     )
-
-
-def _sigint_default() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ctrl_c_during_ingest_exits_130_and_a_rerun_resumes(tmp_path: Path) -> None:
@@ -193,6 +195,7 @@ def test_ctrl_c_during_ingest_exits_130_and_a_rerun_resumes(tmp_path: Path) -> N
         time.sleep(0.05)
     else:
         proc.kill()
+        proc.communicate()
         pytest.fail("ingest stored nothing in 60 s")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
