@@ -1038,7 +1038,7 @@ def _timeline(view: Mapping[str, Any]) -> list[dict[str, Any]]:
                     f"{t['requested_of']}: {t['status']}",
                 }
             )
-        for c in f.get("status_changes", []):
+        for c in f["status_changes"]:
             ev.append(
                 {
                     "time": c["changed_at"],

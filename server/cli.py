@@ -542,6 +542,12 @@ def _intel_local_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", help="local: sharing policy for --agency (default: isolated)")
 
 
+#: ``index.intel.FIREARM_STATUSES`` and ``TRACE_STATUSES``, written out so that the CLI starts
+#: without importing the store (tests/test_intel_api.py checks that they agree).
+FIREARM_STATUSES = ("recovered", "seized", "test_fired", "traced", "returned", "destroyed")
+TRACE_STATUSES = ("requested", "completed", "no_result", "refused")
+
+
 def _intel_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
     """``firearm``, ``locate``, ``series``, ``report`` (server/commands_intel.py)."""
     p = command(
@@ -581,7 +587,7 @@ def _intel_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
     a.add_argument(
         "--status",
         default="recovered",
-        choices=["recovered", "seized", "test_fired", "traced", "returned", "destroyed"],
+        choices=FIREARM_STATUSES,
     )
     a = action("show", "a firearm with its test fires and traces (--json: the export form)")
     a.add_argument("firearm_id")
@@ -591,7 +597,7 @@ def _intel_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
     a.add_argument(
         "--status",
         required=True,
-        choices=["recovered", "seized", "test_fired", "traced", "returned", "destroyed"],
+        choices=FIREARM_STATUSES,
     )
     a.add_argument("--comment", required=True, help="why (e.g. the court order or receipt)")
     a = action("test-fire", "mark a casing your agency submitted as a test fire of the firearm")
@@ -603,9 +609,7 @@ def _intel_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
     a.add_argument("--date", help="request date YYYY-MM-DD (default: today)")
     a = action("trace-result", "record a trace request's status and outcome")
     a.add_argument("trace_id")
-    a.add_argument(
-        "--status", required=True, choices=["requested", "completed", "no_result", "refused"]
-    )
+    a.add_argument("--status", required=True, choices=TRACE_STATUSES)
     a.add_argument("--outcome", default="", help="free text: last legal owner, transfer chain")
 
     p = command(

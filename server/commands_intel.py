@@ -81,7 +81,7 @@ def _firearm_out(doc: dict[str, Any], as_json: bool) -> None:
             f"  trace {t['trace_id']} asked of {t['requested_of']} on {t['requested_at']}:"
             f" {t['status']}" + (f" -- {t['outcome']}" if t["outcome"] else "")
         )
-    for c in doc.get("status_changes", []):
+    for c in doc["status_changes"]:
         print(
             f"  status {c['previous']} -> {c['status']} on {c['changed_at'][:10]}"
             f" by {c['changed_by']}: {c['comment']}"

@@ -23,6 +23,13 @@ def _code(fn) -> grpc.StatusCode:
     return err.value.code()
 
 
+def test_cli_firearm_statuses_are_the_stores() -> None:
+    from index.intel import FIREARM_STATUSES, TRACE_STATUSES
+    from server import cli
+
+    assert cli.FIREARM_STATUSES == FIREARM_STATUSES and cli.TRACE_STATUSES == TRACE_STATUSES
+
+
 def test_grpc_and_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     catalog = Catalog.open(data, engine=FakeScreenEngine())
