@@ -241,10 +241,10 @@ class Catalog:
                     raise SnapshotError("extractor version differs")
                 if side.get("region") != region:
                     raise SnapshotError("region differs")
-                if self.config.factory and idx.factory != effective_factory(
-                    idx.count(), idx.dim, self.config.factory
-                ):
-                    raise SnapshotError("configured factory differs")
+                # an unconfigured snapshot written under an older rule (HNSW from 50k rows
+                # until 2026-12-05) is rebuilt in the structure the rule now gives
+                if idx.factory != effective_factory(idx.count(), idx.dim, self.config.factory):
+                    raise SnapshotError("factory differs from the configured or chosen one")
                 seq = int(side.get("seq", -1))
                 if seq > store_seq or seq < 0:
                     raise SnapshotError(f"snapshot seq {seq} is ahead of the store ({store_seq})")

@@ -5,14 +5,18 @@ better). Ids are the store's int64 casing row ids.
 
 Choice of FAISS structure (:func:`choose_factory`, overridable by configuration)
 --------------------------------------------------------------------------------
-* ``n < 50_000``: ``IDMap2,Flat`` - exact brute force. At 50k x 256 a query is a ~13 M
-  multiply-add GEMV (about a millisecond); nothing approximate is worth its recall loss.
-* ``50_000 <= n < 5_000_000``: ``IDMap2,HNSW32,Flat`` - graph search (M=32, efSearch
-  configurable, default 128), vectors kept uncompressed (4 bytes x dim + ~260 bytes of graph per
-  row: ~1.3 GB per million 256-d rows).
+* ``n < 5_000_000``: ``IDMap2,Flat`` - exact brute force, one GEMV per query: at k = 2,001
+  and 144 dimensions, one thread, 2.1 ms at 100k rows, 21 ms at 1 M and 71 ms at 4 M
+  (``benchmarks/RESULTS-scale.md``), small beside the full comparisons a search runs after it.
+  Until 2026-12-05 ``IDMap2,HNSW32,Flat`` was chosen from 50k rows. HNSW is fast on vectors
+  spread like the bulk of the store, but a query whose mates form a small cluster apart from
+  it (one gun's casings, one scanner's) can be walked past: among 100k distractors, HNSW at
+  efSearch 2,001 missed mates that exact search ranks 1st and 2nd (seed-401 confocal and
+  photometric-stereo queries: 0.900 of mate pairs in the top 2,001 against 0.978 exact).
+  HNSW stays available by configuration (``factory="HNSW32,Flat"``, efSearch configurable).
 * ``n >= 5_000_000``: ``IVF4096,SQfp16`` (``IVF16384,SQfp16`` from 16 M) - inverted lists with
   the residuals stored as float16 (2 bytes per dimension, half of float32); ``nprobe``
-  configurable (default 64). Needs training; if there are fewer than 39 x nlist rows, Flat/HNSW is
+  configurable (default 64). Needs training; if there are fewer than 39 x nlist rows, Flat is
   used. :meth:`FaissIndex.build` holds all rows at once (it trains on a sample of them);
   :meth:`FaissIndex.from_training_sample` trains on a sample only, and the rows are then added
   batch by batch, which keeps the memory to the compressed index plus one batch.
@@ -96,8 +100,7 @@ from .store import fsync_dir
 
 faiss: Any = _faiss  # the bundled type stubs are incomplete (SearchParametersHNSW, sel=...)
 
-FLAT_MAX_ROWS = 50_000
-HNSW_MAX_ROWS = 5_000_000
+FLAT_MAX_ROWS = 5_000_000
 IVF_EXACT_MAX_ROWS = 4_000
 IVF_SCAN_FACTOR = 8.0
 SNAPSHOT_FORMAT = 1
@@ -113,18 +116,16 @@ def choose_factory(n_rows: int, dim: int) -> str:
         raise ValueError(f"dimension must be positive; got {dim}")
     if n_rows < FLAT_MAX_ROWS:
         return "IDMap2,Flat"
-    if n_rows < HNSW_MAX_ROWS:
-        return "IDMap2,HNSW32,Flat"
     nlist = 4096 if n_rows < 16_000_000 else 16384
     return f"IVF{nlist},SQfp16"
 
 
 def effective_factory(n_rows: int, dim: int, factory: str | None = None) -> str:
     """The factory :meth:`FaissIndex.build` uses: ``factory`` (or the rule), normalised, with
-    IVF replaced by HNSW/Flat when there are fewer than 39 x nlist rows to train on."""
+    IVF replaced by Flat when there are fewer than 39 x nlist rows to train on."""
     f = _normalise_factory(factory or choose_factory(n_rows, dim))
     if _nlist(f) and n_rows < 39 * _nlist(f):
-        f = _normalise_factory(choose_factory(min(n_rows, HNSW_MAX_ROWS - 1), dim))
+        f = _normalise_factory(choose_factory(min(n_rows, FLAT_MAX_ROWS - 1), dim))
     return f
 
 

@@ -67,6 +67,21 @@ def test_damaged_or_stale_snapshot_is_rebuilt(tmp_path, damage):
         _siblings_first(cat, recs)
 
 
+def test_snapshot_of_another_structure_is_rebuilt_as_the_rule_says(tmp_path):
+    """An HNSW snapshot (the rule's choice from 50k rows until 2026-12-05, or configured) is
+    rebuilt as the exact Flat index when the catalog is opened without a configured factory."""
+    eng = FakeEngine()
+    with Catalog.open(tmp_path, CatalogConfig(factory="HNSW32,Flat"), engine=eng) as cat:
+        recs = _fill(cat)
+        assert "HNSW" in cat.indexes["breech_face"].factory
+    with Catalog.open(tmp_path, engine=eng) as cat:
+        assert cat.repairs["breech_face"].startswith("rebuilt: factory differs")
+        assert cat.indexes["breech_face"].factory == "IDMap2,Flat"
+        _siblings_first(cat, recs)
+    with Catalog.open(tmp_path, engine=eng) as cat:
+        assert cat.repairs["breech_face"] == "loaded"
+
+
 def test_delete_without_rebuild_and_filters(tmp_path):
     with Catalog.open(tmp_path, engine=FakeEngine()) as cat:
         recs = _fill(cat)

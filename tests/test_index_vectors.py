@@ -92,7 +92,9 @@ def test_hnsw_tombstones_and_compaction():
 
 def test_choose_factory_rule():
     assert choose_factory(1000, 256) == "IDMap2,Flat"
-    assert "HNSW32" in choose_factory(1_000_000, 256)
+    assert choose_factory(1_000_000, 256) == "IDMap2,Flat"  # exact up to 5 M rows
+    assert choose_factory(4_999_999, 144) == "IDMap2,Flat"
+    assert choose_factory(5_000_000, 144) == "IVF4096,SQfp16"
     assert choose_factory(10_000_000, 144) == "IVF4096,SQfp16"
     assert choose_factory(20_000_000, 144) == "IVF16384,SQfp16"
 
