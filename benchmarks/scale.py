@@ -481,7 +481,7 @@ def tune_grid(
     synthetic query sets only (Fadul is held out: never passed here). Candidates are the
     descriptor's top K of the pool (K = 200 and the rerank policy's), scored exactly (numpy);
     keep = how many are compared. Also the mean log2 of the mates' rank among the candidates."""
-    from index.search import RerankPolicy, _interleave, fused_scores
+    from index.search import RerankPolicy, fused_scores, interleave
 
     desc_d, desc_i, scr_d, scr_i = scores
     synth = [j for j in queries if items[j].set != "fadul"]
@@ -504,7 +504,7 @@ def tune_grid(
                         f = v[cand] if w is None else fused_scores(d[cand], v[cand], w, quant)
                         by = np.argsort(-f, kind="stable").tolist()
                         if rule == "interleaved" and w is not None:
-                            by = _interleave(np.argsort(-v[cand], kind="stable").tolist(), by)
+                            by = interleave(np.argsort(-v[cand], kind="stable").tolist(), by)
                         rank = np.empty(k, np.int64)
                         rank[by] = np.arange(k)
                         pos = {int(c): int(r) for c, r in zip(cand, rank, strict=True)}

@@ -13,9 +13,10 @@ oldest pending job and, with the search's own stages (:mod:`index.search`):
    newcomer, so an older casing finds a newer one. Newer casings are left to their own jobs:
    each pair is compared once, by the newer casing's job.
 2. **Screen** the whole partition (``screen_candidates``, in chunks of
-   :attr:`CorrelationConfig.screen_chunk` signatures), keep the best
-   :attr:`CorrelationConfig.compare_fraction` (at least ``compare_min``, at most
-   ``compare_max``).
+   :attr:`CorrelationConfig.screen_chunk` signatures) and search it by descriptor
+   (``coarse_candidates``); keep :attr:`CorrelationConfig.keep` of it (a
+   ``compare_fraction``, at least ``compare_min``, at most ``compare_max``) taken alternately
+   from the two orders (:attr:`CorrelationConfig.use_descriptor`).
 3. **Compare** those fully (``compare_candidates`` on a one-thread pool at low CPU priority,
    waiting between comparisons while an interactive search runs: ``Catalog.wait_idle``), and
    rank them with the search's own evidence (``rank_candidates``: score, CMC, non-match
@@ -56,8 +57,10 @@ from .search import (
     Coarse,
     Screen,
     allowed_ids,
+    coarse_candidates,
     compare_candidates,
     compare_one,
+    interleave,
     live_candidates,
     rank_candidates,
     screen_candidates,
@@ -86,9 +89,15 @@ class CorrelationConfig:
     """What a correlation job screens, compares and calls a lead; every field has a default."""
 
     compare_fraction: float = 0.05
-    """Fraction of the partition, best screen scores first, that gets the full comparison.
-    5 %: on Fadul the screen keeps every known match within its best 10 % but two
+    """Fraction of the partition that gets the full comparison (chosen as ``use_descriptor``
+    says). 5 %: on Fadul the screen keeps every known match within its best 10 % but two
     (RESULTS-screen.md); the store grows, so keep ``compare_max`` in mind."""
+    use_descriptor: bool = True
+    """Take the compared casings alternately from the screen's order and from the descriptor
+    search's (exact over the partition), as a search's stage 2 alternates; False: by the
+    screen alone (the rule before 2026-12-05). Among 100k distractors, 2,000 compared, the
+    alternation kept 0.956 of the tuning set's mate pairs against 0.878 for the screen
+    alone (benchmarks/RESULTS-scale.md)."""
     compare_min: int = 20
     """At least this many (or the whole partition when smaller), like a search's 20."""
     compare_max: int = 2000
@@ -202,7 +211,16 @@ def correlate(
     query = catalog.make_query(rec.casing_id)
     keep = config.keep(int(ids.size))
     screened, kept = _screen(catalog, query, ids, keep, config.screen_chunk)
-    coarse = Coarse(hits={}, best={i: screened.get(i, 0.0) for i in kept}, order=kept)
+    desc: dict[int, float] = {}
+    if config.use_descriptor:
+        found = coarse_candidates(catalog.indexes, query, ids, keep)
+        desc = found.best
+        kept = interleave(kept, found.order)[:keep]
+        missing = [i for i in kept if i not in screened]
+        if missing and screened:  # the screen's scores of the descriptor's picks, for the leads
+            screened.update(_screen(catalog, query, np.array(missing), len(missing), keep)[0])
+    best = {i: desc.get(i, screened.get(i, 0.0)) for i in kept}
+    coarse = Coarse(hits={}, best=best, order=kept)
     live = live_candidates(store, coarse, query.sha256)  # the newcomer's very file: no lead
 
     def compare(i: int) -> Any:

@@ -38,6 +38,7 @@ coarse score with ``score=None`` / ``rescored=False`` and the result is ``partia
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import math
 import os
 import time
@@ -388,17 +389,17 @@ def screen_candidates(
         # discriminator at the very top) are never pushed out by casings only the descriptor
         # likes, e.g. non-mates scanned with the same instrument and crop
         by_screen = sorted(order, key=lambda i: -screened.get(i, np.inf))
-        kept = _interleave(by_screen, kept)
+        kept = interleave(by_screen, kept)
     return screened, kept[: screen.keep]
 
 
-def _interleave(a: list[int], b: list[int]) -> list[int]:
-    """a[0], b[0], a[1], b[1], ... without repeats (both lists hold the same ids)."""
+def interleave(a: list[int], b: list[int]) -> list[int]:
+    """a[0], b[0], a[1], b[1], ... without repeats; the longer list's tail follows."""
     seen: set[int] = set()
     out: list[int] = []
-    for pair in zip(a, b, strict=True):
+    for pair in itertools.zip_longest(a, b):
         for i in pair:
-            if i not in seen:
+            if i is not None and i not in seen:
                 seen.add(i)
                 out.append(i)
     return out

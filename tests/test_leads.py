@@ -21,9 +21,11 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from index.correlate import CorrelationConfig, CorrelationWorker, partition_agencies
+from index.search import SCREEN_KEY
 from index.service import Catalog, CatalogConfig
 from index.store import LEAD_STATES, Store, open_store
 from index.testing import PNG_MAGIC, FakeScreenEngine
@@ -115,6 +117,40 @@ def test_newer_casing_is_found_from_the_older_one(cat: Catalog) -> None:
     (lead,) = cat.store.list_leads(agencies=north)  # the older casing's owner sees it
     assert (lead.casing_a, lead.casing_b) == (old.casing_id, new.casing_id)
     assert (lead.agency_a, lead.agency_b) == ("PD-North", "PD-South")
+
+
+class BlindScreenEngine(FakeScreenEngine):
+    """A screen that knows nothing: each casing's signature is noise drawn from its own
+    descriptor bytes (so it stays the same when re-described), unrelated to its gun."""
+
+    def _with_signature(self, descs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seed = int.from_bytes(descs[self.regions[0]].tobytes()[:8], "little")
+        noise = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+        return {**descs, SCREEN_KEY: noise / np.linalg.norm(noise)}
+
+
+@pytest.mark.parametrize("use_descriptor", [True, False])
+def test_a_mate_the_screen_misses_is_compared_from_the_descriptor_order(
+    tmp_path: Path, use_descriptor: bool
+) -> None:
+    """Two of 31 older casings are compared; the screen ranks at random, the descriptor puts
+    the mate first. Alternating the two orders compares the mate; the screen alone did not."""
+    cfg = CorrelationConfig(
+        lead_max_nmf=0.3, compare_fraction=0.0, compare_min=2, use_descriptor=use_descriptor
+    )
+    with Catalog.open(tmp_path / "data", engine=BlindScreenEngine()) as cat:
+        old = _add(cat, 7, 0)
+        for g in range(30):
+            _add(cat, 100 + g, 0)
+        new = _add(cat, 7, 1)
+        outs = _drain(cat, config=cfg)
+        last = next(o for o in outs if o.casing == new.id)
+        assert last.n_partition == 31 and last.n_compared == 2
+        found = frozenset((old.casing_id, new.casing_id)) in _pairs(cat.store)
+        assert found is use_descriptor
+        if use_descriptor:
+            (lead,) = cat.store.list_leads()
+            assert lead.screen_score is not None  # the descriptor's pick was screened too
 
 
 def test_leads_never_cross_the_sharing_policy(cat: Catalog) -> None:
@@ -406,6 +442,7 @@ CHILD = r"""
 import sys
 from index.correlate import CorrelationConfig, CorrelationWorker
 from index.service import Catalog
+from index.search import SCREEN_KEY
 from index.testing import PNG_MAGIC, FakeScreenEngine
 eng = FakeScreenEngine()
 eng.score_delay_s = 0.02  # a comparison that takes time, so kills land mid-job
