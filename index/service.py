@@ -281,6 +281,8 @@ class Catalog:
         if idx is not None:
             try:
                 meta = idx.meta()
+                if idx.index_type != idx.wanted_type:
+                    raise SnapshotError(f"index type {idx.index_type}, {idx.wanted_type} wanted")
                 if meta.get("extractor_version") != self.extractor_version:
                     raise SnapshotError("extractor version differs")
                 if meta.get("region") != region:

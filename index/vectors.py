@@ -6,13 +6,15 @@ better). Ids are the store's int64 casing row ids.
 Choice of FAISS structure (:func:`choose_factory`, overridable by configuration)
 --------------------------------------------------------------------------------
 * ``n < 5_000_000``: ``IDMap2,Flat`` - exact brute force, one GEMV per query: at k = 2,001
-  and 144 dimensions, one thread, 2.1 ms at 100k rows, 21 ms at 1 M and 71 ms at 4 M
-  (``benchmarks/RESULTS-scale.md``), small beside the full comparisons a search runs after it.
+  and 144 dimensions, one thread, 2.1 ms at 100k rows, 21 ms at 1 M and 96 ms at 4 M on a
+  busy machine (``benchmarks/scale_stage1.py --flat-timing``), small beside the full
+  comparisons a search runs after it.
   Until 2026-12-05 ``IDMap2,HNSW32,Flat`` was chosen from 50k rows. HNSW is fast on vectors
   spread like the bulk of the store, but a query whose mates form a small cluster apart from
   it (one gun's casings, one scanner's) can be walked past: among 100k distractors, HNSW at
   efSearch 2,001 missed mates that exact search ranks 1st and 2nd (seed-401 confocal and
-  photometric-stereo queries: 0.900 of mate pairs in the top 2,001 against 0.978 exact).
+  photometric-stereo queries: 0.900 of mate pairs in the top 2,001 against 0.978 exact;
+  ``benchmarks/scale_stage1.py``).
   HNSW stays available by configuration (``factory="HNSW32,Flat"``, efSearch configurable).
 * ``n >= 5_000_000``: ``IVF4096,SQfp16`` (``IVF16384,SQfp16`` from 16 M) - inverted lists with
   the residuals stored as float16 (2 bytes per dimension, half of float32); ``nprobe``

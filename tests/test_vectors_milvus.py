@@ -139,22 +139,28 @@ def test_add_remove_search(milvus):
 
 
 @needs_milvus
+@pytest.mark.parametrize("index_type", ["FLAT", "HNSW"])
 @pytest.mark.parametrize("selectivity", [1.0, 0.7, 0.3, 0.05, 0.01, 0.001, 0.0001])
-def test_filtered_equals_exact(milvus, tmp_path, selectivity):
-    """FaissIndex's test data and check: top-k inside the filter, exact for the 'exact-fetch'
-    plan (narrow filters), recall >= 0.9 for HNSW's 'filter' and 'full' plans (0.7 takes the
-    'id not in' path). The rows are flushed first, so the search runs on sealed segments with
-    their HNSW index (milvus-lite searches unflushed rows by brute force, which is always
-    exact and would prove nothing)."""
+def test_filtered_equals_exact(tmp_path, selectivity, index_type):
+    """FaissIndex's test data and check: top-k inside the filter, exact for FLAT (the default)
+    and for the 'exact-fetch' plan (narrow filters), recall >= 0.9 for HNSW's 'filter' and
+    'full' plans (0.7 takes the 'id not in' path). The rows are flushed first, so the search
+    runs on sealed segments with their index (milvus-lite searches unflushed rows by brute
+    force, which is always exact and would prove nothing)."""
+    from index.vectors_milvus import MilvusVectors
+
     x, ids, rng = _data()
+    milvus = MilvusVectors(parse_vectors_uri(_lite(tmp_path)), index_type=index_type)
     idx = milvus.create("breech_face", x.shape[1])
+    assert idx.factory == f"milvus:{index_type}"
     idx.exact_max_rows = 200  # so the "filter" plan (ef raised by 1/selectivity) runs too
     idx.add(ids, x)
-    idx.snapshot(None, {"seq": 1})  # flush: seal the rows into an HNSW-indexed segment
-    deadline = time.monotonic() + 60  # milvus-lite builds a sealed segment's index in background
-    while not list((tmp_path / "milvus").rglob("*.hnsw.idx")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert list((tmp_path / "milvus").rglob("*.hnsw.idx")), "no HNSW index was built"
+    idx.snapshot(None, {"seq": 1})  # flush: seal the rows into an indexed segment
+    if index_type == "HNSW":
+        deadline = time.monotonic() + 60  # milvus-lite indexes a sealed segment in background
+        while not list((tmp_path / "milvus").rglob("*.hnsw.idx")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list((tmp_path / "milvus").rglob("*.hnsw.idx")), "no HNSW index was built"
     q = (x[rng.choice(len(x), 8)] + 0.01).astype(np.float32)
     k = 20
     for _trial in range(2):
@@ -163,7 +169,7 @@ def test_filtered_equals_exact(milvus, tmp_path, selectivity):
         got_s, got_i = idx.search(q, k, allowed)
         exp_s, exp_i = _brute(q, x, ids, allowed, k)
         plan = idx.plan(None if allowed is None else m)
-        if plan == "exact-fetch":
+        if plan == "exact-fetch" or index_type == "FLAT":
             _same_up_to_ties(got_s, got_i, exp_s, exp_i)
         else:
             rec = np.mean(
@@ -175,6 +181,28 @@ def test_filtered_equals_exact(milvus, tmp_path, selectivity):
     # ids the index does not hold (deleted, never added) are ignored, not matched
     _s, i = idx.search(q[:1], 5, np.array([-3, 1, 2, int(ids[10])]))
     assert i[0, 0] == ids[10] and (i[0, 1:] == -1).all()
+    milvus.close()
+
+
+@needs_milvus
+def test_catalog_rebuilds_a_collection_of_another_index_type(tmp_path, monkeypatch):
+    """A collection made with HNSW (the default until 2026-12-05) is rebuilt as FLAT."""
+    import index.vectors_milvus as vm
+
+    eng = FakeEngine()
+    cfg = CatalogConfig(vectors=_lite(tmp_path))
+    monkeypatch.setattr(vm, "DEFAULT_INDEX_TYPE", "HNSW")
+    with Catalog.open(tmp_path / "d", cfg, engine=eng) as cat:
+        recs = _fill(cat)
+        assert cat.stats()["indexes"]["breech_face"]["factory"] == "milvus:HNSW"
+    monkeypatch.setattr(vm, "DEFAULT_INDEX_TYPE", "FLAT")
+    with Catalog.open(tmp_path / "d", cfg, engine=eng) as cat:
+        assert cat.repairs["breech_face"] == "rebuilt: index type HNSW, FLAT wanted"
+        assert cat.stats()["indexes"]["breech_face"]["factory"] == "milvus:FLAT"
+        assert cat.check(verify_surfaces=False)
+        assert len(_lists(cat, recs)) == len(recs)
+    with Catalog.open(tmp_path / "d", cfg, engine=eng) as cat:
+        assert cat.repairs["breech_face"] == "loaded"
 
 
 # -- through the catalog ---------------------------------------------------------------------------
