@@ -98,6 +98,11 @@ class Engine(Protocol):
         """The registration comparison of two prepared casings (light-aware for 2-D)."""
         ...
 
+    def coarse_similarity(self, a: Any, b: Any) -> float:
+        """A cheap ranking score of two prepared casings, better than the screen and cheaper
+        than :meth:`score` (the search's rescue stage; not evidence)."""
+        ...
+
     def picture(
         self, a: Any, b: Any, comparison: Any, *, labels: tuple[str, str] = ("A", "B")
     ) -> bytes:
@@ -199,6 +204,12 @@ class BallisticsEngine:
         lighting = importlib.import_module("ballistics.lighting")
 
         return lighting.compare_prepared(a, b)
+
+    def coarse_similarity(self, a: Any, b: Any) -> float:
+        """:func:`ballistics.compare.coarse_similarity` (the comparison's coarse sweep)."""
+        compare = importlib.import_module("ballistics.compare")
+
+        return float(compare.coarse_similarity(a, b))
 
     def picture(
         self, a: Any, b: Any, comparison: Any, *, labels: tuple[str, str] = ("A", "B")

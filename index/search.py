@@ -14,6 +14,13 @@ screen's best always go on (it is the better discriminator at the top), and so d
 screen ranks badly but the descriptor far above the crowd (the screen alone ranks some real
 mates worse than the descriptor does). Candidates without a stored signature always go on, so
 a missing signature can cost time but never a match.
+Rescue (optional, :class:`Rescue`, off by default): the candidates stage 2 set aside at
+positions ``keep`` .. ``head`` - 1 of its order are scored by the engine's
+``coarse_similarity`` (the comparison's coarse full-rotation sweep, ~20 ms a pair) and its best
+``k`` go on to stage 3 too. Among 100k distractors, with ``keep`` 20, ``head`` 150 and ``k``
+2, it raised the share of mate pairs compared from 0.913 to 0.952 on Fadul and from 0.944 to
+0.967 on held-out synthetic seed 401 (benchmarks/RESULTS-scale.md). It costs ``head - keep``
+sweeps (~2.7 s of CPU at head 150), so it is for a thorough search, not the default.
 Stage 3: the survivors are re-scored with the registration comparison
 (``score_fn(query_prepared, candidate_prepared)``; default ``ballistics.compare.compare``),
 best first, on a thread pool. Candidates screened out keep their coarse and screen scores with
@@ -43,7 +50,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -164,6 +171,21 @@ class Screen:
 
 
 @dataclass
+class Rescue:
+    """The rescue stage (module doc): ``score_fn(query_prepared, candidate_prepared)`` (the
+    engine's ``coarse_similarity``) over stage 2's order at positions ``keep`` .. ``head`` - 1;
+    the best ``k`` are compared too. ``head`` <= ``keep``: no rescue."""
+
+    score_fn: Callable[[Any, Any], float]
+    head: int
+    k: int = 2
+
+    def __post_init__(self) -> None:
+        if self.head < 0 or self.k < 0:
+            raise ValueError(f"rescue head and k must be >= 0; got {self.head}, {self.k}")
+
+
+@dataclass
 class Query:
     """A resolved query: descriptors per region, the prepared surface, and (for a stored
     casing) its row id so it is excluded from its own results."""
@@ -226,8 +248,10 @@ class SearchResult:
     """Stage 1's candidates per region in this search (given, or from the rerank policy)."""
     stage_s: dict[str, float] = field(default_factory=dict)
     """Wall seconds per stage: ``candidates`` (filter, vector search, records), ``screen``
-    (signatures loaded and scored), ``compare`` (the full comparisons, on the pool) and
-    ``rank``."""
+    (signatures loaded and scored), ``rescue`` (when asked for), ``compare`` (the full
+    comparisons, on the pool) and ``rank``."""
+    n_rescued: int = 0
+    """Candidates the rescue stage added to the full comparison (0 without a rescue)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -238,6 +262,7 @@ class SearchResult:
             "n_candidates": self.n_candidates,
             "n_screened_out": self.n_screened_out,
             "n_rescored": self.n_rescored,
+            "n_rescued": self.n_rescued,
             "n_errors": self.n_errors,
             "elapsed_s": self.elapsed_s,
             "stage_s": dict(self.stage_s),
@@ -405,6 +430,36 @@ def interleave(a: list[int], b: list[int]) -> list[int]:
     return out
 
 
+def rescue_candidates(
+    pool: cf.Executor,
+    rowids: list[int],
+    score: Callable[[int], float],
+    k: int,
+    timeout_s: float | None,
+) -> list[int]:
+    """The rescue stage: ``score(rowid)`` for every candidate on ``pool`` (until
+    ``timeout_s``; failures and unfinished ones are left out), the best ``k`` (best first)."""
+    if k <= 0 or not rowids:
+        return []
+    futures = {pool.submit(score, i): i for i in rowids}
+    done, not_done = cf.wait(futures, timeout=timeout_s)
+    for f in not_done:
+        f.cancel()
+    got = {
+        futures[f]: float(f.result()) for f in done if not f.cancelled() and f.exception() is None
+    }
+    return sorted(got, key=lambda i: -got[i])[:k]
+
+
+def _rescue_one(
+    store: Store, query: Query, score_fn: Callable[[Any, Any], float], load_fn: LoadFn, rowid: int
+) -> float:
+    surface = store.load_surface(rowid)
+    if surface is None:
+        raise LookupError(f"no stored surface for casing {rowid}")
+    return float(score_fn(query.prepared, load_fn(surface)))
+
+
 def compare_one(store: Store, query: Query, rowid: int, score_fn: ScoreFn, load_fn: LoadFn) -> Any:
     """Stage 3 for one candidate: its stored surface, loaded and compared with the query's."""
     surface = store.load_surface(rowid)
@@ -555,10 +610,12 @@ class Searcher:
         nmf_fn: NmfFn | None = None,
         screen: Screen | None = None,
         rerank_policy: RerankPolicy | None = None,
+        rescue: Rescue | None = None,
     ) -> SearchResult:
         """The stages in order (see the module doc). ``rerank_k``: stage 1's candidates per
         region; None: ``rerank_policy`` (default :class:`RerankPolicy`) of the number of
-        casings searched (those the filter allows, else the largest index)."""
+        casings searched (those the filter allows, else the largest index). ``rescue``: the
+        rescue stage (needs ``screen``; None: none)."""
         t0 = time.monotonic()
         if top <= 0 or (rerank_k is not None and rerank_k <= 0):
             raise ValueError("top and rerank_k must be positive")
@@ -574,9 +631,25 @@ class Searcher:
         coarse = coarse_candidates(indexes, query, allowed, rerank_k)
         live = live_candidates(store, coarse, query.sha256)
         t1 = time.monotonic()
-        screened, to_compare = screen_candidates(screen, query, live.order, coarse.best)
+        rescuing = rescue is not None and screen is not None and rescue.head > screen.keep
+        wide = replace(screen, keep=rescue.head) if rescuing and screen and rescue else screen
+        screened, to_compare = screen_candidates(wide, query, live.order, coarse.best)
         t2 = time.monotonic()
-        timeout = None if deadline_s is None else max(0.0, deadline_s - (t2 - t0))
+        rescued: list[int] = []
+        if rescuing and screen is not None and rescue is not None:
+            aside = to_compare[screen.keep :]
+            to_compare = to_compare[: screen.keep]
+            timeout = None if deadline_s is None else max(0.0, deadline_s - (t2 - t0))
+            rescued = rescue_candidates(
+                self._pool,
+                aside,
+                partial(_rescue_one, store, query, rescue.score_fn, load_fn),
+                rescue.k,
+                timeout,
+            )
+            to_compare = to_compare + rescued
+        t2r = time.monotonic()
+        timeout = None if deadline_s is None else max(0.0, deadline_s - (t2r - t0))
         compared = compare_candidates(
             self._pool,
             to_compare,
@@ -588,7 +661,9 @@ class Searcher:
             store, query, coarse, live, screened, compared, top=top, nmf_fn=nmf_fn
         )
         t4 = time.monotonic()
-        stage_s = {"candidates": t1 - t0, "screen": t2 - t1, "compare": t3 - t2, "rank": t4 - t3}
+        stage_s = {"candidates": t1 - t0, "screen": t2 - t1, "compare": t3 - t2r, "rank": t4 - t3}
+        if rescuing:
+            stage_s["rescue"] = t2r - t2
         query_quality = getattr(query.prepared, "quality", None)
         return SearchResult(
             query_casing_id=query.casing_id,
@@ -605,4 +680,5 @@ class Searcher:
             identical=identical,
             query_quality=query_quality if isinstance(query_quality, dict) else None,
             rerank_k=rerank_k,
+            n_rescued=len(rescued),
         )

@@ -38,6 +38,7 @@ from .search import (
     SCREEN_KEY,
     Query,
     RerankPolicy,
+    Rescue,
     Screen,
     Searcher,
     SearchResult,
@@ -72,6 +73,12 @@ class CatalogConfig:
     compare_k: int = 20
     """How many of them the screen keeps for the full comparison (0: compare every one).
     20 keeps a search under 2 s on 2 cores (RESULTS-search-e2e.md: 1.2 s; 40: 2.1 s)."""
+    rescue_head: int = 0
+    """The rescue stage (:class:`index.search.Rescue`): stage 2's order up to this position is
+    scored by the engine's ``coarse_similarity`` beyond the ``compare_k`` kept, and the best
+    ``rescue_k`` of those are compared too. 0 (default): none. It costs
+    ``rescue_head - compare_k`` coarse sweeps (~20 ms each) a search."""
+    rescue_k: int = 2
     fusion_weight: float | None = FUSION_WEIGHT
     """Stage 2 ranks by descriptor and screen scores fused (:func:`index.search.fused_scores`)
     with this weight on the screen; None: by the screen score alone (before 2026-12)."""
@@ -733,6 +740,7 @@ class Catalog:
         spacing_um: float | None = None,
         length_unit: str = "m",
         light: Any = None,
+        rescue_head: int | None = None,
     ) -> SearchResult:
         """Staged search (see :mod:`index.search`). ``query``: stored casing id (excluded
         from its own results), scan file bytes (not stored), or a prepared casing. Visible
@@ -743,14 +751,28 @@ class Catalog:
         them stage 2 (screen and descriptor scores fused) keeps for the full comparison
         (0: all; None: the configured value, by default 20);
         ``length_unit``: of an X3P query file ("m" or "um"); ``light``: of a 2-D query file
-        (``ballistics.light.LightRequest``; None: detected)."""
+        (``ballistics.light.LightRequest``; None: detected); ``rescue_head``: the rescue
+        stage's reach (:attr:`CatalogConfig.rescue_head`; None: the configured value, 0: no
+        rescue)."""
         keep = self.config.compare_k if compare_k is None else int(compare_k)
         if keep < 0:
             raise ValueError(f"compare_k must be >= 0 (0: compare every candidate); got {keep}")
+        head = self.config.rescue_head if rescue_head is None else int(rescue_head)
+        if head < 0:
+            raise ValueError(f"rescue_head must be >= 0 (0: no rescue); got {head}")
         self.sync()
         with self._interactive():
             return self._search(
-                query, top, rerank_k, keep, filters, deadline_s, spacing_um, length_unit, light
+                query,
+                top,
+                rerank_k,
+                keep,
+                filters,
+                deadline_s,
+                spacing_um,
+                length_unit,
+                light,
+                head,
             )
 
     def _search(
@@ -764,8 +786,15 @@ class Catalog:
         spacing_um: float | None,
         length_unit: str,
         light: Any,
+        rescue_head: int = 0,
     ) -> SearchResult:
         q = self.make_query(query, spacing_um=spacing_um, length_unit=length_unit, light=light)
+        coarse_fn = getattr(self.engine, "coarse_similarity", None)
+        rescue = (
+            Rescue(coarse_fn, rescue_head, self.config.rescue_k)
+            if rescue_head and coarse_fn is not None
+            else None
+        )
         screen_fn = self.engine.screen
         screen = None
         if keep and screen_fn is not None:
@@ -794,6 +823,7 @@ class Catalog:
                 kind=getattr(q.prepared, "kind", "topography"),
             ),
             screen=screen,
+            rescue=rescue,
         )
 
     def check(self, out: IO[str] = sys.stderr, *, verify_surfaces: bool = True) -> bool:

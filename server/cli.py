@@ -282,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
         " score and by screen and descriptor scores fused (0: all; default 20)",
     )
     p.add_argument(
+        "--rescue",
+        type=int,
+        default=None,
+        metavar="HEAD",
+        help="a thorough local search: stage 2's order up to position HEAD is also scored by"
+        " the comparison's coarse sweep (~20 ms a candidate) and its best 2 beyond --compare"
+        " are compared too (default: none; try 150)",
+    )
+    p.add_argument(
         "--scope",
         default="local",
         metavar="local|all|PEER[,PEER]",

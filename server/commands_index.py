@@ -158,6 +158,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _fail("--top and --rerank must be positive")
     if args.compare is not None and args.compare < 0:
         return _fail("--compare must be >= 0 (0: compare every candidate)")
+    if args.rescue is not None and args.rescue < 0:
+        return _fail("--rescue must be >= 0 (0: no rescue; e.g. 150)")
     if not args.file and (getattr(args, "length_unit", None) or "m") != "m":
         return _fail("--length-unit applies to --file; a stored casing was read when ingested")
     from ballistics.light import LightRequest
@@ -201,6 +203,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 top=args.top,
                 rerank_k=args.rerank,
                 compare_k=args.compare,
+                rescue_head=args.rescue,
                 filters=Filters(caliber=args.caliber) if args.caliber else None,
                 length_unit=getattr(args, "length_unit", None) or "m",
                 light=light,
@@ -241,6 +244,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(
             f"same file: casing {c.casing_id} ({c.agency}, incident {c.incident or '-'}) holds"
             " the query's very file (same SHA-256); not ranked"
+        )
+    if res.n_rescued:
+        print(
+            f"({res.n_rescued} candidate(s) set aside by the screen were compared too: the"
+            " rescue's coarse sweep ranked them best)"
         )
     if res.n_screened_out:
         print(

@@ -440,6 +440,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 @_handles_errors
 def cmd_search(args: argparse.Namespace) -> int:
+    if getattr(args, "rescue", None) is not None:
+        raise UsageError("--rescue applies to a local search (--data-dir), not to --server")
     with _client(args) as client:
         if args.file:
             resp = client.search(

@@ -364,3 +364,27 @@ def test_audit_verify_without_a_log_is_bad_input(tmp_path: Path, capsys) -> None
     assert main(["audit", "verify", "--data-dir", str(tmp_path / "missing"), "--json"]) == 2
     out = capsys.readouterr()
     assert json.loads(out.out)["ok"] is False and "no such folder" in out.err
+
+
+def test_local_search_rescue_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """--rescue HEAD compares the best set-aside candidates too, and says so; a negative HEAD
+    and a remote search are refused with a reason."""
+    monkeypatch.setenv("BALLISTICS_INDEX_ENGINE", "index.testing:FakeScreenEngine")
+    src = tmp_path / "src"
+    src.mkdir()
+    for g in range(4):
+        for s in range(2):
+            (src / f"g{g}s{s}.x3p").write_bytes(f"FAKE:{g}:{s}".encode())
+    d = str(tmp_path / "d")
+    assert main(["ingest", str(src), "--data-dir", d, "--json"]) == 0
+    q = str(src / "g1s0.x3p")
+    capsys.readouterr()
+    assert main(["search", "--file", q, "--data-dir", d, "--top", "1", "--compare", "1"]) == 0
+    assert "compared too" not in capsys.readouterr().out
+    argv = ["search", "--file", q, "--data-dir", d, "--top", "1", "--compare", "1"]
+    assert main([*argv, "--rescue", "8"]) == 0
+    assert "2 candidate(s) set aside by the screen were compared too" in capsys.readouterr().out
+    assert main([*argv, "--rescue", "-1"]) == 2
+    assert "--rescue must be >= 0" in capsys.readouterr().err
+    assert main(["search", "--casing-id", "x", "--server", "127.0.0.1:1", "--rescue", "9"]) == 2
+    assert "--rescue applies to a local search" in capsys.readouterr().err

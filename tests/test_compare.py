@@ -93,6 +93,20 @@ def test_separation_same_gun_above_different_gun(casings) -> None:
     assert min(km) > max(knm), (km, knm)
 
 
+def test_coarse_similarity_is_the_sweeps_best_and_separates_guns(casings) -> None:
+    """coarse_similarity is the best NCC of the comparison's own coarse sweep (its first
+    hypothesis), and ranks each casing's sibling above every other gun's casing."""
+    from ballistics.compare import coarse_hypotheses, coarse_similarity
+
+    keys = list(casings)
+    a, b = casings[keys[0]][1], casings[keys[2]][1]
+    best = coarse_hypotheses(a, b, CompareParams())[0].ncc
+    assert coarse_similarity(a, b) == pytest.approx(best, abs=1e-6)
+    for ka in keys:
+        sims = {kb: coarse_similarity(casings[ka][1], casings[kb][1]) for kb in keys if kb != ka}
+        assert max(sims, key=lambda kb: sims[kb])[0] == ka[0], sims
+
+
 def test_pose_inverse_roundtrip() -> None:
     p = Pose(33.0, 40e-6, -25e-6)
     q = p.inverse().inverse()

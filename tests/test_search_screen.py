@@ -181,3 +181,38 @@ def test_vectorised_screen_equals_a_direct_shift_search():
     assert np.allclose(screen(q, sigs)[0], got, atol=1e-6)
     with pytest.raises(BallisticsError, match="spectra have shape"):
         screen_spectra(q, np.zeros((2, 3, 4), np.complex64))
+
+
+class ContraryScreenEngine(FakeEngine):
+    """A screen that ranks a casing's siblings last (it scores dissimilarity)."""
+
+    def __init__(self) -> None:
+        super().__init__(with_screen=True)
+
+    def _screen(self, query: np.ndarray, signatures: np.ndarray) -> np.ndarray:
+        return -super()._screen(query, signatures)
+
+
+def test_rescue_compares_the_best_set_aside_by_coarse_similarity(tmp_path):
+    """The screen sets the siblings aside; the rescue stage's coarse score finds them again
+    among the candidates set aside, and they are compared and ranked first. Without a
+    rescue they are not compared."""
+    eng = ContraryScreenEngine()
+    cfg = CatalogConfig(compare_k=3, fusion_weight=None, rescue_k=2)
+    with Catalog.open(tmp_path, cfg, engine=eng) as cat:
+        recs = _fill(cat)
+        q = recs[0]
+        sibs = {recs[1].casing_id, recs[2].casing_id}
+        plain = cat.search(q.casing_id, top=5, rerank_k=30)
+        assert plain.n_rescued == 0 and "rescue" not in plain.stage_s
+        assert not any(c.rescored for c in plain.combined if c.casing_id in sibs)
+        res = cat.search(q.casing_id, top=5, rerank_k=30, rescue_head=30)
+        # stage 2 keeps max(compare_k, top) = 5; the rescue adds 2
+        assert res.n_rescued == 2 and res.n_rescored == 5 + 2 and res.stage_s["rescue"] >= 0
+        assert {c.casing_id for c in res.combined[:2]} == sibs
+        assert all(c.rescored for c in res.combined[:2])
+        assert res.as_dict()["n_rescued"] == 2
+        # a head within compare_k rescues nothing; a negative one is refused
+        assert cat.search(q.casing_id, top=5, rerank_k=30, rescue_head=5).n_rescued == 0
+        with pytest.raises(ValueError, match="rescue_head"):
+            cat.search(q.casing_id, rescue_head=-1)
