@@ -104,6 +104,14 @@ def main() -> int:
     ap.add_argument("--form", choices=["levels", "full"], default="levels")
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--rescue",
+        type=int,
+        default=0,
+        metavar="HEAD",
+        help="time searches with the rescue stage up to this position (Catalog.search"
+        " rescue_head; 0: none); the output file then ends in -rescue<HEAD>",
+    )
     args = ap.parse_args()
     from index.engine import BallisticsEngine
     from index.service import Catalog
@@ -129,7 +137,7 @@ def main() -> int:
         times, details = [], []
         for cid in ids:
             t = time.perf_counter()
-            r = cat.search(cid, top=10)
+            r = cat.search(cid, top=10, rescue_head=args.rescue)
             times.append(time.perf_counter() - t)
             details.append(
                 {
@@ -140,6 +148,7 @@ def main() -> int:
                     "errors": r.n_errors,
                     "partial": r.partial,
                     "rerank_k": r.rerank_k,
+                    "rescued": r.n_rescued,
                     "stage_s": {k: round(v, 4) for k, v in r.stage_s.items()},
                 }
             )
@@ -149,7 +158,7 @@ def main() -> int:
             "max": round(float(np.max(times)), 3),
             "queries": len(times),
             "stage_median_s": {
-                k: round(float(np.median([d["stage_s"][k] for d in details])), 4)
+                k: round(float(np.median([d["stage_s"].get(k, 0.0) for d in details])), 4)
                 for k in details[0]["stage_s"]
             },
         }
@@ -165,7 +174,8 @@ def main() -> int:
         "bytes_per_casing_surfaces": round(surf / args.n),
         "bytes_per_casing_total": round((db + surf + other) / args.n),
     }
-    out = ROOT / "benchmarks" / "results" / f"store_100k-n{args.n}-{args.form}.json"
+    tag = f"-rescue{args.rescue}" if args.rescue else ""
+    out = ROOT / "benchmarks" / "results" / f"store_100k-n{args.n}-{args.form}{tag}.json"
     out.write_text(json.dumps(res, indent=1, default=str))
     print(json.dumps({k: v for k, v in res.items() if k not in ("machine", "searches")}, indent=1))
     return 0
