@@ -19,7 +19,8 @@ Build (once, cached in ``benchmarks/_data/stages-100k/n<N>-seed<S>``): rows go i
 Store's own SQL schema (the statements of ``Store.add_casing``) in transactions of 5,000 rows,
 because one ``add_casing`` per casing with ``synchronous=FULL`` fsyncs every commit (the rate
 of 200 real ``add_casing`` calls is measured and reported). Then ``Catalog.open`` builds the
-FAISS index from the store (``IDMap2,HNSW32,Flat`` at 100k rows) and snapshots it, and
+FAISS index from the store (the rule's structure: ``IDMap2,Flat`` at 100k rows since 2026-12-05,
+``IDMap2,HNSW32,Flat`` when RESULTS-search-stages-100k.md was measured) and snapshots it, and
 ``Catalog.check()`` verifies that store and index hold the same ids. The build runs FAISS on one
 thread; run it under ``nice`` (``--build-only``) on a shared machine.
 
@@ -352,7 +353,7 @@ def build(d: Path, n: int, seed: int, probe: int) -> dict[str, Any]:
     }
     print("inserted:", info["insert"], flush=True)
 
-    faiss.omp_set_num_threads(1)  # shared machine: the HNSW build on one core
+    faiss.omp_set_num_threads(1)  # shared machine: the index build on one core
     t = time.perf_counter()
     with Catalog.open(d, engine=BallisticsEngine()) as cat:
         info["first_open_s"] = round(time.perf_counter() - t, 1)
