@@ -180,6 +180,54 @@ def synth_items(
     return out
 
 
+@dataclass
+class Pool:
+    """The first ``n`` distractors of the cached corpus and the query sets, as one pool: rows
+    0 .. n-1 are distractors, row n + j is ``items[j]``."""
+
+    n: int
+    items: list[Item]
+    failures: list[str]
+    pool: np.ndarray
+    """(n + len(items), 144) float32 descriptors."""
+    signatures: np.ndarray
+    """(n + len(items), RADII, ANGLES) screening signatures."""
+
+    def mates(self, j: int) -> list[int]:
+        """Pool rows of the other casings of ``items[j]``'s gun."""
+        gun = self.items[j].gun
+        return [self.n + m for m, it in enumerate(self.items) if m != j and it.gun == gun]
+
+
+def load_pool(n: int, query_seed: int, fadul_slides: int, guns: int = 5, shots: int = 3) -> Pool:
+    """:class:`Pool` of the first ``n`` distractors (seed :data:`DISTRACTOR_SEED`, built by
+    ``scale_corpus.py``), Fadul (its first ``fadul_slides`` slides) and the synthetic 3-D
+    sets of ``query_seed``."""
+    failures: list[str] = []
+    items = fadul_items(fadul_slides, failures) + synth_items(
+        guns, shots, INSTRUMENTS_3D, failures, query_seed
+    )
+    D, S, _ = sc.load(n, DISTRACTOR_SEED)
+    Q = np.stack([i.desc for i in items]).astype(np.float32)
+    QS = np.stack([i.sig for i in items])
+    return Pool(
+        n,
+        items,
+        failures,
+        np.concatenate([D[:n], Q]).astype(np.float32),
+        np.concatenate([S[:n].reshape(n, *QS.shape[1:]), QS]),
+    )
+
+
+def run_header() -> dict[str, Any]:
+    """What every result file starts with: the command, the date and the machine."""
+    return {
+        "command": "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+    }
+
+
 def hard_items(n: int, failures: list[str]) -> list[Item]:
     """Full-simulation non-mates: ``n`` unrelated 9-mm guns, one shot each, instruments cycled."""
     from ballistics.synth import make_firearms

@@ -35,8 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import scale
-from benchmarks import scale_corpus as sc
-from benchmarks._common import ROOT, machine
+from benchmarks._common import ROOT
 
 KEEPS = (20, 200, 500, 1000, 2000)
 
@@ -72,21 +71,15 @@ def main() -> int:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
-    failures: list[str] = []
-    items = scale.fadul_items(args.fadul_slides, failures) + scale.synth_items(
-        args.guns, args.shots, scale.INSTRUMENTS_3D, failures, args.query_seed
-    )
-    n = args.n
-    D, S, _ = sc.load(n, scale.DISTRACTOR_SEED)
-    Q = np.stack([i.desc for i in items]).astype(np.float32)
-    QS = np.stack([i.sig for i in items])
-    spec = np.concatenate([scale.spectra(S), scale.spectra(QS)])
-    pool = np.concatenate([D[:n], Q]).astype(np.float32)
+    P = scale.load_pool(args.n, args.query_seed, args.fadul_slides, args.guns, args.shots)
+    n, items, pool, failures = P.n, P.items, P.pool, P.failures
+    Q, QS = pool[n:], P.signatures[n:]
+    spec = scale.spectra(P.signatures)
 
     rows: dict[str, dict[str, list[int]]] = {}
     t_screen: list[float] = []
     for j, it in enumerate(items):
-        mates = [n + m for m in range(len(items)) if m != j and items[m].gun == it.gun]
+        mates = P.mates(j)
         if not mates:
             continue
         desc = pool @ Q[j]
@@ -105,9 +98,7 @@ def main() -> int:
             r["interleave"].extend(int(pos_inter[m]) for m in mates)
 
     out: dict[str, Any] = {
-        "command": "python " + " ".join(sys.argv),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": machine(),
+        **scale.run_header(),
         "n_distractors": n,
         "query_seed": args.query_seed,
         "fadul_present": any(i.set == "fadul" for i in items),

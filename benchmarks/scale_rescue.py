@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import scale
 from benchmarks import scale_corpus as sc
-from benchmarks._common import ROOT, machine
+from benchmarks._common import ROOT
 
 RESCUES = (2, 5, 10)
 
@@ -66,16 +66,9 @@ def main() -> int:
     from ballistics.screen import screen_spectra, spectra
     from index.search import FUSION_WEIGHT, RerankPolicy, fused_scores, interleave
 
-    failures: list[str] = []
-    items = scale.fadul_items(args.fadul_slides, failures) + scale.synth_items(
-        5, 3, scale.INSTRUMENTS_3D, failures, args.query_seed
-    )
-    n = args.n
-    D, S, _ = sc.load(n, scale.DISTRACTOR_SEED)
-    Q = np.stack([i.desc for i in items]).astype(np.float32)
-    QS = np.stack([i.sig for i in items])
-    pool = np.concatenate([D[:n], Q]).astype(np.float32)
-    psig = np.concatenate([S[:n].reshape(n, *QS.shape[1:]), QS])
+    P = scale.load_pool(args.n, args.query_seed, args.fadul_slides)
+    n, items, pool, psig = P.n, P.items, P.pool, P.signatures
+    Q, QS = pool[n:], psig[n:]
     k = RerankPolicy().k(len(pool))
     c = args.compare
     pairs = 0
@@ -86,7 +79,7 @@ def main() -> int:
     for j, it in enumerate(items):
         if args.sets and not it.set.startswith(args.sets):
             continue
-        mates = [n + m for m in range(len(items)) if m != j and items[m].gun == it.gun]
+        mates = P.mates(j)
         if not mates:
             continue
         s = pool @ Q[j]
@@ -126,9 +119,7 @@ def main() -> int:
                 )
         print(it.key, len(lost), flush=True)
     out = {
-        "command": "python " + " ".join(sys.argv),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": machine(),
+        **scale.run_header(),
         "n_distractors": n,
         "k": k,
         "compare": c,

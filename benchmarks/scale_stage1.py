@@ -37,8 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import scale
-from benchmarks import scale_corpus as sc
-from benchmarks._common import ROOT, machine
+from benchmarks._common import ROOT
 
 #: engine name -> (kind, structure)
 ENGINES = {
@@ -113,9 +112,7 @@ def main() -> int:
 
     if args.flat_timing:
         res = {
-            "command": "python " + " ".join(sys.argv),
-            "date": time.strftime("%Y-%m-%d %H:%M"),
-            "machine": machine(),
+            **scale.run_header(),
             "k": 2001,
             "sizes": flat_timing([int(v) for v in args.flat_timing.split(",")]),
         }
@@ -123,26 +120,17 @@ def main() -> int:
         path.write_text(json.dumps(res, indent=1))
         return 0
 
-    failures: list[str] = []
-    items = scale.fadul_items(args.fadul_slides, failures) + scale.synth_items(
-        5, 3, scale.INSTRUMENTS_3D, failures, args.query_seed
-    )
-    n = args.n
-    D, _, _ = sc.load(n, scale.DISTRACTOR_SEED)
-    Q = np.stack([i.desc for i in items]).astype(np.float32)
-    pool = np.concatenate([D[:n], Q]).astype(np.float32)
+    P = scale.load_pool(args.n, args.query_seed, args.fadul_slides)
+    n, items, pool = P.n, P.items, P.pool
+    Q = pool[n:]
     k = RerankPolicy().k(len(pool))
     pairs = []  # (query j, mate pool row, set, exact rank)
     for j, it in enumerate(items):
         s = pool @ Q[j]
         s[n + j] = -np.inf
-        for m in range(len(items)):
-            if m != j and items[m].gun == it.gun:
-                pairs.append((j, n + m, it.set, int((s > s[n + m]).sum())))
+        pairs.extend((j, m, it.set, int((s > s[m]).sum())) for m in P.mates(j))
     out: dict[str, Any] = {
-        "command": "python " + " ".join(sys.argv),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": machine(),
+        **scale.run_header(),
         "n_distractors": n,
         "query_seed": args.query_seed,
         "k": k,
