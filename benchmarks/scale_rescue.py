@@ -5,8 +5,8 @@ Among N cheap distractors (``benchmarks/scale_corpus.py``, seed 7) plus the quer
 descriptor top K by ``RerankPolicy``, then ``screen_candidates``' order: screen and fused score
 alternately). The search compares the first 20. Here the candidates at positions 20 .. head-1
 are also scored by the comparison's own first step, the full-rotation NCC sweep on the coarse
-level (``ballistics.compare``: factor 8 = 50 um, 4-degree steps, 35-um blur, translations up to
-1 mm), and the best ``rescue`` of them by that score are added to the comparison. Reported:
+level (``ballistics.compare.coarse_similarity``: factor 8 = 50 um, 4-degree steps, 35-um blur,
+translations up to 1 mm), and the best ``rescue`` of them by that score are added to the comparison. Reported:
 the share of mate pairs compared without and with the rescue, each lost mate's position and
 its rank by the sweep score, and the sweep's CPU time per pair. Distractor surfaces are
 regenerated from their seed.
@@ -37,23 +37,6 @@ from benchmarks._common import ROOT
 RESCUES = (2, 5, 10)
 
 
-def sweep_score(a: Any, b: Any) -> float:
-    """Best NCC of the comparison's coarse full-rotation sweep (``coarse_hypotheses``' maps)."""
-    from ballistics.compare import CompareParams, _levels, _sweep
-    from ballistics.register import masked_blur, reference
-
-    p = CompareParams()
-    spacing = a.surface.spacing_m[0] * p.coarse_factor
-    fa, fb = _levels(a, b, p.coarse_factor, p)
-    if p.coarse_blur_um is not None:
-        sigma = p.coarse_blur_um * 1e-6 / spacing
-        fa, fb = (masked_blur(*fa, sigma), fa[1]), (masked_blur(*fb, sigma), fb[1])
-    s = max(1, round(p.max_offset_um * 1e-6 / spacing))
-    angles = np.arange(0.0, 360.0, p.coarse_step_deg)
-    maps = _sweep(reference(*fa, s), fb, angles, s, moving_valid=int(fb[1].sum()))
-    return float(maps.max())
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=100000)
@@ -63,6 +46,7 @@ def main() -> int:
     ap.add_argument("--head", type=int, default=150, help="positions scored by the sweep")
     ap.add_argument("--compare", type=int, default=20)
     args = ap.parse_args()
+    from ballistics.compare import coarse_similarity
     from ballistics.screen import screen_spectra, spectra
     from index.search import FUSION_WEIGHT, RerankPolicy, fused_scores, interleave
 
@@ -100,7 +84,7 @@ def main() -> int:
                 else scale.load_prepared(items[x - n].key)
             )
             t = time.process_time()
-            sw[x] = sweep_score(qa, other)
+            sw[x] = coarse_similarity(qa, other)
             cpu.append(time.process_time() - t)
         by_sweep = sorted(tail, key=lambda x: -sw[x])
         for m in mates:
