@@ -17,6 +17,8 @@ oldest pending job and, with the search's own stages (:mod:`index.search`):
    (``coarse_candidates``); keep :attr:`CorrelationConfig.keep` of it (a
    ``compare_fraction``, at least ``compare_min``, at most ``compare_max``) taken alternately
    from the two orders (:attr:`CorrelationConfig.use_descriptor`).
+   The next ``rescue_factor`` x that many of the list are scored by the engine's
+   ``coarse_similarity`` and the best ``rescue_k`` of them are added (the rescue).
 3. **Compare** those fully (``compare_candidates`` on a one-thread pool at low CPU priority,
    waiting between comparisons while an interactive search runs: ``Catalog.wait_idle``), and
    rank them with the search's own evidence (``rank_candidates``: score, CMC, non-match
@@ -63,6 +65,7 @@ from .search import (
     interleave,
     live_candidates,
     rank_candidates,
+    rescue_candidates,
     screen_candidates,
 )
 from .store import Filters
@@ -71,6 +74,13 @@ if TYPE_CHECKING:
     from .service import Catalog
 
 log = logging.getLogger("ballistics.correlate")
+
+#: Default :attr:`CorrelationConfig.rescue_factor`, set before it was measured. Among 100k
+#: distractors (2,000 compared, positions 2,000-3,999 rescued, best 20 compared too) the
+#: coarse sweep ranked first, of those 2,000, each of the 3 mates there (2 Fadul, 1
+#: synthetic), which lifted Fadul's compared mate pairs from 0.984 to 1.000, at ~22 ms of CPU
+#: a sweep: ~25 % more per job (benchmarks/RESULTS-scale.md).
+RESCUE_FACTOR = 1.0
 
 
 class Visibility(Protocol):
@@ -102,6 +112,12 @@ class CorrelationConfig:
     """At least this many (or the whole partition when smaller), like a search's 20."""
     compare_max: int = 2000
     """At most this many comparisons per job (about 5 min on one core at 158 ms a pair)."""
+    rescue_factor: float = RESCUE_FACTOR
+    """The rescue (``index.search``'s rescue stage, in the background): beyond the
+    :meth:`keep` compared, the next ``rescue_factor`` x keep casings of the list are scored by
+    the engine's ``coarse_similarity`` (the comparison's coarse rotation sweep, ~20 ms each)
+    and the best ``rescue_k`` are compared too. 0: none."""
+    rescue_k: int = 20
     lead_max_nmf: float = 0.01
     """A compared pair is a lead when its non-match frequency is at most this."""
     lead_min_cmc: int = 6
@@ -122,6 +138,14 @@ class CorrelationConfig:
         want = max(math.ceil(self.compare_fraction * n), self.compare_min)
         return int(min(n, want, self.compare_max))
 
+    def reach(self, n: int) -> int:
+        """How far down the list of ``n`` the job looks: :meth:`keep` compared, and as many
+        again times ``rescue_factor`` scored by the rescue (none when ``rescue_k`` is 0)."""
+        keep = self.keep(n)
+        if self.rescue_k <= 0 or self.rescue_factor <= 0:
+            return keep
+        return int(min(n, keep + math.ceil(self.rescue_factor * keep)))
+
     def is_lead(self, nmf: float | None, cmc: float | None) -> bool:
         """The lead rule (see the module doc)."""
         if nmf is not None:
@@ -140,6 +164,8 @@ class JobOutcome:
     casing: int
     n_partition: int = 0
     n_compared: int = 0
+    n_rescued: int = 0
+    """Of the compared, those the rescue added (:attr:`CorrelationConfig.rescue_factor`)."""
     n_errors: int = 0
     leads: list[dict[str, Any]] = field(default_factory=list)
     n_new_leads: int = 0
@@ -210,15 +236,34 @@ def correlate(
         return out
     query = catalog.make_query(rec.casing_id)
     keep = config.keep(int(ids.size))
-    screened, kept = _screen(catalog, query, ids, keep, config.screen_chunk)
+    coarse_fn = getattr(catalog.engine, "coarse_similarity", None)
+    reach = config.reach(int(ids.size)) if coarse_fn is not None else keep
+    screened, order = _screen(catalog, query, ids, reach, config.screen_chunk)
     desc: dict[int, float] = {}
     if config.use_descriptor:
-        found = coarse_candidates(catalog.indexes, query, ids, keep)
+        found = coarse_candidates(catalog.indexes, query, ids, reach)
         desc = found.best
-        kept = interleave(kept, found.order)[:keep]
-        missing = [i for i in kept if i not in screened]
-        if missing and screened:  # the screen's scores of the descriptor's picks, for the leads
-            screened.update(_screen(catalog, query, np.array(missing), len(missing), keep)[0])
+        order = interleave(order, found.order)[:reach]
+    kept, aside = order[:keep], order[keep:]
+    if aside and coarse_fn is not None:
+
+        def rescore(i: int) -> float:
+            catalog.wait_idle(config.yield_s)
+            if should_stop():
+                raise JobInterrupted(rowid)
+            surface = store.load_surface(i)
+            if surface is None:
+                raise LookupError(f"no stored surface for casing {i}")
+            return float(coarse_fn(query.prepared, catalog.engine.load(surface)))
+
+        rescued = rescue_candidates(pool, aside, rescore, config.rescue_k, None)
+        if should_stop():
+            raise JobInterrupted(rowid)
+        out.n_rescued = len(rescued)
+        kept = kept + rescued
+    missing = [i for i in kept if i not in screened]
+    if missing and screened:  # the screen's scores of the descriptor's picks, for the leads
+        screened.update(_screen(catalog, query, np.array(missing), len(missing), keep)[0])
     best = {i: desc.get(i, screened.get(i, 0.0)) for i in kept}
     coarse = Coarse(hits={}, best=best, order=kept)
     live = live_candidates(store, coarse, query.sha256)  # the newcomer's very file: no lead

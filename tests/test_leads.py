@@ -136,7 +136,11 @@ def test_a_mate_the_screen_misses_is_compared_from_the_descriptor_order(
     """Two of 31 older casings are compared; the screen ranks at random, the descriptor puts
     the mate first. Alternating the two orders compares the mate; the screen alone did not."""
     cfg = CorrelationConfig(
-        lead_max_nmf=0.3, compare_fraction=0.0, compare_min=2, use_descriptor=use_descriptor
+        lead_max_nmf=0.3,
+        compare_fraction=0.0,
+        compare_min=2,
+        use_descriptor=use_descriptor,
+        rescue_factor=0.0,
     )
     with Catalog.open(tmp_path / "data", engine=BlindScreenEngine()) as cat:
         old = _add(cat, 7, 0)
@@ -151,6 +155,34 @@ def test_a_mate_the_screen_misses_is_compared_from_the_descriptor_order(
         if use_descriptor:
             (lead,) = cat.store.list_leads()
             assert lead.screen_score is not None  # the descriptor's pick was screened too
+
+
+@pytest.mark.parametrize("rescue_factor", [20.0, 0.0])
+def test_rescue_finds_a_mate_both_orders_set_aside(tmp_path: Path, rescue_factor: float) -> None:
+    """The screen knows nothing and the descriptor is not used: the mate is set aside. The
+    rescue scores every set-aside casing by the engine's coarse similarity and compares its
+    best one: the mate; without a rescue it is not compared."""
+    cfg = CorrelationConfig(
+        lead_max_nmf=0.3,
+        compare_fraction=0.0,
+        compare_min=2,
+        use_descriptor=False,
+        rescue_factor=rescue_factor,
+        rescue_k=1,
+    )
+    with Catalog.open(tmp_path / "data", engine=BlindScreenEngine()) as cat:
+        old = _add(cat, 7, 0)
+        for g in range(30):
+            _add(cat, 100 + g, 0)
+        new = _add(cat, 7, 1)
+        last = next(o for o in _drain(cat, config=cfg) if o.casing == new.id)
+        pair = frozenset((old.casing_id, new.casing_id))
+        if rescue_factor:
+            assert (last.n_compared, last.n_rescued) == (3, 1)
+            assert pair in _pairs(cat.store)
+        else:
+            assert (last.n_compared, last.n_rescued) == (2, 0)
+            assert pair not in _pairs(cat.store)
 
 
 def test_leads_never_cross_the_sharing_policy(cat: Catalog) -> None:
