@@ -674,8 +674,15 @@ def _correlation_options(p: argparse.ArgumentParser) -> None:
         "--compare-fraction",
         type=float,
         metavar="F",
-        help="fraction of the screened casings fully compared, best screen scores first "
-        "(default 0.05; at least 20, at most 2000)",
+        help="fraction of the screened casings fully compared, taken alternately by screen "
+        "and descriptor order (default 0.05; at least 20, at most 2000)",
+    )
+    p.add_argument(
+        "--rescue-factor",
+        type=float,
+        metavar="R",
+        help="beyond those compared, R times as many more are scored by the comparison's"
+        " coarse rotation sweep and its best 20 compared too (default 1.0; 0: no rescue)",
     )
     p.add_argument(
         "--lead-max-nmf",

@@ -33,8 +33,8 @@ def _policy(path: str | None) -> Any:
 
 
 def correlation_config(args: argparse.Namespace) -> Any:
-    """``index.correlate.CorrelationConfig`` from ``--compare-fraction``, ``--lead-max-nmf``,
-    ``--lead-min-cmc`` (defaults where not given)."""
+    """``index.correlate.CorrelationConfig`` from ``--compare-fraction``, ``--rescue-factor``,
+    ``--lead-max-nmf``, ``--lead-min-cmc`` (defaults where not given)."""
     from index.correlate import CorrelationConfig
 
     cfg = CorrelationConfig()
@@ -43,6 +43,11 @@ def correlation_config(args: argparse.Namespace) -> Any:
         if not 0.0 < frac <= 1.0:
             raise ValueError(f"--compare-fraction must be in (0, 1]; got {frac}")
         cfg.compare_fraction = float(frac)
+    rescue = getattr(args, "rescue_factor", None)
+    if rescue is not None:
+        if not 0.0 <= rescue <= 100.0:
+            raise ValueError(f"--rescue-factor must be in [0, 100] (0: no rescue); got {rescue}")
+        cfg.rescue_factor = float(rescue)
     nmf = getattr(args, "lead_max_nmf", None)
     if nmf is not None:
         if not 0.0 < nmf <= 1.0:

@@ -366,7 +366,9 @@ def test_audit_verify_without_a_log_is_bad_input(tmp_path: Path, capsys) -> None
     assert json.loads(out.out)["ok"] is False and "no such folder" in out.err
 
 
-def test_local_search_rescue_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_local_search_rescue_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     """--rescue HEAD compares the best set-aside candidates too, and says so; a negative HEAD
     and a remote search are refused with a reason."""
     monkeypatch.setenv("BALLISTICS_INDEX_ENGINE", "index.testing:FakeScreenEngine")

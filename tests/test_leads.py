@@ -568,3 +568,17 @@ def test_sigkill_mid_queue_no_job_lost_no_lead_doubled(
         assert retaken >= 1  # some kill did land mid-job
     finally:
         store.close()
+
+
+def test_correlation_options_reach_the_config() -> None:
+    import argparse
+
+    from server.commands_leads import correlation_config
+
+    cfg = correlation_config(argparse.Namespace(rescue_factor=0.0, compare_fraction=0.1))
+    assert (cfg.rescue_factor, cfg.compare_fraction) == (0.0, 0.1)
+    assert cfg.reach(1000) == cfg.keep(1000) == 100  # no rescue: the list ends at keep
+    assert CorrelationConfig().reach(1000) == 100  # default rescue: as many again
+    with pytest.raises(ValueError, match="--rescue-factor"):
+        correlation_config(argparse.Namespace(rescue_factor=-1.0))
+    assert cli_main(["correlate", "--data-dir", "/nonexistent", "--rescue-factor", "-2"]) == 2
