@@ -64,6 +64,7 @@ from .search import (
     compare_one,
     interleave,
     live_candidates,
+    load_candidate,
     rank_candidates,
     rescue_candidates,
     screen_candidates,
@@ -251,10 +252,7 @@ def correlate(
             catalog.wait_idle(config.yield_s)
             if should_stop():
                 raise JobInterrupted(rowid)
-            surface = store.load_surface(i)
-            if surface is None:
-                raise LookupError(f"no stored surface for casing {i}")
-            return float(coarse_fn(query.prepared, catalog.engine.load(surface)))
+            return float(coarse_fn(query.prepared, load_candidate(store, i, catalog.engine.load)))
 
         rescued = rescue_candidates(pool, aside, rescore, config.rescue_k, None)
         if should_stop():

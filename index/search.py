@@ -451,21 +451,23 @@ def rescue_candidates(
     return sorted(got, key=lambda i: -got[i])[:k]
 
 
-def _rescue_one(
-    store: Store, query: Query, score_fn: Callable[[Any, Any], float], load_fn: LoadFn, rowid: int
-) -> float:
+def load_candidate(store: Store, rowid: int, load_fn: LoadFn) -> Any:
+    """A candidate's prepared surface, loaded from the store."""
     surface = store.load_surface(rowid)
     if surface is None:
         raise LookupError(f"no stored surface for casing {rowid}")
-    return float(score_fn(query.prepared, load_fn(surface)))
+    return load_fn(surface)
+
+
+def _rescue_one(
+    store: Store, query: Query, score_fn: Callable[[Any, Any], float], load_fn: LoadFn, rowid: int
+) -> float:
+    return float(score_fn(query.prepared, load_candidate(store, rowid, load_fn)))
 
 
 def compare_one(store: Store, query: Query, rowid: int, score_fn: ScoreFn, load_fn: LoadFn) -> Any:
     """Stage 3 for one candidate: its stored surface, loaded and compared with the query's."""
-    surface = store.load_surface(rowid)
-    if surface is None:
-        raise LookupError(f"no stored surface for casing {rowid}")
-    return score_fn(query.prepared, load_fn(surface))
+    return score_fn(query.prepared, load_candidate(store, rowid, load_fn))
 
 
 def compare_candidates(
@@ -631,11 +633,13 @@ class Searcher:
         coarse = coarse_candidates(indexes, query, allowed, rerank_k)
         live = live_candidates(store, coarse, query.sha256)
         t1 = time.monotonic()
-        rescuing = rescue is not None and screen is not None and rescue.head > screen.keep
-        wide = replace(screen, keep=rescue.head) if rescuing and screen and rescue else screen
+        wide = screen
+        if rescue is not None and screen is not None and rescue.head > screen.keep:
+            wide = replace(screen, keep=rescue.head)  # stage 2's order up to the rescue's reach
         screened, to_compare = screen_candidates(wide, query, live.order, coarse.best)
         t2 = time.monotonic()
         rescued: list[int] = []
+        rescuing = wide is not screen
         if rescuing and screen is not None and rescue is not None:
             aside = to_compare[screen.keep :]
             to_compare = to_compare[: screen.keep]
