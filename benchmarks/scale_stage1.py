@@ -12,8 +12,8 @@ one thread).
     nice -n 5 python benchmarks/scale_stage1.py --flat-timing 100000,1000000,4000000
 
 ``--flat-timing``: only the time of one exact search (``FaissIndex``, ``Flat``, k = 2,001, one
-thread) over that many random unit 144-d vectors (seeded), for store sizes the corpus does not
-reach; written to ``results/scale-stage1-flat-timing.json``.
+thread) and of removing one id, over that many random unit 144-d vectors (seeded), for store
+sizes the corpus does not reach; written to ``results/scale-stage1-flat-timing.json``.
 
 Engines: ``faiss-hnsw`` (``HNSW32,Flat``, FAISS's rule from 50k rows until 2026-12-05),
 ``faiss-flat`` (the rule since), ``milvus-lite-hnsw`` and ``milvus-lite-flat`` (skipped with a
@@ -89,9 +89,15 @@ def flat_timing(sizes: list[int]) -> dict[str, Any]:
             t = time.perf_counter()
             idx.search(q[i], 2001)
             times.append(time.perf_counter() - t)
+        removes = []
+        for i in range(3):  # Flat removes physically: the rows after it move up
+            t = time.perf_counter()
+            idx.remove([1000 + i])
+            removes.append(time.perf_counter() - t)
         out[str(n)] = {
             "structure": idx.factory,
             "ms_median": round(1e3 * float(np.median(times)), 1),
+            "remove_one_ms_median": round(1e3 * float(np.median(removes)), 1),
         }
         print(n, out[str(n)], flush=True)
         del idx, x

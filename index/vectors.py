@@ -6,8 +6,8 @@ better). Ids are the store's int64 casing row ids.
 Choice of FAISS structure (:func:`choose_factory`, overridable by configuration)
 --------------------------------------------------------------------------------
 * ``n < 5_000_000``: ``IDMap2,Flat`` - exact brute force, one GEMV per query: at k = 2,001
-  and 144 dimensions, one thread, 2.1 ms at 100k rows, 21 ms at 1 M and 96 ms at 4 M on a
-  busy machine (``benchmarks/scale_stage1.py --flat-timing``), small beside the full
+  and 144 dimensions, one thread, 2-3 ms at 100k rows, 19-23 ms at 1 M and 82-96 ms at 4 M
+  on a busy machine (``benchmarks/scale_stage1.py --flat-timing``), small beside the full
   comparisons a search runs after it.
   Until 2026-12-05 ``IDMap2,HNSW32,Flat`` was chosen from 50k rows. HNSW is fast on vectors
   spread like the bulk of the store, but a query whose mates form a small cluster apart from
@@ -73,7 +73,9 @@ at 1k, 2.1-3.7 ms at 2k, 4.6-9.6 ms at 4k, 10-11 ms at 5k, 21 ms at 10k, 180 ms 
 the two cross near 4k rows. The old rule (exact-subset up to 2 % of the rows) cost 180-340 ms
 per query at 100k-200k allowed rows for no recall gain.
 
-Deletions: Flat and IVF remove ids physically. HNSW cannot remove; deleted ids become
+Deletions: Flat and IVF remove ids physically (Flat moves the rows after the removed one up:
+55-71 ms per removal at 1 M rows, 220-283 ms at 4 M, under the write lock; deletions are rare;
+``benchmarks/scale_stage1.py --flat-timing``). HNSW cannot remove; deleted ids become
 tombstones excluded from every search by a selector, and the index is compacted (rebuilt from
 its own vectors) when tombstones exceed 20 % of the rows.
 
