@@ -50,10 +50,6 @@ def _make(args: tuple[int, str]) -> tuple[int, dict[str, np.ndarray], bytes, flo
     return i, descs, p.to_bytes(form), time.perf_counter() - t
 
 
-def _du(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def build(d: Path, n: int, form: str, workers: int) -> dict[str, Any]:
     from index.engine import BallisticsEngine
     from index.store import Store
@@ -163,9 +159,11 @@ def main() -> int:
             },
         }
         res["searches"] = details
-    db = sum((d / f).stat().st_size for f in os.listdir(d) if f.startswith("store.sqlite"))
-    surf = _du(d / "surfaces")
-    other = _du(d) - db - surf
+    # one walk, so a WAL checkpoint between two walks cannot make "other" negative
+    sizes = {f: f.stat().st_size for f in d.rglob("*") if f.is_file()}
+    db = sum(v for f, v in sizes.items() if f.parent == d and f.name.startswith("store.sqlite"))
+    surf = sum(v for f, v in sizes.items() if (d / "surfaces") in f.parents)
+    other = sum(sizes.values()) - db - surf
     res["disk"] = {
         "sqlite_bytes": db,
         "surface_files_bytes": surf,
