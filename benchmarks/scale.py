@@ -198,6 +198,26 @@ class Pool:
         gun = self.items[j].gun
         return [self.n + m for m, it in enumerate(self.items) if m != j and it.gun == gun]
 
+    def prepared(self, row: int) -> Any:
+        """The prepared casing of pool row ``row`` (a distractor is regenerated from its seed)."""
+        if row < self.n:
+            return sc.prepared(DISTRACTOR_SEED, row)
+        return load_prepared(self.items[row - self.n].key)
+
+    def coarse_scores(self, j: int, rows: Any, cpu: list[float]) -> dict[int, float]:
+        """``ballistics.compare.coarse_similarity`` of ``items[j]`` with each pool row in
+        ``rows``; the CPU seconds of each call are appended to ``cpu``."""
+        from ballistics.compare import coarse_similarity
+
+        query = load_prepared(self.items[j].key)
+        out = {}
+        for row in (int(r) for r in rows):
+            other = self.prepared(row)
+            t = time.process_time()
+            out[row] = coarse_similarity(query, other)
+            cpu.append(time.process_time() - t)
+        return out
+
 
 def load_pool(n: int, query_seed: int, fadul_slides: int, guns: int = 5, shots: int = 3) -> Pool:
     """:class:`Pool` of the first ``n`` distractors (seed :data:`DISTRACTOR_SEED`, built by

@@ -41,7 +41,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import scale
-from benchmarks import scale_corpus as sc
 from benchmarks._common import ROOT
 
 KEEPS = (20, 200, 500, 1000, 2000)
@@ -85,7 +84,6 @@ def main() -> int:
     )
     ap.add_argument("--rescue-k", type=int, default=20, help="best of those compared too")
     args = ap.parse_args()
-    from ballistics.compare import coarse_similarity
 
     P = scale.load_pool(args.n, args.query_seed, args.fadul_slides, args.guns, args.shots)
     n, items, pool, failures = P.n, P.items, P.pool, P.failures
@@ -118,17 +116,7 @@ def main() -> int:
         if head > keep and any(keep <= pos_inter[m] < head for m in mates):
             # the rescue only adds candidates: queries with no mate in reach cannot change
             order = np.argsort(pos_inter, kind="stable")[keep:head]
-            qa = scale.load_prepared(it.key)
-            sw = {}
-            for x in order.tolist():
-                other = (
-                    sc.prepared(scale.DISTRACTOR_SEED, x)
-                    if x < n
-                    else scale.load_prepared(items[x - n].key)
-                )
-                t = time.process_time()
-                sw[x] = coarse_similarity(qa, other)
-                t_sweep.append(time.process_time() - t)
+            sw = P.coarse_scores(j, order, t_sweep)
             best = sorted(sw, key=lambda x: -sw[x])
             for m in mates:
                 if keep <= pos_inter[m] < head:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import scale
-from benchmarks import scale_corpus as sc
 from benchmarks._common import ROOT
 
 RESCUES = (2, 5, 10)
@@ -46,7 +44,6 @@ def main() -> int:
     ap.add_argument("--head", type=int, default=150, help="positions scored by the sweep")
     ap.add_argument("--compare", type=int, default=20)
     args = ap.parse_args()
-    from ballistics.compare import coarse_similarity
     from ballistics.screen import screen_spectra, spectra
     from index.search import FUSION_WEIGHT, RerankPolicy, fused_scores, interleave
 
@@ -74,18 +71,8 @@ def main() -> int:
         order = interleave(
             [int(x) for x in cand[np.argsort(-scr)]], [int(x) for x in cand[np.argsort(-fused)]]
         )
-        qa = scale.load_prepared(it.key)
         tail = order[c : args.head]
-        sw = {}
-        for x in tail:
-            other = (
-                sc.prepared(scale.DISTRACTOR_SEED, x)
-                if x < n
-                else scale.load_prepared(items[x - n].key)
-            )
-            t = time.process_time()
-            sw[x] = coarse_similarity(qa, other)
-            cpu.append(time.process_time() - t)
+        sw = P.coarse_scores(j, tail, cpu)
         by_sweep = sorted(tail, key=lambda x: -sw[x])
         for m in mates:
             pairs += 1
