@@ -503,13 +503,19 @@ class FaissIndex:
         return faiss.SearchParameters(sel=sel) if sel is not None else None
 
     def ivf_nprobe(self, n_allowed: int | None, k: int = 100) -> int:
-        """IVF: lists probed for a filter keeping ``n_allowed`` rows (None: no filter).
+        """IVF: lists probed for a filter keeping ``n_allowed`` rows (None: no filter, every
+        live row).
 
         ``nprobe`` lists hold about ``nprobe / nlist x n_allowed`` allowed rows; below
-        ``ivf_scan_factor x k`` of them the selector search misses true neighbours, so nprobe is
-        raised to ``ceil(ivf_scan_factor x k x nlist / n_allowed)`` (capped at nlist)."""
+        ``ivf_scan_factor x k`` of them the search misses true neighbours, so nprobe is
+        raised to ``ceil(ivf_scan_factor x k x nlist / n_allowed)`` (capped at nlist). The
+        same holds without a filter when k is large (a search's stage 1 asks for thousands):
+        at 100k rows, IVF1024 and k = 2,001, nprobe 64 missed a mate exact search ranks
+        1,367th (benchmarks/scale_stage1.py)."""
         nlist = _nlist(self.factory) or 1
-        if n_allowed is None or n_allowed <= 0:
+        if n_allowed is None:
+            n_allowed = self._n_live
+        if n_allowed <= 0:
             return min(self.nprobe, nlist)
         need = -(-int(self.ivf_scan_factor * max(k, 1) * nlist) // n_allowed)
         return int(min(nlist, max(self.nprobe, need)))

@@ -136,6 +136,8 @@ def test_ivf_plan_threshold_and_nprobe_boost():
     assert idx.ivf_nprobe(None, 20) == 2 and idx.ivf_nprobe(6000, 20) == 2
     assert idx.ivf_nprobe(1000, 20) == 6  # ceil(4 * 20 * 64 / 1000) = ceil(5.12)
     assert idx.ivf_nprobe(10, 20) == 64  # capped at nlist
+    # without a filter the same rule holds over every live row: a large k probes more lists
+    assert idx.ivf_nprobe(None, 10 * len(ids) // 64) > 2
     # the boosted selector search keeps recall on a narrow filter; exact-subset is exact
     own = idx.reconstruct(ids)
     q = own[rng.choice(len(ids), 8)] + 0.01
