@@ -1226,14 +1226,19 @@ class Store:
         agencies: Iterable[str] | None = None,
         limit: int = 1000,
         offset: int = 0,
+        casing: str | None = None,
     ) -> list[Lead]:
         """Leads between live casings, oldest first, each with its state from the pair's
         latest decision (:data:`LEAD_STATES`). ``agencies`` (None: all): only leads whose two
-        casings both belong to one of them (a viewer sees a lead only if it may see both)."""
+        casings both belong to one of them (a viewer sees a lead only if it may see both).
+        ``casing`` (a public casing id; None: all): only the leads of that casing."""
         if state is not None and state not in LEAD_STATES:
             raise ValueError(f"lead state must be one of {LEAD_STATES}; got {state!r}")
         where = ["a.deleted = 0", "b.deleted = 0"]
         params: list[Any] = []
+        if casing is not None:
+            where.append("(a.casing_id = ? OR b.casing_id = ?)")
+            params += [casing, casing]
         if agencies is not None:
             ags = sorted(agencies)
             marks = ",".join("?" * len(ags)) or "NULL"

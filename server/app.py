@@ -587,10 +587,20 @@ class CatalogBackend:
         return True
 
     def leads(
-        self, *, visible: set[str], state: str | None, limit: int, offset: int
+        self,
+        *,
+        visible: set[str],
+        state: str | None,
+        limit: int,
+        offset: int,
+        casing_id: str | None = None,
     ) -> LeadsResult:
         store = self.catalog.store
-        leads = store.list_leads(state=state, agencies=visible, limit=limit, offset=offset)
+        if casing_id is not None and store.get_casing(casing_id).agency not in visible:
+            raise LookupError(f"no casing with id {casing_id}")  # its existence stays hidden
+        leads = store.list_leads(
+            state=state, agencies=visible, limit=limit, offset=offset, casing=casing_id
+        )
         return LeadsResult(
             leads=[lead_rec(ld) for ld in leads], jobs=store.job_counts(agencies=visible)
         )

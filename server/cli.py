@@ -407,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
         "leads",
         "list the leads background correlation found (pairs to review), with the queue's progress",
         "ballistics leads --data-dir data/store --state new --json",
-        "ballistics leads --server 127.0.0.1 --json",
+        "ballistics leads --server 127.0.0.1 --casing-id 3f2a... --json",
     )
     p.add_argument("--data-dir", help="embedded store (local list)")
     _store_options(p)
@@ -424,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most this many leads (0: 100, as the service answers; the service caps at 1000)",
     )
     p.add_argument("--offset", type=int, default=0, help="skip this many")
+    p.add_argument("--casing-id", help="only the leads of this casing (one you may see)")
     p.add_argument("--agency", help="local: only the leads this agency may see (see --policy)")
     p.add_argument("--policy", help="local: sharing policy for --agency (default: isolated)")
     p.add_argument("--json", action="store_true", help='one JSON object {"jobs", "leads"}')

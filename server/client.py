@@ -278,11 +278,12 @@ class Client:
         state: str = "",
         limit: int = 0,
         offset: int = 0,
+        casing_id: str = "",
         timeout: float | None = None,
     ) -> pb.ListLeadsResponse:
-        """Leads the caller may see (``state``: "", new, reviewed, confirmed, excluded) and the
-        correlation queue's progress."""
-        req = pb.ListLeadsRequest(state=state, limit=limit, offset=offset)
+        """Leads the caller may see (``state``: "", new, reviewed, confirmed, excluded;
+        ``casing_id``: only that casing's) and the correlation queue's progress."""
+        req = pb.ListLeadsRequest(state=state, limit=limit, offset=offset, casing_id=casing_id)
         return self.stub.ListLeads(req, **self._kw(timeout))
 
     # ------------------------------------------------------------------ intelligence

@@ -200,11 +200,22 @@ def cmd_leads(args: argparse.Namespace) -> int:
         visible = (policy or SharingPolicy.isolated()).allowed_agencies(args.agency)
     store = open_store(args.data_dir, skw.get("store"), files_dir=skw.get("files_dir"))
     try:
+        if args.casing_id is not None:
+            try:
+                rec = store.get_casing(args.casing_id)
+            except LookupError:
+                rec = None
+            if rec is None or (visible is not None and rec.agency not in visible):
+                return _fail(
+                    f"no casing {args.casing_id} in {args.data_dir}"
+                    + (f" that {args.agency} may see" if visible is not None else "")
+                )
         leads = store.list_leads(
             state=args.state,
             agencies=visible,
             limit=min(args.limit or 100, 1000),
             offset=args.offset,
+            casing=args.casing_id,
         )
         jobs = store.job_counts(agencies=visible)
     finally:
@@ -220,6 +231,11 @@ def cmd_leads(args: argparse.Namespace) -> int:
 @_handles_errors
 def cmd_leads_remote(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        resp = client.leads(state=args.state or "", limit=args.limit, offset=args.offset)
+        resp = client.leads(
+            state=args.state or "",
+            limit=args.limit,
+            offset=args.offset,
+            casing_id=args.casing_id or "",
+        )
     _print_leads([lead_from_proto(ld) for ld in resp.leads], jobs_dict(resp.jobs), args.json)
     return 0

@@ -294,10 +294,17 @@ class Backend(Protocol):
     def delete(self, casing_id: str, *, reason: str, user: str) -> bool: ...
 
     def leads(
-        self, *, visible: set[str], state: str | None, limit: int, offset: int
+        self,
+        *,
+        visible: set[str],
+        state: str | None,
+        limit: int,
+        offset: int,
+        casing_id: str | None = None,
     ) -> LeadsResult:
-        """Leads whose two casings both belong to ``visible`` agencies, and the correlation
-        jobs of those agencies' casings by state."""
+        """Leads whose two casings both belong to ``visible`` agencies (``casing_id``: only
+        that casing's; :class:`LookupError` when it is absent or not of a visible agency),
+        and the correlation jobs of those agencies' casings by state."""
         ...
 
 
@@ -728,6 +735,7 @@ class MatchingService(pb_grpc.MatchingServicer):
             state=request.state or None,
             limit=min(request.limit or 100, self.limits.max_list),
             offset=request.offset,
+            casing_id=request.casing_id or None,
         )
         out = pb.ListLeadsResponse(
             jobs=pb.CorrelationProgress(**{k: int(res.jobs.get(k, 0)) for k in _JOB_STATES})

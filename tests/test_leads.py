@@ -434,6 +434,15 @@ def test_rpc_and_cli_list_leads_through_the_policy(
                 with pytest.raises(grpc.RpcError) as err:
                     n.leads(state="hit")
                 assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+                # one casing's leads: north's casing has the lead; east's casing has none, and
+                # north may not even learn that it exists (as for an unknown id)
+                assert [ld.lead_id for ld in n.leads(casing_id=a.casing_id).leads] == [lead.lead_id]
+                assert list(e.leads(casing_id=x.casing_id).leads) == []
+                for hidden in (x.casing_id, "no-such-casing"):
+                    with pytest.raises(grpc.RpcError) as err:
+                        n.leads(casing_id=hidden)
+                    assert err.value.code() is grpc.StatusCode.NOT_FOUND
+                    assert hidden in (err.value.details() or "")
             with srv.client("north_sub") as sub, pytest.raises(grpc.RpcError) as err:
                 sub.leads()  # a submitter has no lead queue
             assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
@@ -466,6 +475,12 @@ def test_rpc_and_cli_list_leads_through_the_policy(
     )
     local = json.loads(capsys.readouterr().out)
     assert local == remote
+    # --casing-id locally: the same lead for north's casing; east's is refused for north
+    north = ["leads", "--data-dir", str(data), "--agency", "PD-North", "--policy", str(pol)]
+    assert cli_main([*north, "--casing-id", a.casing_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["leads"] == remote["leads"]
+    assert cli_main([*north, "--casing-id", x.casing_id, "--json"]) == 2
+    assert f"no casing {x.casing_id}" in capsys.readouterr().err
 
 
 # --- durability: SIGKILL mid-queue ---------------------------------------------------------

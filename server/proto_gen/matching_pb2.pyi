@@ -483,14 +483,16 @@ class DeleteCasingResponse(_message.Message):
     def __init__(self, casing_id: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...
 
 class ListLeadsRequest(_message.Message):
-    __slots__ = ("state", "limit", "offset")
+    __slots__ = ("state", "limit", "offset", "casing_id")
     STATE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CASING_ID_FIELD_NUMBER: _ClassVar[int]
     state: str
     limit: int
     offset: int
-    def __init__(self, state: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+    casing_id: str
+    def __init__(self, state: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., casing_id: _Optional[str] = ...) -> None: ...
 
 class Lead(_message.Message):
     __slots__ = ("lead_id", "casing_a", "casing_b", "agency_a", "agency_b", "incident_a", "incident_b", "score", "cmc", "non_match_frequency", "screen_score", "quality_a", "quality_b", "low_confidence", "low_confidence_reasons", "flags", "created_at", "state", "decision_id", "decided_at")
