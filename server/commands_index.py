@@ -208,6 +208,15 @@ def cmd_search(args: argparse.Namespace) -> int:
                 length_unit=getattr(args, "length_unit", None) or "m",
                 light=light,
             )
+            # what background correlation found for a stored casing, compared or not here
+            lead_ids = (
+                []
+                if args.file
+                else [
+                    ld.casing_b if ld.casing_a == args.casing_id else ld.casing_a
+                    for ld in cat.store.list_leads(casing=args.casing_id)
+                ]
+            )
     except NotFoundError as e:
         return _fail(str(e).strip("'\""))
     except ValueError as e:
@@ -244,6 +253,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(
             f"same file: casing {c.casing_id} ({c.agency}, incident {c.incident or '-'}) holds"
             " the query's very file (same SHA-256); not ranked"
+        )
+    if lead_ids:
+        shown = {c.casing_id for c in res.combined}
+        apart = [c for c in lead_ids if c not in shown]
+        print(
+            f"background correlation: {len(lead_ids)} lead(s) for this casing"
+            + (f", {len(apart)} not in the list above ({', '.join(apart[:5])})" if apart else "")
+            + f"; ballistics leads --casing-id {args.casing_id}"
         )
     if res.n_rescued:
         print(

@@ -597,3 +597,20 @@ def test_correlation_options_reach_the_config() -> None:
     with pytest.raises(ValueError, match="--rescue-factor"):
         correlation_config(argparse.Namespace(rescue_factor=-1.0))
     assert cli_main(["correlate", "--data-dir", "/nonexistent", "--rescue-factor", "-2"]) == 2
+
+
+def test_local_search_names_the_casings_leads(
+    cat: Catalog, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A search for a stored casing says what background correlation found for it, and which
+    of those leads the list above does not show."""
+    monkeypatch.setenv("BALLISTICS_INDEX_ENGINE", "index.testing:FakeScreenEngine")
+    recs = [_add(cat, 7, s) for s in range(3)] + [_add(cat, 100 + g, 0) for g in range(5)]
+    _drain(cat)
+    q = recs[2].casing_id
+    argv = ["search", "--casing-id", q, "--data-dir", str(cat.data_dir), "--top", "1"]
+    capsys.readouterr()
+    assert cli_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "background correlation: 2 lead(s) for this casing, 1 not in the list above" in out
+    assert f"ballistics leads --casing-id {q}" in out
