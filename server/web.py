@@ -168,6 +168,8 @@ class PageSearch:
     kind: str
     response: pb.SearchResponse
     casings: dict[str, pb.Casing] = field(default_factory=dict)
+    leads: list[pb.Lead] | None = None
+    """The query casing's background-correlation leads (None: the user may not list leads)."""
 
     @property
     def state(self) -> str:
@@ -592,6 +594,10 @@ class ReviewApp:
         for cid in sorted(ids | {casing_id}):  # dates and case numbers, each an audited read
             with contextlib.suppress(WebAbort):
                 casings[cid] = self.rpc(req, "GetCasing", pb.GetCasingRequest(casing_id=cid))
+        leads: list[pb.Lead] | None = None
+        with contextlib.suppress(WebAbort):  # an examiner's read; others have no lead queue
+            got = self.rpc(req, "ListLeads", pb.ListLeadsRequest(casing_id=casing_id, limit=200))
+            leads = list(got.leads)
         ps = PageSearch(
             search_id=secrets.token_urlsafe(9),
             casing_id=casing_id,
@@ -601,6 +607,7 @@ class ReviewApp:
             kind=self.kind_of(casing_id),
             response=resp,
             casings=casings,
+            leads=leads,
         )
         self._keep_search(ps)
         return ps
@@ -661,6 +668,8 @@ class ReviewApp:
         sections = [self._cand_table(req, ps, "combined", r.combined.candidates)]
         for lst in r.regions:
             sections.append(self._cand_table(req, ps, lst.region, lst.candidates))
+        if ps.leads:
+            sections.append(self._leads_table(ps, r.combined.candidates))
         if r.identical:
             sections.append(
                 "<section><h2>The query's very file, stored before (not ranked)</h2><ul>"
@@ -704,6 +713,35 @@ class ReviewApp:
             "<th>quality flags</th><th>state</th></tr></thead><tbody>"
             + "".join(rows)
             + "</tbody></table></section>"
+        )
+
+    def _leads_table(self, ps: PageSearch, listed: Iterable[pb.Candidate]) -> str:
+        """The query casing's leads from background correlation, and whether the candidate
+        list above shows each (a lead's mate may lie beyond what the search compared)."""
+        shown = {c.casing_id for c in listed}
+        rows = []
+        for ld in ps.leads or []:
+            mine = ld.casing_a == ps.casing_id
+            other, agency = (ld.casing_b, ld.agency_b) if mine else (ld.casing_a, ld.agency_a)
+            href = "/compare?" + urlencode({"a": ps.casing_id, "b": other})
+            nmf = ld.non_match_frequency if ld.HasField("non_match_frequency") else None
+            rows.append(
+                f"<tr><td><a href='{esc(href)}' class='lead'>{esc(other)}</a></td>"
+                f"<td>{esc(agency)}</td>"
+                f"<td>{_fmt(ld.score if ld.HasField('score') else None)}</td>"
+                f"<td>{ld.cmc if ld.HasField('cmc') else '&mdash;'}</td>"
+                f"<td>{'&mdash;' if nmf is None else esc(f'{nmf:.2g}')}</td>"
+                f"<td>{esc(ld.state)}</td>"
+                f"<td>{'yes' if other in shown else '<strong>no</strong>'}</td></tr>"
+            )
+        return (
+            "<section><h2>Leads from background correlation</h2>"
+            "<p class='note'>Pairs the background correlation compared in full and found worth a"
+            " look; one not in the list above was not among the candidates this search"
+            " compared.</p><table class='grid leads'><thead><tr><th>casing</th><th>agency</th>"
+            "<th>score</th><th>CMC</th><th>non-match frequency</th><th>state</th>"
+            "<th>in the list above</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+            "</section>"
         )
 
     # -- comparison ----------------------------------------------------------------------------

@@ -175,6 +175,42 @@ def test_render_png_is_a_picture(review: Review, tmp_path: Path) -> None:
     assert img is not None and img.shape[0] == img.shape[1] and float(img.std()) > 10
 
 
+def test_search_page_lists_the_casings_leads(review: Review) -> None:
+    """After background correlation, a search page shows the query casing's leads an examiner
+    may see, each with whether the candidate list shows it; a submitter (no lead queue) gets
+    the page without them."""
+    from index.correlate import CorrelationConfig, CorrelationWorker
+
+    service = review.srv.server.service
+    assert service is not None
+    catalog = review.srv.backend.catalog  # type: ignore[attr-defined]
+    # every fully compared pair a lead, so the small store has some whatever their scores
+    worker = CorrelationWorker(
+        catalog, policy=service.policy, config=CorrelationConfig(lead_max_nmf=1.0)
+    )
+    try:
+        worker.drain()
+    finally:
+        worker.stop()
+    q, mate = review.ids["q"], review.ids["mate"]
+    c = Browserless(review.url)
+    c.login(review.srv.tokens["north_exam"])
+    _, _, queue = c.request("GET", "/queue")
+    _, h, _ = c.request("POST", "/search", {"csrf": c.csrf(queue), "casing_id": q})
+    _, _, page = c.request("GET", h["location"])
+    assert "Leads from background correlation" in page
+    section = page.split("Leads from background correlation", 1)[1]
+    assert f"class='lead'>{mate}</a>" in section
+    assert review.ids["east"] not in page  # east shares with nobody: no lead, no candidate
+    sub = Browserless(review.url)
+    sub.login(review.srv.tokens["north_sub"])
+    _, _, queue = sub.request("GET", "/queue")
+    status, h, _ = sub.request("POST", "/search", {"csrf": sub.csrf(queue), "casing_id": q})
+    assert status == 303  # a submitter may search, but has no lead queue
+    _, _, page = sub.request("GET", h["location"])
+    assert f"class='cand'>{mate}</a>" in page and "Leads from background correlation" not in page
+
+
 def test_logout_ends_the_session(review: Review) -> None:
     c = Browserless(review.url)
     c.login(review.srv.tokens["north_exam"])
