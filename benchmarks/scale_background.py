@@ -46,9 +46,9 @@ from benchmarks._common import ROOT
 KEEPS = (20, 200, 500, 1000, 2000)
 
 
-def kept_share(ranks: dict[str, np.ndarray], keep: int) -> float:
+def kept_share(positions: list[int], keep: int) -> float:
     """Share of mate pairs whose position in the compared order is below ``keep``."""
-    return round(float(np.mean(ranks["pos"] < keep)), 4)
+    return round(float(np.mean(np.asarray(positions) < keep)), 4)
 
 
 def interleave_positions(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -144,10 +144,7 @@ def main() -> int:
     for set_, r in sorted(rows.items()):
         out["by_set"][set_] = {
             "directed_mate_pairs": len(r["screen"]),
-            **{
-                rule: {str(k): kept_share({"pos": np.array(v)}, k) for k in KEEPS}
-                for rule, v in r.items()
-            },
+            **{rule: {str(k): kept_share(v, k) for k in KEEPS} for rule, v in r.items()},
             "worst_positions": {rule: sorted(v)[-5:] for rule, v in r.items()},
         }
     if args.rescue_head:

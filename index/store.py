@@ -1237,7 +1237,10 @@ class Store:
         where = ["a.deleted = 0", "b.deleted = 0"]
         params: list[Any] = []
         if casing is not None:
-            where.append("(a.casing_id = ? OR b.casing_id = ?)")
+            # on the leads' own indexed row ids (UNIQUE(casing_a, casing_b), leads_b), not
+            # on the joined public ids, which would scan every lead
+            one = "(SELECT id FROM casings WHERE casing_id = ?)"
+            where.append(f"(l.casing_a = {one} OR l.casing_b = {one})")
             params += [casing, casing]
         if agencies is not None:
             ags = sorted(agencies)
