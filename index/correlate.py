@@ -47,7 +47,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -239,12 +239,15 @@ def correlate(
     keep = config.keep(int(ids.size))
     coarse_fn = getattr(catalog.engine, "coarse_similarity", None)
     reach = config.reach(int(ids.size)) if coarse_fn is not None else keep
-    screened, order = _screen(catalog, query, ids, reach, config.screen_chunk)
     desc: dict[int, float] = {}
+    by_desc: list[int] = []
     if config.use_descriptor:
         found = coarse_candidates(catalog.indexes, query, ids, reach)
-        desc = found.best
-        order = interleave(order, found.order)[:reach]
+        desc, by_desc = found.best, found.order
+    # one pass over the partition's signatures also keeps the descriptor's picks' scores
+    screened, order = _screen(catalog, query, ids, reach, config.screen_chunk, also=set(by_desc))
+    if by_desc:
+        order = interleave(order, by_desc)[:reach]
     kept, aside = order[:keep], order[keep:]
     if aside and coarse_fn is not None:
 
@@ -259,9 +262,6 @@ def correlate(
             raise JobInterrupted(rowid)
         out.n_rescued = len(rescued)
         kept = kept + rescued
-    missing = [i for i in kept if i not in screened]
-    if missing and screened:  # the screen's scores of the descriptor's picks, for the leads
-        screened.update(_screen(catalog, query, np.array(missing), len(missing), keep)[0])
     best = {i: desc.get(i, screened.get(i, 0.0)) for i in kept}
     coarse = Coarse(hits={}, best=best, order=kept)
     live = live_candidates(store, coarse, query.sha256)  # the newcomer's very file: no lead
@@ -304,10 +304,16 @@ def correlate(
 
 
 def _screen(
-    catalog: Catalog, query: Any, ids: np.ndarray, keep: int, chunk: int
+    catalog: Catalog,
+    query: Any,
+    ids: np.ndarray,
+    keep: int,
+    chunk: int,
+    also: Collection[int] = (),
 ) -> tuple[dict[int, float], list[int]]:
-    """The search's stage 2 over every id, a chunk at a time: (screen scores of the kept,
-    the ``keep`` best, best first; casings without a signature first, as in a search)."""
+    """The search's stage 2 over every id, a chunk at a time: (screen scores of the kept and
+    of the ids in ``also``, the ``keep`` best, best first; casings without a signature
+    first, as in a search)."""
     score_fn = catalog.engine.screen
     if score_fn is None or SCREEN_KEY not in query.descriptors:
         # no screen: nothing ranks them, so the newest ``keep`` are compared
@@ -319,15 +325,17 @@ def _screen(
         keep=keep,
     )
     scores: dict[int, float] = {}
+    extra: dict[int, float] = {}
     kept: list[int] = []
     for s in range(0, int(ids.size), max(1, chunk)):
         part = [int(i) for i in ids[s : s + chunk]]
         got, best = screen_candidates(screen, query, part)
+        extra.update({i: got[i] for i in also if i in got})
         merged = kept + best
         scores.update({i: got[i] for i in best if i in got})
         kept = sorted(merged, key=lambda i: -scores.get(i, np.inf))[:keep]
         scores = {i: scores[i] for i in kept if i in scores}
-    return scores, kept
+    return {**extra, **scores}, kept
 
 
 class CorrelationWorker:
